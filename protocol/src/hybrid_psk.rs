@@ -1,0 +1,78 @@
+//! The WireGuard pre-shared key: one-time secret + ML-KEM-768.
+//!
+//! ```text
+//! PSK = HKDF-SHA256(
+//!     salt = "support-tunnel v1 hybrid psk",
+//!     ikm  = ML-KEM shared secret || one-time secret,
+//!     info = label || tunnel id || device WG public || admin WG public
+//!                  || H(ML-KEM encapsulation key) || H(ML-KEM ciphertext))
+//! ```
+//!
+//! What each input defends against:
+//! * **ML-KEM shared secret**: a recorder who later breaks X25519 (a quantum
+//!   computer) recovers WireGuard's Diffie-Hellman results, but not this; the
+//!   PSK is mixed into every WireGuard handshake, so the traffic stays sealed.
+//! * **One-time secret**: should ML-KEM turn out weak, the PSK still needs the
+//!   code that only the owner and the engineer saw; and a control plane that
+//!   swaps the KEM key cannot produce a matching PSK.
+//! * **Tunnel id and both WireGuard public keys**: the PSK belongs to exactly
+//!   this pair of peers in this tunnel; it is useless anywhere else.
+//! * **Hashes of the encapsulation key and ciphertext**: bind the KEM
+//!   transcript (as X-Wing does), so a substituted key or ciphertext that
+//!   happened to yield a known shared secret still gives another PSK.
+//!
+//! HKDF-Extract over the concatenation is a sound combiner: the output is
+//! pseudorandom if either secret is (the same shape as TLS 1.3 hybrid key
+//! exchange).
+
+use hkdf::Hkdf;
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use crate::ids::TunnelId;
+use crate::kem::{
+    ciphertext_hash, encapsulation_key_hash, KEM_CIPHERTEXT_LEN, KEM_ENCAPSULATION_KEY_LEN,
+};
+use crate::labels;
+use crate::one_time_code::OneTimeSecret;
+
+/// Everything the PSK is derived from.
+pub struct PskInputs<'a> {
+    /// The one-time secret.
+    pub one_time_secret: &'a OneTimeSecret,
+    /// The ML-KEM-768 shared secret.
+    pub kem_shared_secret: &'a [u8; 32],
+    /// The tunnel.
+    pub tunnel_id: TunnelId,
+    /// The device's WireGuard public key.
+    pub device_wireguard: &'a [u8; 32],
+    /// The admin's WireGuard public key.
+    pub admin_wireguard: &'a [u8; 32],
+    /// The device's ML-KEM encapsulation key.
+    pub kem_encapsulation_key: &'a [u8; KEM_ENCAPSULATION_KEY_LEN],
+    /// The admin's ML-KEM ciphertext.
+    pub kem_ciphertext: &'a [u8; KEM_CIPHERTEXT_LEN],
+}
+
+/// Derives the 32-byte WireGuard PSK.
+pub fn derive_psk(inputs: &PskInputs<'_>) -> Zeroizing<[u8; 32]> {
+    let mut ikm = Zeroizing::new([0u8; 48]);
+    ikm[..32].copy_from_slice(inputs.kem_shared_secret);
+    ikm[32..].copy_from_slice(inputs.one_time_secret.as_bytes());
+    let hk = Hkdf::<Sha256>::new(Some(labels::HYBRID_PSK), ikm.as_ref());
+    let mut psk = Zeroizing::new([0u8; 32]);
+    // 32 bytes is always a valid HKDF-SHA256 output length.
+    hk.expand_multi_info(
+        &[
+            labels::HYBRID_PSK,
+            &inputs.tunnel_id.to_bytes(),
+            inputs.device_wireguard,
+            inputs.admin_wireguard,
+            &encapsulation_key_hash(inputs.kem_encapsulation_key),
+            &ciphertext_hash(inputs.kem_ciphertext),
+        ],
+        psk.as_mut(),
+    )
+    .unwrap_or_default();
+    psk
+}

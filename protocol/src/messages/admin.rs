@@ -1,0 +1,165 @@
+//! The admin's calls to the control plane (`POST /v1/admin`), each
+//! authenticated by an enrolled admin key.
+
+use alloc::boxed::Box;
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::request::{DeviceFacts, TunnelRequest};
+use super::TunnelStateKind;
+use crate::approval_box::SealedApproval;
+use crate::audit::AuditRecord;
+use crate::bounded::{BoundedString, BoundedVec};
+use crate::codec::Message;
+use crate::connected_report::SealedReport;
+use crate::ids::{ApprovalSeq, RequestId, TunnelId};
+use crate::state::TunnelState;
+
+/// The most tunnels in one list page.
+pub const MAX_LIST_PAGE: usize = 100;
+/// The most audit records in one page.
+pub const MAX_AUDIT_PAGE: usize = 100;
+
+/// An admin call with its request id.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "proptest", derive(proptest_derive::Arbitrary))]
+pub struct AdminCall {
+    /// Random per call; a replay carries the same id.
+    pub request_id: RequestId,
+    /// The call.
+    pub request: AdminRequest,
+}
+
+impl Message for AdminCall {
+    const KIND: u8 = 0x20;
+    const NAME: &'static str = "admin call";
+}
+
+/// What the admin asks.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "proptest", derive(proptest_derive::Arbitrary))]
+pub enum AdminRequest {
+    /// List tunnels, newest first, optionally in one state.
+    List(ListQuery),
+    /// One tunnel in full, with the request and its tag, to verify.
+    Show(TunnelId),
+    /// Post an approval (compare-and-set on the approval in force).
+    Approve(Box<ApproveRequest>),
+    /// Stop a tunnel.
+    Stop(StopRequest),
+    /// Read the audit log.
+    Audit(AuditQuery),
+}
+
+/// A page of the tunnel list.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "proptest", derive(proptest_derive::Arbitrary))]
+pub struct ListQuery {
+    /// Only tunnels in this state.
+    pub state: Option<TunnelStateKind>,
+    /// Continue after this tunnel (from the previous page's `next`).
+    pub after: Option<TunnelId>,
+    /// At most this many (capped at [`MAX_LIST_PAGE`]).
+    pub limit: u16,
+}
+
+/// An approval, as compare-and-set.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "proptest", derive(proptest_derive::Arbitrary))]
+pub struct ApproveRequest {
+    /// The tunnel.
+    pub tunnel_id: TunnelId,
+    /// The approval the admin saw in force (`None`: none yet). The control
+    /// plane refuses if another is in force now.
+    pub expected: Option<ApprovalSeq>,
+    /// The sealed, signed approval. Its sequence number must be the next one.
+    pub approval: SealedApproval,
+}
+
+/// Stop a tunnel.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "proptest", derive(proptest_derive::Arbitrary))]
+pub struct StopRequest {
+    /// The tunnel.
+    pub tunnel_id: TunnelId,
+    /// A note for the audit log.
+    pub note: BoundedString<200>,
+}
+
+/// A page of the audit log.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "proptest", derive(proptest_derive::Arbitrary))]
+pub struct AuditQuery {
+    /// Only records about this tunnel.
+    pub tunnel_id: Option<TunnelId>,
+    /// Records after this sequence number.
+    pub after_seq: u64,
+    /// At most this many (capped at [`MAX_AUDIT_PAGE`]).
+    pub limit: u16,
+}
+
+/// The control plane's answer to an admin call.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "proptest", derive(proptest_derive::Arbitrary))]
+pub struct AdminReply {
+    /// The call's request id, echoed.
+    pub request_id: RequestId,
+    /// The answer.
+    pub result: Result<AdminResponse, ApiError>,
+}
+
+impl Message for AdminReply {
+    const KIND: u8 = 0x21;
+    const NAME: &'static str = "admin reply";
+}
+
+/// One line of the tunnel list.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "proptest", derive(proptest_derive::Arbitrary))]
+pub struct TunnelSummary {
+    /// The tunnel.
+    pub tunnel_id: TunnelId,
+    /// Its state.
+    pub state: TunnelState,
+    /// What the device says about itself (unverified until the admin checks the tag).
+    pub facts: DeviceFacts,
+    /// When the request arrived (control plane clock, Unix seconds).
+    pub created_at: u64,
+    /// When the control plane will expire it (Unix seconds).
+    pub expires_at: u64,
+}
+
+/// One tunnel in full.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "proptest", derive(proptest_derive::Arbitrary))]
+pub struct TunnelDetail {
+    /// The summary.
+    pub summary: TunnelSummary,
+    /// The device's request, with its tag.
+    pub request: TunnelRequest,
+    /// The approval in force.
+    pub approval: Option<SealedApproval>,
+    /// The device's sealed connected report.
+    pub report: Option<SealedReport>,
+}
+
+/// A successful answer to an admin call.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "proptest", derive(proptest_derive::Arbitrary))]
+pub enum AdminResponse {
+    /// A page of tunnels.
+    List {
+        /// The tunnels.
+        tunnels: BoundedVec<TunnelSummary, MAX_LIST_PAGE>,
+        /// Pass as `after` for the next page.
+        next: Option<TunnelId>,
+    },
+    /// One tunnel.
+    Show(Box<TunnelDetail>),
+    /// The approval is in force.
+    Approved(ApprovalSeq),
+    /// The tunnel is stopped.
+    Stopped,
+    /// A page of audit records.
+    Audit(BoundedVec<AuditRecord, MAX_AUDIT_PAGE>),
+}
