@@ -1,34 +1,397 @@
-//! `support-control-plane`: the bookkeeping service: a warp HTTP API over an embedded redb store; never a root of trust.
-//!
-//! Only `--version` and `--help` work so far; the rest is the control-plane issue.
+//! `support-control-plane`: see `--help`.
 #![forbid(unsafe_code)]
 
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
-const HELP: &str = concat!(
-    "support-control-plane ", env!("CARGO_PKG_VERSION"), "\n",
-    "the bookkeeping service: a warp HTTP API over an embedded redb store; never a root of trust.\n\n",
-    "Not implemented yet (the control-plane issue).\n\n",
-    "Options:\n  -h, --help     Print this help\n  -V, --version  Print the version\n",
-);
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use support_control_plane::config::FileConfig;
+use support_control_plane::http::{self, AppState};
+use support_control_plane::metrics::Metrics;
+use support_control_plane::operator::{self, Command};
+use support_control_plane::rate_limit::RateLimiter;
+use support_control_plane::server_keys;
+use support_control_plane::service::{unix_now, Service, ServiceConfig};
+use support_control_plane::store::redb_store::RedbStore;
+use support_control_plane::store::{AdminRole, Store};
+
+/// The bookkeeping service of support-tunnel.
+///
+/// It stores device requests, relays sealed approvals, holds long-polls,
+/// expires tunnels and keeps a hash-chained audit log. It never sees a
+/// private key, PSK or one-time secret and cannot grant access by itself.
+///
+/// First start:  support-control-plane serve --listen 127.0.0.1:8443 --data /var/lib/support-cp
+/// Then pin:     support-control-plane public-key --data /var/lib/support-cp
+/// Enroll:       support-control-plane admins add alice <KEY from support-admin init>
+#[derive(Parser)]
+#[command(version, verbatim_doc_comment)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the HTTP service (creates the store and the first key on first start).
+    Serve(ServeArgs),
+    /// Print the public keys agents and admins pin (current first, one per line).
+    PublicKey(DataArg),
+    /// Rotate or retire the control plane's static keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Enroll, list and remove admin keys (effective at once on a running server).
+    #[command(subcommand)]
+    Admins(AdminsCmd),
+    /// Audit log tools.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Write a consistent copy of the store, also while the server runs.
+    Backup {
+        #[command(flatten)]
+        data: DataArg,
+        /// The copy to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct DataArg {
+    /// The data directory (store, keys, operator socket).
+    #[arg(
+        long,
+        env = "SUPPORT_CP_DATA",
+        default_value = "/var/lib/support-control-plane"
+    )]
+    data: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Add a new current key; the old ones stay served until retired.
+    Rotate(DataArg),
+    /// Stop serving an old key (after every agent has pinned the new one).
+    Retire {
+        #[command(flatten)]
+        data: DataArg,
+        /// The public key to retire (hex).
+        public_key: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminsCmd {
+    /// Enroll an admin's control-channel key (printed by `support-admin init`).
+    Add {
+        #[command(flatten)]
+        data: DataArg,
+        /// The admin's name, as the audit log will show it.
+        name: String,
+        /// The admin's public key (hex).
+        public_key: String,
+        /// approver: may approve and stop; viewer: may only look.
+        #[arg(long, value_enum, default_value = "approver")]
+        role: RoleArg,
+    },
+    /// List enrolled admins.
+    List(DataArg),
+    /// Remove an admin; its key is refused from the next call on.
+    Remove {
+        #[command(flatten)]
+        data: DataArg,
+        /// The admin's name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check that no audit record was edited, removed or reordered.
+    Verify(DataArg),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Approver,
+    Viewer,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// A TOML config file (flags and environment override it).
+    #[arg(long, env = "SUPPORT_CP_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8443].
+    #[arg(long, env = "SUPPORT_CP_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// The data directory [default: /var/lib/support-control-plane].
+    #[arg(long, env = "SUPPORT_CP_DATA")]
+    data: Option<PathBuf>,
+    /// Seconds a pending request (or an approval nobody connected with) stays live [default: 3600].
+    #[arg(long, env = "SUPPORT_CP_APPROVAL_WINDOW")]
+    approval_window_secs: Option<u64>,
+    /// Longest tunnel duration a device may request, seconds [default: 2592000].
+    #[arg(long, env = "SUPPORT_CP_MAX_DURATION")]
+    max_duration_secs: Option<u32>,
+    /// Most concurrent connections (long-polls included) [default: 20000].
+    #[arg(long, env = "SUPPORT_CP_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Most live tunnels at once [default: 50000].
+    #[arg(long, env = "SUPPORT_CP_MAX_LIVE_TUNNELS")]
+    max_live_tunnels: Option<u64>,
+    /// Tunnel requests per minute per client address [default: 10].
+    #[arg(long, env = "SUPPORT_CP_CREATES_PER_ADDRESS")]
+    creates_per_minute_per_address: Option<u32>,
+    /// Tunnel requests per minute overall [default: 600].
+    #[arg(long, env = "SUPPORT_CP_CREATES_PER_MINUTE")]
+    creates_per_minute: Option<u32>,
+    /// A proxy whose X-Forwarded-For header is believed (repeatable).
+    #[arg(
+        long = "trusted-proxy",
+        env = "SUPPORT_CP_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<IpAddr>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "SUPPORT_CP_LOG_FORMAT")]
+    log_format: Option<String>,
+}
 
 fn main() -> ExitCode {
-    match std::env::args().nth(1).as_deref() {
-        Some("-V") | Some("--version") => {
-            println!(
-                "support-control-plane {} (protocol version {})",
-                env!("CARGO_PKG_VERSION"),
-                support_protocol::PROTOCOL_VERSION
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("support-control-plane: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn store_path(data: &Path) -> PathBuf {
+    data.join("store.redb")
+}
+
+/// Runs an operator command on the running server, or on the store directly.
+fn operate(data: &Path, cmd: Command) -> Result<()> {
+    if let Some(answer) = operator::send(data, &cmd)? {
+        if !answer.ok {
+            bail!("{}", answer.text);
+        }
+        print!("{}", ensure_newline(&answer.text));
+        return Ok(());
+    }
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    let store = RedbStore::open(&store_path(data))?;
+    let text = operator::execute(&store, data, None, &cmd)?;
+    print!("{}", ensure_newline(&text));
+    Ok(())
+}
+
+fn ensure_newline(s: &str) -> String {
+    if s.is_empty() || s.ends_with('\n') {
+        s.to_string()
+    } else {
+        format!("{s}\n")
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Cmd::Serve(args) => serve(args),
+        Cmd::PublicKey(d) => {
+            let keys = server_keys::load(&d.data)?;
+            if keys.is_empty() {
+                bail!(
+                    "no keys in {} yet: start `serve` once, or run `keys rotate`",
+                    d.data.display()
+                );
+            }
+            for k in keys {
+                println!("{}", hex::encode(k.keypair.public));
+            }
+            Ok(())
+        }
+        Cmd::Keys(KeysCmd::Rotate(d)) => {
+            let public = server_keys::rotate(&d.data)?;
+            println!("{}", hex::encode(public));
+            eprintln!("new current key above; older keys stay served until `keys retire`");
+            if operator::send(&d.data, &Command::ReloadKeys)?.is_some() {
+                eprintln!("the running server now serves it");
+            }
+            Ok(())
+        }
+        Cmd::Keys(KeysCmd::Retire { data, public_key }) => {
+            server_keys::retire(&data.data, &operator::parse_key(&public_key)?)?;
+            let _ = operator::send(&data.data, &Command::ReloadKeys)?;
+            eprintln!(
+                "retired; agents that still pin only that key can no longer reach this server"
             );
-            ExitCode::SUCCESS
+            Ok(())
         }
-        Some("-h") | Some("--help") | None => {
-            print!("{HELP}");
-            ExitCode::SUCCESS
+        Cmd::Admins(AdminsCmd::Add {
+            data,
+            name,
+            public_key,
+            role,
+        }) => {
+            let role = match role {
+                RoleArg::Approver => AdminRole::Approver,
+                RoleArg::Viewer => AdminRole::Viewer,
+            };
+            operate(
+                &data.data,
+                Command::AdminsAdd {
+                    name,
+                    key: public_key,
+                    role,
+                },
+            )
         }
-        Some(other) => {
-            eprintln!("support-control-plane: '{other}' is not available yet (the control-plane issue); see --help");
-            ExitCode::from(2)
+        Cmd::Admins(AdminsCmd::List(d)) => operate(&d.data, Command::AdminsList),
+        Cmd::Admins(AdminsCmd::Remove { data, name }) => {
+            operate(&data.data, Command::AdminsRemove { name })
         }
+        Cmd::Audit(AuditCmd::Verify(d)) => operate(&d.data, Command::AuditVerify),
+        Cmd::Backup { data, out } => {
+            let out = std::path::absolute(&out)?;
+            operate(&data.data, Command::Backup { out })
+        }
+    }
+}
+
+fn init_logging(format: &str) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SUPPORT_CP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        "text" => builder.init(),
+        "json" => builder.json().init(),
+        other => bail!("log format must be text or json, not {other:?}"),
+    }
+    Ok(())
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let file = match &args.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    init_logging(
+        args.log_format
+            .as_deref()
+            .or(file.log_format.as_deref())
+            .unwrap_or("text"),
+    )?;
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8443)));
+    let data = args
+        .data
+        .or(file.data)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/support-control-plane"));
+    let defaults = ServiceConfig::default();
+    let config = ServiceConfig {
+        approval_window_secs: args
+            .approval_window_secs
+            .or(file.approval_window_secs)
+            .unwrap_or(defaults.approval_window_secs),
+        max_duration_secs: args
+            .max_duration_secs
+            .or(file.max_duration_secs)
+            .unwrap_or(defaults.max_duration_secs),
+        max_live_tunnels: args
+            .max_live_tunnels
+            .or(file.max_live_tunnels)
+            .unwrap_or(defaults.max_live_tunnels),
+        long_poll_max_secs: defaults.long_poll_max_secs,
+    };
+    let limiter = RateLimiter::new(
+        args.creates_per_minute_per_address
+            .or(file.creates_per_minute_per_address)
+            .unwrap_or(10),
+        args.creates_per_minute_per_address
+            .or(file.creates_per_minute_per_address)
+            .unwrap_or(10)
+            .max(5),
+        args.creates_per_minute
+            .or(file.creates_per_minute)
+            .unwrap_or(600),
+    );
+    let trusted = if args.trusted_proxies.is_empty() {
+        file.trusted_proxies.unwrap_or_default()
+    } else {
+        args.trusted_proxies
+    };
+    let max_connections = args
+        .max_connections
+        .or(file.max_connections)
+        .unwrap_or(20_000);
+
+    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+    let keys = server_keys::load_or_create(&data)?;
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&store_path(&data))?);
+    let keys = Arc::new(RwLock::new(Arc::new(server_keys::server_keys(&keys))));
+    let service = Arc::new(Service::new(store.clone(), config, limiter));
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        let local = listener.local_addr()?;
+        let operator_task = operator::listen(data.clone(), store.clone(), keys.clone()).await?;
+        let state = Arc::new(AppState {
+            service: service.clone(),
+            keys: keys.clone(),
+            metrics: Metrics::default(),
+            trusted_proxies: trusted,
+            max_connections,
+        });
+        let sweeper = {
+            let service = service.clone();
+            tokio::spawn(async move {
+                loop {
+                    let s = service.clone();
+                    match tokio::task::spawn_blocking(move || s.sweep_expired(unix_now())).await {
+                        Ok(Ok(n)) if n > 0 => tracing::info!(expired = n, "expired tunnels"),
+                        Ok(Err(e)) => tracing::error!(error = %e, "expiry sweep failed"),
+                        _ => {}
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            })
+        };
+        tracing::info!(%local, data = %data.display(), "support-control-plane serving");
+        // Tests and supervisors read this line to learn the bound address.
+        println!("listening on {local}");
+        http::serve(listener, state, shutdown_signal()).await;
+        sweeper.abort();
+        operator_task.abort();
+        let _ = std::fs::remove_file(operator::socket_path(&data));
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt"),
     }
 }

@@ -39,7 +39,7 @@ impl Message for AdminCall {
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "proptest", derive(proptest_derive::Arbitrary))]
 pub enum AdminRequest {
-    /// List tunnels, newest first, optionally in one state.
+    /// List tunnels in id order, optionally in one state, a page at a time.
     List(ListQuery),
     /// One tunnel in full, with the request and its tag, to verify.
     Show(TunnelId),

@@ -1,0 +1,73 @@
+//! Long-poll wake-ups: a `Notify` per tunnel that has waiters.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use support_protocol::TunnelId;
+use tokio::sync::Notify;
+
+/// The registry of waiting long-polls.
+#[derive(Default)]
+pub struct LongPolls {
+    map: Mutex<HashMap<TunnelId, Arc<Notify>>>,
+    waiting: AtomicI64,
+    shutdown: Notify,
+}
+
+/// Counts one waiting long-poll while alive.
+pub struct WaitGuard<'a>(&'a LongPolls, TunnelId, Arc<Notify>);
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+        let mut map = self.0.map.lock().unwrap_or_else(|p| p.into_inner());
+        // Drop the entry once no waiter holds it (the map's own reference and ours remain).
+        if Arc::strong_count(&self.2) <= 2 {
+            map.remove(&self.1);
+        }
+    }
+}
+
+impl LongPolls {
+    /// Registers a waiter for `id`; returns its notifier and a guard.
+    pub fn register(&self, id: TunnelId) -> (Arc<Notify>, WaitGuard<'_>) {
+        let n = {
+            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(id).or_default().clone()
+        };
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        (n.clone(), WaitGuard(self, id, n))
+    }
+
+    /// Wakes every waiter of `id`.
+    pub fn wake(&self, id: TunnelId) {
+        let n = self
+            .map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned();
+        if let Some(n) = n {
+            n.notify_waiters();
+        }
+    }
+
+    /// How many long-polls wait now.
+    pub fn waiting(&self) -> i64 {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Ends every wait (shutdown): waiters answer with the current state.
+    pub fn shutdown(&self) {
+        self.shutdown.notify_waiters();
+        for n in self.map.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            n.notify_waiters();
+        }
+    }
+
+    /// A future that resolves on shutdown.
+    pub fn shutdown_signal(&self) -> tokio::sync::futures::Notified<'_> {
+        self.shutdown.notified()
+    }
+}

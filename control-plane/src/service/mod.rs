@@ -1,0 +1,141 @@
+//! The control plane's logic, independent of HTTP: authenticated calls in,
+//! replies out. It only does bookkeeping: it cannot open a box, verify a
+//! request tag or derive a PSK, because it never holds a one-time secret.
+
+mod admin;
+mod device;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use support_protocol::messages::{ApiError, ErrorCode};
+use support_protocol::state::TransitionError;
+
+use crate::long_poll::LongPolls;
+use crate::rate_limit::RateLimiter;
+use crate::store::{Store, StoreError};
+
+pub use device::DeviceOutcome;
+
+/// Tunables of the service.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    /// How long a pending request, or an approval the device has not acted on, stays live.
+    pub approval_window_secs: u64,
+    /// The longest duration a device may request.
+    pub max_duration_secs: u32,
+    /// The most live (not ended) tunnels at once: nobody can fill the store.
+    pub max_live_tunnels: u64,
+    /// The longest a long-poll is held.
+    pub long_poll_max_secs: u64,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            approval_window_secs: 3600,
+            max_duration_secs: 30 * 24 * 3600,
+            max_live_tunnels: 50_000,
+            long_poll_max_secs: 25,
+        }
+    }
+}
+
+/// The current time, Unix seconds (the control plane's clock; devices never depend on it).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The control plane's logic over a store.
+pub struct Service {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) config: ServiceConfig,
+    pub(crate) polls: Arc<LongPolls>,
+    pub(crate) create_limiter: RateLimiter,
+}
+
+impl Service {
+    /// A service over `store`.
+    pub fn new(store: Arc<dyn Store>, config: ServiceConfig, create_limiter: RateLimiter) -> Self {
+        Self {
+            store,
+            config,
+            polls: Arc::new(LongPolls::default()),
+            create_limiter,
+        }
+    }
+
+    /// The long-poll registry (the HTTP layer waits on it).
+    pub fn polls(&self) -> &Arc<LongPolls> {
+        &self.polls
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// Moves every live tunnel whose time is up to expired and wakes its long-polls.
+    pub fn sweep_expired(&self, now: u64) -> Result<usize, StoreError> {
+        let due = self.store.due_for_expiry(now, 1000)?;
+        let mut expired = 0;
+        for id in due {
+            let outcome = self.store.update_tunnel(id, now, &mut |r| {
+                if r.state.kind().is_terminal() || r.expires_at > now {
+                    return Ok(None);
+                }
+                r.state = r
+                    .state
+                    .apply(support_protocol::state::Event::Expire)
+                    .map_err(transition_error)?;
+                r.stop_reason = Some(support_protocol::messages::StopReason::Expired);
+                Ok(Some(crate::store::AuditDraft {
+                    actor: support_protocol::audit::Actor::System,
+                    tunnel_id: Some(id),
+                    action: support_protocol::audit::AuditAction::Expired,
+                }))
+            })?;
+            if let Some(Ok(r)) = outcome {
+                if r.state.kind() == support_protocol::messages::TunnelStateKind::Expired {
+                    expired += 1;
+                    self.polls.wake(id);
+                }
+            }
+        }
+        Ok(expired)
+    }
+}
+
+/// Maps a refused transition to its stable error code.
+pub(crate) fn transition_error(e: TransitionError) -> ApiError {
+    let code = match e {
+        TransitionError::StaleApproval { .. } => ErrorCode::StaleApproval,
+        _ => ErrorCode::InvalidState,
+    };
+    ApiError::new(code, &e.to_string())
+}
+
+/// A store failure as the caller sees it (details go to the log only).
+pub(crate) fn internal(e: &StoreError) -> ApiError {
+    tracing::error!(error = %e, "store failure");
+    ApiError::new(
+        ErrorCode::Internal,
+        "the control plane could not complete the call; try again",
+    )
+}
+
+/// Who made a call, as the HTTP layer authenticated it.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    /// The caller's control-channel static key.
+    pub key: [u8; 32],
+    /// The client address (from a trusted proxy's header where configured).
+    pub addr: IpAddr,
+}

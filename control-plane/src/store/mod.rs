@@ -1,0 +1,149 @@
+//! Storage behind a small trait, so a PostgreSQL backend can serve
+//! multi-replica deployments later. [`redb_store::RedbStore`] is the embedded one.
+//!
+//! Every acknowledged write is committed durably before the caller answers,
+//! and every state change appends its audit record in the same transaction.
+
+pub mod redb_store;
+
+use serde::{Deserialize, Serialize};
+use support_protocol::approval_box::SealedApproval;
+use support_protocol::audit::{Actor, AuditAction, AuditRecord};
+use support_protocol::connected_report::SealedReport;
+use support_protocol::messages::TunnelStateKind;
+use support_protocol::messages::{ApiError, StopReason, TunnelRequest};
+use support_protocol::state::TunnelState;
+use support_protocol::TunnelId;
+
+/// The on-disk schema version; bumped on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A storage failure (I/O, corruption, a full disk). Callers answer "internal error".
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "store error: {}", self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Result of a store call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything the control plane knows about one tunnel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelRecord {
+    /// The device's request, with its tag (only the admin can verify it).
+    pub request: TunnelRequest,
+    /// The current state.
+    pub state: TunnelState,
+    /// When the request arrived (control plane clock, Unix seconds).
+    pub created_at: u64,
+    /// When the control plane expires the tunnel unless it changes state first.
+    pub expires_at: u64,
+    /// The approval in force.
+    pub approval: Option<SealedApproval>,
+    /// The device's sealed connected report.
+    pub report: Option<SealedReport>,
+    /// Why it ended.
+    pub stop_reason: Option<StopReason>,
+}
+
+impl TunnelRecord {
+    /// The tunnel's id.
+    pub fn id(&self) -> TunnelId {
+        self.request.body.tunnel_id
+    }
+}
+
+/// An enrolled admin.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminRecord {
+    /// The admin's name, as the audit log shows it.
+    pub name: String,
+    /// The admin's control-channel public key.
+    pub key: [u8; 32],
+    /// What the admin may do.
+    pub role: AdminRole,
+}
+
+/// What an admin may do at the control plane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminRole {
+    /// List, show, audit, approve, stop.
+    Approver,
+    /// List, show, audit.
+    Viewer,
+}
+
+/// An audit record to append (the store numbers, timestamps and chains it).
+#[derive(Clone, Debug)]
+pub struct AuditDraft {
+    /// Who.
+    pub actor: Actor,
+    /// Which tunnel.
+    pub tunnel_id: Option<TunnelId>,
+    /// What.
+    pub action: AuditAction,
+}
+
+/// The outcome of an update closure: keep the record as changed (with an
+/// audit record, if the change deserves one), or refuse with an API error.
+pub type UpdateOutcome = Result<Option<AuditDraft>, ApiError>;
+
+/// The storage operations the service needs.
+pub trait Store: Send + Sync + 'static {
+    /// One tunnel.
+    fn tunnel(&self, id: TunnelId) -> StoreResult<Option<TunnelRecord>>;
+    /// Inserts `record` unless its id exists; returns the record now stored.
+    fn insert_tunnel(
+        &self,
+        record: &TunnelRecord,
+        audit: AuditDraft,
+        now: u64,
+    ) -> StoreResult<TunnelRecord>;
+    /// Reads, changes and writes one tunnel in one transaction.
+    fn update_tunnel(
+        &self,
+        id: TunnelId,
+        now: u64,
+        change: &mut dyn FnMut(&mut TunnelRecord) -> UpdateOutcome,
+    ) -> StoreResult<Option<Result<TunnelRecord, ApiError>>>;
+    /// A page of tunnels in id order after `after`, optionally in one state.
+    fn list_tunnels(
+        &self,
+        state: Option<TunnelStateKind>,
+        after: Option<TunnelId>,
+        limit: usize,
+    ) -> StoreResult<Vec<TunnelRecord>>;
+    /// Ids of live tunnels whose expiry is at or before `now`.
+    fn due_for_expiry(&self, now: u64, limit: usize) -> StoreResult<Vec<TunnelId>>;
+    /// How many tunnels are live (not ended).
+    fn live_tunnels(&self) -> StoreResult<u64>;
+    /// Tunnel counts by state.
+    fn count_by_state(&self) -> StoreResult<Vec<(TunnelStateKind, u64)>>;
+
+    /// Enrolls (or re-keys) an admin.
+    fn put_admin(&self, admin: &AdminRecord, by: Actor, now: u64) -> StoreResult<()>;
+    /// Removes an admin; false if there was none by that name.
+    fn remove_admin(&self, name: &str, by: Actor, now: u64) -> StoreResult<bool>;
+    /// All admins.
+    fn admins(&self) -> StoreResult<Vec<AdminRecord>>;
+    /// The admin with this key.
+    fn admin_by_key(&self, key: &[u8; 32]) -> StoreResult<Option<AdminRecord>>;
+
+    /// Audit records after `after_seq`, optionally about one tunnel.
+    fn audit_page(
+        &self,
+        tunnel: Option<TunnelId>,
+        after_seq: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditRecord>>;
+    /// Checks the whole audit chain; returns the number of records.
+    fn verify_audit(&self) -> StoreResult<Result<u64, support_protocol::audit::ChainBreak>>;
+    /// Writes a consistent copy of the store to `path` while serving.
+    fn backup(&self, path: &std::path::Path) -> StoreResult<()>;
+}

@@ -1,0 +1,468 @@
+//! The embedded store: one redb file, every write committed durably (fsync)
+//! before it is acknowledged.
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use support_protocol::audit::{Actor, AuditAction, AuditEntry, AuditRecord, ChainBreak};
+use support_protocol::bounded::BoundedString;
+use support_protocol::messages::{ApiError, TunnelStateKind};
+use support_protocol::TunnelId;
+
+use super::{
+    AdminRecord, AuditDraft, Store, StoreError, StoreResult, TunnelRecord, UpdateOutcome,
+    SCHEMA_VERSION,
+};
+
+const TUNNELS: TableDefinition<u64, &[u8]> = TableDefinition::new("tunnels");
+/// (expires_at, tunnel id) for every live tunnel: the sweeper's index.
+const EXPIRY: TableDefinition<(u64, u64), ()> = TableDefinition::new("expiry");
+const ADMINS: TableDefinition<&str, &[u8]> = TableDefinition::new("admins");
+const ADMIN_KEYS: TableDefinition<&[u8], &str> = TableDefinition::new("admin_keys");
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+fn err<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError(e.to_string())
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> StoreResult<Vec<u8>> {
+    postcard::to_allocvec(v).map_err(err)
+}
+
+fn decode<'a, T: serde::Deserialize<'a>>(b: &'a [u8]) -> StoreResult<T> {
+    postcard::from_bytes(b).map_err(err)
+}
+
+/// The redb-backed store.
+pub struct RedbStore {
+    db: Database,
+}
+
+impl RedbStore {
+    /// Opens (or creates) the store file at `path` and checks its schema version.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError(format!(
+                "{} is in use by a running control plane (use its operator socket, or stop it first)",
+                path.display()
+            )),
+            other => err(other),
+        })?;
+        let tx = db.begin_write().map_err(err)?;
+        {
+            let mut meta = tx.open_table(META).map_err(err)?;
+            let existing = meta
+                .get("schema_version")
+                .map_err(err)?
+                .map(|v| v.value().to_vec());
+            match existing {
+                None => {
+                    meta.insert("schema_version", SCHEMA_VERSION.to_be_bytes().as_slice())
+                        .map_err(err)?;
+                }
+                Some(v) if v == SCHEMA_VERSION.to_be_bytes() => {}
+                Some(v) => {
+                    return Err(StoreError(format!(
+                    "store schema version {v:?} is not {SCHEMA_VERSION}: this build cannot read it"
+                )))
+                }
+            }
+            // Create every table so read transactions always find them.
+            tx.open_table(TUNNELS).map_err(err)?;
+            tx.open_table(EXPIRY).map_err(err)?;
+            tx.open_table(ADMINS).map_err(err)?;
+            tx.open_table(ADMIN_KEYS).map_err(err)?;
+            tx.open_table(AUDIT).map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(Self { db })
+    }
+}
+
+fn append_audit(tx: &redb::WriteTransaction, draft: AuditDraft, now: u64) -> StoreResult<()> {
+    let mut audit = tx.open_table(AUDIT).map_err(err)?;
+    let (seq, prev) = match audit.last().map_err(err)? {
+        Some((k, v)) => {
+            let r: AuditRecord = decode(v.value())?;
+            (k.value() + 1, r.hash.0)
+        }
+        None => (1, [0u8; 32]),
+    };
+    let record = AuditRecord::link(
+        prev,
+        AuditEntry {
+            seq,
+            at: now,
+            actor: draft.actor,
+            tunnel_id: draft.tunnel_id,
+            action: draft.action,
+        },
+    );
+    audit
+        .insert(seq, encode(&record)?.as_slice())
+        .map_err(err)?;
+    Ok(())
+}
+
+fn set_expiry(
+    tx: &redb::WriteTransaction,
+    old: Option<&TunnelRecord>,
+    new: &TunnelRecord,
+) -> StoreResult<()> {
+    let mut expiry = tx.open_table(EXPIRY).map_err(err)?;
+    if let Some(old) = old {
+        expiry.remove((old.expires_at, old.id().0)).map_err(err)?;
+    }
+    if !new.state.kind().is_terminal() {
+        expiry
+            .insert((new.expires_at, new.id().0), ())
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+fn admin_name(name: &str) -> BoundedString<64> {
+    BoundedString::new(name).unwrap_or_default()
+}
+
+impl Store for RedbStore {
+    fn tunnel(&self, id: TunnelId) -> StoreResult<Option<TunnelRecord>> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(TUNNELS).map_err(err)?;
+        t.get(id.0)
+            .map_err(err)?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+
+    fn insert_tunnel(
+        &self,
+        record: &TunnelRecord,
+        audit: AuditDraft,
+        now: u64,
+    ) -> StoreResult<TunnelRecord> {
+        let tx = self.db.begin_write().map_err(err)?;
+        {
+            let mut t = tx.open_table(TUNNELS).map_err(err)?;
+            let existing = t
+                .get(record.id().0)
+                .map_err(err)?
+                .map(|v| decode::<TunnelRecord>(v.value()));
+            if let Some(existing) = existing {
+                return existing;
+            }
+            t.insert(record.id().0, encode(record)?.as_slice())
+                .map_err(err)?;
+        }
+        set_expiry(&tx, None, record)?;
+        append_audit(&tx, audit, now)?;
+        tx.commit().map_err(err)?;
+        Ok(record.clone())
+    }
+
+    fn update_tunnel(
+        &self,
+        id: TunnelId,
+        now: u64,
+        change: &mut dyn FnMut(&mut TunnelRecord) -> UpdateOutcome,
+    ) -> StoreResult<Option<Result<TunnelRecord, ApiError>>> {
+        let tx = self.db.begin_write().map_err(err)?;
+        let old: TunnelRecord = {
+            let t = tx.open_table(TUNNELS).map_err(err)?;
+            let Some(v) = t.get(id.0).map_err(err)? else {
+                return Ok(None);
+            };
+            decode(v.value())?
+        };
+        let mut new = old.clone();
+        let draft = match change(&mut new) {
+            Ok(d) => d,
+            Err(e) => return Ok(Some(Err(e))),
+        };
+        if new != old {
+            let mut t = tx.open_table(TUNNELS).map_err(err)?;
+            t.insert(id.0, encode(&new)?.as_slice()).map_err(err)?;
+            drop(t);
+            set_expiry(&tx, Some(&old), &new)?;
+        }
+        if let Some(d) = draft {
+            append_audit(&tx, d, now)?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(Some(Ok(new)))
+    }
+
+    fn list_tunnels(
+        &self,
+        state: Option<TunnelStateKind>,
+        after: Option<TunnelId>,
+        limit: usize,
+    ) -> StoreResult<Vec<TunnelRecord>> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(TUNNELS).map_err(err)?;
+        let start = match after {
+            Some(a) => match a.0.checked_add(1) {
+                Some(s) => s,
+                None => return Ok(Vec::new()),
+            },
+            None => 0,
+        };
+        let mut out = Vec::new();
+        for item in t.range(start..).map_err(err)? {
+            let (_, v) = item.map_err(err)?;
+            let r: TunnelRecord = decode(v.value())?;
+            if state.is_none_or(|s| r.state.kind() == s) {
+                out.push(r);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn due_for_expiry(&self, now: u64, limit: usize) -> StoreResult<Vec<TunnelId>> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(EXPIRY).map_err(err)?;
+        let mut out = Vec::new();
+        for item in t.range((0, 0)..=(now, u64::MAX)).map_err(err)? {
+            let (k, _) = item.map_err(err)?;
+            out.push(TunnelId(k.value().1));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn live_tunnels(&self) -> StoreResult<u64> {
+        let tx = self.db.begin_read().map_err(err)?;
+        tx.open_table(EXPIRY).map_err(err)?.len().map_err(err)
+    }
+
+    fn count_by_state(&self) -> StoreResult<Vec<(TunnelStateKind, u64)>> {
+        use TunnelStateKind as K;
+        let kinds = [
+            K::Pending,
+            K::Approved,
+            K::Connected,
+            K::Stopped,
+            K::Expired,
+            K::Failed,
+        ];
+        let mut counts = [0u64; 6];
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(TUNNELS).map_err(err)?;
+        for item in t.iter().map_err(err)? {
+            let (_, v) = item.map_err(err)?;
+            let r: TunnelRecord = decode(v.value())?;
+            if let Some(i) = kinds.iter().position(|k| *k == r.state.kind()) {
+                counts[i] += 1;
+            }
+        }
+        Ok(kinds.into_iter().zip(counts).collect())
+    }
+
+    fn put_admin(&self, admin: &AdminRecord, by: Actor, now: u64) -> StoreResult<()> {
+        let tx = self.db.begin_write().map_err(err)?;
+        {
+            let mut admins = tx.open_table(ADMINS).map_err(err)?;
+            let mut keys = tx.open_table(ADMIN_KEYS).map_err(err)?;
+            if let Some(v) = admins
+                .get(admin.name.as_str())
+                .map_err(err)?
+                .map(|v| v.value().to_vec())
+            {
+                let old: AdminRecord = decode(&v)?;
+                keys.remove(old.key.as_slice()).map_err(err)?;
+            }
+            if let Some(other) = keys
+                .get(admin.key.as_slice())
+                .map_err(err)?
+                .map(|v| v.value().to_string())
+            {
+                if other != admin.name {
+                    return Err(StoreError(format!(
+                        "that key is already enrolled as admin '{other}'"
+                    )));
+                }
+            }
+            admins
+                .insert(admin.name.as_str(), encode(admin)?.as_slice())
+                .map_err(err)?;
+            keys.insert(admin.key.as_slice(), admin.name.as_str())
+                .map_err(err)?;
+        }
+        let draft = AuditDraft {
+            actor: by,
+            tunnel_id: None,
+            action: AuditAction::AdminAdded(admin_name(&admin.name)),
+        };
+        append_audit(&tx, draft, now)?;
+        tx.commit().map_err(err)
+    }
+
+    fn remove_admin(&self, name: &str, by: Actor, now: u64) -> StoreResult<bool> {
+        let tx = self.db.begin_write().map_err(err)?;
+        {
+            let mut admins = tx.open_table(ADMINS).map_err(err)?;
+            let Some(v) = admins
+                .remove(name)
+                .map_err(err)?
+                .map(|v| v.value().to_vec())
+            else {
+                return Ok(false);
+            };
+            let old: AdminRecord = decode(&v)?;
+            tx.open_table(ADMIN_KEYS)
+                .map_err(err)?
+                .remove(old.key.as_slice())
+                .map_err(err)?;
+        }
+        let draft = AuditDraft {
+            actor: by,
+            tunnel_id: None,
+            action: AuditAction::AdminRemoved(admin_name(name)),
+        };
+        append_audit(&tx, draft, now)?;
+        tx.commit().map_err(err)?;
+        Ok(true)
+    }
+
+    fn admins(&self) -> StoreResult<Vec<AdminRecord>> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(ADMINS).map_err(err)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(err)? {
+            let (_, v) = item.map_err(err)?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn admin_by_key(&self, key: &[u8; 32]) -> StoreResult<Option<AdminRecord>> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let keys = tx.open_table(ADMIN_KEYS).map_err(err)?;
+        let Some(name) = keys
+            .get(key.as_slice())
+            .map_err(err)?
+            .map(|v| v.value().to_string())
+        else {
+            return Ok(None);
+        };
+        let admins = tx.open_table(ADMINS).map_err(err)?;
+        admins
+            .get(name.as_str())
+            .map_err(err)?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+
+    fn audit_page(
+        &self,
+        tunnel: Option<TunnelId>,
+        after_seq: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(AUDIT).map_err(err)?;
+        let mut out = Vec::new();
+        let Some(start) = after_seq.checked_add(1) else {
+            return Ok(out);
+        };
+        for item in t.range(start..).map_err(err)? {
+            let (_, v) = item.map_err(err)?;
+            let r: AuditRecord = decode(v.value())?;
+            if tunnel.is_none() || r.entry.tunnel_id == tunnel {
+                out.push(r);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn verify_audit(&self) -> StoreResult<Result<u64, ChainBreak>> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(AUDIT).map_err(err)?;
+        let mut prev = [0u8; 32];
+        let mut count = 0u64;
+        for item in t.iter().map_err(err)? {
+            let (k, v) = item.map_err(err)?;
+            let Ok(r) = decode::<AuditRecord>(v.value()) else {
+                return Ok(Err(ChainBreak { seq: k.value() }));
+            };
+            if r.entry.seq != k.value() || r.entry.seq != count + 1 {
+                return Ok(Err(ChainBreak { seq: k.value() }));
+            }
+            match support_protocol::audit::verify_chain(prev, [&r]) {
+                Ok(h) => prev = h,
+                Err(b) => return Ok(Err(b)),
+            }
+            count += 1;
+        }
+        Ok(Ok(count))
+    }
+
+    fn backup(&self, path: &Path) -> StoreResult<()> {
+        if path.exists() {
+            return Err(StoreError(format!(
+                "{} exists; refusing to overwrite it",
+                path.display()
+            )));
+        }
+        let tmp = path.with_extension("partial");
+        let _ = std::fs::remove_file(&tmp);
+        let src = self.db.begin_read().map_err(err)?;
+        let out = Database::create(&tmp).map_err(err)?;
+        let tx = out.begin_write().map_err(err)?;
+        copy(&src, &tx, TUNNELS)?;
+        copy(&src, &tx, EXPIRY)?;
+        copy(&src, &tx, ADMINS)?;
+        copy(&src, &tx, ADMIN_KEYS)?;
+        copy(&src, &tx, AUDIT)?;
+        copy(&src, &tx, META)?;
+        tx.commit().map_err(err)?;
+        drop(out);
+        std::fs::rename(&tmp, path).map_err(err)
+    }
+}
+
+fn copy<K: redb::Key + 'static, V: redb::Value + 'static>(
+    src: &redb::ReadTransaction,
+    dst: &redb::WriteTransaction,
+    def: TableDefinition<K, V>,
+) -> StoreResult<()>
+where
+    for<'a> K::SelfType<'a>: std::borrow::Borrow<K::SelfType<'a>>,
+{
+    let from = src.open_table(def).map_err(err)?;
+    let mut to = dst.open_table(def).map_err(err)?;
+    for item in from.iter().map_err(err)? {
+        let (k, v) = item.map_err(err)?;
+        to.insert(k.value(), v.value()).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// For tests: opens the store file directly and rewrites one audit record's
+/// action, as an attacker with disk access would.
+#[doc(hidden)]
+pub fn tamper_audit_record(path: &Path, seq: u64) -> StoreResult<()> {
+    let db = Database::create(path).map_err(err)?;
+    let tx = db.begin_write().map_err(err)?;
+    {
+        let mut t = tx.open_table(AUDIT).map_err(err)?;
+        let bytes = t
+            .get(seq)
+            .map_err(err)?
+            .map(|v| v.value().to_vec())
+            .ok_or(StoreError("no such record".into()))?;
+        let mut r: AuditRecord = decode(&bytes)?;
+        r.entry.action = AuditAction::Expired;
+        t.insert(seq, encode(&r)?.as_slice()).map_err(err)?;
+    }
+    tx.commit().map_err(err)
+}

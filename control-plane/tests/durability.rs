@@ -1,0 +1,266 @@
+//! Restarts, crashes, backups, the audit chain, expiry and shutdown.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use support_protocol::messages::{AdminRequest, AdminResponse, DeviceResponse};
+use support_protocol::state::TunnelState;
+use support_protocol::ApprovalSeq;
+
+#[test]
+fn data_survives_a_restart() {
+    let mut server = Server::start(&[]);
+    let admin = admin_key();
+    server.enroll("alice", &admin, "approver");
+    let d = Device::new();
+    ok_device(d.create(&server.client()));
+    ok_admin(server.client().admin_req(
+        &admin,
+        approve_req(&d, None, Approvers::new().approval(&d, 1)),
+    ));
+    let key_before = server.public;
+    server.stop();
+    server.launch();
+    assert_eq!(server.public, key_before, "the static key persists");
+    match ok_admin(
+        server
+            .client()
+            .admin_req(&admin, AdminRequest::Show(d.id())),
+    ) {
+        AdminResponse::Show(t) => {
+            assert_eq!(t.summary.state, TunnelState::Approved(ApprovalSeq(1)));
+            assert_eq!(t.request, d.request);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn editing_an_audit_record_in_the_store_makes_audit_verify_fail() {
+    let mut server = Server::start(&[]);
+    let admin = admin_key();
+    server.enroll("alice", &admin, "approver");
+    let d = Device::new();
+    ok_device(d.create(&server.client()));
+    ok_admin(server.client().admin_req(&admin, stop_req(d.id())));
+    server.stop();
+    let verify = || cli(&["audit", "verify", "--data", path_str(server.data())]);
+    let out = verify();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 records"));
+    support_control_plane::store::redb_store::tamper_audit_record(
+        &server.data().join("store.redb"),
+        2,
+    )
+    .expect("tampers");
+    let out = verify();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("breaks at record 2"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_backup_taken_while_serving_restores_to_a_working_service() {
+    let server = Server::start(&[]);
+    let admin = admin_key();
+    server.enroll("alice", &admin, "approver");
+    let d = Device::new();
+    ok_device(d.create(&server.client()));
+    let restore = tempfile::tempdir().expect("temp dir");
+    let out = cli(&[
+        "backup",
+        "--data",
+        path_str(server.data()),
+        "--out",
+        path_str(&restore.path().join("store.redb")),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The keys are files; an operator copies them alongside.
+    std::process::Command::new("cp")
+        .arg("-a")
+        .arg(server.data().join("server-keys"))
+        .arg(restore.path())
+        .status()
+        .expect("cp");
+    let mut restored = Server {
+        dir: restore,
+        child: None,
+        url: String::new(),
+        public: [0; 32],
+        extra: Vec::new(),
+    };
+    restored.launch();
+    match ok_admin(
+        restored
+            .client()
+            .admin_req(&admin, AdminRequest::Show(d.id())),
+    ) {
+        AdminResponse::Show(t) => assert_eq!(t.request, d.request),
+        other => panic!("{other:?}"),
+    }
+    let out = cli(&["audit", "verify", "--data", path_str(restored.data())]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn after_kill_9_during_a_burst_every_acknowledged_request_is_stored() {
+    let extra = permissive_limits();
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let mut server = Server::start(&extra);
+    let admin = admin_key();
+    server.enroll("alice", &admin, "approver");
+    let client = server.client();
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, acked, stop) = (client.clone(), acked.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let d = Device::new();
+                    let (cc, body) = client.device_body(
+                        &d.cred(),
+                        &support_protocol::messages::DeviceCall {
+                            request_id: rid(),
+                            request: support_protocol::messages::DeviceRequest::Create(Box::new(
+                                d.request.clone(),
+                            )),
+                        },
+                    );
+                    let Ok(resp) = minreq::post(format!("{}/v1/device", client.url))
+                        .with_body(body)
+                        .with_timeout(5)
+                        .send()
+                    else {
+                        continue;
+                    };
+                    if resp.status_code != 200 {
+                        continue;
+                    }
+                    let Ok(plain) = cc.finish(resp.as_bytes()) else {
+                        continue;
+                    };
+                    let reply: support_protocol::messages::DeviceReply =
+                        support_protocol::decode(&plain).expect("decodes");
+                    if matches!(reply.result, Ok(DeviceResponse::Created { .. })) {
+                        acked.lock().expect("lock").push(d.request.clone());
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    server.crash();
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().expect("worker");
+    }
+    let acked = acked.lock().expect("lock").clone();
+    assert!(
+        acked.len() > 20,
+        "the burst was too small to mean anything: {}",
+        acked.len()
+    );
+    server.launch();
+    let c = server.client();
+    for req in &acked {
+        match ok_admin(c.admin_req(&admin, AdminRequest::Show(req.body.tunnel_id))) {
+            AdminResponse::Show(t) => assert_eq!(&t.request, req),
+            other => panic!("{other:?}"),
+        }
+    }
+    eprintln!("{} acknowledged creates all survived kill -9", acked.len());
+}
+
+#[test]
+fn pending_requests_go_stale_after_the_approval_window_and_wake_their_poll() {
+    let server = Server::start(&["--approval-window-secs", "2"]);
+    let c = server.client();
+    let d = Device::new();
+    ok_device(d.create(&c));
+    let start = Instant::now();
+    match ok_device(d.poll(&c, TunnelState::Pending, 20)) {
+        DeviceResponse::Poll { state, .. } => assert_eq!(state, TunnelState::Expired),
+        other => panic!("{other:?}"),
+    }
+    let waited = start.elapsed();
+    assert!(
+        waited < Duration::from_secs(10),
+        "the sweeper woke the poll late: {waited:?}"
+    );
+}
+
+#[test]
+fn sigterm_ends_long_polls_cleanly() {
+    let mut server = Server::start(&[]);
+    let c = server.client();
+    let d = Device::new();
+    ok_device(d.create(&c));
+    let poller = {
+        let (c, cred, id) = (c.clone(), d.cred(), d.id());
+        std::thread::spawn(move || {
+            c.device_req(
+                &cred,
+                support_protocol::messages::DeviceRequest::Poll(
+                    support_protocol::messages::device::PollRequest {
+                        tunnel_id: id,
+                        known: TunnelState::Pending,
+                        wait_secs: 25,
+                    },
+                ),
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    server.stop();
+    let stopped_in = start.elapsed();
+    match ok_device(poller.join().expect("poller")) {
+        DeviceResponse::Poll { state, .. } => assert_eq!(state, TunnelState::Pending),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        stopped_in < Duration::from_secs(10),
+        "shutdown waited for the poll timeout: {stopped_in:?}"
+    );
+}
+
+#[test]
+fn health_and_metrics_are_served() {
+    let server = Server::start(&[]);
+    let d = Device::new();
+    ok_device(d.create(&server.client()));
+    assert_eq!(get(&server.url, "/healthz").status, 200);
+    let m = get(&server.url, "/metrics");
+    assert_eq!(m.status, 200);
+    let text = String::from_utf8_lossy(&m.body);
+    assert!(
+        text.contains("support_cp_requests_total{route=\"/v1/device\",status=\"200\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("support_cp_tunnels{state=\"pending\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("support_cp_long_polls_waiting 0"), "{text}");
+    assert!(text.contains("support_cp_store_seconds_count"), "{text}");
+}

@@ -1,0 +1,278 @@
+//! The full lifecycle through both APIs, over real HTTP, with a real store.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use support_protocol::audit::AuditAction;
+use support_protocol::bounded::{BoundedVec, FixedBytes};
+use support_protocol::connected_report::ConnectedReport;
+use support_protocol::messages::admin::AuditQuery;
+use support_protocol::messages::device::{ConnectedNotice, StoppedNotice};
+use support_protocol::messages::{
+    AdminRequest, AdminResponse, DeviceRequest, DeviceResponse, StopReason, TunnelStateKind,
+};
+use support_protocol::one_time_code::OneTimeCode;
+use support_protocol::request_tag;
+use support_protocol::state::TunnelState;
+use support_protocol::ApprovalSeq;
+
+#[test]
+fn request_approve_connect_stop_through_both_apis() {
+    let server = Server::start(&[]);
+    let c = server.client();
+    let admin = admin_key();
+    server.enroll("alice", &admin, "approver");
+    let approvers = Approvers::new();
+    let d = Device::new();
+
+    // Device requests; the request goes stale after the approval window.
+    match ok_device(d.create(&c)) {
+        DeviceResponse::Created {
+            tunnel_id,
+            stale_after_secs,
+        } => {
+            assert_eq!(tunnel_id, d.id());
+            assert!(
+                (3590..=3600).contains(&stale_after_secs),
+                "{stale_after_secs}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Admin lists and shows it; the tag verifies with the code the owner read out.
+    match ok_admin(c.admin_req(&admin, list_req())) {
+        AdminResponse::List { tunnels, .. } => {
+            assert_eq!(tunnels.len(), 1);
+            assert_eq!(tunnels[0].state, TunnelState::Pending);
+            assert_eq!(tunnels[0].facts.hostname.as_str(), "amplipi");
+        }
+        other => panic!("{other:?}"),
+    }
+    let code = OneTimeCode {
+        tunnel_id: d.id(),
+        secret: d.keys.one_time_secret(),
+    };
+    let code = OneTimeCode::parse(&code.to_display_string()).expect("parses");
+    let detail = match ok_admin(c.admin_req(&admin, AdminRequest::Show(code.tunnel_id))) {
+        AdminResponse::Show(d) => d,
+        other => panic!("{other:?}"),
+    };
+    request_tag::verify(&code.secret, &detail.request)
+        .expect("the control plane passed the request on unaltered");
+
+    // Approve; the device's poll returns the very box.
+    let approval = approvers.approval(&d, 1);
+    assert_eq!(
+        ok_admin(c.admin_req(&admin, approve_req(&d, None, approval.clone()))),
+        AdminResponse::Approved(ApprovalSeq(1))
+    );
+    match ok_device(d.poll(&c, TunnelState::Pending, 20)) {
+        DeviceResponse::Poll {
+            state,
+            approval: Some(got),
+        } => {
+            assert_eq!(state, TunnelState::Approved(ApprovalSeq(1)));
+            assert_eq!(*got, approval);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Connected, with the sealed report the admin can open.
+    let report = ConnectedReport {
+        accepted_box: FixedBytes(approval.hash()),
+        host_keys: BoundedVec::empty(),
+    }
+    .seal(d.id(), ApprovalSeq(1), &d.keys.one_time_secret(), seed())
+    .expect("fits");
+    let notice = ConnectedNotice {
+        tunnel_id: d.id(),
+        approval_seq: ApprovalSeq(1),
+        report,
+    };
+    assert_eq!(
+        ok_device(c.device_req(&d.cred(), DeviceRequest::Connected(notice))),
+        DeviceResponse::Ack
+    );
+    let detail = match ok_admin(c.admin_req(&admin, AdminRequest::Show(d.id()))) {
+        AdminResponse::Show(d) => d,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(detail.summary.state, TunnelState::Connected(ApprovalSeq(1)));
+    let sealed_report = detail.report.expect("report stored");
+    sealed_report
+        .open(d.id(), ApprovalSeq(1), &code.secret, &approval.hash())
+        .expect("admin opens the report");
+
+    // The admin stops it; the device's next poll says so.
+    assert_eq!(
+        ok_admin(c.admin_req(&admin, stop_req(d.id()))),
+        AdminResponse::Stopped
+    );
+    match ok_device(d.poll(&c, TunnelState::Connected(ApprovalSeq(1)), 20)) {
+        DeviceResponse::Poll { state, .. } => assert_eq!(state, TunnelState::Stopped),
+        other => panic!("{other:?}"),
+    }
+
+    // The audit log tells the story, and its chain is intact.
+    let records = match ok_admin(c.admin_req(
+        &admin,
+        AdminRequest::Audit(AuditQuery {
+            tunnel_id: Some(d.id()),
+            after_seq: 0,
+            limit: 100,
+        }),
+    )) {
+        AdminResponse::Audit(r) => r.into_inner(),
+        other => panic!("{other:?}"),
+    };
+    let actions: Vec<_> = records.iter().map(|r| r.entry.action.clone()).collect();
+    assert_eq!(
+        actions,
+        vec![
+            AuditAction::Requested,
+            AuditAction::Approved(ApprovalSeq(1)),
+            AuditAction::Connected(ApprovalSeq(1)),
+            AuditAction::Stopped(StopReason::Admin),
+        ]
+    );
+    let out = cli(&["audit", "verify", "--data", path_str(server.data())]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_long_poll_returns_promptly_after_an_approval() {
+    let server = Server::start(&[]);
+    let c = server.client();
+    let admin = admin_key();
+    server.enroll("alice", &admin, "approver");
+    let d = Device::new();
+    ok_device(d.create(&c));
+    let approval = Approvers::new().approval(&d, 1);
+    let poller = {
+        let (c, cred, id) = (c.clone(), d.cred(), d.id());
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let r = c.device_req(
+                &cred,
+                DeviceRequest::Poll(support_protocol::messages::device::PollRequest {
+                    tunnel_id: id,
+                    known: TunnelState::Pending,
+                    wait_secs: 25,
+                }),
+            );
+            (start.elapsed(), r)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    ok_admin(c.admin_req(&admin, approve_req(&d, None, approval)));
+    let (elapsed, r) = poller.join().expect("poller");
+    match ok_device(r) {
+        DeviceResponse::Poll { state, approval } => {
+            assert_eq!(state, TunnelState::Approved(ApprovalSeq(1)));
+            assert!(approval.is_some());
+        }
+        other => panic!("{other:?}"),
+    }
+    // Held until the approval, not until the 25 s timeout.
+    assert!(elapsed < Duration::from_secs(10), "poll took {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(400),
+        "poll did not wait: {elapsed:?}"
+    );
+}
+
+#[test]
+fn the_device_reports_stop_and_the_state_is_final() {
+    let server = Server::start(&[]);
+    let c = server.client();
+    let admin = admin_key();
+    server.enroll("alice", &admin, "approver");
+    let d = Device::new();
+    ok_device(d.create(&c));
+    let notice = StoppedNotice {
+        tunnel_id: d.id(),
+        reason: StopReason::Owner,
+    };
+    assert_eq!(
+        ok_device(c.device_req(&d.cred(), DeviceRequest::Stopped(notice))),
+        DeviceResponse::Ack
+    );
+    let r = c.admin_req(
+        &admin,
+        approve_req(&d, None, Approvers::new().approval(&d, 1)),
+    );
+    assert_eq!(r.0, 409);
+    assert_eq!(
+        r.1.result.expect_err("refused").code,
+        support_protocol::messages::ErrorCode::InvalidState
+    );
+    match ok_admin(c.admin_req(
+        &admin,
+        AdminRequest::List(support_protocol::messages::admin::ListQuery {
+            state: Some(TunnelStateKind::Stopped),
+            after: None,
+            limit: 10,
+        }),
+    )) {
+        AdminResponse::List { tunnels, .. } => assert_eq!(tunnels.len(), 1),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn settings_come_from_the_config_file_and_flags_override_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("cp.toml");
+    std::fs::write(
+        &config,
+        "approval_window_secs = 120\nlog_format = \"json\"\n",
+    )
+    .expect("writes config");
+    let server = Server::start(&["--config", path_str(&config)]);
+    let d = Device::new();
+    match ok_device(d.create(&server.client())) {
+        DeviceResponse::Created {
+            stale_after_secs, ..
+        } => assert!((110..=120).contains(&stale_after_secs)),
+        other => panic!("{other:?}"),
+    }
+    let server = Server::start(&[
+        "--config",
+        path_str(&config),
+        "--approval-window-secs",
+        "60",
+    ]);
+    match ok_device(d.create(&server.client())) {
+        DeviceResponse::Created {
+            stale_after_secs, ..
+        } => assert!((50..=60).contains(&stale_after_secs)),
+        other => panic!("{other:?}"),
+    }
+    // A typo in the file is an error, not a silently ignored setting.
+    std::fs::write(&config, "aproval_window_secs = 5\n").expect("writes config");
+    let out = std::process::Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            path_str(&config),
+            "--data",
+            path_str(dir.path()),
+        ])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown field"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
