@@ -373,3 +373,65 @@ fn a_new_server_key_is_served_beside_the_old_until_retired() {
     );
     assert_eq!(post(&server.url, "/v1/device", &body).status, 401);
 }
+
+#[test]
+fn creates_are_rate_limited_overall_too() {
+    let server = Server::start(&[
+        "--creates-per-minute-per-address",
+        "1000",
+        "--creates-per-minute",
+        "2",
+    ]);
+    let c = server.client();
+    let statuses: Vec<u16> = (0..5).map(|_| Device::new().create(&c).0).collect();
+    assert_eq!(&statuses[..2], &[200, 200], "{statuses:?}");
+    assert!(statuses[2..].iter().all(|s| *s == 429), "{statuses:?}");
+}
+
+#[test]
+fn connections_beyond_the_cap_are_closed_and_service_resumes_when_they_go() {
+    use std::io::{Read, Write};
+    let server = Server::start(&["--max-connections", "2"]);
+    let addr = server.url.trim_start_matches("http://").to_string();
+    // Two idle clients hold both slots (they never send a request).
+    let hold: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(&addr).expect("connects"))
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut third = std::net::TcpStream::connect(&addr).expect("the kernel still accepts");
+    third
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    let _ = third.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut buf = Vec::new();
+    let n = third.read_to_end(&mut buf).unwrap_or(0);
+    assert_eq!(
+        n,
+        0,
+        "the capped connection was served: {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    drop(hold);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(get(&server.url, "/healthz").status, 200);
+}
+
+#[test]
+fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    use std::io::{Read, Write};
+    let server = Server::start(&[]);
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let mut slow = std::net::TcpStream::connect(&addr).expect("connects");
+    slow.write_all(b"POST /v1/device HTTP/1.1\r\nHost: x\r\n")
+        .expect("writes");
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    let start = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let _ = slow.read_to_end(&mut buf);
+    let held = start.elapsed();
+    assert!(
+        held < std::time::Duration::from_secs(20),
+        "slow client held the connection for {held:?}"
+    );
+}
