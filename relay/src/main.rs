@@ -1,36 +1,182 @@
-//! `support-relay`: the hub's only program: forwards one tunnel's WireGuard datagrams between its two endpoints and holds no keys.
-//!
-//! Only `--version` and `--help` work so far; the rest is the data-plane issue.
+//! `support-relay`: see `--help`.
 #![forbid(unsafe_code)]
 
+use std::net::{SocketAddr, UdpSocket};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-const HELP: &str = concat!(
-    "support-relay ", env!("CARGO_PKG_VERSION"), "\n",
-    "the hub's only program: forwards one tunnel's WireGuard datagrams between its two endpoints and holds no keys.\n\n",
-    "Not implemented yet (the data-plane issue).\n\n",
-    "Options:\n  -h, --help     Print this help\n  -V, --version  Print the version\n",
-);
+use base64::Engine;
+use support_relay::relay::{Relay, RelayConfig, Side};
+
+const HELP: &str = "\
+support-relay: the hub's only program. Forwards one tunnel's WireGuard
+datagrams between its two endpoints (device and admin, both possibly behind
+NAT, both may roam), drops everything else, rate-limits handshakes, and exits
+when the tunnel's lifetime is over. It holds no key that can read or forge
+traffic: WireGuard runs end to end between the two peers.
+
+Usage:
+  support-relay --device-key KEY --admin-key KEY --lifetime SECS [options]
+
+Options:
+  --device-key KEY            the device's WireGuard public key (base64)
+  --admin-key KEY             the admin's WireGuard public key (base64)
+  --lifetime SECS             exit after this many seconds (the tunnel's expiry)
+  --listen ADDR               UDP address to listen on [default: 0.0.0.0:51820]
+  --handshakes-per-source N   handshake messages per second per address [default: 20]
+  --handshakes-total N        handshake messages per second overall [default: 200]
+  -h, --help                  print this help
+  -V, --version               print the version
+";
+
+struct Args {
+    listen: SocketAddr,
+    config: RelayConfig,
+    lifetime: Duration,
+}
+
+fn key(v: &str, what: &str) -> Result<[u8; 32], String> {
+    let b = base64::engine::general_purpose::STANDARD
+        .decode(v.trim())
+        .map_err(|_| {
+            format!("{what} is not base64 (a WireGuard public key looks like `wg pubkey` output)")
+        })?;
+    b.try_into()
+        .map_err(|_| format!("{what} must decode to 32 bytes"))
+}
+
+fn parse(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
+    let mut listen: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 51820));
+    let (mut device, mut admin, mut lifetime) = (None, None, None);
+    let (mut per_source, mut total) = (20u32, 200u32);
+    while let Some(a) = it.next() {
+        let mut val = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        match a.as_str() {
+            "-h" | "--help" => {
+                print!("{HELP}");
+                return Ok(None);
+            }
+            "-V" | "--version" => {
+                println!("support-relay {}", env!("CARGO_PKG_VERSION"));
+                return Ok(None);
+            }
+            "--listen" => {
+                listen = val("--listen")?
+                    .parse()
+                    .map_err(|_| "--listen needs ADDR:PORT".to_string())?
+            }
+            "--device-key" => device = Some(key(&val("--device-key")?, "--device-key")?),
+            "--admin-key" => admin = Some(key(&val("--admin-key")?, "--admin-key")?),
+            "--lifetime" => {
+                let secs: u64 = val("--lifetime")?
+                    .parse()
+                    .map_err(|_| "--lifetime needs whole seconds".to_string())?;
+                lifetime = Some(Duration::from_secs(secs));
+            }
+            "--handshakes-per-source" => {
+                per_source = val(&a)?
+                    .parse()
+                    .map_err(|_| format!("{a} needs a number"))?;
+            }
+            "--handshakes-total" => {
+                total = val(&a)?
+                    .parse()
+                    .map_err(|_| format!("{a} needs a number"))?
+            }
+            other => return Err(format!("unknown argument {other:?}; see --help")),
+        }
+    }
+    let device_key = device.ok_or("--device-key is required")?;
+    let admin_key = admin.ok_or("--admin-key is required")?;
+    if device_key == admin_key {
+        return Err("the device and admin keys must differ".into());
+    }
+    Ok(Some(Args {
+        listen,
+        config: RelayConfig {
+            device_key,
+            admin_key,
+            handshakes_per_source: per_source,
+            handshakes_total: total,
+        },
+        lifetime: lifetime
+            .ok_or("--lifetime is required (the relay always ends with its tunnel)")?,
+    }))
+}
 
 fn main() -> ExitCode {
-    match std::env::args().nth(1).as_deref() {
-        Some("-V") | Some("--version") => {
-            println!(
-                "support-relay {} (protocol version {})",
-                env!("CARGO_PKG_VERSION"),
-                support_protocol::PROTOCOL_VERSION
-            );
-            ExitCode::SUCCESS
+    let args = match parse(std::env::args().skip(1)) {
+        Ok(Some(a)) => a,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("support-relay: {e}");
+            return ExitCode::from(2);
         }
-        Some("-h") | Some("--help") | None => {
-            print!("{HELP}");
-            ExitCode::SUCCESS
+    };
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("support-relay: {e}");
+            ExitCode::FAILURE
         }
-        Some(other) => {
+    }
+}
+
+fn run(args: &Args) -> std::io::Result<()> {
+    let socket = UdpSocket::bind(args.listen)?;
+    let start = Instant::now();
+    let deadline = start + args.lifetime;
+    let mut relay = Relay::new(&args.config, start);
+    // Tests and the local provider read this line to learn the bound port.
+    println!("relaying on {}", socket.local_addr()?);
+    eprintln!("support-relay: relaying for {} s", args.lifetime.as_secs());
+    let mut buf = vec![0u8; 65_536];
+    let mut last_report = start;
+    let mut known = [None, None];
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
             eprintln!(
-                "support-relay: '{other}' is not available yet (the data-plane issue); see --help"
+                "support-relay: lifetime over; exiting ({:?})",
+                relay.stats()
             );
-            ExitCode::from(2)
+            return Ok(());
+        }
+        socket.set_read_timeout(Some((deadline - now).min(Duration::from_secs(1))))?;
+        let (n, from) = match socket.recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            // ICMP errors from a peer that went away surface here; keep relaying.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+            Err(e) => return Err(e),
+        };
+        if let Ok(targets) = relay.handle(Instant::now(), from, &buf[..n]) {
+            for to in targets.iter() {
+                if let Err(e) = socket.send_to(&buf[..n], to) {
+                    eprintln!("support-relay: send to {to} failed: {e}");
+                }
+            }
+        }
+        for (i, side) in [Side::Device, Side::Admin].into_iter().enumerate() {
+            let ep = relay.endpoint(side);
+            if ep != known[i] {
+                eprintln!(
+                    "support-relay: {side:?} endpoint is now {}",
+                    ep.map_or("-".into(), |e| e.to_string())
+                );
+                known[i] = ep;
+            }
+        }
+        if last_report.elapsed() >= Duration::from_secs(60) {
+            eprintln!("support-relay: {:?}", relay.stats());
+            last_report = Instant::now();
         }
     }
 }

@@ -1,0 +1,225 @@
+//! Two stock WireGuard peers (wireguard-go, in network namespaces) talk
+//! through support-relay unchanged; a third party gets nothing forwarded.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const SERVER_PY: &str = "import socket,sys\n\
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+s.bind((sys.argv[1], 7000)); s.listen(1); c,_=s.accept()\n\
+data=b''\n\
+while len(data) < 1000000:\n    d=c.recv(65536)\n    if not d: break\n    data+=d\n\
+import hashlib; c.sendall(hashlib.sha256(data).hexdigest().encode()); c.close()\n";
+
+const CLIENT_PY: &str = "import socket,sys,hashlib,os\n\
+data=os.urandom(1000000)\n\
+for i in range(100):\n    try:\n        c=socket.create_connection((sys.argv[1], 7000), timeout=2); break\n    except OSError: import time; time.sleep(0.2)\n\
+c.settimeout(20); c.sendall(data); c.shutdown(socket.SHUT_WR)\n\
+got=c.recv(100).decode()\n\
+print('ok' if got == hashlib.sha256(data).hexdigest() else 'mismatch '+got)\n";
+
+#[test]
+fn two_wireguard_go_peers_talk_through_the_relay_and_a_stranger_gets_nothing() {
+    require_root_and_wireguard();
+    let (kd, ka) = (wg_key(), wg_key());
+    let relay = RelayProc::start(&kd.public, &ka.public, "0.0.0.0:0", 120);
+    let mut device = Host::new();
+    let mut admin = Host::new();
+    let (dip, aip) = (Ipv4Addr::new(10, 99, 0, 2), Ipv4Addr::new(10, 99, 0, 3));
+    device.wireguard(
+        &kd,
+        dip,
+        &ka.public,
+        (device.host_ip, relay.port).into(),
+        aip,
+    );
+    admin.wireguard(
+        &ka,
+        aip,
+        &kd.public,
+        (admin.host_ip, relay.port).into(),
+        dip,
+    );
+
+    // A third party floods the relay with junk and data-shaped datagrams.
+    let stranger = std::net::UdpSocket::bind("127.0.0.1:0").expect("binds");
+    stranger
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let mut junk = vec![0u8; 64];
+    junk[0] = 4;
+    for _ in 0..200 {
+        let _ = stranger.send_to(&junk, ("127.0.0.1", relay.port));
+        let _ = stranger.send_to(b"hello", ("127.0.0.1", relay.port));
+    }
+
+    // The device side serves; the admin side sends 1 MB and checks its hash.
+    let mut server = device
+        .exec(&["python3", "-c", SERVER_PY, &dip.to_string()])
+        .spawn()
+        .expect("server");
+    let start = Instant::now();
+    let out = admin
+        .exec(&["python3", "-c", CLIENT_PY, &dip.to_string()])
+        .output()
+        .expect("client");
+    let _ = server.kill();
+    let _ = server.wait();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.trim(),
+        "ok",
+        "transfer through the relay failed: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "1 MB through the relay between two wireguard-go peers, checksum intact, in {:?}",
+        start.elapsed()
+    );
+
+    // Nothing came back to the stranger.
+    let mut buf = [0u8; 2048];
+    assert!(
+        stranger.recv_from(&mut buf).is_err(),
+        "the relay forwarded something to a stranger"
+    );
+}
+
+#[test]
+fn after_the_relay_restarts_traffic_flows_again_within_60_s() {
+    require_root_and_wireguard();
+    let (kd, ka) = (wg_key(), wg_key());
+    let port = free_udp_port();
+    let listen = format!("0.0.0.0:{port}");
+    let relay = RelayProc::start(&kd.public, &ka.public, &listen, 300);
+    let mut device = Host::new();
+    let mut admin = Host::new();
+    let (dip, aip) = (Ipv4Addr::new(10, 98, 0, 2), Ipv4Addr::new(10, 98, 0, 3));
+    device.wireguard(&kd, dip, &ka.public, (device.host_ip, port).into(), aip);
+    admin.wireguard(&ka, aip, &kd.public, (admin.host_ip, port).into(), dip);
+    let transfer = || {
+        let mut server = device
+            .exec(&["python3", "-c", SERVER_PY, &dip.to_string()])
+            .spawn()
+            .expect("server");
+        let out = admin
+            .exec(&["python3", "-c", CLIENT_PY, &dip.to_string()])
+            .output()
+            .expect("client");
+        let _ = server.kill();
+        let _ = server.wait();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(transfer(), "ok");
+    drop(relay);
+    let _relay = RelayProc::start(&kd.public, &ka.public, &listen, 300);
+    let start = Instant::now();
+    let mut result = transfer();
+    while result != "ok" && start.elapsed() < Duration::from_secs(60) {
+        result = transfer();
+    }
+    assert_eq!(result, "ok", "no traffic 60 s after the relay restarted");
+    eprintln!(
+        "traffic flowed again {:?} after the relay restarted",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn the_relay_exits_when_its_lifetime_is_over() {
+    let (kd, ka) = (wg_key(), wg_key());
+    let mut relay = RelayProc::start(&kd.public, &ka.public, "127.0.0.1:0", 1);
+    let start = Instant::now();
+    loop {
+        if let Some(status) = relay.child.try_wait().expect("waits") {
+            assert!(status.success());
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "relay still running past its lifetime"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn bad_arguments_get_a_clear_error() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_support-relay"))
+        .args([
+            "--device-key",
+            "not base64!",
+            "--admin-key",
+            "x",
+            "--lifetime",
+            "5",
+        ])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--device-key is not base64"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_support-relay"))
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("required"));
+}
+
+#[test]
+fn a_peer_that_changes_its_source_port_keeps_working() {
+    require_root_and_wireguard();
+    let (kd, ka) = (wg_key(), wg_key());
+    let relay = RelayProc::start(&kd.public, &ka.public, "0.0.0.0:0", 300);
+    let mut device = Host::new();
+    let mut admin = Host::new();
+    let (dip, aip) = (Ipv4Addr::new(10, 97, 0, 2), Ipv4Addr::new(10, 97, 0, 3));
+    device.wireguard(
+        &kd,
+        dip,
+        &ka.public,
+        (device.host_ip, relay.port).into(),
+        aip,
+    );
+    admin.wireguard(
+        &ka,
+        aip,
+        &kd.public,
+        (admin.host_ip, relay.port).into(),
+        dip,
+    );
+    let transfer = || {
+        let mut server = device
+            .exec(&["python3", "-c", SERVER_PY, &dip.to_string()])
+            .spawn()
+            .expect("server");
+        let out = admin
+            .exec(&["python3", "-c", CLIENT_PY, &dip.to_string()])
+            .output()
+            .expect("client");
+        let _ = server.kill();
+        let _ = server.wait();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(transfer(), "ok");
+    // The admin's NAT rebinds: a new source port.
+    let iface = admin.wg_iface().expect("wireguard up");
+    let new_port = free_udp_port().to_string();
+    let status = admin
+        .exec(&["wg", "set", &iface, "listen-port", &new_port])
+        .status()
+        .expect("wg set");
+    assert!(status.success());
+    let start = Instant::now();
+    let result = transfer();
+    let took = start.elapsed();
+    assert_eq!(result, "ok", "no traffic after the source port changed");
+    assert!(
+        took <= Duration::from_secs(60),
+        "traffic flowed again only after {took:?}"
+    );
+    eprintln!("traffic flowed again {took:?} after the admin's source port changed");
+}
