@@ -224,8 +224,8 @@ async fn device(
             wait_secs,
         }) => {
             let polls = svc.polls().clone();
-            let (notify, _guard) = polls.register(tunnel_id);
-            let notified = notify.notified();
+            let guard = polls.register(tunnel_id);
+            let notified = guard.notify().notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let shutdown = polls.shutdown_signal();
@@ -482,5 +482,29 @@ mod tests {
         // No header, or garbage: the proxy itself.
         assert_eq!(client_addr(proxy, None, &trusted), proxy);
         assert_eq!(client_addr(proxy, Some("not-an-ip"), &trusted), proxy);
+    }
+}
+
+#[cfg(test)]
+mod long_poll_tests {
+    use crate::long_poll::LongPolls;
+    use support_protocol::TunnelId;
+
+    #[test]
+    fn a_tunnel_s_notifier_goes_with_its_last_waiter() {
+        let polls = LongPolls::default();
+        {
+            let _a = polls.register(TunnelId(1));
+            let _b = polls.register(TunnelId(1));
+            let _c = polls.register(TunnelId(2));
+            assert_eq!(polls.tunnels_tracked(), 2);
+            assert_eq!(polls.waiting(), 3);
+        }
+        assert_eq!(
+            polls.tunnels_tracked(),
+            0,
+            "entries leaked after their waiters left"
+        );
+        assert_eq!(polls.waiting(), 0);
     }
 }

@@ -15,14 +15,22 @@ pub struct LongPolls {
     shutdown: Notify,
 }
 
-/// Counts one waiting long-poll while alive.
+/// One waiting long-poll: holds its tunnel's notifier while alive.
 pub struct WaitGuard<'a>(&'a LongPolls, TunnelId, Arc<Notify>);
+
+impl WaitGuard<'_> {
+    /// The notifier to wait on.
+    pub fn notify(&self) -> &Notify {
+        &self.2
+    }
+}
 
 impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
         self.0.waiting.fetch_sub(1, Ordering::Relaxed);
         let mut map = self.0.map.lock().unwrap_or_else(|p| p.into_inner());
-        // Drop the entry once no waiter holds it (the map's own reference and ours remain).
+        // Drop the entry once no other waiter holds it (only the map's
+        // reference and this guard's remain).
         if Arc::strong_count(&self.2) <= 2 {
             map.remove(&self.1);
         }
@@ -30,14 +38,14 @@ impl Drop for WaitGuard<'_> {
 }
 
 impl LongPolls {
-    /// Registers a waiter for `id`; returns its notifier and a guard.
-    pub fn register(&self, id: TunnelId) -> (Arc<Notify>, WaitGuard<'_>) {
+    /// Registers a waiter for `id`; the guard unregisters it.
+    pub fn register(&self, id: TunnelId) -> WaitGuard<'_> {
         let n = {
             let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
             map.entry(id).or_default().clone()
         };
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        (n.clone(), WaitGuard(self, id, n))
+        WaitGuard(self, id, n)
     }
 
     /// Wakes every waiter of `id`.
@@ -51,6 +59,11 @@ impl LongPolls {
         if let Some(n) = n {
             n.notify_waiters();
         }
+    }
+
+    /// How many tunnels have a notifier now (for tests: entries go with their last waiter).
+    pub fn tunnels_tracked(&self) -> usize {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// How many long-polls wait now.

@@ -43,7 +43,9 @@ impl fmt::Display for BoundError {
             BoundError::WrongLength { len, expected } => {
                 write!(f, "{len} bytes where exactly {expected} are required")
             }
-            BoundError::ControlCharacter => f.write_str("text contains a control character"),
+            BoundError::ControlCharacter => {
+                f.write_str("text contains a control or invisible formatting character")
+            }
         }
     }
 }
@@ -269,6 +271,16 @@ impl<'de, const N: usize> Deserialize<'de> for FixedBytes<N> {
     }
 }
 
+/// Control characters, and the invisible formatting characters that let
+/// text display as something it is not (bidi overrides, zero-width joiners,
+/// soft hyphens, byte-order marks).
+fn is_hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+}
+
 /// UTF-8 text of at most `MAX` bytes without control characters.
 ///
 /// Hostnames, names and notes are shown on the engineer's terminal; refusing
@@ -285,7 +297,7 @@ impl<const MAX: usize> BoundedString<MAX> {
                 max: MAX,
             });
         }
-        if s.chars().any(char::is_control) {
+        if s.chars().any(is_hidden) {
             return Err(BoundError::ControlCharacter);
         }
         Ok(Self(String::from(s)))

@@ -1,9 +1,12 @@
 //! The sealing construction shared by the approval box and the connected report.
 //!
 //! key = HKDF-SHA256(salt = a fresh random 32-byte salt, ikm = one-time secret,
-//! info = the box's label); ciphertext = ChaCha20-Poly1305(key, nonce = 0,
-//! associated data, plaintext). A key is used for exactly one message (the
-//! salt is fresh per box), so the fixed nonce is never reused under a key.
+//! info = the box's label || associated data); ciphertext =
+//! ChaCha20-Poly1305(key, nonce = 0, associated data, plaintext). A key is
+//! used for exactly one message: the salt is fresh per box, and because the
+//! associated data (tunnel, approval number, keys) is in the key derivation
+//! too, even a reused salt gives another key for another approval, so the
+//! fixed nonce is never reused under a key.
 //! Only the device and whoever holds the one-time code can seal or open.
 
 use alloc::vec::Vec;
@@ -31,11 +34,12 @@ impl core::fmt::Display for OpenError {
 #[cfg(feature = "std")]
 impl std::error::Error for OpenError {}
 
-fn cipher(label: &[u8], secret: &OneTimeSecret, salt: &[u8; 32]) -> ChaCha20Poly1305 {
+fn cipher(label: &[u8], secret: &OneTimeSecret, salt: &[u8; 32], aad: &[u8]) -> ChaCha20Poly1305 {
     let hk = Hkdf::<Sha256>::new(Some(salt), secret.as_bytes());
     let mut key = Zeroizing::new([0u8; 32]);
     // 32 bytes is always a valid HKDF-SHA256 output length.
-    hk.expand(label, key.as_mut()).unwrap_or_default();
+    hk.expand_multi_info(&[label, aad], key.as_mut())
+        .unwrap_or_default();
     ChaCha20Poly1305::new(key.as_ref().into())
 }
 
@@ -47,7 +51,7 @@ pub fn seal(
     aad: &[u8],
     plaintext: &[u8],
 ) -> Vec<u8> {
-    cipher(label, secret, salt)
+    cipher(label, secret, salt, aad)
         .encrypt(
             &[0u8; 12].into(),
             Payload {
@@ -67,7 +71,7 @@ pub fn open(
     aad: &[u8],
     ciphertext: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, OpenError> {
-    cipher(label, secret, salt)
+    cipher(label, secret, salt, aad)
         .decrypt(
             &[0u8; 12].into(),
             Payload {

@@ -148,6 +148,10 @@ fn text_with_terminal_escapes_is_refused() {
     use support_protocol::bounded::BoundedString;
     assert!(BoundedString::<64>::new("host\u{1b}[2Jname").is_err());
     assert!(BoundedString::<64>::new("plain-host").is_ok());
+    // Bidi overrides and zero-width characters would let a hostname display as another.
+    assert!(BoundedString::<64>::new("amplipi\u{202E}txt.exe").is_err());
+    assert!(BoundedString::<64>::new("amp\u{200B}lipi").is_err());
+    assert!(BoundedString::<64>::new("Küche-Pi").is_ok());
     assert!(BoundedString::<4>::new("toolong").is_err());
 }
 

@@ -15,3 +15,68 @@
 pub mod rate_limit;
 pub mod relay;
 pub mod wire;
+
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use relay::{Relay, RelayConfig, Side, Stats};
+
+/// Relays on `socket` until `deadline` (the tunnel's expiry) or `stop`.
+/// One thread, no allocation per datagram. `log` gets endpoint changes and
+/// a stats line a minute.
+pub fn serve(
+    socket: &UdpSocket,
+    config: &RelayConfig,
+    deadline: Instant,
+    stop: &AtomicBool,
+    log: &mut dyn FnMut(&str),
+) -> std::io::Result<Stats> {
+    let start = Instant::now();
+    let mut relay = Relay::new(config, start);
+    let mut buf = vec![0u8; 65_536];
+    let mut last_report = start;
+    let mut known = [None, None];
+    loop {
+        let now = Instant::now();
+        if now >= deadline || stop.load(Ordering::Relaxed) {
+            return Ok(relay.stats());
+        }
+        socket.set_read_timeout(Some((deadline - now).min(Duration::from_millis(200))))?;
+        let (n, from) = match socket.recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            // ICMP errors from a peer that went away surface here; keep relaying.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+            Err(e) => return Err(e),
+        };
+        if let Ok(targets) = relay.handle(Instant::now(), from, &buf[..n]) {
+            for to in targets.iter() {
+                if let Err(e) = socket.send_to(&buf[..n], to) {
+                    log(&format!("send to {to} failed: {e}"));
+                }
+            }
+        }
+        for (i, side) in [Side::Device, Side::Admin].into_iter().enumerate() {
+            let ep = relay.endpoint(side);
+            if ep != known[i] {
+                log(&format!(
+                    "{side:?} endpoint is now {}",
+                    ep.map_or("-".into(), |e| e.to_string())
+                ));
+                known[i] = ep;
+            }
+        }
+        if last_report.elapsed() >= Duration::from_secs(60) {
+            log(&format!("{:?}", relay.stats()));
+            last_report = Instant::now();
+        }
+    }
+}

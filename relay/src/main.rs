@@ -3,10 +3,12 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use support_relay::relay::{Relay, RelayConfig, Side};
+use support_relay::relay::RelayConfig;
+use support_relay::serve;
 
 const HELP: &str = "\
 support-relay: the hub's only program. Forwards one tunnel's WireGuard
@@ -124,59 +126,19 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> std::io::Result<()> {
     let socket = UdpSocket::bind(args.listen)?;
-    let start = Instant::now();
-    let deadline = start + args.lifetime;
-    let mut relay = Relay::new(&args.config, start);
     // Tests and the local provider read this line to learn the bound port.
     println!("relaying on {}", socket.local_addr()?);
     eprintln!("support-relay: relaying for {} s", args.lifetime.as_secs());
-    let mut buf = vec![0u8; 65_536];
-    let mut last_report = start;
-    let mut known = [None, None];
-    loop {
-        let now = Instant::now();
-        if now >= deadline {
-            eprintln!(
-                "support-relay: lifetime over; exiting ({:?})",
-                relay.stats()
-            );
-            return Ok(());
-        }
-        socket.set_read_timeout(Some((deadline - now).min(Duration::from_secs(1))))?;
-        let (n, from) = match socket.recv_from(&mut buf) {
-            Ok(x) => x,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue
-            }
-            // ICMP errors from a peer that went away surface here; keep relaying.
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
-            Err(e) => return Err(e),
-        };
-        if let Ok(targets) = relay.handle(Instant::now(), from, &buf[..n]) {
-            for to in targets.iter() {
-                if let Err(e) = socket.send_to(&buf[..n], to) {
-                    eprintln!("support-relay: send to {to} failed: {e}");
-                }
-            }
-        }
-        for (i, side) in [Side::Device, Side::Admin].into_iter().enumerate() {
-            let ep = relay.endpoint(side);
-            if ep != known[i] {
-                eprintln!(
-                    "support-relay: {side:?} endpoint is now {}",
-                    ep.map_or("-".into(), |e| e.to_string())
-                );
-                known[i] = ep;
-            }
-        }
-        if last_report.elapsed() >= Duration::from_secs(60) {
-            eprintln!("support-relay: {:?}", relay.stats());
-            last_report = Instant::now();
-        }
-    }
+    let stop = AtomicBool::new(false);
+    let stats = serve(
+        &socket,
+        &args.config,
+        Instant::now() + args.lifetime,
+        &stop,
+        &mut |line| {
+            eprintln!("support-relay: {line}");
+        },
+    )?;
+    eprintln!("support-relay: lifetime over; exiting ({stats:?})");
+    Ok(())
 }

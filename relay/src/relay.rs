@@ -22,7 +22,16 @@
 //!    Forged responses are forwarded too; the real initiator rejects them.
 //! 3. Data from X carrying receiver index R confirms both endpoints: S at X,
 //!    the other side at Y. Only then does transport data flow, and only
-//!    between the two confirmed endpoints.
+//!    between the two confirmed endpoints. Once endpoints exist, such a
+//!    confirmation may move only one of them, and only when the other party
+//!    is the other side's confirmed endpoint (a roaming peer handshaking with
+//!    the one that stayed), so two colluding strangers who know the public
+//!    keys cannot complete a "handshake" between themselves and take over.
+//!
+//! Pending initiations are never evicted by newer ones (a flood is refused
+//! instead, at most 8 per source address), and a copy of a pending
+//! initiation is never forwarded, so an attacker who receives one cannot
+//! replay it to steal the genuine response.
 //!
 //! A third party can make the relay pass initiations and responses to a peer
 //! (which WireGuard rejects; handshakes are rate-limited here), but cannot
@@ -121,6 +130,7 @@ struct Unplaced {
 /// for the initiator's first data (WireGuard's REKEY_TIMEOUT is 5 s).
 const PENDING_TTL: Duration = Duration::from_secs(10);
 const MAX_PENDING: usize = 64;
+const MAX_PENDING_PER_IP: usize = 8;
 /// The most addresses one initiation is sent to.
 const MAX_FANOUT: usize = 4;
 /// How long an address that sent unplaceable data stays a forwarding candidate.
@@ -295,8 +305,19 @@ impl Relay {
         if n == 0 {
             return Err(DropReason::NoPeerYet);
         }
-        if self.pending.len() >= MAX_PENDING {
-            self.pending.remove(0);
+        // A copy of a pending initiation (a replay racing the original) is
+        // never forwarded, and live entries are never evicted: a flood can
+        // only be refused, not crowd out the genuine handshake.
+        if self.pending.iter().any(|p| p.sender_index == sender_index) {
+            return Err(DropReason::Unsolicited);
+        }
+        let from_this_ip = self
+            .pending
+            .iter()
+            .filter(|p| p.from.ip() == from.ip())
+            .count();
+        if self.pending.len() >= MAX_PENDING || from_this_ip >= MAX_PENDING_PER_IP {
+            return Err(DropReason::RateLimited);
         }
         self.pending.push(Pending {
             sender_index,
@@ -362,12 +383,23 @@ impl Relay {
                     && now.saturating_duration_since(p.at) < PENDING_TTL
             }) {
                 let p = self.proposals.swap_remove(pos);
-                self.endpoints[p.initiator_side.idx()] = Some(p.initiator);
-                self.endpoints[p.initiator_side.other().idx()] = Some(p.responder);
                 self.proposals.retain(|q| q.initiator != from);
-                self.unplaced
-                    .retain(|u| u.addr != p.initiator && u.addr != p.responder);
-                return Ok(Targets::one(p.responder));
+                let (i_side, r_side) = (p.initiator_side, p.initiator_side.other());
+                // Once the tunnel has endpoints, a handshake may move at most
+                // one of them, and only when the other party is the other
+                // side's confirmed endpoint: two strangers completing a
+                // "handshake" between themselves move nothing.
+                let first_time = self.endpoints == [None, None];
+                let initiator_known = self.endpoints[i_side.idx()] == Some(p.initiator);
+                let responder_known = self.endpoints[r_side.idx()] == Some(p.responder);
+                if first_time || initiator_known || responder_known {
+                    self.endpoints[i_side.idx()] = Some(p.initiator);
+                    self.endpoints[r_side.idx()] = Some(p.responder);
+                    self.unplaced
+                        .retain(|u| u.addr != p.initiator && u.addr != p.responder);
+                    return Ok(Targets::one(p.responder));
+                }
+                return Err(DropReason::UnknownSource);
             }
         }
         let [device, admin] = self.endpoints;
@@ -548,6 +580,55 @@ mod tests {
         // The device's genuine response completes the handshake as usual.
         assert_eq!(to(r.handle(now, d, &response(12, 60, &ADMIN))), vec![a]);
         assert_eq!(to(r.handle(now, a, &data(12))), vec![d]);
+        assert_eq!(
+            (r.endpoint(Side::Device), r.endpoint(Side::Admin)),
+            (Some(d), Some(a))
+        );
+    }
+
+    #[test]
+    fn two_strangers_who_know_both_public_keys_cannot_take_over() {
+        let now = Instant::now();
+        let mut r = relay(now);
+        let (d, a) = (addr("198.51.100.1:40000"), addr("203.0.113.5:50000"));
+        let (x, z) = (addr("192.0.2.66:6666"), addr("192.0.2.77:7777"));
+        connect(&mut r, now, d, a);
+        // Z makes itself an unplaced candidate; X "initiates" as the admin;
+        // Z "responds" as the device; X sends data to Z's index.
+        let _ = r.handle(now, z, &data(1));
+        assert!(to(r.handle(now, x, &initiation(300, &DEVICE))).contains(&z));
+        assert_eq!(to(r.handle(now, z, &response(301, 300, &ADMIN))), vec![x]);
+        assert!(r.handle(now, x, &data(301)).is_err());
+        assert_eq!(
+            (r.endpoint(Side::Device), r.endpoint(Side::Admin)),
+            (Some(d), Some(a))
+        );
+    }
+
+    #[test]
+    fn a_replayed_copy_of_a_pending_initiation_cannot_steal_the_response() {
+        let now = Instant::now();
+        let mut r = relay(now);
+        let (d, a, x) = (
+            addr("198.51.100.1:40000"),
+            addr("203.0.113.5:50000"),
+            addr("192.0.2.66:6666"),
+        );
+        connect(&mut r, now, d, a);
+        let _ = r.handle(now, x, &data(1));
+        // The admin's genuine initiation; the stranger gets a copy.
+        assert_eq!(to(r.handle(now, a, &initiation(400, &DEVICE))), vec![d, x]);
+        // It replays the copy and floods fresh initiations to crowd it out.
+        assert_eq!(
+            r.handle(now, x, &initiation(400, &DEVICE)),
+            Err(DropReason::Unsolicited)
+        );
+        for i in 0..200 {
+            let _ = r.handle(now, x, &initiation(500 + i, &DEVICE));
+        }
+        // The device's genuine response still reaches the genuine admin.
+        assert_eq!(to(r.handle(now, d, &response(15, 400, &ADMIN))), vec![a]);
+        assert_eq!(to(r.handle(now, a, &data(15))), vec![d]);
         assert_eq!(
             (r.endpoint(Side::Device), r.endpoint(Side::Admin)),
             (Some(d), Some(a))

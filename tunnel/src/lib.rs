@@ -1,10 +1,26 @@
 //! The userspace WireGuard peer shared by the agent (device role) and the
-//! admin CLI (admin role): boringtun's `noise` state machine and smoltcp over
-//! one UDP socket, no TUN device, no root.
+//! admin CLI (admin role): boringtun's `noise` state machine and smoltcp's
+//! TCP/IP over one UDP socket. No TUN device, no root, no kernel module.
 //!
-//! Not built yet (the data-plane issue). What exists: the tunnel MTU both
-//! roles will use, so the workspace's layout is in place.
+//! | module | owns |
+//! |---|---|
+//! | [`profile`] | named buffer profiles (device: home uplink, admin: bulk) |
+//! | [`wireguard`] | the WireGuard session, its timers and the re-handshake rule (sans-IO) |
+//! | [`virtual_device`] | smoltcp's `Device` over recycled packet buffers |
+//! | [`engine`] | the I/O loop: UDP, smoltcp, forwarded connections, events |
+//!
+//! The device side forwards allowlisted tunnel ports to local targets; the
+//! admin side opens connections to the device, as a local listener for any
+//! tool or (feature `tokio`) as an in-process stream.
 #![forbid(unsafe_code)]
+
+pub mod engine;
+pub mod profile;
+pub mod virtual_device;
+pub mod wireguard;
 
 /// The MTU inside the tunnel (WireGuard's overhead under a 1500-byte path MTU).
 pub const TUNNEL_MTU: usize = 1420;
+
+pub use engine::{Engine, EngineConfig, EngineHandle, Event, Forward, Role};
+pub use profile::BufferProfile;

@@ -1,0 +1,37 @@
+//! Buffer profiles: how much memory each connection may use, chosen per role.
+
+/// Per-connection TCP buffers and connection limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BufferProfile {
+    /// A name for logs and benchmarks.
+    pub name: &'static str,
+    /// TCP receive buffer per connection (bytes): the most in flight towards us.
+    pub tcp_rx: usize,
+    /// TCP send buffer per connection (bytes).
+    pub tcp_tx: usize,
+    /// The most connections at once; more are refused.
+    pub max_connections: usize,
+    /// Listening sockets kept per port (smoltcp has no accept backlog).
+    pub listen_pool: usize,
+}
+
+impl BufferProfile {
+    /// The device's default: sized for a home uplink (256 KiB in flight covers
+    /// 20 Mbit/s at 100 ms) and a memory budget of a few MB at 20 connections.
+    pub const DEVICE: BufferProfile = BufferProfile {
+        name: "device",
+        tcp_rx: 64 * 1024,
+        tcp_tx: 256 * 1024,
+        max_connections: 32,
+        listen_pool: 4,
+    };
+
+    /// The admin's: a laptop moving logs or images at LAN speed.
+    pub const ADMIN: BufferProfile = BufferProfile {
+        name: "admin",
+        tcp_rx: 2 * 1024 * 1024,
+        tcp_tx: 1024 * 1024,
+        max_connections: 64,
+        listen_pool: 4,
+    };
+}

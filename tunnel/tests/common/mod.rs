@@ -1,0 +1,385 @@
+//! A device peer and an admin peer, our relay between them (in-process, on
+//! loopback), local services on the device side, and a UDP "NAT" that can
+//! rebind or cut a peer's path.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use support_relay::relay::RelayConfig;
+use support_tunnel::{BufferProfile, Engine, EngineConfig, EngineHandle, Event, Forward, Role};
+
+pub const DEVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+pub const ADMIN_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
+
+pub fn random32() -> [u8; 32] {
+    let mut b = [0u8; 32];
+    getrandom::getrandom(&mut b).expect("randomness");
+    b
+}
+
+pub fn public(private: &[u8; 32]) -> [u8; 32] {
+    x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*private)).to_bytes()
+}
+
+/// Our relay on loopback, in a thread; restartable on the same port.
+pub struct RelayThread {
+    pub addr: SocketAddr,
+    config: RelayConfig,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RelayThread {
+    pub fn start(device: [u8; 32], admin: [u8; 32]) -> RelayThread {
+        let config = RelayConfig {
+            device_key: device,
+            admin_key: admin,
+            handshakes_per_source: 20,
+            handshakes_total: 200,
+        };
+        let mut r = RelayThread {
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            config,
+            stop: Arc::new(AtomicBool::new(false)),
+            thread: None,
+        };
+        r.launch();
+        r
+    }
+
+    fn launch(&mut self) {
+        let socket = UdpSocket::bind(self.addr).expect("relay binds");
+        self.addr = socket.local_addr().expect("addr");
+        let (config, stop) = (self.config.clone(), Arc::new(AtomicBool::new(false)));
+        self.stop = stop.clone();
+        self.thread = Some(std::thread::spawn(move || {
+            let _ = support_relay::serve(
+                &socket,
+                &config,
+                Instant::now() + Duration::from_secs(600),
+                &stop,
+                &mut |_| {},
+            );
+        }));
+    }
+
+    /// Stops the relay (it forgets both endpoints) and starts a new one on the same port.
+    pub fn restart(&mut self) {
+        self.halt();
+        self.launch();
+    }
+
+    pub fn halt(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for RelayThread {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// A UDP hop that stands for a NAT in front of one peer: it can rebind to
+/// a new source port (roaming) or drop everything (the peer "dies").
+pub struct Nat {
+    pub addr: SocketAddr,
+    rebind: Arc<AtomicBool>,
+    cut: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Nat {
+    pub fn start(upstream: SocketAddr) -> Nat {
+        let inside = UdpSocket::bind("127.0.0.1:0").expect("binds");
+        inside
+            .set_read_timeout(Some(Duration::from_millis(5)))
+            .expect("timeout");
+        let addr = inside.local_addr().expect("addr");
+        let (rebind, cut, stop) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (r2, c2, s2) = (rebind.clone(), cut.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut outside = UdpSocket::bind("127.0.0.1:0").expect("binds");
+            outside.set_nonblocking(true).expect("nonblocking");
+            let mut peer: Option<SocketAddr> = None;
+            let mut buf = vec![0u8; 65536];
+            while !s2.load(Ordering::Relaxed) {
+                if r2.swap(false, Ordering::Relaxed) {
+                    outside = UdpSocket::bind("127.0.0.1:0").expect("rebinds");
+                    outside.set_nonblocking(true).expect("nonblocking");
+                }
+                let cut = c2.load(Ordering::Relaxed);
+                while let Ok((n, from)) = inside.recv_from(&mut buf) {
+                    peer = Some(from);
+                    if !cut {
+                        let _ = outside.send_to(&buf[..n], upstream);
+                    }
+                }
+                while let Ok((n, _)) = outside.recv_from(&mut buf) {
+                    if let (Some(p), false) = (peer, cut) {
+                        let _ = inside.send_to(&buf[..n], p);
+                    }
+                }
+            }
+        });
+        Nat {
+            addr,
+            rebind,
+            cut,
+            stop,
+        }
+    }
+
+    pub fn rebind(&self) {
+        self.rebind.store(true, Ordering::Relaxed);
+    }
+
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Nat {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Deterministic bytes: `n` bytes of a xorshift stream from `seed`.
+pub fn pattern(seed: u64, n: usize) -> impl Iterator<Item = Vec<u8>> {
+    let mut x = seed | 1;
+    let mut left = n;
+    std::iter::from_fn(move || {
+        if left == 0 {
+            return None;
+        }
+        let len = left.min(64 * 1024);
+        left -= len;
+        let mut chunk = Vec::with_capacity(len);
+        while chunk.len() < len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.extend_from_slice(&x.to_le_bytes());
+        }
+        chunk.truncate(len);
+        Some(chunk)
+    })
+}
+
+pub fn pattern_sha(seed: u64, n: usize) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for c in pattern(seed, n) {
+        h.update(&c);
+    }
+    h.finalize().into()
+}
+
+/// A device-side service: each connection first sends 8 bytes (seed) + 8
+/// bytes (length) to ask, then receives that many pattern bytes.
+pub fn source_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("binds");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut req = [0u8; 16];
+                if s.read_exact(&mut req).is_err() {
+                    return;
+                }
+                let seed = u64::from_le_bytes(req[..8].try_into().unwrap_or_default());
+                let n = u64::from_le_bytes(req[8..].try_into().unwrap_or_default()) as usize;
+                for c in pattern(seed, n) {
+                    if s.write_all(&c).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Asks the source for `n` bytes through `via` and returns their hash.
+pub fn fetch(via: SocketAddr, seed: u64, n: usize, timeout: Duration) -> std::io::Result<[u8; 32]> {
+    let mut s = TcpStream::connect(via)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.write_all(&seed.to_le_bytes())?;
+    s.write_all(&(n as u64).to_le_bytes())?;
+    let mut h = Sha256::new();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 256 * 1024];
+    while got < n {
+        let k = s.read(&mut buf)?;
+        if k == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("closed after {got} of {n} bytes"),
+            ));
+        }
+        h.update(&buf[..k]);
+        got += k;
+    }
+    Ok(h.finalize().into())
+}
+
+/// Both peers, the relay, and the device's services.
+pub struct Pair {
+    pub relay: RelayThread,
+    pub device: EngineHandle,
+    pub admin: EngineHandle,
+    pub device_events: Receiver<Event>,
+    pub admin_events: Receiver<Event>,
+    pub source: SocketAddr,
+    pub keys: Keys,
+    threads: Vec<JoinHandle<std::io::Result<()>>>,
+}
+
+#[derive(Clone, Copy)]
+pub struct Keys {
+    pub device: [u8; 32],
+    pub admin: [u8; 32],
+    pub psk: [u8; 32],
+}
+
+impl Keys {
+    pub fn new() -> Keys {
+        Keys {
+            device: random32(),
+            admin: random32(),
+            psk: random32(),
+        }
+    }
+}
+
+pub fn device_config(keys: &Keys, endpoint: SocketAddr, forwards: Vec<Forward>) -> EngineConfig {
+    EngineConfig {
+        private_key: keys.device,
+        peer_public: public(&keys.admin),
+        psk: keys.psk,
+        endpoint,
+        bind: "127.0.0.1:0".parse().expect("addr"),
+        local_ip: DEVICE_IP,
+        peer_ip: ADMIN_IP,
+        prefix_len: 28,
+        keepalive_secs: 5,
+        profile: BufferProfile::DEVICE,
+        role: Role::Device { forwards },
+        random: u64::from_le_bytes(random32()[..8].try_into().unwrap_or_default()),
+    }
+}
+
+pub fn admin_config(keys: &Keys, endpoint: SocketAddr) -> EngineConfig {
+    EngineConfig {
+        private_key: keys.admin,
+        peer_public: public(&keys.device),
+        psk: keys.psk,
+        endpoint,
+        bind: "127.0.0.1:0".parse().expect("addr"),
+        local_ip: ADMIN_IP,
+        peer_ip: DEVICE_IP,
+        prefix_len: 28,
+        keepalive_secs: 5,
+        profile: BufferProfile::ADMIN,
+        role: Role::Admin,
+        random: u64::from_le_bytes(random32()[..8].try_into().unwrap_or_default()),
+    }
+}
+
+impl Pair {
+    /// Device forwards port 22 to the source service; both go through the relay,
+    /// each optionally through its own NAT hop.
+    pub fn start(
+        keys: Keys,
+        admin_psk: Option<[u8; 32]>,
+        admin_nat: bool,
+        device_nat: bool,
+    ) -> (Pair, Option<Nat>, Option<Nat>) {
+        let relay = RelayThread::start(public(&keys.device), public(&keys.admin));
+        let source = source_server();
+        let dnat = device_nat.then(|| Nat::start(relay.addr));
+        let anat = admin_nat.then(|| Nat::start(relay.addr));
+        let (dtx, drx) = mpsc::channel();
+        let (atx, arx) = mpsc::channel();
+        let dcfg = device_config(
+            &keys,
+            dnat.as_ref().map_or(relay.addr, |n| n.addr),
+            vec![Forward {
+                port: 22,
+                target: source,
+            }],
+        );
+        let mut acfg = admin_config(&keys, anat.as_ref().map_or(relay.addr, |n| n.addr));
+        if let Some(psk) = admin_psk {
+            acfg.psk = psk;
+        }
+        let (device, dt) = Engine::spawn(dcfg, Some(dtx)).expect("device starts");
+        let (admin, at) = Engine::spawn(acfg, Some(atx)).expect("admin starts");
+        (
+            Pair {
+                relay,
+                device,
+                admin,
+                device_events: drx,
+                admin_events: arx,
+                source,
+                keys,
+                threads: vec![dt, at],
+            },
+            anat,
+            dnat,
+        )
+    }
+
+    /// Waits for the tunnel to come up on both sides.
+    pub fn wait_up(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        let mut up = [false, false];
+        while Instant::now() < deadline && !(up[0] && up[1]) {
+            for (i, rx) in [&self.device_events, &self.admin_events]
+                .into_iter()
+                .enumerate()
+            {
+                while let Ok(e) = rx.try_recv() {
+                    if e == Event::TunnelUp {
+                        up[i] = true;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        up[0] && up[1]
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        self.device.shutdown();
+        self.admin.shutdown();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Collects events seen so far.
+pub fn drain(rx: &Receiver<Event>, into: &Mutex<Vec<Event>>) {
+    while let Ok(e) = rx.try_recv() {
+        into.lock().expect("lock").push(e);
+    }
+}
