@@ -529,7 +529,7 @@ impl Engine {
     fn accept_local(&mut self) -> bool {
         let mut accepted = Vec::new();
         for l in self.listeners.values() {
-                        while let Ok((s, _)) = l.listener.accept() {
+            while let Ok((s, _)) = l.listener.accept() {
                 accepted.push((s, l.remote_port));
             }
         }

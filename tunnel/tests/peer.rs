@@ -232,3 +232,37 @@ fn a_third_party_cannot_get_datagrams_forwarded_or_disturb_the_tunnel() {
         "the stranger received a datagram"
     );
 }
+
+#[test]
+fn the_admin_side_offers_an_in_process_tokio_stream() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (pair, _, _) = Pair::start(Keys::new(), None, false, false);
+    assert!(pair.wait_up(Duration::from_secs(10)));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let hash = rt.block_on(async {
+        let mut s = pair.admin.open(22).await.expect("opens");
+        s.write_all(&9u64.to_le_bytes()).await.expect("writes");
+        s.write_all(&(MB as u64).to_le_bytes())
+            .await
+            .expect("writes");
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut got))
+            .await
+            .expect("in time")
+            .expect("reads");
+        use sha2::Digest;
+        let h: [u8; 32] = sha2::Sha256::digest(&got).into();
+        h
+    });
+    assert_eq!(hash, pattern_sha(9, MB));
+    // The device side logged the connection with its byte counts.
+    std::thread::sleep(Duration::from_millis(500));
+    let events: Vec<_> = pair.device_events.try_iter().collect();
+    assert!(
+        events.iter().any(|e| matches!(e, support_tunnel::Event::Closed { port: 22, bytes_in: 16, bytes_out, .. } if *bytes_out == MB as u64)),
+        "{events:?}"
+    );
+}

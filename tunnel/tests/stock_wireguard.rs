@@ -1,0 +1,189 @@
+//! Our peer and a stock wireguard-go peer (in a network namespace) talk
+//! directly, each side initiating once.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use support_testkit::{free_udp_port, require_root_and_wireguard, wg_key, Host};
+use support_tunnel::{BufferProfile, Engine, EngineConfig, Event, Forward, Role};
+
+const HASH_SERVER_PY: &str = "import socket,sys,hashlib\n\
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+s.bind((sys.argv[1], 7000)); s.listen(1); c,_=s.accept()\n\
+data=b''\n\
+while len(data) < 1000000:\n    d=c.recv(65536)\n    if not d: break\n    data+=d\n\
+c.sendall(hashlib.sha256(data).hexdigest().encode()); c.close()\n";
+
+const CLIENT_PY: &str = "import socket,sys,hashlib,os\n\
+data=os.urandom(1000000)\n\
+for i in range(100):\n    try:\n        c=socket.create_connection((sys.argv[1], 7000), timeout=2); break\n    except OSError: import time; time.sleep(0.2)\n\
+c.settimeout(20); c.sendall(data); c.shutdown(socket.SHUT_WR)\n\
+got=c.recv(100).decode()\n\
+print('ok' if got == hashlib.sha256(data).hexdigest() else 'mismatch '+got)\n";
+
+fn b64(key: &str) -> [u8; 32] {
+    // wg's keys are standard base64 of 32 bytes.
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in key.trim().bytes().filter(|c| *c != b'=') {
+        let v = A.iter().position(|a| *a == c).expect("base64") as u32;
+        bits = (bits << 6) | v;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+        }
+    }
+    out.try_into().expect("32 bytes")
+}
+
+/// Sends 1 MB through `via` to a server that answers with its SHA-256 (hex).
+fn send_and_check(via: SocketAddr) -> bool {
+    let data: Vec<u8> = (0..1_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let Ok(mut s) = TcpStream::connect(via) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
+    if s.write_all(&data).is_err() || s.shutdown(std::net::Shutdown::Write).is_err() {
+        return false;
+    }
+    let mut got = String::new();
+    let _ = s.read_to_string(&mut got);
+    let want: String = Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    got == want
+}
+
+#[test]
+fn our_admin_peer_initiates_to_wireguard_go() {
+    require_root_and_wireguard();
+    let (ours, theirs) = (wg_key(), wg_key());
+    let mut host = Host::new();
+    let (their_ip, our_ip) = (Ipv4Addr::new(10, 96, 0, 2), Ipv4Addr::new(10, 96, 0, 3));
+    let port = free_udp_port();
+    // No endpoint for us: wireguard-go cannot initiate, only answer.
+    host.wireguard_with(&theirs, their_ip, &ours.public, None, our_ip, Some(port));
+    let mut server = host
+        .exec(&["python3", "-c", HASH_SERVER_PY, &their_ip.to_string()])
+        .spawn()
+        .expect("server");
+    let config = EngineConfig {
+        private_key: b64(&ours.private),
+        peer_public: b64(&theirs.public),
+        psk: [0; 32],
+        endpoint: SocketAddr::from((host.ns_ip, port)),
+        bind: "0.0.0.0:0".parse().expect("addr"),
+        local_ip: our_ip,
+        peer_ip: their_ip,
+        prefix_len: 24,
+        keepalive_secs: 5,
+        profile: BufferProfile::ADMIN,
+        role: Role::Admin,
+        random: 42,
+    };
+    let (handle, thread) = Engine::spawn(config, None).expect("engine");
+    let local = handle
+        .forward_local("127.0.0.1:0".parse().expect("addr"), 7000)
+        .expect("forward");
+    let mut ok = false;
+    for _ in 0..20 {
+        if send_and_check(local) {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    handle.shutdown();
+    let _ = thread.join();
+    assert!(ok, "no transfer between our admin peer and wireguard-go");
+}
+
+#[test]
+fn wireguard_go_initiates_to_our_device_peer() {
+    require_root_and_wireguard();
+    let (ours, theirs) = (wg_key(), wg_key());
+    let mut host = Host::new();
+    let (our_ip, their_ip) = (Ipv4Addr::new(10, 95, 0, 2), Ipv4Addr::new(10, 95, 0, 3));
+    let (our_port, their_port) = (free_udp_port(), free_udp_port());
+    // A local service behind our device peer: answers with the SHA-256 of what it got.
+    let svc = TcpListener::bind("127.0.0.1:0").expect("binds");
+    let target = svc.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = svc.accept() {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 65536];
+            while buf.len() < 1_000_000 {
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let hex: String = Sha256::digest(&buf)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            let _ = s.write_all(hex.as_bytes());
+        }
+    });
+    let (tx, rx) = mpsc::channel();
+    let config = EngineConfig {
+        private_key: b64(&ours.private),
+        peer_public: b64(&theirs.public),
+        psk: [0; 32],
+        endpoint: SocketAddr::from((host.ns_ip, their_port)),
+        bind: SocketAddr::from((host.host_ip, our_port)),
+        local_ip: our_ip,
+        peer_ip: their_ip,
+        prefix_len: 24,
+        keepalive_secs: 25,
+        profile: BufferProfile::DEVICE,
+        role: Role::Device {
+            forwards: vec![Forward { port: 7000, target }],
+        },
+        random: 7,
+    };
+    // Our peer starts first: its own initiation finds nobody listening yet.
+    let (handle, thread) = Engine::spawn(config, Some(tx)).expect("engine");
+    std::thread::sleep(Duration::from_millis(300));
+    // wireguard-go comes up knowing our endpoint, and initiates.
+    host.wireguard_with(
+        &theirs,
+        their_ip,
+        &ours.public,
+        Some(SocketAddr::from((host.host_ip, our_port))),
+        our_ip,
+        Some(their_port),
+    );
+    let out = host
+        .exec(&["python3", "-c", CLIENT_PY, &our_ip.to_string()])
+        .output()
+        .expect("client");
+    handle.shutdown();
+    let _ = thread.join();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.trim(),
+        "ok",
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<Event> = rx.try_iter().collect();
+    assert!(events.contains(&Event::TunnelUp));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Closed { port: 7000, bytes_out, .. } if *bytes_out == 64)),
+        "{events:?}"
+    );
+}
