@@ -17,6 +17,8 @@ pub struct FileConfig {
     pub data: Option<PathBuf>,
     /// Pending-request and unconnected-approval window, seconds.
     pub approval_window_secs: Option<u64>,
+    /// How long an ended tunnel's record is kept, seconds.
+    pub retention_secs: Option<u64>,
     /// Longest duration a device may request, seconds.
     pub max_duration_secs: Option<u32>,
     /// Connection cap.

@@ -135,6 +135,9 @@ struct ServeArgs {
     /// Seconds a pending request (or an approval nobody connected with) stays live [default: 3600].
     #[arg(long, env = "SUPPORT_CP_APPROVAL_WINDOW")]
     approval_window_secs: Option<u64>,
+    /// Seconds an ended tunnel's record is kept; its audit records stay [default: 2592000].
+    #[arg(long, env = "SUPPORT_CP_RETENTION")]
+    retention_secs: Option<u64>,
     /// Longest tunnel duration a device may request, seconds [default: 2592000].
     #[arg(long, env = "SUPPORT_CP_MAX_DURATION")]
     max_duration_secs: Option<u32>,
@@ -313,6 +316,10 @@ fn serve(args: ServeArgs) -> Result<()> {
             .or(file.max_live_tunnels)
             .unwrap_or(defaults.max_live_tunnels),
         long_poll_max_secs: defaults.long_poll_max_secs,
+        retention_secs: args
+            .retention_secs
+            .or(file.retention_secs)
+            .unwrap_or(defaults.retention_secs),
     };
     let limiter = RateLimiter::new(
         args.creates_per_minute_per_address
@@ -363,10 +370,24 @@ fn serve(args: ServeArgs) -> Result<()> {
             tokio::spawn(async move {
                 loop {
                     let s = service.clone();
-                    match tokio::task::spawn_blocking(move || s.sweep_expired(unix_now())).await {
-                        Ok(Ok(n)) if n > 0 => tracing::info!(expired = n, "expired tunnels"),
-                        Ok(Err(e)) => tracing::error!(error = %e, "expiry sweep failed"),
-                        _ => {}
+                    let swept = tokio::task::spawn_blocking(move || {
+                        let now = unix_now();
+                        (s.sweep_expired(now), s.purge_ended(now))
+                    })
+                    .await;
+                    if let Ok((expired, purged)) = swept {
+                        match expired {
+                            Ok(n) if n > 0 => tracing::info!(expired = n, "expired tunnels"),
+                            Err(e) => tracing::error!(error = %e, "expiry sweep failed"),
+                            _ => {}
+                        }
+                        match purged {
+                            Ok(n) if n > 0 => {
+                                tracing::info!(purged = n, "deleted ended tunnels past retention")
+                            }
+                            Err(e) => tracing::error!(error = %e, "retention purge failed"),
+                            _ => {}
+                        }
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }

@@ -264,3 +264,43 @@ fn health_and_metrics_are_served() {
     assert!(text.contains("support_cp_long_polls_waiting 0"), "{text}");
     assert!(text.contains("support_cp_store_seconds_count"), "{text}");
 }
+
+#[test]
+fn ended_tunnels_are_deleted_after_the_retention_period_and_their_audit_stays() {
+    let server = Server::start(&["--retention-secs", "1"]);
+    let admin = admin_key();
+    server.enroll("alice", &admin, "approver");
+    let c = server.client();
+    let (ended, live) = (Device::new(), Device::new());
+    ok_device(ended.create(&c));
+    ok_device(live.create(&c));
+    ok_admin(c.admin_req(&admin, stop_req(ended.id())));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = c.admin_req(&admin, AdminRequest::Show(ended.id()));
+        if r.0 == 404 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the ended tunnel was never purged");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The live one stays; the counts follow; the audit chain is intact and
+    // still tells the ended tunnel's story.
+    assert_eq!(c.admin_req(&admin, AdminRequest::Show(live.id())).0, 200);
+    let text = String::from_utf8_lossy(&get(&server.url, "/metrics").body).to_string();
+    assert!(text.contains("support_cp_tunnels{state=\"pending\"} 1"), "{text}");
+    assert!(text.contains("support_cp_tunnels{state=\"stopped\"} 0"), "{text}");
+    let out = cli(&["audit", "verify", "--data", path_str(server.data())]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    match ok_admin(c.admin_req(
+        &admin,
+        AdminRequest::Audit(support_protocol::messages::admin::AuditQuery {
+            tunnel_id: Some(ended.id()),
+            after_seq: 0,
+            limit: 10,
+        }),
+    )) {
+        AdminResponse::Audit(r) => assert_eq!(r.len(), 2),
+        other => panic!("{other:?}"),
+    }
+}

@@ -178,6 +178,7 @@ struct Conn {
     handle: SocketHandle,
     stream: TcpStream,
     opened: Instant,
+    last_active: Instant,
     bytes_in: u64,
     bytes_out: u64,
     local_eof: bool,
@@ -515,6 +516,7 @@ impl Engine {
                 handle,
                 stream,
                 opened: Instant::now(),
+                last_active: Instant::now(),
                 bytes_in: 0,
                 bytes_out: 0,
                 local_eof: false,
@@ -612,9 +614,16 @@ impl Engine {
     fn pump_all(&mut self) -> bool {
         let mut progress = false;
         let mut done = Vec::new();
+        let idle_timeout = self.config.profile.idle_timeout;
         for (t, c) in self.conns.iter_mut() {
             let s = self.sockets.get_mut::<tcp::Socket>(c.handle);
-            let (moved, finished) = pump(c, s);
+            let (moved, mut finished) = pump(c, s);
+            if moved {
+                c.last_active = Instant::now();
+            } else if c.last_active.elapsed() >= idle_timeout {
+                s.abort();
+                finished = true;
+            }
             progress |= moved;
             if finished {
                 done.push(*t);
@@ -624,7 +633,8 @@ impl Engine {
             if let Some(mut c) = self.conns.remove(&t) {
                 let _ = self.poll.registry().deregister(&mut c.stream);
                 let _ = c.stream.shutdown(Shutdown::Both);
-                self.sockets.remove(c.handle);
+                // Removed after the next egress poll, so a reset still goes out.
+                self.reap.push(c.handle);
                 let e = Event::Closed {
                     id: c.id,
                     port: c.port,

@@ -13,6 +13,8 @@ pub struct BufferProfile {
     pub max_connections: usize,
     /// Listening sockets kept per port (smoltcp has no accept backlog).
     pub listen_pool: usize,
+    /// A connection that moves no byte either way for this long is closed.
+    pub idle_timeout: std::time::Duration,
 }
 
 impl BufferProfile {
@@ -24,6 +26,7 @@ impl BufferProfile {
         tcp_tx: 256 * 1024,
         max_connections: 32,
         listen_pool: 4,
+        idle_timeout: std::time::Duration::from_secs(2 * 3600),
     };
 
     /// The admin's: a laptop moving logs or images at LAN speed.
@@ -33,5 +36,6 @@ impl BufferProfile {
         tcp_tx: 1024 * 1024,
         max_connections: 64,
         listen_pool: 4,
+        idle_timeout: std::time::Duration::from_secs(2 * 3600),
     };
 }

@@ -28,6 +28,8 @@ pub struct ServiceConfig {
     pub max_live_tunnels: u64,
     /// The longest a long-poll is held.
     pub long_poll_max_secs: u64,
+    /// How long an ended tunnel's record is kept (its audit records stay).
+    pub retention_secs: u64,
 }
 
 impl Default for ServiceConfig {
@@ -37,6 +39,7 @@ impl Default for ServiceConfig {
             max_duration_secs: 30 * 24 * 3600,
             max_live_tunnels: 50_000,
             long_poll_max_secs: 25,
+            retention_secs: 30 * 24 * 3600,
         }
     }
 }
@@ -80,6 +83,13 @@ impl Service {
     /// The configuration.
     pub fn config(&self) -> &ServiceConfig {
         &self.config
+    }
+
+    /// Deletes tunnels that ended more than the retention period ago, so the
+    /// store does not grow without bound.
+    pub fn purge_ended(&self, now: u64) -> Result<usize, StoreError> {
+        self.store
+            .purge_ended(now.saturating_sub(self.config.retention_secs), 1000)
     }
 
     /// Moves every live tunnel whose time is up to expired and wakes its long-polls.

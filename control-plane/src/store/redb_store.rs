@@ -17,6 +17,10 @@ use super::{
 const TUNNELS: TableDefinition<u64, &[u8]> = TableDefinition::new("tunnels");
 /// (expires_at, tunnel id) for every live tunnel: the sweeper's index.
 const EXPIRY: TableDefinition<(u64, u64), ()> = TableDefinition::new("expiry");
+/// (ended_at, tunnel id) for every ended tunnel: the retention purge's index.
+const ENDED: TableDefinition<(u64, u64), ()> = TableDefinition::new("ended");
+/// Tunnels per state, kept with every change so metrics never scan.
+const STATE_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("state_counts");
 const ADMINS: TableDefinition<&str, &[u8]> = TableDefinition::new("admins");
 const ADMIN_KEYS: TableDefinition<&[u8], &str> = TableDefinition::new("admin_keys");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
@@ -71,6 +75,8 @@ impl RedbStore {
             // Create every table so read transactions always find them.
             tx.open_table(TUNNELS).map_err(err)?;
             tx.open_table(EXPIRY).map_err(err)?;
+            tx.open_table(ENDED).map_err(err)?;
+            tx.open_table(STATE_COUNTS).map_err(err)?;
             tx.open_table(ADMINS).map_err(err)?;
             tx.open_table(ADMIN_KEYS).map_err(err)?;
             tx.open_table(AUDIT).map_err(err)?;
@@ -105,10 +111,31 @@ fn append_audit(tx: &redb::WriteTransaction, draft: AuditDraft, now: u64) -> Sto
     Ok(())
 }
 
-fn set_expiry(
+fn state_key(k: TunnelStateKind) -> &'static str {
+    match k {
+        TunnelStateKind::Pending => "pending",
+        TunnelStateKind::Approved => "approved",
+        TunnelStateKind::Connected => "connected",
+        TunnelStateKind::Stopped => "stopped",
+        TunnelStateKind::Expired => "expired",
+        TunnelStateKind::Failed => "failed",
+    }
+}
+
+fn bump(tx: &redb::WriteTransaction, k: TunnelStateKind, up: bool) -> StoreResult<()> {
+    let mut t = tx.open_table(STATE_COUNTS).map_err(err)?;
+    let n = t.get(state_key(k)).map_err(err)?.map_or(0, |v| v.value());
+    let n = if up { n + 1 } else { n.saturating_sub(1) };
+    t.insert(state_key(k), n).map_err(err)?;
+    Ok(())
+}
+
+/// Keeps the indexes (expiry, ended, per-state counts) in step with a change.
+fn reindex(
     tx: &redb::WriteTransaction,
     old: Option<&TunnelRecord>,
     new: &TunnelRecord,
+    now: u64,
 ) -> StoreResult<()> {
     let mut expiry = tx.open_table(EXPIRY).map_err(err)?;
     if let Some(old) = old {
@@ -118,6 +145,21 @@ fn set_expiry(
         expiry
             .insert((new.expires_at, new.id().0), ())
             .map_err(err)?;
+    }
+    drop(expiry);
+    let was_ended = old.is_some_and(|o| o.state.kind().is_terminal());
+    if new.state.kind().is_terminal() && !was_ended {
+        tx.open_table(ENDED)
+            .map_err(err)?
+            .insert((now, new.id().0), ())
+            .map_err(err)?;
+    }
+    let old_kind = old.map(|o| o.state.kind());
+    if old_kind != Some(new.state.kind()) {
+        if let Some(k) = old_kind {
+            bump(tx, k, false)?;
+        }
+        bump(tx, new.state.kind(), true)?;
     }
     Ok(())
 }
@@ -155,7 +197,7 @@ impl Store for RedbStore {
             t.insert(record.id().0, encode(record)?.as_slice())
                 .map_err(err)?;
         }
-        set_expiry(&tx, None, record)?;
+        reindex(&tx, None, record, now)?;
         append_audit(&tx, audit, now)?;
         tx.commit().map_err(err)?;
         Ok(record.clone())
@@ -184,7 +226,7 @@ impl Store for RedbStore {
             let mut t = tx.open_table(TUNNELS).map_err(err)?;
             t.insert(id.0, encode(&new)?.as_slice()).map_err(err)?;
             drop(t);
-            set_expiry(&tx, Some(&old), &new)?;
+            reindex(&tx, Some(&old), &new, now)?;
         }
         if let Some(d) = draft {
             append_audit(&tx, d, now)?;
@@ -243,25 +285,50 @@ impl Store for RedbStore {
 
     fn count_by_state(&self) -> StoreResult<Vec<(TunnelStateKind, u64)>> {
         use TunnelStateKind as K;
-        let kinds = [
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(STATE_COUNTS).map_err(err)?;
+        let mut out = Vec::new();
+        for k in [
             K::Pending,
             K::Approved,
             K::Connected,
             K::Stopped,
             K::Expired,
             K::Failed,
-        ];
-        let mut counts = [0u64; 6];
-        let tx = self.db.begin_read().map_err(err)?;
-        let t = tx.open_table(TUNNELS).map_err(err)?;
-        for item in t.iter().map_err(err)? {
-            let (_, v) = item.map_err(err)?;
-            let r: TunnelRecord = decode(v.value())?;
-            if let Some(i) = kinds.iter().position(|k| *k == r.state.kind()) {
-                counts[i] += 1;
+        ] {
+            out.push((
+                k,
+                t.get(state_key(k)).map_err(err)?.map_or(0, |v| v.value()),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn purge_ended(&self, ended_before: u64, limit: usize) -> StoreResult<usize> {
+        let tx = self.db.begin_write().map_err(err)?;
+        let mut n = 0;
+        {
+            let mut ended = tx.open_table(ENDED).map_err(err)?;
+            let mut tunnels = tx.open_table(TUNNELS).map_err(err)?;
+            let due: Vec<(u64, u64)> = ended
+                .range((0, 0)..(ended_before, 0))
+                .map_err(err)?
+                .take(limit)
+                .map(|i| i.map(|(k, _)| k.value()))
+                .collect::<Result<_, _>>()
+                .map_err(err)?;
+            for (at, id) in due {
+                ended.remove((at, id)).map_err(err)?;
+                let old = tunnels.remove(id).map_err(err)?.map(|v| v.value().to_vec());
+                if let Some(bytes) = old {
+                    let r: TunnelRecord = decode(&bytes)?;
+                    bump(&tx, r.state.kind(), false)?;
+                    n += 1;
+                }
             }
         }
-        Ok(kinds.into_iter().zip(counts).collect())
+        tx.commit().map_err(err)?;
+        Ok(n)
     }
 
     fn put_admin(&self, admin: &AdminRecord, by: Actor, now: u64) -> StoreResult<()> {
@@ -420,6 +487,8 @@ impl Store for RedbStore {
         let tx = out.begin_write().map_err(err)?;
         copy(&src, &tx, TUNNELS)?;
         copy(&src, &tx, EXPIRY)?;
+        copy(&src, &tx, ENDED)?;
+        copy(&src, &tx, STATE_COUNTS)?;
         copy(&src, &tx, ADMINS)?;
         copy(&src, &tx, ADMIN_KEYS)?;
         copy(&src, &tx, AUDIT)?;
