@@ -281,17 +281,30 @@ fn ended_tunnels_are_deleted_after_the_retention_period_and_their_audit_stays() 
         if r.0 == 404 {
             break;
         }
-        assert!(Instant::now() < deadline, "the ended tunnel was never purged");
+        assert!(
+            Instant::now() < deadline,
+            "the ended tunnel was never purged"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     // The live one stays; the counts follow; the audit chain is intact and
     // still tells the ended tunnel's story.
     assert_eq!(c.admin_req(&admin, AdminRequest::Show(live.id())).0, 200);
     let text = String::from_utf8_lossy(&get(&server.url, "/metrics").body).to_string();
-    assert!(text.contains("support_cp_tunnels{state=\"pending\"} 1"), "{text}");
-    assert!(text.contains("support_cp_tunnels{state=\"stopped\"} 0"), "{text}");
+    assert!(
+        text.contains("support_cp_tunnels{state=\"pending\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("support_cp_tunnels{state=\"stopped\"} 0"),
+        "{text}"
+    );
     let out = cli(&["audit", "verify", "--data", path_str(server.data())]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     match ok_admin(c.admin_req(
         &admin,
         AdminRequest::Audit(support_protocol::messages::admin::AuditQuery {

@@ -22,6 +22,21 @@ use std::time::{Duration, Instant};
 
 use relay::{Relay, RelayConfig, Side, Stats};
 
+/// Binds the relay's UDP socket with large kernel buffers (a whole TCP
+/// window can arrive as one burst; the kernel caps the size at
+/// `net.core.rmem_max`).
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<UdpSocket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        None,
+    )?;
+    let _ = s.set_recv_buffer_size(4 * 1024 * 1024);
+    let _ = s.set_send_buffer_size(4 * 1024 * 1024);
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
 /// Relays on `socket` until `deadline` (the tunnel's expiry) or `stop`.
 /// One thread, no allocation per datagram. `log` gets endpoint changes and
 /// a stats line a minute.

@@ -1,7 +1,7 @@
 //! `support-relay`: see `--help`.
 #![forbid(unsafe_code)]
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -125,7 +125,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> std::io::Result<()> {
-    let socket = UdpSocket::bind(args.listen)?;
+    let socket = support_relay::bind(args.listen)?;
     // Tests and the local provider read this line to learn the bound port.
     println!("relaying on {}", socket.local_addr()?);
     eprintln!("support-relay: relaying for {} s", args.lifetime.as_secs());

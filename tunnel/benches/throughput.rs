@@ -13,7 +13,7 @@
 //! `cargo bench -p support-tunnel --bench throughput`
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -133,7 +133,7 @@ fn device_peer_child() {
 }
 
 fn relay_thread(device: [u8; 32], admin: [u8; 32], bind: &str) -> (SocketAddr, Arc<AtomicBool>) {
-    let socket = UdpSocket::bind(bind).expect("relay binds");
+    let socket = support_relay::bind(bind.parse().expect("addr")).expect("relay binds");
     let addr = socket.local_addr().expect("addr");
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();

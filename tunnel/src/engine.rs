@@ -216,6 +216,21 @@ pub struct Engine {
     started: Instant,
 }
 
+/// A non-blocking UDP socket with the buffers the profile asks for.
+fn udp_socket(bind: SocketAddr, buffer: usize) -> io::Result<std::net::UdpSocket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(bind),
+        socket2::Type::DGRAM,
+        None,
+    )?;
+    // Best effort: the kernel caps these at its configured maximum.
+    let _ = s.set_recv_buffer_size(buffer);
+    let _ = s.set_send_buffer_size(buffer);
+    s.set_nonblocking(true)?;
+    s.bind(&bind.into())?;
+    Ok(s.into())
+}
+
 fn smol_now(start: Instant) -> smoltcp::time::Instant {
     smoltcp::time::Instant::from_micros(start.elapsed().as_micros() as i64)
 }
@@ -229,7 +244,7 @@ impl Engine {
     ) -> io::Result<(EngineHandle, std::thread::JoinHandle<io::Result<()>>)> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let mut udp = UdpSocket::bind(config.bind)?;
+        let mut udp = UdpSocket::from_std(udp_socket(config.bind, config.profile.udp_buffer)?);
         poll.registry()
             .register(&mut udp, UDP, Interest::READABLE)?;
         let local_udp = udp.local_addr()?;

@@ -15,6 +15,10 @@ pub struct BufferProfile {
     pub listen_pool: usize,
     /// A connection that moves no byte either way for this long is closed.
     pub idle_timeout: std::time::Duration,
+    /// UDP socket buffers asked of the kernel (it caps them at
+    /// `net.core.rmem_max`/`wmem_max`): a full TCP window arrives as one
+    /// burst, and a dropped burst costs a retransmission timeout.
+    pub udp_buffer: usize,
 }
 
 impl BufferProfile {
@@ -27,6 +31,7 @@ impl BufferProfile {
         max_connections: 32,
         listen_pool: 4,
         idle_timeout: std::time::Duration::from_secs(2 * 3600),
+        udp_buffer: 1024 * 1024,
     };
 
     /// The admin's: a laptop moving logs or images at LAN speed.
@@ -37,5 +42,6 @@ impl BufferProfile {
         max_connections: 64,
         listen_pool: 4,
         idle_timeout: std::time::Duration::from_secs(2 * 3600),
+        udp_buffer: 4 * 1024 * 1024,
     };
 }

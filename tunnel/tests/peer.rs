@@ -26,8 +26,13 @@ fn a_100_mb_transfer_from_device_to_admin_arrives_intact() {
     let took = start.elapsed();
     assert_eq!(got, pattern_sha(7, 100 * MB), "checksum mismatch");
     eprintln!(
-        "100 MB device->relay->admin in {took:?} ({:.1} MB/s, debug build)",
-        100.0 / took.as_secs_f64()
+        "100 MB device->relay->admin in {took:?} ({:.1} MB/s, {} build)",
+        100.0 / took.as_secs_f64(),
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
     );
 }
 

@@ -55,7 +55,7 @@ impl RelayThread {
     }
 
     fn launch(&mut self) {
-        let socket = UdpSocket::bind(self.addr).expect("relay binds");
+        let socket = support_relay::bind(self.addr).expect("relay binds");
         self.addr = socket.local_addr().expect("addr");
         let (config, stop) = (self.config.clone(), Arc::new(AtomicBool::new(false)));
         self.stop = stop.clone();
