@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Installs Debian's rustc-web 1.85 (at /usr/bin/rustc) so the device crates can be
-# checked against the compiler the armv7 build uses. Idempotent. See
+# Installs Debian's rustc-web 1.85 (at /usr/bin/rustc) with the armhf standard
+# library and the ARM C cross-compiler, so the device crates can be checked
+# for armv7 with the compiler the device build uses. Idempotent. See
 # ../shared/NOTES-environment.md: the Debian revision is selected at run time,
 # never pinned, because a point release replaces it on the mirror.
 set -euo pipefail
 
 want_major=1.85
-if [ -x /usr/bin/rustc ] && /usr/bin/rustc --version | grep -q "^rustc ${want_major}"; then
+armv7_std=/usr/lib/rustlib/armv7-unknown-linux-gnueabihf
+if [ -x /usr/bin/rustc ] && /usr/bin/rustc --version | grep -q "^rustc ${want_major}" \
+  && [ -d "$armv7_std" ] && command -v arm-linux-gnueabihf-gcc >/dev/null; then
   exit 0
 fi
 
@@ -17,17 +20,21 @@ fi
 # An armhf security-index error is expected and harmless.
 apt-get update -qq || true
 
-# Pick the newest rustc-web 1.85.x offered for amd64 and (for later cross builds) armhf.
-pick() { apt-cache madison "$1" | awk '{print $3}' | grep "^${want_major}\." | sort -V | tail -n1; }
-v_host=$(pick rustc-web)
-v_arm=$(pick libstd-rust-web-dev:armhf)
-if [ -z "$v_host" ]; then
-  echo "install-rust185: no rustc-web ${want_major}.x in the apt sources" >&2
+# The newest 1.85.x offered for both amd64 rustc-web and the armhf standard library.
+pick() { apt-cache madison "$1" | awk '{print $3}' | grep "^${want_major}\." | sort -V; }
+v=$(comm -12 <(pick rustc-web) <(pick libstd-rust-web-dev:armhf) | tail -n1)
+if [ -z "$v" ]; then
+  echo "install-rust185: no rustc-web ${want_major}.x offered for both amd64 and armhf" >&2
   exit 1
 fi
-if [ -n "$v_arm" ] && [ "$v_arm" != "$v_host" ]; then
-  echo "install-rust185: note: armhf libstd is $v_arm, host rustc-web is $v_host" >&2
-fi
-echo "install-rust185: installing rustc-web $v_host" >&2
-apt-get install -y -qq "rustc-web=$v_host" "libstd-rust-web-dev=$v_host" >/dev/null
+echo "install-rust185: installing rustc-web $v and the armv7 standard library" >&2
+apt-get install -y -qq "rustc-web=$v" "libstd-rust-web-dev=$v" gcc-arm-linux-gnueabihf libc6-dev-armhf-cross >/dev/null
+
+# Installing the armhf library packages fails on their dependencies; extracting works.
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+(cd "$work" && apt-get download -qq "libstd-rust-web-dev:armhf=$v" "libstd-rust-web-${want_major}:armhf=$v" 2>/dev/null)
+for d in "$work"/libstd-rust-web*_armhf.deb; do dpkg-deb -x "$d" "$work/root"; done
+rm -rf "$armv7_std"
+cp -r "$work/root/usr/lib/rustlib/armv7-unknown-linux-gnueabihf" /usr/lib/rustlib/
 /usr/bin/rustc --version
