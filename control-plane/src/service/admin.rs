@@ -130,41 +130,31 @@ impl Service {
             ));
         }
         let window = self.config.approval_window_secs;
-        let outcome = self
-            .store
-            .update_tunnel(a.tunnel_id, now, &mut |r| {
-                if r.approval.as_ref() == Some(&a.approval) {
-                    // The same approval again (a replay): already in force.
-                    return Ok(None);
-                }
-                if r.state.approval() != a.expected {
-                    return Err(err(
-                        ErrorCode::StaleApproval,
-                        "another approval is in force now; fetch the tunnel again",
-                    ));
-                }
-                r.state = r
-                    .state
-                    .apply(Event::Approve(seq))
-                    .map_err(transition_error)?;
-                r.approval = Some(a.approval.clone());
-                r.expires_at = now + window;
-                Ok(Some(AuditDraft {
-                    actor: Actor::Admin(name(admin)),
-                    tunnel_id: Some(a.tunnel_id),
-                    action: AuditAction::Approved(seq),
-                }))
-            })
-            .map_err(|e| internal(&e))?;
-        match outcome {
-            Some(Ok(_)) => {
-                self.polls.wake(a.tunnel_id);
-                tracing::info!(tunnel = %a.tunnel_id, approval = %seq, admin = %admin.name, "approved");
-                Ok(AdminResponse::Approved(seq))
+        self.change_tunnel(a.tunnel_id, now, &mut |r| {
+            if r.approval.as_ref() == Some(&a.approval) {
+                // The same approval again (a replay): already in force.
+                return Ok(None);
             }
-            Some(Err(e)) => Err(e),
-            None => Err(err(ErrorCode::NotFound, "no such tunnel")),
-        }
+            if r.state.approval() != a.expected {
+                return Err(err(
+                    ErrorCode::StaleApproval,
+                    "another approval is in force now; fetch the tunnel again",
+                ));
+            }
+            r.state = r
+                .state
+                .apply(Event::Approve(seq))
+                .map_err(transition_error)?;
+            r.approval = Some(a.approval.clone());
+            r.expires_at = now + window;
+            Ok(Some(AuditDraft {
+                actor: Actor::Admin(name(admin)),
+                tunnel_id: Some(a.tunnel_id),
+                action: AuditAction::Approved(seq),
+            }))
+        })?;
+        tracing::info!(tunnel = %a.tunnel_id, approval = %seq, admin = %admin.name, "approved");
+        Ok(AdminResponse::Approved(seq))
     }
 
     fn admin_stop(
@@ -173,30 +163,20 @@ impl Service {
         s: &StopRequest,
         now: u64,
     ) -> Result<AdminResponse, ApiError> {
-        let outcome = self
-            .store
-            .update_tunnel(s.tunnel_id, now, &mut |r| {
-                if r.state == TunnelState::Stopped {
-                    return Ok(None);
-                }
-                r.state = r.state.apply(Event::Stop).map_err(transition_error)?;
-                r.stop_reason = Some(StopReason::Admin);
-                Ok(Some(AuditDraft {
-                    actor: Actor::Admin(name(admin)),
-                    tunnel_id: Some(s.tunnel_id),
-                    action: AuditAction::Stopped(StopReason::Admin),
-                }))
-            })
-            .map_err(|e| internal(&e))?;
-        match outcome {
-            Some(Ok(_)) => {
-                self.polls.wake(s.tunnel_id);
-                tracing::info!(tunnel = %s.tunnel_id, admin = %admin.name, "stopped by admin");
-                Ok(AdminResponse::Stopped)
+        self.change_tunnel(s.tunnel_id, now, &mut |r| {
+            if r.state == TunnelState::Stopped {
+                return Ok(None);
             }
-            Some(Err(e)) => Err(e),
-            None => Err(err(ErrorCode::NotFound, "no such tunnel")),
-        }
+            r.state = r.state.apply(Event::Stop).map_err(transition_error)?;
+            r.stop_reason = Some(StopReason::Admin);
+            Ok(Some(AuditDraft {
+                actor: Actor::Admin(name(admin)),
+                tunnel_id: Some(s.tunnel_id),
+                action: AuditAction::Stopped(StopReason::Admin),
+            }))
+        })?;
+        tracing::info!(tunnel = %s.tunnel_id, admin = %admin.name, "stopped by admin");
+        Ok(AdminResponse::Stopped)
     }
 }
 

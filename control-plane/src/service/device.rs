@@ -175,35 +175,25 @@ impl Service {
         now: u64,
     ) -> Result<DeviceResponse, ApiError> {
         self.own_tunnel(caller, n.tunnel_id)?;
-        let outcome = self
-            .store
-            .update_tunnel(n.tunnel_id, now, &mut |r| {
-                if r.state == TunnelState::Connected(n.approval_seq) {
-                    // A replayed report changes nothing.
-                    return Ok(None);
-                }
-                r.state = r
-                    .state
-                    .apply(Event::Connect(n.approval_seq))
-                    .map_err(transition_error)?;
-                r.report = Some(n.report.clone());
-                r.expires_at = now + u64::from(r.request.body.duration_secs);
-                Ok(Some(AuditDraft {
-                    actor: Actor::Device,
-                    tunnel_id: Some(n.tunnel_id),
-                    action: AuditAction::Connected(n.approval_seq),
-                }))
-            })
-            .map_err(|e| internal(&e))?;
-        match outcome {
-            Some(Ok(_)) => {
-                self.polls.wake(n.tunnel_id);
-                tracing::info!(tunnel = %n.tunnel_id, approval = %n.approval_seq, "device connected");
-                Ok(DeviceResponse::Ack)
+        self.change_tunnel(n.tunnel_id, now, &mut |r| {
+            if r.state == TunnelState::Connected(n.approval_seq) {
+                // A replayed report changes nothing.
+                return Ok(None);
             }
-            Some(Err(e)) => Err(e),
-            None => Err(err(ErrorCode::NotFound, "no such tunnel")),
-        }
+            r.state = r
+                .state
+                .apply(Event::Connect(n.approval_seq))
+                .map_err(transition_error)?;
+            r.report = Some(n.report.clone());
+            r.expires_at = now + u64::from(r.request.body.duration_secs);
+            Ok(Some(AuditDraft {
+                actor: Actor::Device,
+                tunnel_id: Some(n.tunnel_id),
+                action: AuditAction::Connected(n.approval_seq),
+            }))
+        })?;
+        tracing::info!(tunnel = %n.tunnel_id, approval = %n.approval_seq, "device connected");
+        Ok(DeviceResponse::Ack)
     }
 
     fn stopped(
@@ -213,36 +203,26 @@ impl Service {
         now: u64,
     ) -> Result<DeviceResponse, ApiError> {
         self.own_tunnel(caller, n.tunnel_id)?;
-        let outcome = self
-            .store
-            .update_tunnel(n.tunnel_id, now, &mut |r| {
-                if r.state.kind().is_terminal() {
-                    // Already ended (a replay, or the sweeper was first): nothing to do.
-                    return Ok(None);
-                }
-                let event = match n.reason {
-                    StopReason::Failed(_) | StopReason::Refused(_) => Event::Fail,
-                    StopReason::Expired => Event::Expire,
-                    StopReason::Owner | StopReason::Admin => Event::Stop,
-                };
-                r.state = r.state.apply(event).map_err(transition_error)?;
-                r.stop_reason = Some(n.reason.clone());
-                Ok(Some(AuditDraft {
-                    actor: Actor::Device,
-                    tunnel_id: Some(n.tunnel_id),
-                    action: AuditAction::Stopped(n.reason.clone()),
-                }))
-            })
-            .map_err(|e| internal(&e))?;
-        match outcome {
-            Some(Ok(_)) => {
-                self.polls.wake(n.tunnel_id);
-                tracing::info!(tunnel = %n.tunnel_id, reason = ?n.reason, "device ended the tunnel");
-                Ok(DeviceResponse::Ack)
+        self.change_tunnel(n.tunnel_id, now, &mut |r| {
+            if r.state.kind().is_terminal() {
+                // Already ended (a replay, or the sweeper was first): nothing to do.
+                return Ok(None);
             }
-            Some(Err(e)) => Err(e),
-            None => Err(err(ErrorCode::NotFound, "no such tunnel")),
-        }
+            let event = match n.reason {
+                StopReason::Failed(_) | StopReason::Refused(_) => Event::Fail,
+                StopReason::Expired => Event::Expire,
+                StopReason::Owner | StopReason::Admin => Event::Stop,
+            };
+            r.state = r.state.apply(event).map_err(transition_error)?;
+            r.stop_reason = Some(n.reason.clone());
+            Ok(Some(AuditDraft {
+                actor: Actor::Device,
+                tunnel_id: Some(n.tunnel_id),
+                action: AuditAction::Stopped(n.reason.clone()),
+            }))
+        })?;
+        tracing::info!(tunnel = %n.tunnel_id, reason = ?n.reason, "device ended the tunnel");
+        Ok(DeviceResponse::Ack)
     }
 }
 

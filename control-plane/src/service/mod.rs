@@ -123,6 +123,30 @@ impl Service {
     }
 }
 
+impl Service {
+    /// Runs `change` on tunnel `id` in one store transaction and wakes the
+    /// tunnel's long-polls (harmless when the change was a no-op replay).
+    pub(crate) fn change_tunnel(
+        &self,
+        id: support_protocol::TunnelId,
+        now: u64,
+        change: &mut dyn FnMut(&mut crate::store::TunnelRecord) -> crate::store::UpdateOutcome,
+    ) -> Result<crate::store::TunnelRecord, ApiError> {
+        match self
+            .store
+            .update_tunnel(id, now, change)
+            .map_err(|e| internal(&e))?
+        {
+            Some(Ok(r)) => {
+                self.polls.wake(id);
+                Ok(r)
+            }
+            Some(Err(e)) => Err(e),
+            None => Err(ApiError::new(ErrorCode::NotFound, "no such tunnel")),
+        }
+    }
+}
+
 /// Maps a refused transition to its stable error code.
 pub(crate) fn transition_error(e: TransitionError) -> ApiError {
     let code = match e {
