@@ -128,8 +128,39 @@ fn codec_error(e: &CodecError) -> ApiError {
     ApiError::new(code, &e.to_string())
 }
 
-/// Encrypts `reply` to the caller; the HTTP status mirrors the result.
-fn respond<M: Message>(incoming: IncomingCall, reply: &M, status: StatusCode) -> WarpResponse {
+/// The two APIs' reply types: an answer or an error, for one request id.
+trait ApiReply: Message {
+    fn error(request_id: RequestId, err: ApiError) -> Self;
+    fn error_code(&self) -> Option<ErrorCode>;
+}
+
+impl ApiReply for DeviceReply {
+    fn error(request_id: RequestId, err: ApiError) -> Self {
+        DeviceReply {
+            request_id,
+            result: Err(err),
+        }
+    }
+    fn error_code(&self) -> Option<ErrorCode> {
+        self.result.as_ref().err().map(|e| e.code)
+    }
+}
+
+impl ApiReply for AdminReply {
+    fn error(request_id: RequestId, err: ApiError) -> Self {
+        AdminReply {
+            request_id,
+            result: Err(err),
+        }
+    }
+    fn error_code(&self) -> Option<ErrorCode> {
+        self.result.as_ref().err().map(|e| e.code)
+    }
+}
+
+/// Encrypts `reply` to the caller; the HTTP status mirrors its result.
+fn respond<R: ApiReply>(incoming: IncomingCall, reply: &R) -> WarpResponse {
+    let status = reply.error_code().map_or(StatusCode::OK, status_of);
     let Ok(bytes) = encode(reply) else {
         return plain(StatusCode::INTERNAL_SERVER_ERROR, "reply did not encode");
     };
@@ -147,18 +178,22 @@ fn respond<M: Message>(incoming: IncomingCall, reply: &M, status: StatusCode) ->
     }
 }
 
-struct Authenticated {
+struct Authenticated<C> {
     incoming: IncomingCall,
     caller: Caller,
+    call: C,
 }
 
-fn authenticate(
+/// Authenticates the body and decodes its call; on failure, the response
+/// to send (plain text if nobody could be authenticated, else an encrypted
+/// error reply).
+fn authenticate<C: Message, R: ApiReply>(
     state: &AppState,
     api: Api,
     body: &[u8],
     peer: Peer,
     xff: Option<&str>,
-) -> Result<Authenticated, Box<WarpResponse>> {
+) -> Result<Authenticated<C>, Box<WarpResponse>> {
     let keys = state.keys.read().unwrap_or_else(|p| p.into_inner()).clone();
     let incoming = keys
         .accept(api, body, random_seed())
@@ -168,7 +203,17 @@ fn authenticate(
         key: incoming.client_public,
         addr,
     };
-    Ok(Authenticated { incoming, caller })
+    match decode::<C>(&incoming.call) {
+        Ok(call) => Ok(Authenticated {
+            incoming,
+            caller,
+            call,
+        }),
+        Err(e) => Err(Box::new(respond(
+            incoming,
+            &R::error(RequestId(0), codec_error(&e)),
+        ))),
+    }
 }
 
 async fn blocking<T: Send + 'static>(
@@ -187,25 +232,19 @@ async fn device(
     peer: Peer,
     xff: Option<String>,
 ) -> WarpResponse {
-    let Authenticated { incoming, caller } =
-        match authenticate(&state, Api::Device, &body, peer, xff.as_deref()) {
-            Ok(a) => a,
-            Err(r) => return *r,
-        };
-    let call = match decode::<DeviceCall>(&incoming.call) {
-        Ok(c) => c,
-        Err(e) => {
-            let err = codec_error(&e);
-            let status = status_of(err.code);
-            return respond(
-                incoming,
-                &DeviceReply {
-                    request_id: RequestId(0),
-                    result: Err(err),
-                },
-                status,
-            );
-        }
+    let Authenticated {
+        incoming,
+        caller,
+        call,
+    } = match authenticate::<DeviceCall, DeviceReply>(
+        &state,
+        Api::Device,
+        &body,
+        peer,
+        xff.as_deref(),
+    ) {
+        Ok(a) => a,
+        Err(r) => return *r,
     };
     let svc = state.service.clone();
     let first = {
@@ -260,33 +299,18 @@ async fn device(
             }
         }
     };
-    let status = reply
-        .result
-        .as_ref()
-        .map_or_else(|e| status_of(e.code), |_| StatusCode::OK);
-    respond(incoming, &reply, status)
+    respond(incoming, &reply)
 }
 
 async fn admin(state: Arc<AppState>, body: Bytes, peer: Peer, xff: Option<String>) -> WarpResponse {
-    let Authenticated { incoming, caller } =
-        match authenticate(&state, Api::Admin, &body, peer, xff.as_deref()) {
-            Ok(a) => a,
-            Err(r) => return *r,
-        };
-    let call = match decode::<AdminCall>(&incoming.call) {
-        Ok(c) => c,
-        Err(e) => {
-            let err = codec_error(&e);
-            let status = status_of(err.code);
-            return respond(
-                incoming,
-                &AdminReply {
-                    request_id: RequestId(0),
-                    result: Err(err),
-                },
-                status,
-            );
-        }
+    let Authenticated {
+        incoming,
+        caller,
+        call,
+    } = match authenticate::<AdminCall, AdminReply>(&state, Api::Admin, &body, peer, xff.as_deref())
+    {
+        Ok(a) => a,
+        Err(r) => return *r,
     };
     let svc = state.service.clone();
     let request_id = call.request_id;
@@ -296,11 +320,7 @@ async fn admin(state: Arc<AppState>, body: Bytes, peer: Peer, xff: Option<String
             request_id,
             result: Err(ApiError::new(ErrorCode::Internal, "internal error")),
         });
-    let status = reply
-        .result
-        .as_ref()
-        .map_or_else(|e| status_of(e.code), |_| StatusCode::OK);
-    respond(incoming, &reply, status)
+    respond(incoming, &reply)
 }
 
 fn with_state(
