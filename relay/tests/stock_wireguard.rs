@@ -22,28 +22,60 @@ c.settimeout(20); c.sendall(data); c.shutdown(socket.SHUT_WR)\n\
 got=c.recv(100).decode()\n\
 print('ok' if got == hashlib.sha256(data).hexdigest() else 'mismatch '+got)\n";
 
+/// Two wireguard-go peers in their own namespaces, on `10.<net>.0.2/.3`,
+/// both pointed at a relay listening on the host at `relay_port`.
+struct Peers {
+    device: Host,
+    admin: Host,
+    dip: Ipv4Addr,
+}
+
+impl Peers {
+    fn start(kd: &WgKey, ka: &WgKey, relay_port: u16, net: u8) -> Peers {
+        let mut device = Host::new();
+        let mut admin = Host::new();
+        let (dip, aip) = (Ipv4Addr::new(10, net, 0, 2), Ipv4Addr::new(10, net, 0, 3));
+        device.wireguard(
+            kd,
+            dip,
+            &ka.public,
+            (device.host_ip, relay_port).into(),
+            aip,
+        );
+        admin.wireguard(ka, aip, &kd.public, (admin.host_ip, relay_port).into(), dip);
+        Peers { device, admin, dip }
+    }
+
+    /// The device side serves; the admin side sends 1 MB and checks its hash.
+    /// Returns the client's verdict ("ok" when the checksum matched).
+    fn transfer(&self) -> String {
+        let dip = self.dip.to_string();
+        let mut server = self
+            .device
+            .exec(&["python3", "-c", SERVER_PY, &dip])
+            .spawn()
+            .expect("server");
+        let out = self
+            .admin
+            .exec(&["python3", "-c", CLIENT_PY, &dip])
+            .output()
+            .expect("client");
+        let _ = server.kill();
+        let _ = server.wait();
+        let verdict = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if verdict != "ok" {
+            eprintln!("client: {verdict} {}", String::from_utf8_lossy(&out.stderr));
+        }
+        verdict
+    }
+}
+
 #[test]
 fn two_wireguard_go_peers_talk_through_the_relay_and_a_stranger_gets_nothing() {
     require_root_and_wireguard();
     let (kd, ka) = (wg_key(), wg_key());
     let relay = RelayProc::start(&kd.public, &ka.public, "0.0.0.0:0", 120);
-    let mut device = Host::new();
-    let mut admin = Host::new();
-    let (dip, aip) = (Ipv4Addr::new(10, 99, 0, 2), Ipv4Addr::new(10, 99, 0, 3));
-    device.wireguard(
-        &kd,
-        dip,
-        &ka.public,
-        (device.host_ip, relay.port).into(),
-        aip,
-    );
-    admin.wireguard(
-        &ka,
-        aip,
-        &kd.public,
-        (admin.host_ip, relay.port).into(),
-        dip,
-    );
+    let peers = Peers::start(&kd, &ka, relay.port, 99);
 
     // A third party floods the relay with junk and data-shaped datagrams.
     let stranger = std::net::UdpSocket::bind("127.0.0.1:0").expect("binds");
@@ -57,25 +89,8 @@ fn two_wireguard_go_peers_talk_through_the_relay_and_a_stranger_gets_nothing() {
         let _ = stranger.send_to(b"hello", ("127.0.0.1", relay.port));
     }
 
-    // The device side serves; the admin side sends 1 MB and checks its hash.
-    let mut server = device
-        .exec(&["python3", "-c", SERVER_PY, &dip.to_string()])
-        .spawn()
-        .expect("server");
     let start = Instant::now();
-    let out = admin
-        .exec(&["python3", "-c", CLIENT_PY, &dip.to_string()])
-        .output()
-        .expect("client");
-    let _ = server.kill();
-    let _ = server.wait();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        text.trim(),
-        "ok",
-        "transfer through the relay failed: {text} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(peers.transfer(), "ok", "transfer through the relay failed");
     eprintln!(
         "1 MB through the relay between two wireguard-go peers, checksum intact, in {:?}",
         start.elapsed()
@@ -96,24 +111,8 @@ fn after_the_relay_restarts_traffic_flows_again_within_60_s() {
     let port = free_udp_port();
     let listen = format!("0.0.0.0:{port}");
     let relay = RelayProc::start(&kd.public, &ka.public, &listen, 300);
-    let mut device = Host::new();
-    let mut admin = Host::new();
-    let (dip, aip) = (Ipv4Addr::new(10, 98, 0, 2), Ipv4Addr::new(10, 98, 0, 3));
-    device.wireguard(&kd, dip, &ka.public, (device.host_ip, port).into(), aip);
-    admin.wireguard(&ka, aip, &kd.public, (admin.host_ip, port).into(), dip);
-    let transfer = || {
-        let mut server = device
-            .exec(&["python3", "-c", SERVER_PY, &dip.to_string()])
-            .spawn()
-            .expect("server");
-        let out = admin
-            .exec(&["python3", "-c", CLIENT_PY, &dip.to_string()])
-            .output()
-            .expect("client");
-        let _ = server.kill();
-        let _ = server.wait();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let peers = Peers::start(&kd, &ka, port, 98);
+    let transfer = || peers.transfer();
     assert_eq!(transfer(), "ok");
     drop(relay);
     let _relay = RelayProc::start(&kd.public, &ka.public, &listen, 300);
@@ -174,41 +173,14 @@ fn a_peer_that_changes_its_source_port_keeps_working() {
     require_root_and_wireguard();
     let (kd, ka) = (wg_key(), wg_key());
     let relay = RelayProc::start(&kd.public, &ka.public, "0.0.0.0:0", 300);
-    let mut device = Host::new();
-    let mut admin = Host::new();
-    let (dip, aip) = (Ipv4Addr::new(10, 97, 0, 2), Ipv4Addr::new(10, 97, 0, 3));
-    device.wireguard(
-        &kd,
-        dip,
-        &ka.public,
-        (device.host_ip, relay.port).into(),
-        aip,
-    );
-    admin.wireguard(
-        &ka,
-        aip,
-        &kd.public,
-        (admin.host_ip, relay.port).into(),
-        dip,
-    );
-    let transfer = || {
-        let mut server = device
-            .exec(&["python3", "-c", SERVER_PY, &dip.to_string()])
-            .spawn()
-            .expect("server");
-        let out = admin
-            .exec(&["python3", "-c", CLIENT_PY, &dip.to_string()])
-            .output()
-            .expect("client");
-        let _ = server.kill();
-        let _ = server.wait();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let peers = Peers::start(&kd, &ka, relay.port, 97);
+    let transfer = || peers.transfer();
     assert_eq!(transfer(), "ok");
     // The admin's NAT rebinds: a new source port.
-    let iface = admin.wg_iface().expect("wireguard up");
+    let iface = peers.admin.wg_iface().expect("wireguard up");
     let new_port = free_udp_port().to_string();
-    let status = admin
+    let status = peers
+        .admin
         .exec(&["wg", "set", &iface, "listen-port", &new_port])
         .status()
         .expect("wg set");
