@@ -17,10 +17,7 @@ fn a_100_mb_transfer_from_device_to_admin_arrives_intact() {
         pair.wait_up(Duration::from_secs(10)),
         "the tunnel did not come up"
     );
-    let local = pair
-        .admin
-        .forward_local("127.0.0.1:0".parse().expect("addr"), 22)
-        .expect("forward");
+    let local = pair.forward(22);
     let start = Instant::now();
     let got = fetch(local, 7, 100 * MB, Duration::from_secs(60)).expect("transfer");
     let took = start.elapsed();
@@ -40,10 +37,7 @@ fn a_100_mb_transfer_from_device_to_admin_arrives_intact() {
 fn twenty_parallel_connections_all_succeed() {
     let (pair, _, _) = Pair::start(Keys::new(), None, false, false);
     assert!(pair.wait_up(Duration::from_secs(10)));
-    let local = pair
-        .admin
-        .forward_local("127.0.0.1:0".parse().expect("addr"), 22)
-        .expect("forward");
+    let local = pair.forward(22);
     let workers: Vec<_> = (0..20u64)
         .map(|i| {
             std::thread::spawn(move || (i, fetch(local, 100 + i, MB, Duration::from_secs(60))))
@@ -63,10 +57,7 @@ fn twenty_parallel_connections_all_succeed() {
 fn a_port_not_on_the_allowlist_is_refused() {
     let (pair, _, _) = Pair::start(Keys::new(), None, false, false);
     assert!(pair.wait_up(Duration::from_secs(10)));
-    let local = pair
-        .admin
-        .forward_local("127.0.0.1:0".parse().expect("addr"), 23)
-        .expect("forward");
+    let local = pair.forward(23);
     let mut s = TcpStream::connect(local).expect("local connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -92,10 +83,7 @@ fn a_wrong_psk_never_connects() {
         !pair.wait_up(Duration::from_secs(8)),
         "the tunnel came up with the wrong PSK"
     );
-    let local = pair
-        .admin
-        .forward_local("127.0.0.1:0".parse().expect("addr"), 22)
-        .expect("forward");
+    let local = pair.forward(22);
     assert!(fetch(local, 1, 1000, Duration::from_secs(3)).is_err());
 }
 
@@ -103,29 +91,15 @@ fn a_wrong_psk_never_connects() {
 fn after_the_relay_restarts_traffic_flows_again_within_60_s() {
     let (mut pair, _, _) = Pair::start(Keys::new(), None, false, false);
     assert!(pair.wait_up(Duration::from_secs(10)));
-    let local = pair
-        .admin
-        .forward_local("127.0.0.1:0".parse().expect("addr"), 22)
-        .expect("forward");
+    let local = pair.forward(22);
     assert_eq!(
         fetch(local, 1, MB, Duration::from_secs(30)).expect("before"),
         pattern_sha(1, MB)
     );
     pair.relay.restart();
-    let start = Instant::now();
-    let mut ok = false;
-    while start.elapsed() < Duration::from_secs(60) {
-        if fetch(local, 2, MB, Duration::from_secs(5)).ok() == Some(pattern_sha(2, MB)) {
-            ok = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    assert!(ok, "no traffic within 60 s of the relay restart");
-    eprintln!(
-        "traffic flowed again {:?} after the relay restarted",
-        start.elapsed()
-    );
+    let took = recovers_within(local, 2, Duration::from_secs(60))
+        .expect("no traffic within 60 s of the relay restart");
+    eprintln!("traffic flowed again {took:?} after the relay restarted");
 }
 
 #[test]
@@ -133,28 +107,15 @@ fn a_peer_whose_source_port_changes_keeps_working() {
     let (pair, anat, _) = Pair::start(Keys::new(), None, true, false);
     let anat = anat.expect("nat");
     assert!(pair.wait_up(Duration::from_secs(10)));
-    let local = pair
-        .admin
-        .forward_local("127.0.0.1:0".parse().expect("addr"), 22)
-        .expect("forward");
+    let local = pair.forward(22);
     assert_eq!(
         fetch(local, 3, MB, Duration::from_secs(30)).expect("before"),
         pattern_sha(3, MB)
     );
     anat.rebind();
-    let start = Instant::now();
-    let mut ok = false;
-    while start.elapsed() < Duration::from_secs(60) {
-        if fetch(local, 4, MB, Duration::from_secs(5)).ok() == Some(pattern_sha(4, MB)) {
-            ok = true;
-            break;
-        }
-    }
-    assert!(ok, "no traffic within 60 s of the source port change");
-    eprintln!(
-        "traffic flowed again {:?} after the admin's source port changed",
-        start.elapsed()
-    );
+    let took = recovers_within(local, 4, Duration::from_secs(60))
+        .expect("no traffic within 60 s of the source port change");
+    eprintln!("traffic flowed again {took:?} after the admin's source port changed");
 }
 
 #[test]
@@ -162,10 +123,7 @@ fn when_the_device_dies_the_admin_side_gets_an_error_not_a_hang() {
     let (pair, _, dnat) = Pair::start(Keys::new(), None, false, true);
     let dnat = dnat.expect("nat");
     assert!(pair.wait_up(Duration::from_secs(10)));
-    let local = pair
-        .admin
-        .forward_local("127.0.0.1:0".parse().expect("addr"), 22)
-        .expect("forward");
+    let local = pair.forward(22);
     let mut s = TcpStream::connect(local).expect("connect");
     s.write_all(&1u64.to_le_bytes()).expect("writes");
     s.write_all(&(u64::MAX / 2).to_le_bytes()).expect("writes");
@@ -205,10 +163,7 @@ fn when_the_device_dies_the_admin_side_gets_an_error_not_a_hang() {
 fn a_third_party_cannot_get_datagrams_forwarded_or_disturb_the_tunnel() {
     let (pair, _, _) = Pair::start(Keys::new(), None, false, false);
     assert!(pair.wait_up(Duration::from_secs(10)));
-    let local = pair
-        .admin
-        .forward_local("127.0.0.1:0".parse().expect("addr"), 22)
-        .expect("forward");
+    let local = pair.forward(22);
     let stranger = std::net::UdpSocket::bind("127.0.0.1:0").expect("binds");
     stranger
         .set_read_timeout(Some(Duration::from_millis(300)))

@@ -215,6 +215,21 @@ pub fn source_server() -> SocketAddr {
     addr
 }
 
+/// Retries a 1 MB fetch through `via` until its checksum matches or `limit`
+/// passes; returns how long recovery took.
+pub fn recovers_within(via: SocketAddr, seed: u64, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if fetch(via, seed, 1 << 20, Duration::from_secs(5)).ok()
+            == Some(pattern_sha(seed, 1 << 20))
+        {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    None
+}
+
 /// Asks the source for `n` bytes through `via` and returns their hash.
 pub fn fetch(via: SocketAddr, seed: u64, n: usize, timeout: Duration) -> std::io::Result<[u8; 32]> {
     let mut s = TcpStream::connect(via)?;
@@ -344,6 +359,13 @@ impl Pair {
             anat,
             dnat,
         )
+    }
+
+    /// Admin side: a loopback listener forwarding to `port` on the device.
+    pub fn forward(&self, port: u16) -> SocketAddr {
+        self.admin
+            .forward_local("127.0.0.1:0".parse().expect("addr"), port)
+            .expect("forward")
     }
 
     /// Waits for the tunnel to come up on both sides.
