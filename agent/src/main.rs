@@ -1,36 +1,29 @@
-//! `support-agent`: the device agent: requests support, verifies the approval, runs the userspace WireGuard peer and the ephemeral support access.
-//!
-//! Only `--version` and `--help` work so far; the rest is the agent issue.
+//! `support-agent`: the device agent. It requests support, verifies the
+//! approval, runs the userspace WireGuard peer and the ephemeral support
+//! access, and removes all of it when the tunnel ends.
 #![forbid(unsafe_code)]
 
-use std::process::ExitCode;
+mod access;
+mod approval;
+mod cli;
+mod config;
+mod control;
+mod daemon;
+mod expiry;
+mod hooks;
+mod lifecycle;
+mod owner_log;
+mod repair;
+mod runtime;
+mod socket;
+mod state;
+mod util;
 
-const HELP: &str = concat!(
-    "support-agent ", env!("CARGO_PKG_VERSION"), "\n",
-    "the device agent: requests support, verifies the approval, runs the userspace WireGuard peer and the ephemeral support access.\n\n",
-    "Not implemented yet (the agent issue).\n\n",
-    "Options:\n  -h, --help     Print this help\n  -V, --version  Print the version\n",
-);
+/// A lower bound on "now" that needs no clock: when this release was made.
+/// Certificates that expired before it are refused even on a device whose
+/// clock reads 1970 (see `support_protocol::certificate`). 2026-11-01.
+pub const RELEASE_TIME: u64 = 1_793_491_200;
 
-fn main() -> ExitCode {
-    match std::env::args().nth(1).as_deref() {
-        Some("-V") | Some("--version") => {
-            println!(
-                "support-agent {} (protocol version {})",
-                env!("CARGO_PKG_VERSION"),
-                support_protocol::PROTOCOL_VERSION
-            );
-            ExitCode::SUCCESS
-        }
-        Some("-h") | Some("--help") | None => {
-            print!("{HELP}");
-            ExitCode::SUCCESS
-        }
-        Some(other) => {
-            eprintln!(
-                "support-agent: '{other}' is not available yet (the agent issue); see --help"
-            );
-            ExitCode::from(2)
-        }
-    }
+fn main() -> std::process::ExitCode {
+    cli::main()
 }

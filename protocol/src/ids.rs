@@ -20,6 +20,14 @@ impl TunnelId {
     pub fn to_bytes(self) -> [u8; 8] {
         self.0.to_be_bytes()
     }
+
+    /// The name of the device's ephemeral support user for this tunnel:
+    /// `support-` and the id's 16 hex digits. Random (the id is), at most 32
+    /// characters as `useradd` wants, and known to the admin from the code
+    /// alone, so nothing has to tell it the name.
+    pub fn support_user(self) -> alloc::string::String {
+        alloc::format!("support-{self}")
+    }
 }
 
 impl fmt::Display for TunnelId {

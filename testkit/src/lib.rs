@@ -3,6 +3,8 @@
 //! is named uniquely per run and removed on drop, also when a test fails.
 #![forbid(unsafe_code)]
 
+pub mod relay;
+
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

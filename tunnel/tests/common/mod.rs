@@ -12,7 +12,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use support_relay::relay::RelayConfig;
 use support_tunnel::{BufferProfile, Engine, EngineConfig, EngineHandle, Event, Forward, Role};
 
 pub const DEVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
@@ -28,67 +27,7 @@ pub fn public(private: &[u8; 32]) -> [u8; 32] {
     x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*private)).to_bytes()
 }
 
-/// Our relay on loopback, in a thread; restartable on the same port.
-pub struct RelayThread {
-    pub addr: SocketAddr,
-    config: RelayConfig,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl RelayThread {
-    pub fn start(device: [u8; 32], admin: [u8; 32]) -> RelayThread {
-        let config = RelayConfig {
-            device_key: device,
-            admin_key: admin,
-            handshakes_per_source: 20,
-            handshakes_total: 200,
-        };
-        let mut r = RelayThread {
-            addr: "127.0.0.1:0".parse().expect("addr"),
-            config,
-            stop: Arc::new(AtomicBool::new(false)),
-            thread: None,
-        };
-        r.launch();
-        r
-    }
-
-    fn launch(&mut self) {
-        let socket = support_relay::bind(self.addr).expect("relay binds");
-        self.addr = socket.local_addr().expect("addr");
-        let (config, stop) = (self.config.clone(), Arc::new(AtomicBool::new(false)));
-        self.stop = stop.clone();
-        self.thread = Some(std::thread::spawn(move || {
-            let _ = support_relay::serve(
-                &socket,
-                &config,
-                Instant::now() + Duration::from_secs(600),
-                &stop,
-                &mut |_| {},
-            );
-        }));
-    }
-
-    /// Stops the relay (it forgets both endpoints) and starts a new one on the same port.
-    pub fn restart(&mut self) {
-        self.halt();
-        self.launch();
-    }
-
-    pub fn halt(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for RelayThread {
-    fn drop(&mut self) {
-        self.halt();
-    }
-}
+pub use support_testkit::relay::RelayThread;
 
 /// A UDP hop that stands for a NAT in front of one peer: it can rebind to
 /// a new source port (roaming) or drop everything (the peer "dies").

@@ -1,0 +1,366 @@
+//! The support access on the device: an ephemeral Unix user in the support
+//! group, the admin's key in a root-owned authorized_keys that OpenSSH
+//! itself stops honouring at expiry, and an optional sudoers drop-in
+//! checked with `visudo -cf` before it is installed.
+//!
+//! Every user and drop-in carries this agent instance's tag (the GECOS field
+//! and a comment line), so repair removes exactly what this agent made and
+//! nothing else, even with no record left.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support_protocol::TunnelId;
+
+use crate::config::{valid_name, Config};
+use crate::util::{ssh_expiry_time, write_atomic};
+
+/// Where sudo reads drop-ins.
+pub const SUDOERS_DIR: &str = "/etc/sudoers.d";
+const SUDOERS_PREFIX: &str = "support-tunnel-";
+
+/// A user or group entry from /etc/passwd or /etc/group.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Name.
+    pub name: String,
+    /// uid or gid.
+    pub id: u32,
+    /// Primary gid (users) or 0.
+    pub gid: u32,
+    /// GECOS (users) or the member list (groups).
+    pub info: String,
+}
+
+fn read_db(path: &str) -> Vec<Entry> {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            match path {
+                "/etc/group" if f.len() >= 4 => Some(Entry {
+                    name: f[0].into(),
+                    id: f[2].parse().ok()?,
+                    gid: 0,
+                    info: f[3].into(),
+                }),
+                "/etc/passwd" if f.len() >= 7 => Some(Entry {
+                    name: f[0].into(),
+                    id: f[2].parse().ok()?,
+                    gid: f[3].parse().ok()?,
+                    info: f[4].into(),
+                }),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// All users.
+pub fn users() -> Vec<Entry> {
+    read_db("/etc/passwd")
+}
+
+/// The gid of `group`, if it exists.
+pub fn group_id(group: &str) -> Option<u32> {
+    read_db("/etc/group")
+        .into_iter()
+        .find(|g| g.name == group)
+        .map(|g| g.id)
+}
+
+/// The supplementary members of `group`.
+pub fn group_members(group: &str) -> Vec<String> {
+    read_db("/etc/group")
+        .into_iter()
+        .find(|g| g.name == group)
+        .map(|g| {
+            g.info
+                .split(',')
+                .filter(|m| !m.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Creates the support group if it is missing; returns its gid.
+pub fn ensure_group(group: &str) -> Result<u32, String> {
+    if let Some(g) = group_id(group) {
+        return Ok(g);
+    }
+    run("groupadd", &["--system", group])?;
+    group_id(group).ok_or_else(|| format!("groupadd created no group '{group}'"))
+}
+
+fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// What identifies this agent's users: `support-tunnel <instance> <tunnel id>`.
+fn gecos(instance: &str, id: TunnelId) -> String {
+    format!("support-tunnel {instance} {id}")
+}
+
+/// The support users this agent instance created, with their tunnel ids.
+pub fn our_users(instance: &str) -> Vec<(String, String)> {
+    let prefix = format!("support-tunnel {instance} ");
+    users()
+        .into_iter()
+        .filter_map(|u| {
+            let id = u.info.strip_prefix(&prefix)?.to_string();
+            Some((u.name, id))
+        })
+        .collect()
+}
+
+/// The sudoers drop-ins this agent instance wrote, with their user names.
+pub fn our_sudoers(instance: &str) -> Vec<(PathBuf, String)> {
+    let tag = format!("# support-tunnel {instance} ");
+    fs::read_dir(SUDOERS_DIR)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let user = name.strip_prefix(SUDOERS_PREFIX)?.to_string();
+            let text = fs::read_to_string(e.path()).ok()?;
+            text.starts_with(&tag).then(|| (e.path(), user))
+        })
+        .collect()
+}
+
+/// What the access grants.
+pub struct Grant<'a> {
+    /// The tunnel.
+    pub tunnel: TunnelId,
+    /// This agent's instance tag.
+    pub instance: &'a str,
+    /// The admin's ed25519 SSH key.
+    pub admin_ssh: &'a [u8; 32],
+    /// Wall-clock time at which OpenSSH stops accepting the key.
+    pub expiry_wall: u64,
+}
+
+/// The user name of a tunnel's support access.
+pub fn user_name(id: TunnelId) -> String {
+    id.support_user()
+}
+
+/// Creates (or, after a restart, re-asserts) the support access.
+pub fn create(config: &Config, g: &Grant<'_>) -> Result<(), String> {
+    let user = user_name(g.tunnel);
+    if !valid_name(&user) {
+        return Err(format!("'{user}' is not a valid user name"));
+    }
+    let home = config.home_base.join(&user);
+    let existing = users().into_iter().find(|u| u.name == user);
+    match existing {
+        Some(u) if u.info != gecos(g.instance, g.tunnel) => {
+            return Err(format!(
+                "a user named {user} already exists and was not made by this agent; refusing to touch it"
+            ))
+        }
+        Some(_) => {}
+        None => {
+            let shell = if Path::new("/bin/bash").exists() {
+                "/bin/bash"
+            } else {
+                "/bin/sh"
+            };
+            run(
+                "useradd",
+                &[
+                    "--create-home",
+                    "--home-dir",
+                    path_str(&home)?,
+                    "--gid",
+                    &config.group,
+                    "--no-user-group",
+                    "--shell",
+                    shell,
+                    // Not a locked account (sshd refuses those), but no password works.
+                    "--password",
+                    "*",
+                    "--comment",
+                    &gecos(g.instance, g.tunnel),
+                    &user,
+                ],
+            )?;
+        }
+    }
+    write_authorized_keys(config, &home, g).map_err(|e| format!("authorized_keys: {e}"))?;
+    if config.sudo {
+        write_sudoers(&user, g)?;
+    }
+    Ok(())
+}
+
+fn path_str(p: &Path) -> Result<&str, String> {
+    p.to_str()
+        .ok_or_else(|| format!("{} is not UTF-8", p.display()))
+}
+
+/// Only loopback targets for SSH: then the key is only good from the tunnel.
+fn from_option(config: &Config) -> &'static str {
+    match config.ports.get(&22) {
+        Some(t) if t.ip().is_loopback() => "from=\"127.0.0.1,::1\",",
+        _ => "",
+    }
+}
+
+fn write_authorized_keys(config: &Config, home: &Path, g: &Grant<'_>) -> io::Result<()> {
+    // Root owns .ssh and the key file: the support user can read but not
+    // add keys that would outlive the agent's control.
+    let dir = home.join(".ssh");
+    fs::create_dir_all(&dir)?;
+    std::os::unix::fs::chown(&dir, Some(0), Some(0))?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
+    let line = format!(
+        "restrict,pty,{}expiry-time=\"{}\" {}\n",
+        from_option(config),
+        ssh_expiry_time(g.expiry_wall),
+        crate::approval::ssh_public_key_line(g.admin_ssh, &format!("support-tunnel-{}", g.tunnel)),
+    );
+    write_atomic(&dir.join("authorized_keys"), line.as_bytes(), 0o644)
+}
+
+fn sudoers_path(user: &str) -> PathBuf {
+    Path::new(SUDOERS_DIR).join(format!("{SUDOERS_PREFIX}{user}"))
+}
+
+fn write_sudoers(user: &str, g: &Grant<'_>) -> Result<(), String> {
+    let text = format!(
+        "# support-tunnel {} {}: removed when the tunnel ends\n{user} ALL=(ALL:ALL) NOPASSWD: ALL\n",
+        g.instance, g.tunnel
+    );
+    fs::create_dir_all(SUDOERS_DIR).map_err(|e| format!("{SUDOERS_DIR}: {e}"))?;
+    // Validate a copy outside sudoers.d first: a broken drop-in would break sudo for everyone.
+    let check = Path::new(SUDOERS_DIR).join(format!(".{SUDOERS_PREFIX}{user}.check"));
+    write_atomic(&check, text.as_bytes(), 0o440).map_err(|e| format!("sudoers: {e}"))?;
+    let checked = run("visudo", &["-cqf", path_str(&check)?]);
+    let result = checked
+        .and_then(|()| fs::rename(&check, sudoers_path(user)).map_err(|e| format!("sudoers: {e}")));
+    let _ = fs::remove_file(&check);
+    result
+}
+
+/// Removes the support access of `user`: its processes, the user, its
+/// home, its key and its sudoers entry. Idempotent.
+pub fn remove(config: &Config, user: &str) -> Result<(), String> {
+    if !valid_name(user) || !user.starts_with("support-") {
+        return Err(format!(
+            "refusing to remove '{user}': not a support user name"
+        ));
+    }
+    let mut problems = Vec::new();
+    // First the key and sudo: nothing new may start while we clean up.
+    let _ = fs::remove_file(sudoers_path(user));
+    let home = config.home_base.join(user);
+    let _ = fs::remove_file(home.join(".ssh/authorized_keys"));
+    if let Some(u) = users().into_iter().find(|u| u.name == user) {
+        if let Err(e) = kill_all(u.id) {
+            problems.push(e);
+        }
+        if let Err(e) = run("userdel", &["--force", "--remove", user]) {
+            // userdel returns 12 when it cannot remove the home or mail spool; check the user is gone.
+            if users().iter().any(|x| x.name == user) {
+                problems.push(e);
+            }
+        }
+    }
+    if home.starts_with(&config.home_base) && home.exists() {
+        if let Err(e) = fs::remove_dir_all(&home) {
+            problems.push(format!("{}: {e}", home.display()));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// Processes of `uid`, from /proc.
+pub fn processes_of(uid: u32) -> Vec<i32> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let status = fs::read_to_string(e.path().join("status")).ok()?;
+            // A zombie is dead already; only its parent's wait() removes it.
+            if status
+                .lines()
+                .any(|l| l.starts_with("State:") && l.contains("Z (zombie)"))
+            {
+                return None;
+            }
+            let real: u32 = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            (real == uid).then_some(pid)
+        })
+        .collect()
+}
+
+/// SIGKILLs every process of `uid` until none is left (forks included).
+fn kill_all(uid: u32) -> Result<(), String> {
+    if uid == 0 {
+        return Err("refusing to kill root's processes".into());
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let pids = processes_of(uid);
+        if pids.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("processes of uid {uid} survive SIGKILL: {pids:?}"));
+        }
+        for pid in pids {
+            if let Some(p) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads the sshd public host keys named in the config (missing ones are skipped).
+pub fn host_keys(config: &Config) -> Vec<String> {
+    config
+        .host_keys
+        .iter()
+        .filter_map(|p| fs::read_to_string(p).ok())
+        .flat_map(|t| {
+            t.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}

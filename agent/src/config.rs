@@ -1,0 +1,395 @@
+//! `/etc/support-tunnel/agent.toml`: what the device trusts and allows.
+//!
+//! The file decides who can get a shell on this device, so it must be
+//! root-owned and writable by root only; anything else is refused, as the
+//! original agent refused it. Environment variables (`SUPPORT_AGENT_*`) and
+//! flags override single settings, for development and tests.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The default config path.
+pub const DEFAULT_PATH: &str = "/etc/support-tunnel/agent.toml";
+/// The longest a tunnel may last when the config does not say (DESIGN section 4).
+pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// Why the configuration cannot be used.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn bad(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+/// The file as written.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct File {
+    control_plane: Option<String>,
+    control_plane_keys: Option<Vec<String>>,
+    support_ca_keys: Option<Vec<String>>,
+    max_duration: Option<toml::Value>,
+    default_duration: Option<toml::Value>,
+    default_ports: Option<Vec<u16>>,
+    ports: Option<BTreeMap<String, String>>,
+    sudo: Option<bool>,
+    state_dir: Option<PathBuf>,
+    socket: Option<PathBuf>,
+    group: Option<String>,
+    home_base: Option<PathBuf>,
+    host_keys: Option<Vec<PathBuf>>,
+    hooks: Option<Hooks>,
+}
+
+/// Hook scripts, run as root with the tunnel's values (never through a shell).
+#[derive(Deserialize, Default, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Hooks {
+    /// Before the tunnel and the support access come up.
+    pub pre_up: Option<PathBuf>,
+    /// After they are up.
+    pub post_up: Option<PathBuf>,
+    /// Before they are torn down.
+    pub pre_down: Option<PathBuf>,
+    /// After they are gone.
+    pub post_down: Option<PathBuf>,
+}
+
+/// The agent's settings, validated.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The control plane's base URL (`http://host:port`).
+    pub control_plane: String,
+    /// The control plane's pinned Noise public keys (current first).
+    pub control_plane_keys: Vec<[u8; 32]>,
+    /// The pinned support-CA public keys.
+    pub support_ca_keys: Vec<[u8; 32]>,
+    /// The longest tunnel this device accepts.
+    pub max_duration: Duration,
+    /// What `request` asks for when `--duration` is not given.
+    pub default_duration: Duration,
+    /// What `request` asks for when `--ports` is not given.
+    pub default_ports: Vec<u16>,
+    /// The allowlist: tunnel port -> local service.
+    pub ports: BTreeMap<u16, SocketAddr>,
+    /// Whether the support user gets passwordless sudo.
+    pub sudo: bool,
+    /// Where tunnel records, status and the owner's log live.
+    pub state_dir: PathBuf,
+    /// The daemon's local socket.
+    pub socket: PathBuf,
+    /// The group of support users and of the socket.
+    pub group: String,
+    /// Where support users' home directories are created.
+    pub home_base: PathBuf,
+    /// sshd's public host key files, sealed into the connected report.
+    pub host_keys: Vec<PathBuf>,
+    /// Hook scripts.
+    pub hooks: Hooks,
+}
+
+/// Where a setting may be overridden from (flags first, then environment).
+#[derive(Default, Debug)]
+pub struct Overrides {
+    /// `--control-plane`.
+    pub control_plane: Option<String>,
+    /// `--state-dir`.
+    pub state_dir: Option<PathBuf>,
+    /// `--socket`.
+    pub socket: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads `path` (refusing unsafe ownership or modes), then applies
+    /// environment variables and `overrides`.
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+        check_owner_and_mode(path, "config file")?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+        let file: File =
+            toml::from_str(&text).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+        let env = |name: &str| std::env::var(format!("SUPPORT_AGENT_{name}")).ok();
+        let mut c = Config::from_file(file).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+        if let Some(v) = overrides
+            .control_plane
+            .clone()
+            .or_else(|| env("CONTROL_PLANE"))
+        {
+            c.control_plane = v;
+        }
+        if let Some(v) = overrides
+            .state_dir
+            .clone()
+            .or_else(|| env("STATE_DIR").map(PathBuf::from))
+        {
+            c.state_dir = v;
+        }
+        if let Some(v) = overrides
+            .socket
+            .clone()
+            .or_else(|| env("SOCKET").map(PathBuf::from))
+        {
+            c.socket = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Parses and validates config text (no ownership check, no overrides).
+    #[cfg(test)]
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let c = Config::from_file(toml::from_str(text).map_err(|e| bad(e.to_string()))?)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn from_file(f: File) -> Result<Config, ConfigError> {
+        let keys = |v: Option<Vec<String>>, what: &str| -> Result<Vec<[u8; 32]>, ConfigError> {
+            v.unwrap_or_default()
+                .iter()
+                .map(|k| parse_key(k).map_err(|e| bad(format!("{what}: {e}"))))
+                .collect()
+        };
+        let mut ports = BTreeMap::new();
+        for (p, target) in f
+            .ports
+            .unwrap_or_else(|| BTreeMap::from([("22".to_string(), "127.0.0.1:22".to_string())]))
+        {
+            let port: u16 = p
+                .parse()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| bad(format!("ports: '{p}' is not a port number")))?;
+            let addr: SocketAddr = target.parse().map_err(|_| {
+                bad(format!(
+                    "ports: the target of port {port}, '{target}', is not an address like 127.0.0.1:22"
+                ))
+            })?;
+            ports.insert(port, addr);
+        }
+        let dur = |v: Option<toml::Value>, default: Duration, what: &str| match v {
+            None => Ok(default),
+            Some(toml::Value::Integer(n)) if n > 0 => Ok(Duration::from_secs(n as u64)),
+            Some(toml::Value::String(s)) => {
+                parse_duration(&s).map_err(|e| bad(format!("{what}: {e}")))
+            }
+            Some(other) => Err(bad(format!(
+                "{what}: {other:?} is not a duration (e.g. \"24h\", \"90m\" or seconds)"
+            ))),
+        };
+        let max_duration = dur(f.max_duration, DEFAULT_MAX_DURATION, "max_duration")?;
+        Ok(Config {
+            control_plane: f.control_plane.unwrap_or_default(),
+            control_plane_keys: keys(f.control_plane_keys, "control_plane_keys")?,
+            support_ca_keys: keys(f.support_ca_keys, "support_ca_keys")?,
+            default_duration: dur(f.default_duration, max_duration, "default_duration")?,
+            max_duration,
+            default_ports: f.default_ports.unwrap_or_else(|| vec![22]),
+            ports,
+            sudo: f.sudo.unwrap_or(true),
+            state_dir: f
+                .state_dir
+                .unwrap_or_else(|| PathBuf::from("/var/lib/support-tunnel")),
+            socket: f
+                .socket
+                .unwrap_or_else(|| PathBuf::from("/run/support-tunnel/agent.sock")),
+            group: f.group.unwrap_or_else(|| "support".to_string()),
+            home_base: f.home_base.unwrap_or_else(|| PathBuf::from("/home")),
+            host_keys: f.host_keys.unwrap_or_else(|| {
+                ["ed25519", "ecdsa", "rsa"]
+                    .iter()
+                    .map(|k| PathBuf::from(format!("/etc/ssh/ssh_host_{k}_key.pub")))
+                    .collect()
+            }),
+            hooks: f.hooks.unwrap_or_default(),
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.control_plane.starts_with("http://") && !self.control_plane.starts_with("https://")
+        {
+            return Err(bad(format!(
+                "control_plane must be an http:// URL (the channel is Noise-encrypted to the pinned keys), got '{}'",
+                self.control_plane
+            )));
+        }
+        if self.control_plane_keys.is_empty() {
+            return Err(bad("control_plane_keys is empty: pin at least one key (support-control-plane public-key prints it)"));
+        }
+        if self.support_ca_keys.is_empty() {
+            return Err(bad("support_ca_keys is empty: pin the support CA's public key (support-admin ca init prints it)"));
+        }
+        if self.max_duration > Duration::from_secs(u64::from(u32::MAX)) {
+            return Err(bad("max_duration is too long"));
+        }
+        if self.default_duration > self.max_duration {
+            return Err(bad("default_duration is longer than max_duration"));
+        }
+        if let Some(p) = self
+            .default_ports
+            .iter()
+            .find(|p| !self.ports.contains_key(p))
+        {
+            return Err(bad(format!(
+                "default_ports has {p}, which is not in the [ports] allowlist"
+            )));
+        }
+        if !valid_name(&self.group) {
+            return Err(bad(format!(
+                "group '{}' is not a valid group name",
+                self.group
+            )));
+        }
+        Ok(())
+    }
+
+    /// The maximum duration in whole seconds.
+    pub fn max_duration_secs(&self) -> u32 {
+        self.max_duration.as_secs() as u32
+    }
+
+    /// The allowlisted ports.
+    pub fn allowed_ports(&self) -> Vec<u16> {
+        self.ports.keys().copied().collect()
+    }
+}
+
+/// A user or group name `useradd`/`groupadd` accept without surprises.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && s.bytes().enumerate().all(|(i, b)| {
+            b.is_ascii_lowercase() || b == b'_' || (i > 0 && (b.is_ascii_digit() || b == b'-'))
+        })
+}
+
+/// Refuses `path` unless it is owned by root and not writable by group or others.
+pub fn check_owner_and_mode(path: &Path, what: &str) -> Result<(), ConfigError> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| bad(format!("cannot read the {what} {}: {e}", path.display())))?;
+    if meta.uid() != 0 {
+        return Err(bad(format!(
+            "refusing the {what} {}: it is owned by uid {}, not root (it decides who may reach this device)",
+            path.display(),
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(bad(format!(
+            "refusing the {what} {}: mode {:o} lets others change it; run chmod go-w on it",
+            path.display(),
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+/// A 32-byte key in hex (64 digits).
+pub fn parse_key(s: &str) -> Result<[u8; 32], String> {
+    let bytes = hex::decode(s.trim()).map_err(|_| format!("'{s}' is not hex"))?;
+    bytes
+        .try_into()
+        .map_err(|_| format!("'{s}' is not a 32-byte key (64 hex digits)"))
+}
+
+/// "90s", "15m", "24h", "7d", or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (e.g. 90m, 24h, 7d)"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("'{s}': unknown unit '{unit}' (use s, m, h or d)")),
+    };
+    match n.checked_mul(mult) {
+        Some(0) => Err("a duration of zero is not allowed".to_string()),
+        Some(secs) if secs <= u64::from(u32::MAX) => Ok(Duration::from_secs(secs)),
+        _ => Err(format!("'{s}' is too long")),
+    }
+}
+
+/// "22,80" -> [22, 80].
+pub fn parse_ports(s: &str) -> Result<Vec<u16>, String> {
+    let mut out = Vec::new();
+    for p in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let port: u16 = p
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("'{p}' is not a port number"))?;
+        if !out.contains(&port) {
+            out.push(port);
+        }
+    }
+    if out.is_empty() {
+        return Err("no ports given".to_string());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("600"), Ok(Duration::from_secs(600)));
+        assert!(parse_duration("0h").is_err());
+        assert!(parse_duration("3w").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("99999999999d").is_err());
+    }
+
+    #[test]
+    fn ports() {
+        assert_eq!(parse_ports("22, 80,22"), Ok(vec![22, 80]));
+        assert!(parse_ports("0").is_err());
+        assert!(parse_ports("22,http").is_err());
+        assert!(parse_ports("").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("support"));
+        assert!(valid_name("support-0123abcd"));
+        assert!(!valid_name("-x"));
+        assert!(!valid_name("Root"));
+        assert!(!valid_name("a b"));
+    }
+
+    #[test]
+    fn file_defaults_and_unknown_keys() {
+        let f: File = toml::from_str("control_plane = \"http://x\"").expect("parses");
+        let c = Config::from_file(f).expect("valid");
+        assert_eq!(c.default_ports, vec![22]);
+        assert_eq!(c.max_duration, DEFAULT_MAX_DURATION);
+        assert!(c.sudo);
+        assert!(toml::from_str::<File>("contro_plane = \"x\"").is_err());
+        let f: File = toml::from_str("[ports]\n22 = \"nowhere\"").expect("parses");
+        assert!(Config::from_file(f).is_err());
+    }
+}

@@ -1,0 +1,69 @@
+//! Hook scripts (pre-up, post-up, pre-down, post-down), as the original ran
+//! them: root-owned scripts from the root-owned config, given the tunnel's
+//! values as arguments and environment, never pasted into a shell string.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::config::check_owner_and_mode;
+
+/// How long a hook may run before it is killed.
+const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The values a hook receives.
+pub struct HookValues<'a> {
+    /// The tunnel id.
+    pub tunnel_id: &'a str,
+    /// The tunnel's name (what the original called the interface).
+    pub tunnel_name: &'a str,
+    /// The device's tunnel address.
+    pub address: &'a str,
+    /// The tunnel network, CIDR.
+    pub network: &'a str,
+    /// The support user.
+    pub user: &'a str,
+}
+
+/// Runs `hook` (if configured) as `hook STAGE ID NAME ADDRESS NETWORK USER`
+/// with the same values in `SUPPORT_TUNNEL_*` variables. Errors say why.
+pub fn run(stage: &str, hook: Option<&Path>, v: &HookValues<'_>) -> Result<(), String> {
+    let Some(hook) = hook else { return Ok(()) };
+    check_owner_and_mode(hook, &format!("{stage} hook")).map_err(|e| e.0)?;
+    let mut child = Command::new(hook)
+        .args([
+            stage,
+            v.tunnel_id,
+            v.tunnel_name,
+            v.address,
+            v.network,
+            v.user,
+        ])
+        .env("SUPPORT_TUNNEL_STAGE", stage)
+        .env("SUPPORT_TUNNEL_ID", v.tunnel_id)
+        .env("SUPPORT_TUNNEL_NAME", v.tunnel_name)
+        .env("SUPPORT_TUNNEL_ADDRESS", v.address)
+        .env("SUPPORT_TUNNEL_NETWORK", v.network)
+        .env("SUPPORT_TUNNEL_USER", v.user)
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{stage} hook {}: {e}", hook.display()))?;
+    let deadline = Instant::now() + HOOK_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) if s.success() => return Ok(()),
+            Ok(Some(s)) => return Err(format!("{stage} hook {} failed: {s}", hook.display())),
+            Ok(None) if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{stage} hook {} ran longer than {} s and was killed",
+                    hook.display(),
+                    HOOK_TIMEOUT.as_secs()
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(format!("{stage} hook: {e}")),
+        }
+    }
+}

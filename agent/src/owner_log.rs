@@ -1,0 +1,198 @@
+//! The owner's record of each tunnel: who approved (from the certificate),
+//! which key, when connections came and went, bytes per port. JSON lines in
+//! `STATE/log/<id>.log`, readable by the `support` group, kept after the
+//! tunnel ends. Never holds a secret: no code, no key other than public ones.
+
+use serde::{Deserialize, Serialize};
+
+use crate::util::{format_duration, format_time};
+
+/// One line of the log.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LogLine {
+    /// Wall-clock time (as the device saw it).
+    pub at: u64,
+    /// What happened.
+    #[serde(flatten)]
+    pub entry: Entry,
+}
+
+/// What happened.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Entry {
+    /// The owner asked for support.
+    Requested {
+        /// Seconds asked for.
+        duration_secs: u32,
+        /// Ports asked for.
+        ports: Vec<u16>,
+        /// The owner's note.
+        note: String,
+    },
+    /// An approval passed every check.
+    Approved {
+        /// Approval number.
+        approval: u32,
+        /// The approver, as the support CA certified them.
+        approver: String,
+        /// The certificate's serial.
+        certificate_serial: u64,
+        /// The approver's signing key (hex).
+        approver_key: String,
+        /// The admin's SSH key fingerprint.
+        ssh_key: String,
+        /// Seconds granted.
+        duration_secs: u32,
+        /// Ports granted.
+        ports: Vec<u16>,
+        /// The hub.
+        relay: String,
+    },
+    /// An approval was refused; nothing was changed.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+    /// The support access and the tunnel peer are up.
+    Up {
+        /// The support user.
+        user: String,
+        /// The device's tunnel address.
+        address: String,
+        /// Time left.
+        remaining_secs: u64,
+    },
+    /// The agent restarted and resumed the tunnel.
+    Resumed {
+        /// Time already used (counted conservatively).
+        used_secs: u64,
+    },
+    /// The WireGuard handshake with the admin completed.
+    TunnelUp,
+    /// A connection through the tunnel opened.
+    Opened {
+        /// Connection number.
+        id: u64,
+        /// Device port.
+        port: u16,
+    },
+    /// A connection closed.
+    Closed {
+        /// Connection number.
+        id: u64,
+        /// Device port.
+        port: u16,
+        /// Bytes from support into the device.
+        bytes_in: u64,
+        /// Bytes from the device to support.
+        bytes_out: u64,
+        /// How long it lasted.
+        secs: u64,
+    },
+    /// A connection was refused.
+    ConnectionRefused {
+        /// Device port.
+        port: u16,
+        /// Why.
+        reason: String,
+    },
+    /// Something went wrong that the owner may want to know.
+    Problem {
+        /// What.
+        what: String,
+    },
+    /// The tunnel ended and its access was removed.
+    Ended {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl LogLine {
+    /// One readable line for `support-agent log`.
+    pub fn render(&self) -> String {
+        let what = match &self.entry {
+            Entry::Requested {
+                duration_secs,
+                ports,
+                note,
+            } => format!(
+                "support requested for {} on ports {ports:?}{}",
+                format_duration(u64::from(*duration_secs)),
+                if note.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({note})")
+                }
+            ),
+            Entry::Approved {
+                approval,
+                approver,
+                certificate_serial,
+                ssh_key,
+                duration_secs,
+                ports,
+                relay,
+                ..
+            } => format!(
+                "approved (#{approval}) by {approver} (certificate {certificate_serial}), SSH key {ssh_key}, {} on ports {ports:?}, hub {relay}",
+                format_duration(u64::from(*duration_secs))
+            ),
+            Entry::Refused { reason } => format!("REFUSED, nothing changed: {reason}"),
+            Entry::Up {
+                user,
+                address,
+                remaining_secs,
+            } => format!(
+                "access open: user {user}, tunnel address {address}, ends in {}",
+                format_duration(*remaining_secs)
+            ),
+            Entry::Resumed { used_secs } => format!(
+                "agent restarted; tunnel resumed with {} counted as used",
+                format_duration(*used_secs)
+            ),
+            Entry::TunnelUp => "the support engineer's peer is connected".to_string(),
+            Entry::Opened { id, port } => format!("connection {id} to port {port} opened"),
+            Entry::Closed {
+                id,
+                port,
+                bytes_in,
+                bytes_out,
+                secs,
+            } => format!(
+                "connection {id} to port {port} closed after {}: {bytes_in} bytes in, {bytes_out} bytes out",
+                format_duration(*secs)
+            ),
+            Entry::ConnectionRefused { port, reason } => {
+                format!("connection to port {port} refused: {reason}")
+            }
+            Entry::Problem { what } => format!("problem: {what}"),
+            Entry::Ended { reason } => format!("ended ({reason})"),
+        };
+        format!("{}  {what}", format_time(self.at))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_round_trip_as_json() {
+        let l = LogLine {
+            at: 1_800_000_000,
+            entry: Entry::Closed {
+                id: 1,
+                port: 22,
+                bytes_in: 10,
+                bytes_out: 20,
+                secs: 3,
+            },
+        };
+        let json = serde_json::to_string(&l).expect("serializes");
+        assert!(json.contains("\"event\":\"closed\""), "{json}");
+        assert_eq!(serde_json::from_str::<LogLine>(&json).expect("parses"), l);
+        assert!(l.render().contains("10 bytes in, 20 bytes out"));
+    }
+}

@@ -1,0 +1,107 @@
+//! What every running tunnel shares: config, control plane, state dir, the
+//! owner's log writer and the live status table.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::control::ControlPlane;
+use crate::owner_log::{Entry, LogLine};
+use crate::state::StateDir;
+use crate::util::wall_now;
+
+/// One tunnel as `status` shows it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct TunnelStatus {
+    /// Tunnel id.
+    pub id: String,
+    /// pending, connecting, connected, ended.
+    pub phase: String,
+    /// When requested (wall clock).
+    pub requested_at: u64,
+    /// The approver, once approved.
+    pub approver: Option<String>,
+    /// The support user, once created.
+    pub user: Option<String>,
+    /// Seconds left, while connected.
+    pub remaining_secs: Option<u64>,
+    /// Why it ended.
+    pub ended: Option<String>,
+    /// The last control-plane problem, if the last call failed.
+    pub control_plane_error: Option<String>,
+}
+
+/// The shared context.
+pub struct Ctx {
+    /// Validated config.
+    pub config: Config,
+    /// The control plane.
+    pub cp: ControlPlane,
+    /// The state directory.
+    pub state: StateDir,
+    /// This agent's tag on users and sudoers files.
+    pub instance: String,
+    /// The support group's gid.
+    pub gid: Option<u32>,
+    status: Mutex<BTreeMap<String, TunnelStatus>>,
+}
+
+impl Ctx {
+    /// A context for `config`.
+    pub fn new(config: Config, state: StateDir, gid: Option<u32>) -> Arc<Ctx> {
+        Arc::new(Ctx {
+            cp: ControlPlane::new(&config.control_plane, config.control_plane_keys.clone()),
+            instance: instance_tag(state.root()),
+            config,
+            state,
+            gid,
+            status: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Appends to a tunnel's owner log; a failure goes to stderr (never fatal).
+    pub fn log(&self, id: &str, entry: Entry) {
+        let line = LogLine {
+            at: wall_now(),
+            entry,
+        };
+        let json = serde_json::to_string(&line).unwrap_or_default();
+        if let Err(e) = self.state.append_log(id, &json, self.gid) {
+            eprintln!("support-agent: cannot write the owner log of {id}: {e}");
+        }
+    }
+
+    /// Updates a tunnel's status and rewrites the status file.
+    pub fn update(&self, id: &str, f: impl FnOnce(&mut TunnelStatus)) {
+        let snapshot = {
+            let mut map = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            let s = map.entry(id.to_string()).or_insert_with(|| TunnelStatus {
+                id: id.to_string(),
+                ..TunnelStatus::default()
+            });
+            f(s);
+            map.values().cloned().collect::<Vec<_>>()
+        };
+        let json = serde_json::to_vec_pretty(&snapshot).unwrap_or_default();
+        if let Err(e) = self.state.write_status(&json, self.gid) {
+            eprintln!("support-agent: cannot write the status file: {e}");
+        }
+    }
+
+    /// Every tunnel's status.
+    pub fn statuses(&self) -> Vec<TunnelStatus> {
+        let map = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        map.values().cloned().collect()
+    }
+}
+
+/// Eight hex digits naming this agent instance by its state directory, so
+/// that agents with different state dirs (tests) never repair each other's users.
+pub fn instance_tag(root: &std::path::Path) -> String {
+    use sha2::Digest;
+    let canonical = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    let h = sha2::Sha256::digest(canonical.as_os_str().as_encoded_bytes());
+    hex::encode(&h[..4])
+}

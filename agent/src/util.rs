@@ -1,0 +1,201 @@
+//! Small helpers: randomness, durable file writes, wall-clock formatting, base64.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Fresh random bytes from the OS.
+pub fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    // Without OS randomness no key can be made; there is nothing sane to fall back to.
+    getrandom::getrandom(&mut b).expect("the OS random number generator failed");
+    b
+}
+
+/// A random u64 below `bound` (jitter; not for keys).
+pub fn random_below(bound: u64) -> u64 {
+    u64::from_le_bytes(random::<8>()) % bound.max(1)
+}
+
+/// The wall clock in seconds since 1970. Only for display, `expiry-time` and
+/// the conservative expiry rule; never for a security decision that a wrong
+/// clock could loosen.
+pub fn wall_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Writes `data` to `path` atomically and durably: a temp file in the same
+/// directory with `mode`, fsync, rename over `path`, fsync the directory.
+/// A crash leaves either the old or the new file, never a torn one.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no directory"))?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.{:016x}.tmp", random_below(u64::MAX)));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        // The umask may have narrowed `mode`; set it exactly.
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Overwrites a file with zeros before removing it. Best effort on flash
+/// storage (wear levelling may keep old blocks), but it keeps secrets out of
+/// a later undelete of the file system.
+pub fn wipe_file(path: &Path) -> io::Result<()> {
+    match fs::metadata(path) {
+        Ok(m) => {
+            if let Ok(mut f) = OpenOptions::new().write(true).open(path) {
+                let _ = f.write_all(&vec![0u8; m.len() as usize]);
+                let _ = f.sync_all();
+            }
+            fs::remove_file(path)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates `dir` (and parents) with `mode` if missing, and sets `mode` on it.
+pub fn ensure_dir(dir: &Path, mode: u32) -> io::Result<()> {
+    fs::create_dir_all(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+}
+
+/// `secs` since 1970 as (year, month, day, hour, minute, second), UTC.
+pub fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (
+        y,
+        m,
+        d,
+        (rem / 3600) as u32,
+        (rem % 3600 / 60) as u32,
+        (rem % 60) as u32,
+    )
+}
+
+/// `2026-11-26 05:26:29Z`.
+pub fn format_time(secs: u64) -> String {
+    let (y, mo, d, h, mi, s) = civil(secs);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}Z")
+}
+
+/// OpenSSH's `expiry-time` format, UTC: `YYYYMMDDHHMMSSZ`.
+pub fn ssh_expiry_time(secs: u64) -> String {
+    let (y, mo, d, h, mi, s) = civil(secs);
+    format!("{y:04}{mo:02}{d:02}{h:02}{mi:02}{s:02}Z")
+}
+
+/// "1h 05m", "42s": a human-readable duration.
+pub fn format_duration(secs: u64) -> String {
+    match secs {
+        s if s >= 86400 => format!("{}d {:02}h", s / 86400, s % 86400 / 3600),
+        s if s >= 3600 => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
+        s if s >= 60 => format!("{}m {:02}s", s / 60, s % 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// `s` as a protocol string: characters the protocol refuses (controls,
+/// bidi overrides, zero-width) dropped, cut at a character boundary to fit.
+pub fn bounded<const N: usize>(s: &str) -> support_protocol::bounded::BoundedString<N> {
+    use support_protocol::bounded::BoundedString;
+    let mut out = String::new();
+    for c in s.chars() {
+        let mut b = [0u8; 4];
+        if BoundedString::<4>::new(c.encode_utf8(&mut b)).is_err() {
+            continue;
+        }
+        if out.len() + c.len_utf8() > N {
+            break;
+        }
+        out.push(c);
+    }
+    BoundedString::new(&out).unwrap_or_default()
+}
+
+/// Standard base64 with padding (OpenSSH public keys).
+pub fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil(0), (1970, 1, 1, 0, 0, 0));
+        assert_eq!(format_time(1_795_671_989), "2026-11-26 05:46:29Z");
+        assert_eq!(ssh_expiry_time(951_782_400), "20000229000000Z");
+    }
+
+    #[test]
+    fn base64_matches_rfc4648() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    }
+
+    #[test]
+    fn atomic_write_sets_mode() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("x");
+        write_atomic(&p, b"one", 0o600).expect("writes");
+        write_atomic(&p, b"two", 0o640).expect("replaces");
+        assert_eq!(fs::read(&p).expect("reads"), b"two");
+        let mode = fs::metadata(&p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        assert_eq!(fs::read_dir(dir.path()).expect("lists").count(), 1);
+        wipe_file(&p).expect("wipes");
+        assert!(!p.exists());
+    }
+}

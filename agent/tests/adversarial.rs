@@ -1,0 +1,292 @@
+//! DESIGN invariants 1 and 2 on the device: a control plane that lies, or
+//! someone holding a leaked code without a CA-certified key, gets nothing:
+//! the device refuses before it changes anything.
+
+mod common;
+
+use std::time::Duration;
+
+use common::fake_cp::{FakeControlPlane, Mode};
+use common::*;
+use support_protocol::approval_box::SealedApproval;
+use support_protocol::bounded::BoundedString;
+use support_protocol::certificate::Role;
+use support_protocol::one_time_code::OneTimeCode;
+use support_protocol::state::TunnelState;
+use support_protocol::tunnel_keys::AdminTunnelKeys;
+use support_protocol::{ApprovalSeq, TunnelId};
+
+struct Lab {
+    _sshd: Sshd,
+    fake: FakeControlPlane,
+    eng: Engineer,
+    device: Device,
+}
+
+fn lab() -> Lab {
+    require_root_and_sshd();
+    let sshd = Sshd::start(None);
+    let fake = FakeControlPlane::start();
+    let eng = Engineer::offline();
+    let mut device = Device::new(
+        &fake.url,
+        &fake.public,
+        &eng.ca_public(),
+        &sshd,
+        &DeviceSettings::default(),
+    );
+    device.start_daemon(None);
+    Lab {
+        _sshd: sshd,
+        fake,
+        eng,
+        device,
+    }
+}
+
+impl Lab {
+    /// A new request; returns its code as support (or a thief) would have it.
+    fn request(&self) -> OneTimeCode {
+        self.fake.clear();
+        let (_, code) = self.device.request(&["--ports", "22", "--duration", "30m"]);
+        OneTimeCode::parse(&code).expect("parses")
+    }
+
+    /// A correct approval by the certified engineer.
+    fn honest(&self, code: &OneTimeCode, terms: &Terms) -> SealedApproval {
+        let request = self.fake.request_of(code.tunnel_id);
+        let admin = AdminTunnelKeys::from_seed(random32());
+        seal_for(
+            &self.eng,
+            code,
+            &request,
+            &admin,
+            "127.0.0.1:9".parse().expect("addr"),
+            terms,
+        )
+        .0
+    }
+
+    /// Serves `approval`, then checks the device refused it and changed nothing.
+    fn assert_refused(&self, id: TunnelId, approval: SealedApproval, why: &str) {
+        self.fake
+            .serve(TunnelState::Approved(approval.approval_seq), approval);
+        wait_for(why, Duration::from_secs(15), || {
+            self.fake
+                .seen
+                .lock()
+                .expect("lock")
+                .stopped
+                .iter()
+                .any(|(t, r)| *t == id && r.starts_with("Refused"))
+        });
+        let user = id.support_user();
+        assert_no_access_left(&user);
+        assert!(self.fake.seen.lock().expect("lock").connected.is_empty());
+        let log =
+            String::from_utf8_lossy(&self.device.run(&["log", &id.to_string()]).stdout).to_string();
+        assert!(log.contains("REFUSED, nothing changed"), "{why}: {log}");
+        assert!(log.contains(why), "the log names the reason {why:?}: {log}");
+        assert!(!log.contains("access open"), "{log}");
+    }
+}
+
+#[test]
+fn a_lying_control_plane_and_a_leaked_code_get_nothing() {
+    let lab = lab();
+
+    // The control plane alters one byte of the sealed box.
+    let code = lab.request();
+    let mut a = lab.honest(&code, &Terms::default());
+    let mut ct = a.ciphertext.clone().into_inner();
+    ct[10] ^= 1;
+    a.ciphertext = support_protocol::bounded::BoundedBytes::new(ct).expect("fits");
+    lab.assert_refused(code.tunnel_id, a, "signature");
+
+    // It holds the leaked code and seals its own box (its own admin key and
+    // relay), signed by a key its own "CA" certified.
+    let code = lab.request();
+    let request = lab.fake.request_of(code.tunnel_id);
+    let mut thief = Engineer::offline();
+    let (forged, _) = seal_for(
+        &thief,
+        &code,
+        &request,
+        &AdminTunnelKeys::from_seed(random32()),
+        "127.0.0.1:9".parse().expect("addr"),
+        &Terms::default(),
+    );
+    lab.assert_refused(code.tunnel_id, forged, "not from a pinned support CA");
+
+    // Same, but it attaches the real engineer's certificate to its own signature.
+    let code = lab.request();
+    let request = lab.fake.request_of(code.tunnel_id);
+    thief.cert = lab.eng.cert.clone();
+    let (forged, _) = seal_for(
+        &thief,
+        &code,
+        &request,
+        &AdminTunnelKeys::from_seed(random32()),
+        "127.0.0.1:9".parse().expect("addr"),
+        &Terms::default(),
+    );
+    lab.assert_refused(code.tunnel_id, forged, "signature");
+
+    // A certificate from the pinned CA, but for the viewer role.
+    let code = lab.request();
+    let request = lab.fake.request_of(code.tunnel_id);
+    let mut viewer = Engineer::offline();
+    viewer.cert = lab.eng.ca.certify(
+        BoundedString::new("mallory").expect("fits"),
+        viewer.signing.public(),
+        Role::Viewer,
+        9,
+        now() - 60,
+        now() + 86400,
+    );
+    let (forged, _) = seal_for(
+        &viewer,
+        &code,
+        &request,
+        &AdminTunnelKeys::from_seed(random32()),
+        "127.0.0.1:9".parse().expect("addr"),
+        &Terms::default(),
+    );
+    lab.assert_refused(code.tunnel_id, forged, "role");
+
+    // The control plane showed support a request with its own KEM and
+    // WireGuard keys (swapped facts and keys); support approved that. The
+    // box is bound to the keys support saw, so the real device refuses it.
+    let code = lab.request();
+    let mut swapped = lab.fake.request_of(code.tunnel_id);
+    let other = support_protocol::tunnel_keys::DeviceTunnelKeys::from_seed(random32());
+    swapped.body.kem = other.public_keys().kem;
+    swapped.body.wireguard = support_protocol::bounded::FixedBytes(other.public_keys().wireguard);
+    let (approval, _) = seal_for(
+        &lab.eng,
+        &code,
+        &swapped,
+        &AdminTunnelKeys::from_seed(random32()),
+        "127.0.0.1:9".parse().expect("addr"),
+        &Terms::default(),
+    );
+    lab.assert_refused(code.tunnel_id, approval, "signature");
+
+    // An honest signature over more than the device asked for: a port it did
+    // not request, or a longer time. The device never accepts more.
+    let code = lab.request();
+    let wider = lab.honest(
+        &code,
+        &Terms {
+            ports: vec![22, 80],
+            ..Terms::default()
+        },
+    );
+    lab.assert_refused(code.tunnel_id, wider, "port 80");
+    let code = lab.request();
+    let longer = lab.honest(
+        &code,
+        &Terms {
+            duration_secs: 3600,
+            ..Terms::default()
+        },
+    );
+    lab.assert_refused(code.tunnel_id, longer, "duration");
+
+    // An approval of another tunnel, replayed for this one.
+    let code_a = lab.request();
+    let for_a = lab.honest(&code_a, &Terms::default());
+    let code_b = lab.request();
+    lab.assert_refused(code_b.tunnel_id, for_a, "signature");
+
+    // Control: the honest approval is accepted (so the refusals above are real).
+    let code = lab.request();
+    let ok = lab.honest(&code, &Terms::default());
+    lab.fake.serve(TunnelState::Approved(ApprovalSeq(1)), ok);
+    wait_for(
+        "the honest approval to connect",
+        Duration::from_secs(15),
+        || {
+            lab.fake
+                .seen
+                .lock()
+                .expect("lock")
+                .connected
+                .contains(&code.tunnel_id)
+        },
+    );
+    let user = code.tunnel_id.support_user();
+    assert!(user_exists(&user));
+
+    // Once connected, an older approval served again changes nothing.
+    let older = lab.honest(&code, &Terms::default());
+    lab.fake.serve(TunnelState::Approved(ApprovalSeq(1)), older);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(user_exists(&user));
+    assert!(lab.device.run(&["stop", "--all"]).status.success());
+    assert_no_access_left(&user);
+}
+
+#[test]
+fn garbage_and_an_unreachable_control_plane_are_clear_errors() {
+    let lab = lab();
+    for (mode, expect) in [
+        (Mode::Garbage, "invalid answer"),
+        (Mode::Huge, "larger than"),
+        (Mode::ServerError, "HTTP 500"),
+    ] {
+        lab.fake.set_mode(mode);
+        let out = lab.device.run(&["request"]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success());
+        assert!(err.contains(expect), "{expect}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    // Nothing half-made stays behind.
+    let n = std::fs::read_dir(lab.device.state_dir().join("tunnels"))
+        .expect("dir")
+        .count();
+    assert_eq!(n, 0, "no record of failed requests");
+
+    // A pending tunnel rides out a misbehaving control plane.
+    lab.fake.set_mode(Mode::Normal);
+    let code = lab.request();
+    lab.fake.set_mode(Mode::Garbage);
+    wait_for(
+        "status to show the problem",
+        Duration::from_secs(15),
+        || String::from_utf8_lossy(&lab.device.run(&["status"]).stdout).contains("invalid answer"),
+    );
+    lab.fake.set_mode(Mode::Normal);
+    let ok = lab.honest(&code, &Terms::default());
+    lab.fake.serve(TunnelState::Approved(ApprovalSeq(1)), ok);
+    wait_for(
+        "the approval after the outage",
+        Duration::from_secs(30),
+        || {
+            lab.fake
+                .seen
+                .lock()
+                .expect("lock")
+                .connected
+                .contains(&code.tunnel_id)
+        },
+    );
+    assert!(lab.device.run(&["stop", "--all"]).status.success());
+
+    // No control plane at all.
+    let sshd = Sshd::start(None);
+    let dead = format!("http://127.0.0.1:{}", free_tcp_port());
+    let mut device = Device::new(
+        &dead,
+        &lab.fake.public,
+        &lab.eng.ca_public(),
+        &sshd,
+        &DeviceSettings::default(),
+    );
+    device.start_daemon(None);
+    let out = device.run(&["request"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success());
+    assert!(err.contains("control plane is unreachable"), "{err}");
+}

@@ -1,0 +1,230 @@
+//! A lying control plane: speaks the real device API (HTTP + Noise with its
+//! own pinned key) but serves whatever approval the test hands it, or
+//! garbage. This is the adversary of DESIGN invariant 2, so it has to be a
+//! double: the real control plane never lies.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use support_protocol::approval_box::SealedApproval;
+use support_protocol::control_channel::{Api, ServerKeys, StaticKeypair};
+use support_protocol::messages::{
+    DeviceCall, DeviceReply, DeviceRequest, DeviceResponse, TunnelRequest,
+};
+use support_protocol::state::TunnelState;
+use support_protocol::TunnelId;
+
+use super::random32;
+
+/// How the fake answers.
+#[derive(Clone)]
+pub enum Mode {
+    /// Correct framing; polls get `serve`.
+    Normal,
+    /// 200 with random bytes.
+    Garbage,
+    /// 200 with 8 MiB.
+    Huge,
+    /// 500 with a text body.
+    ServerError,
+}
+
+#[derive(Default)]
+pub struct Seen {
+    pub requests: Vec<TunnelRequest>,
+    pub connected: Vec<TunnelId>,
+    pub stopped: Vec<(TunnelId, String)>,
+}
+
+pub struct FakeControlPlane {
+    pub url: String,
+    pub public: [u8; 32],
+    pub mode: Arc<Mutex<Mode>>,
+    /// What polls answer: state and approval, per tunnel (Pending without one).
+    pub serve: Arc<Mutex<Option<(TunnelState, SealedApproval)>>>,
+    pub seen: Arc<Mutex<Seen>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FakeControlPlane {
+    pub fn start() -> FakeControlPlane {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binds");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let key = StaticKeypair::from_secret(random32());
+        let public = key.public;
+        let keys = Arc::new(ServerKeys::new(vec![key]));
+        let f = FakeControlPlane {
+            url,
+            public,
+            mode: Arc::new(Mutex::new(Mode::Normal)),
+            serve: Arc::new(Mutex::new(None)),
+            seen: Arc::new(Mutex::new(Seen::default())),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let (mode, serve, seen, stop) = (
+            f.mode.clone(),
+            f.serve.clone(),
+            f.seen.clone(),
+            f.stop.clone(),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let (keys, mode, serve, seen) =
+                            (keys.clone(), mode.clone(), serve.clone(), seen.clone());
+                        std::thread::spawn(move || {
+                            handle(stream, &keys, &mode, &serve, &seen);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        f
+    }
+
+    pub fn set_mode(&self, m: Mode) {
+        *self.mode.lock().expect("lock") = m;
+    }
+
+    pub fn serve(&self, state: TunnelState, approval: SealedApproval) {
+        *self.serve.lock().expect("lock") = Some((state, approval));
+    }
+
+    pub fn clear(&self) {
+        *self.serve.lock().expect("lock") = None;
+    }
+
+    pub fn request_of(&self, id: TunnelId) -> TunnelRequest {
+        self.seen
+            .lock()
+            .expect("lock")
+            .requests
+            .iter()
+            .find(|r| r.body.tunnel_id == id)
+            .cloned()
+            .expect("the device sent its request")
+    }
+}
+
+impl Drop for FakeControlPlane {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn read_http(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    stream.set_nonblocking(false).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                let n = stream.read(&mut chunk).ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return Some(buf[end + 4..end + 4 + len].to_vec());
+        }
+    }
+}
+
+fn respond(stream: &mut TcpStream, status: &str, body: &[u8]) {
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(body);
+}
+
+fn handle(
+    mut stream: TcpStream,
+    keys: &ServerKeys,
+    mode: &Mutex<Mode>,
+    serve: &Mutex<Option<(TunnelState, SealedApproval)>>,
+    seen: &Mutex<Seen>,
+) {
+    let Some(body) = read_http(&mut stream) else {
+        return;
+    };
+    match mode.lock().expect("lock").clone() {
+        Mode::Normal => {}
+        Mode::Garbage => return respond(&mut stream, "200 OK", &random32()),
+        Mode::Huge => return respond(&mut stream, "200 OK", &vec![7u8; 8 << 20]),
+        Mode::ServerError => {
+            return respond(
+                &mut stream,
+                "500 Internal Server Error",
+                b"database on fire",
+            )
+        }
+    }
+    let Ok(incoming) = keys.accept(Api::Device, &body, random32()) else {
+        return respond(&mut stream, "400 Bad Request", b"bad channel");
+    };
+    let Ok(call) = support_protocol::decode::<DeviceCall>(&incoming.call) else {
+        return respond(&mut stream, "400 Bad Request", b"bad call");
+    };
+    let result = match call.request {
+        DeviceRequest::Create(r) => {
+            let id = r.body.tunnel_id;
+            seen.lock().expect("lock").requests.push(*r);
+            DeviceResponse::Created {
+                tunnel_id: id,
+                stale_after_secs: 3600,
+            }
+        }
+        DeviceRequest::Poll(p) => {
+            let served = serve.lock().expect("lock").clone();
+            let (state, approval) = match served {
+                Some((s, a)) => (s, Some(Box::new(a))),
+                None => (TunnelState::Pending, None),
+            };
+            if state == p.known {
+                // A long poll with nothing new.
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            DeviceResponse::Poll { state, approval }
+        }
+        DeviceRequest::Connected(n) => {
+            seen.lock().expect("lock").connected.push(n.tunnel_id);
+            DeviceResponse::Ack
+        }
+        DeviceRequest::Stopped(n) => {
+            seen.lock()
+                .expect("lock")
+                .stopped
+                .push((n.tunnel_id, format!("{:?}", n.reason)));
+            DeviceResponse::Ack
+        }
+    };
+    let reply = DeviceReply {
+        request_id: call.request_id,
+        result: Ok(result),
+    };
+    let bytes = support_protocol::encode(&reply).expect("encodes");
+    match incoming.respond(&bytes) {
+        Ok(b) => respond(&mut stream, "200 OK", &b),
+        Err(_) => respond(&mut stream, "500 Internal Server Error", b"respond"),
+    }
+}
