@@ -382,6 +382,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_config_is_valid() {
+        let text = include_str!("../dist/agent.toml").replace("<64 hex digits>", &"ab".repeat(32));
+        let c = Config::parse(&text).expect("the example parses");
+        assert_eq!(c.allowed_ports(), vec![22]);
+        assert_eq!(c.max_duration, DEFAULT_MAX_DURATION);
+    }
+
+    #[test]
     fn file_defaults_and_unknown_keys() {
         let f: File = toml::from_str("control_plane = \"http://x\"").expect("parses");
         let c = Config::from_file(f).expect("valid");

@@ -321,6 +321,9 @@ pub fn open_state(config: Config) -> Result<(Arc<Ctx>, StateLock), String> {
         .map_err(|e| format!("state dir {}: {e}", config.state_dir.display()))?;
     let lock = StateLock::acquire(&state)?;
     let gid = access::ensure_group(&config.group)?;
+    state
+        .share_with(gid)
+        .map_err(|e| format!("state dir {}: {e}", config.state_dir.display()))?;
     Ok((Ctx::new(config, state, Some(gid)), lock))
 }
 

@@ -108,6 +108,11 @@ impl StateDir {
         })
     }
 
+    /// Lets `gid` (the support group) read the status and the owner logs.
+    pub fn share_with(&self, gid: u32) -> io::Result<()> {
+        std::os::unix::fs::chown(self.root.join("log"), Some(0), Some(gid))
+    }
+
     /// Opens an existing directory read-only (status readers in the group).
     pub fn existing(root: &Path) -> StateDir {
         StateDir {

@@ -58,7 +58,7 @@ impl TempUser {
 
     fn agent(&self, w: &World, args: &[&str]) -> std::process::Output {
         Command::new("runuser")
-            .args(["-u", &self.0, "--", AGENT, "--config"])
+            .args(["-u", &self.0, "--", &agent_bin(), "--config"])
             .arg(&w.device.config)
             .args(args)
             .output()
@@ -99,6 +99,17 @@ fn the_local_socket_serves_root_and_the_support_group_only() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"daemon_running\": true"));
+    // ...and so does the owner's record, without root.
+    let (id, _) = w.device.request(&[]);
+    let out = member.agent(&w, &["log"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("tunnel {id}")));
+    let out = outsider.agent(&w, &["log"]);
+    assert!(!out.status.success(), "the owner log is not world-readable");
 
     // A support session (in the group, made by the agent) cannot request a
     // new tunnel for itself: only the owner can.

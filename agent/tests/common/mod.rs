@@ -33,6 +33,12 @@ use support_tunnel::{BufferProfile, Engine, EngineConfig, EngineHandle, Role as 
 
 pub const AGENT: &str = env!("CARGO_BIN_EXE_support-agent");
 
+/// The agent binary under test: this build, or `SUPPORT_AGENT_BIN` (the
+/// static release build, or a wrapper that runs the armv7 build under qemu).
+pub fn agent_bin() -> String {
+    std::env::var("SUPPORT_AGENT_BIN").unwrap_or_else(|_| AGENT.to_string())
+}
+
 /// Skips (loudly) unless root with sshd, sudo and visudo: the agent creates real users.
 pub fn require_root_and_sshd() {
     let root = Command::new("id")
@@ -67,13 +73,18 @@ pub fn random32() -> [u8; 32] {
 pub fn sibling_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "{} is not built: run `cargo build -p {name}` (scripts/test builds the workspace)",
-        p.display()
-    );
-    p
+    // This profile's build first; a bench may use the debug build of a helper.
+    let candidates = [dir.join(name), dir.with_file_name("debug").join(name)];
+    candidates
+        .iter()
+        .find(|p| p.exists())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "{} is not built: run `cargo build -p {name}` (scripts/test builds the workspace)",
+                candidates[0].display()
+            )
+        })
 }
 
 pub fn free_tcp_port() -> u16 {
@@ -685,10 +696,10 @@ impl Device {
         let mut c = match faketime {
             Some(offset) => {
                 let mut c = Command::new("faketime");
-                c.args(["-f", offset, AGENT]);
+                c.args(["-f", offset, &agent_bin()]);
                 c
             }
-            None => Command::new(AGENT),
+            None => Command::new(agent_bin()),
         };
         c.arg("--config").arg(&self.config);
         c
@@ -712,6 +723,10 @@ impl Device {
         wait_for("the daemon's socket", Duration::from_secs(20), || {
             std::os::unix::net::UnixStream::connect(&sock).is_ok()
         });
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.daemon.as_ref().expect("daemon running").id()
     }
 
     /// kill -9.

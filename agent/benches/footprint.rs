@@ -1,0 +1,70 @@
+//! Resident memory of the agent daemon (the binary of this profile, so
+//! `cargo bench` measures the optimized one): idle, then with a tunnel up
+//! and one SSH session, then while that session moves 20 MB through the
+//! tunnel. Needs root, sshd and the control-plane binary (see tests).
+//!
+//! `cargo bench -p support-agent --bench footprint`
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("field")
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let w = World::new(&DeviceSettings::default(), None);
+    let pid = w.device.pid();
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = kib(pid, "VmRSS:");
+
+    let s = w.connect(&[], &Terms::default());
+    let out = ssh(&w.eng, &s, &w.sshd.host_key, "true");
+    assert!(out.status.success());
+    let mut held = std::process::Command::new("ssh")
+        .args(["-F", "/dev/null", "-i"])
+        .arg(&w.eng.ssh_key)
+        .args([
+            "-p",
+            &s.ssh_port.to_string(),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            &format!("{}@127.0.0.1", s.user()),
+            "sleep 30",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh");
+    std::thread::sleep(Duration::from_secs(3));
+    let session = kib(pid, "VmRSS:");
+
+    let out = ssh(&w.eng, &s, &w.sshd.host_key, "head -c 20000000 /dev/zero");
+    assert_eq!(out.stdout.len(), 20_000_000);
+    let peak = kib(pid, "VmHWM:");
+    let _ = held.kill();
+    let _ = held.wait();
+
+    println!("support-agent daemon resident memory (VmRSS), device buffer profile:");
+    println!("  idle daemon:                         {idle:>6} KiB");
+    println!("  tunnel up + one SSH session:         {session:>6} KiB");
+    println!("  peak (VmHWM) after a 20 MB transfer: {peak:>6} KiB");
+    let _ = w.device.run(&["stop", "--all"]);
+}
