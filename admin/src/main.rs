@@ -1,36 +1,228 @@
-//! `support-admin`: the support engineer's CLI: support CA, approve and launch the hub, connect, exec, forward, stop, gc.
-//!
-//! Only `--version` and `--help` work so far; the rest is the admin issue.
+//! `support-admin`: the support engineer's CLI. The support CA, approving
+//! with the owner's code (which launches the hub), and then SSH to the
+//! device over WireGuard that runs end to end between this laptop and it.
 #![forbid(unsafe_code)]
 
+mod approve;
+mod ca;
+mod commands;
+mod control;
+mod hub;
+mod identity;
+mod progress;
+mod records;
+mod secret_file;
+mod settings;
+mod ssh;
+mod term;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-const HELP: &str = concat!(
-    "support-admin ", env!("CARGO_PKG_VERSION"), "\n",
-    "the support engineer's CLI: support CA, approve and launch the hub, connect, exec, forward, stop, gc.\n\n",
-    "Not implemented yet (the admin issue).\n\n",
-    "Options:\n  -h, --help     Print this help\n  -V, --version  Print the version\n",
-);
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// The support engineer's CLI for support-tunnel.
+///
+/// A device owner runs `support-agent request` and sends you the one-time
+/// code it shows. `support-admin approve CODE` checks that the control plane
+/// did not alter the device's request, launches a hub, and sends the device
+/// an approval sealed with the code's secret and signed with your key, which
+/// the support CA certified. Then `connect`, `exec` and `forward` reach the
+/// device over WireGuard that runs end to end between you and it.
+///
+/// First time: `support-admin init`, then have your keys enrolled
+/// (control plane) and certified (support CA) as it explains.
+#[derive(Parser)]
+#[command(name = "support-admin", version, about, long_about, verbatim_doc_comment)]
+pub struct Cli {
+    /// Keep config, keys and tunnel state under DIR (instead of ~/.config
+    /// and ~/.local/share).
+    #[arg(long, global = true, env = "SUPPORT_ADMIN_HOME", value_name = "DIR")]
+    home: Option<PathBuf>,
+    /// The control plane's URL (overrides admin.toml).
+    #[arg(long, global = true, env = "SUPPORT_ADMIN_CONTROL_PLANE", value_name = "URL")]
+    control_plane: Option<String>,
+    /// The control plane's public key, hex (overrides admin.toml; repeat for rotation).
+    #[arg(long = "control-plane-key", global = true, value_name = "HEX")]
+    control_plane_keys: Vec<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The support organization's CA (run on its offline machine).
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Create your keys (or install your certificate with --certificate).
+    Init {
+        /// Install the certificate the support CA gave you (a file, or - for stdin).
+        #[arg(long, value_name = "FILE")]
+        certificate: Option<String>,
+    },
+    /// List tunnels known to the control plane.
+    List {
+        /// Only tunnels in this state.
+        #[arg(long, value_enum)]
+        state: Option<StateArg>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one tunnel: the device's facts, state, times.
+    Show {
+        /// Tunnel id (or a unique prefix of one you approved).
+        id: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The control plane's audit log (all, or one tunnel's).
+    Audit {
+        /// Tunnel id.
+        id: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a device's request with the owner's one-time code.
+    ///
+    /// Checks the code (a mistyped code is caught), fetches the request and
+    /// verifies its tag (refuses, before launching anything, if the control
+    /// plane altered facts, keys, ports or duration), launches the hub,
+    /// posts the sealed and signed approval, and waits until the device
+    /// reports connected.
+    Approve {
+        /// The code exactly as the owner sent it (dashes optional).
+        code: String,
+        /// Where the hub runs [default: admin.toml's provider, else local].
+        #[arg(long, value_enum)]
+        provider: Option<ProviderArg>,
+        /// Grant less time than requested (e.g. 2h, 90m).
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<u32>,
+        /// Grant fewer ports than requested (e.g. 22).
+        #[arg(long, value_delimiter = ',')]
+        ports: Option<Vec<u16>>,
+        /// How long to wait for the device to connect (0: don't wait).
+        #[arg(long, default_value = "300", value_name = "SECS")]
+        wait: u64,
+    },
+    /// An interactive shell on the device.
+    Connect {
+        /// Tunnel id (or unique prefix).
+        id: String,
+    },
+    /// Run a command on the device; exits with its exit code.
+    Exec {
+        /// Tunnel id (or unique prefix).
+        id: String,
+        /// The command and its arguments (after --).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Forward a local port to a device port, for any tool (browser, ssh, scp).
+    Forward {
+        /// Tunnel id (or unique prefix).
+        id: String,
+        /// [LOCAL_PORT:]DEVICE_PORT, e.g. 8080:80 or 22.
+        spec: String,
+    },
+    /// Print an OpenSSH config block for this tunnel (key and pinned host key included).
+    SshConfig {
+        /// Tunnel id (or unique prefix).
+        id: String,
+        /// Reach the device through `support-admin forward ID PORT:22` on this
+        /// local port, instead of a ProxyCommand.
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Relay stdin/stdout to a device port (used as ssh's ProxyCommand).
+    Proxy {
+        /// Tunnel id.
+        id: String,
+        /// Device port.
+        port: u16,
+    },
+    /// Stop a tunnel: the device tears down, the hub is deleted, local secrets wiped.
+    Stop {
+        /// Tunnel id (or unique prefix).
+        id: String,
+    },
+    /// Delete hubs of ended tunnels (also ones no local record knows) and wipe their secrets.
+    Gc,
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create the CA key (prints the public key that devices pin).
+    Init,
+    /// Print the CA's public key.
+    PublicKey,
+    /// Certify an engineer's approver key (prints the certificate).
+    Sign {
+        /// The engineer's name (shown to device owners in their log).
+        name: String,
+        /// The engineer's approver key (hex, from `support-admin init`).
+        pubkey: String,
+        /// Validity in days (keep it short).
+        #[arg(long, default_value = "90")]
+        days: u32,
+        /// approver (may approve) or viewer (may not).
+        #[arg(long, value_enum, default_value = "approver")]
+        role: RoleArg,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProviderArg {
+    Local,
+    Gcp,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Approver,
+    Viewer,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StateArg {
+    Pending,
+    Approved,
+    Connected,
+    Stopped,
+    Expired,
+    Failed,
+}
+
+fn parse_duration(s: &str) -> Result<u32, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a duration (e.g. 90m, 2h)"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("unknown unit in '{s}' (use s, m, h or d)")),
+    };
+    n.checked_mul(mult)
+        .filter(|v| *v > 0 && *v <= u64::from(u32::MAX))
+        .map(|v| v as u32)
+        .ok_or_else(|| format!("'{s}' is not a usable duration"))
+}
 
 fn main() -> ExitCode {
-    match std::env::args().nth(1).as_deref() {
-        Some("-V") | Some("--version") => {
-            println!(
-                "support-admin {} (protocol version {})",
-                env!("CARGO_PKG_VERSION"),
-                support_protocol::PROTOCOL_VERSION
-            );
-            ExitCode::SUCCESS
-        }
-        Some("-h") | Some("--help") | None => {
-            print!("{HELP}");
-            ExitCode::SUCCESS
-        }
-        Some(other) => {
-            eprintln!(
-                "support-admin: '{other}' is not available yet (the admin issue); see --help"
-            );
-            ExitCode::from(2)
+    let cli = Cli::parse();
+    match commands::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("support-admin: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -25,6 +25,8 @@ Options:
   --admin-key KEY             the admin's WireGuard public key (base64)
   --lifetime SECS             exit after this many seconds (the tunnel's expiry)
   --listen ADDR               UDP address to listen on [default: 0.0.0.0:51820]
+  --tunnel ID                 the tunnel this hub serves: a label for logs and
+                              for finding the hub later (support-admin gc)
   --handshakes-per-source N   handshake messages per second per address [default: 20]
   --handshakes-total N        handshake messages per second overall [default: 200]
   -h, --help                  print this help
@@ -33,6 +35,7 @@ Options:
 
 struct Args {
     listen: SocketAddr,
+    tunnel: Option<String>,
     config: RelayConfig,
     lifetime: Duration,
 }
@@ -51,6 +54,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
     let mut listen: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 51820));
     let (mut device, mut admin, mut lifetime) = (None, None, None);
     let (mut per_source, mut total) = (20u32, 200u32);
+    let mut tunnel = None;
     while let Some(a) = it.next() {
         let mut val = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
         match a.as_str() {
@@ -66,6 +70,13 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
                 listen = val("--listen")?
                     .parse()
                     .map_err(|_| "--listen needs ADDR:PORT".to_string())?
+            }
+            "--tunnel" => {
+                let id = val("--tunnel")?;
+                if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err("--tunnel needs a tunnel id (16 hex digits)".into());
+                }
+                tunnel = Some(id);
             }
             "--device-key" => device = Some(key(&val("--device-key")?, "--device-key")?),
             "--admin-key" => admin = Some(key(&val("--admin-key")?, "--admin-key")?),
@@ -95,6 +106,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
     }
     Ok(Some(Args {
         listen,
+        tunnel,
         config: RelayConfig {
             device_key,
             admin_key,
@@ -128,7 +140,14 @@ fn run(args: &Args) -> std::io::Result<()> {
     let socket = support_relay::bind(args.listen)?;
     // Tests and the local provider read this line to learn the bound port.
     println!("relaying on {}", socket.local_addr()?);
-    eprintln!("support-relay: relaying for {} s", args.lifetime.as_secs());
+    eprintln!(
+        "support-relay: relaying for {} s{}",
+        args.lifetime.as_secs(),
+        args.tunnel
+            .as_deref()
+            .map(|t| format!(" (tunnel {t})"))
+            .unwrap_or_default()
+    );
     let stop = AtomicBool::new(false);
     let stats = serve(
         &socket,

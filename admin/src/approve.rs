@@ -1,0 +1,275 @@
+//! `support-admin approve CODE`: check the code and the device's request,
+//! launch the hub, seal and sign the approval, post it, wait for the device.
+//!
+//! The order is the security argument: the request's tag is verified with
+//! the code's secret before anything is launched, so a control plane that
+//! altered the facts, keys, ports or duration gets no hub and no approval.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use support_protocol::approval_box::{
+    seal_approval, ApprovalContents, Approver, RelayEndpoint, TunnelAddresses,
+};
+use support_protocol::bounded::{BoundedVec, FixedBytes};
+use support_protocol::messages::admin::ApproveRequest;
+use support_protocol::messages::{AdminRequest, AdminResponse};
+use support_protocol::one_time_code::OneTimeCode;
+use support_protocol::state::TunnelState;
+use support_protocol::tunnel_keys::AdminTunnelKeys;
+use support_protocol::ApprovalSeq;
+
+use crate::ca::now;
+use crate::control::ControlPlane;
+use crate::hub::{HubSpec, Provider};
+use crate::identity::Identity;
+use crate::progress::Step;
+use crate::records::{encode_hex, AdminTunnel, HubRecord, Records};
+use crate::secret_file::random;
+
+/// The tunnel's virtual addresses: fixed, since neither peer has a kernel interface.
+pub const ADDRESSES: TunnelAddresses = TunnelAddresses {
+    device: [10, 77, 0, 2],
+    admin: [10, 77, 0, 3],
+    prefix_len: 28,
+};
+
+/// What the engineer asked for.
+pub struct Options<'a> {
+    /// Where the hub runs.
+    pub provider: &'a dyn Provider,
+    /// A shorter duration than requested.
+    pub duration_secs: Option<u32>,
+    /// Fewer ports than requested.
+    pub ports: Option<Vec<u16>>,
+    /// How long to wait for the device (0: do not wait).
+    pub wait: Duration,
+}
+
+/// Approves; returns the record of the tunnel.
+pub fn approve(
+    cp: &ControlPlane,
+    me: &Identity,
+    records: &Records,
+    code_text: &str,
+    o: &Options<'_>,
+) -> Result<AdminTunnel, String> {
+    let code = OneTimeCode::parse(code_text).map_err(|e| e.to_string())?;
+    let cert = o_certificate(me)?;
+    let id = code.tunnel_id;
+    let detail = cp.show(id)?;
+    let request = detail.request;
+    if request.body.tunnel_id != id {
+        return Err(refusal("it answered with another tunnel's request"));
+    }
+    support_protocol::request_tag::verify(&code.secret, &request)
+        .map_err(|_| refusal("the request's tag does not verify with the code: its facts, keys, ports or duration were altered"))?;
+    let body = &request.body;
+    let current = detail.summary.state;
+    let seq = match current {
+        TunnelState::Pending => ApprovalSeq::FIRST,
+        // A relaunch: a new hub replaces one that never got the device connected.
+        TunnelState::Approved(s) => s.next().ok_or("too many approvals for this tunnel")?,
+        other => {
+            return Err(format!(
+                "tunnel {id} is {:?}; only a pending (or approved, not yet connected) tunnel can be approved",
+                other.kind()
+            ))
+        }
+    };
+    eprintln!(
+        "Device {} ({}, {}, agent {}) asks for {} on ports {:?}{}",
+        body.facts.hostname.as_str(),
+        body.facts.model.as_str(),
+        body.facts.firmware.as_str(),
+        body.facts.agent_version.as_str(),
+        human(u64::from(body.duration_secs)),
+        body.ports.to_vec(),
+        if body.note.as_str().is_empty() {
+            String::new()
+        } else {
+            format!(": \"{}\"", body.note.as_str())
+        }
+    );
+    eprintln!("  verified: the code's secret authenticates this request (the control plane cannot have changed it)");
+    let duration = match o.duration_secs {
+        Some(d) if d == 0 || d > body.duration_secs => {
+            return Err(format!(
+                "--duration may shorten the request ({}), never lengthen it",
+                human(u64::from(body.duration_secs))
+            ))
+        }
+        Some(d) => d,
+        None => body.duration_secs,
+    };
+    let ports = match &o.ports {
+        Some(p) => {
+            if let Some(x) = p.iter().find(|x| !body.ports.contains(x)) {
+                return Err(format!(
+                    "port {x} was not requested (requested: {:?})",
+                    body.ports.to_vec()
+                ));
+            }
+            p.clone()
+        }
+        None => body.ports.to_vec(),
+    };
+    let admin = AdminTunnelKeys::from_seed(random());
+    let lifetime = u64::from(duration) + o.wait.as_secs() + 600;
+    let step = Step::start(&format!("launching the hub ({})", o.provider.name()));
+    let hub = o.provider.launch(
+        &HubSpec {
+            tunnel_id: id,
+            device_key: body.wireguard.0,
+            admin_key: admin.wireguard().public,
+            lifetime_secs: lifetime,
+        },
+        &mut |s| step.set(s),
+    );
+    let hub = match hub {
+        Ok(h) => {
+            step.finish(&format!("hub up at {}", h.endpoint));
+            h
+        }
+        Err(e) => {
+            step.finish("hub launch failed");
+            return Err(e);
+        }
+    };
+    let approved_at = Instant::now();
+    let (ct, _) = support_protocol::kem::encapsulate(&body.kem.0, &admin.kem_randomness())
+        .map_err(|_| refusal("the device's ML-KEM key is invalid"))?;
+    let contents = ApprovalContents {
+        relay: endpoint(hub.endpoint),
+        admin_wireguard: FixedBytes(admin.wireguard().public),
+        admin_ssh: FixedBytes(admin.ssh_public()),
+        addresses: ADDRESSES,
+        kem_ciphertext: FixedBytes(ct),
+        duration_secs: duration,
+        ports: BoundedVec::try_from(&ports[..]).map_err(|e| e.to_string())?,
+        issued_at: now(),
+    };
+    let sealed = seal_approval(
+        &contents,
+        id,
+        &request.device_public_keys(),
+        seq,
+        &code.secret,
+        admin.box_salt(),
+        &Approver {
+            key: &me.approver,
+            certificate: &cert,
+        },
+    );
+    let mut record = AdminTunnel {
+        id: id.to_string(),
+        seed: hex::encode(admin.seed()),
+        secret: hex::encode(code.secret.as_bytes()),
+        request: encode_hex(&request),
+        contents: encode_hex(&contents),
+        approval: encode_hex(&sealed),
+        hub: HubRecord {
+            provider: o.provider.name().to_string(),
+            handle: hub.handle.clone(),
+            endpoint: hub.endpoint,
+        },
+        host_keys: Vec::new(),
+        approved_at: now(),
+    };
+    // Saved before posting: whatever happens next, stop and gc can find the hub.
+    records.save(&record)?;
+    let posted = cp.call(AdminRequest::Approve(Box::new(ApproveRequest {
+        tunnel_id: id,
+        expected: current.approval(),
+        approval: sealed.clone(),
+    })));
+    match posted {
+        Ok(AdminResponse::Approved(_)) => {}
+        other => {
+            let _ = o.provider.delete(&hub.handle);
+            records.wipe(&record.id);
+            return Err(match other {
+                Err(e) => format!("{e}; the hub was deleted"),
+                Ok(r) => format!("unexpected answer {r:?}; the hub was deleted"),
+            });
+        }
+    }
+    eprintln!("approval #{seq} posted: sealed to the code's secret, signed by you as certified by the support CA");
+    if o.wait.is_zero() {
+        return Ok(record);
+    }
+    let step = Step::start("waiting for the device to verify the approval and connect");
+    let deadline = Instant::now() + o.wait;
+    loop {
+        let d = cp.show(id)?;
+        match d.summary.state {
+            TunnelState::Connected(s) if s == seq => {
+                let report = d.report.ok_or("the control plane shows no connected report")?;
+                let opened = report
+                    .open(id, seq, &code.secret, &sealed.hash())
+                    .map_err(|e| format!("the device's connected report does not open: {e}"))?;
+                record.host_keys = opened
+                    .host_keys
+                    .iter()
+                    .map(|k| k.as_str().to_string())
+                    .collect();
+                records.save(&record)?;
+                let took = step.finish("device connected");
+                eprintln!(
+                    "approval to connected: {:.1}s; host keys pinned from the device's sealed report: {}",
+                    approved_at.elapsed().as_secs_f64().max(took.as_secs_f64()),
+                    record.host_keys.len()
+                );
+                return Ok(record);
+            }
+            s if s.kind().is_terminal() => {
+                step.finish("the tunnel ended");
+                return Err(format!(
+                    "the tunnel ended before connecting ({:?}); the device may have refused the approval (see its log)",
+                    s.kind()
+                ));
+            }
+            _ if Instant::now() > deadline => {
+                step.finish("gave up waiting");
+                return Err(format!(
+                    "the device did not connect within {} s; the approval stays posted (support-admin stop {id} withdraws it)",
+                    o.wait.as_secs()
+                ));
+            }
+            _ => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
+fn o_certificate(
+    me: &Identity,
+) -> Result<support_protocol::certificate::ApproverCertificate, String> {
+    let cert = me.certificate.clone().ok_or(
+        "you have no approver certificate: send your approver key (support-admin init prints it) to the support CA and install what `ca sign` returns with `support-admin init --certificate FILE`",
+    )?;
+    if cert.body.key.0 != me.approver.public() {
+        return Err("the installed certificate is for another key than your approver key".into());
+    }
+    Ok(cert)
+}
+
+fn refusal(why: &str) -> String {
+    format!("REFUSED before launching anything: the control plane's answer is not trustworthy: {why}")
+}
+
+fn endpoint(a: SocketAddr) -> RelayEndpoint {
+    match a {
+        SocketAddr::V4(v) => RelayEndpoint::V4(v.ip().octets(), v.port()),
+        SocketAddr::V6(v) => RelayEndpoint::V6(FixedBytes(v.ip().octets()), v.port()),
+    }
+}
+
+/// "2h 00m".
+pub fn human(secs: u64) -> String {
+    match secs {
+        s if s >= 86400 => format!("{}d {:02}h", s / 86400, s % 86400 / 3600),
+        s if s >= 3600 => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
+        s if s >= 60 => format!("{}m {:02}s", s / 60, s % 60),
+        s => format!("{s}s"),
+    }
+}

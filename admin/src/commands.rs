@@ -1,0 +1,581 @@
+//! The commands behind the CLI.
+
+use std::io::Read;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::json;
+use support_protocol::certificate::Role;
+use support_protocol::messages::admin::{AuditQuery, TunnelSummary};
+use support_protocol::messages::{AdminRequest, AdminResponse, TunnelStateKind};
+use support_protocol::TunnelId;
+use support_tunnel::{Engine, EngineHandle};
+
+use crate::control::ControlPlane;
+use crate::hub::gcp::Gcp;
+use crate::hub::local::Local;
+use crate::hub::Provider;
+use crate::records::{AdminTunnel, Records};
+use crate::settings::{parse_key, Dirs, Settings};
+use crate::{approve, ca, identity, secret_file, ssh};
+use crate::{CaCommand, Cli, Command, ProviderArg, RoleArg, StateArg};
+
+struct Env {
+    dirs: Dirs,
+    settings: Settings,
+    cli_url: Option<String>,
+    cli_keys: Vec<String>,
+}
+
+impl Env {
+    fn control_plane(&self) -> Result<ControlPlane, String> {
+        let me = identity::load(&self.dirs)?;
+        let url = self
+            .cli_url
+            .clone()
+            .or_else(|| self.settings.control_plane.clone())
+            .ok_or("no control plane: set control_plane in admin.toml or pass --control-plane")?;
+        let keys = if self.cli_keys.is_empty() {
+            &self.settings.control_plane_keys
+        } else {
+            &self.cli_keys
+        };
+        let keys = keys
+            .iter()
+            .map(|k| parse_key(k))
+            .collect::<Result<Vec<_>, _>>()?;
+        ControlPlane::new(&url, keys, me.control_plane)
+    }
+
+    fn provider(&self, name: &str) -> Result<Box<dyn Provider>, String> {
+        match name {
+            "local" => Ok(Box::new(Local {
+                relay: Local::find_relay(self.settings.local.relay_binary.as_deref())?,
+                listen: self
+                    .settings
+                    .local
+                    .listen
+                    .clone()
+                    .unwrap_or_else(|| "127.0.0.1:0".into()),
+                log_dir: self.dirs.data.join("hubs"),
+            })),
+            "gcp" => Ok(Box::new(Gcp::new(self.settings.gcp.clone().ok_or(
+                "the gcp provider needs a [gcp] section in admin.toml (project, zone, relay_url, relay_sha256)",
+            )?)?)),
+            other => Err(format!("unknown provider '{other}'")),
+        }
+    }
+
+    fn records(&self) -> Records {
+        Records::new(&self.dirs)
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<ExitCode, String> {
+    let dirs = Dirs::new(cli.home.as_deref())?;
+    let settings = Settings::load(&dirs)?;
+    let env = Env {
+        dirs,
+        settings,
+        cli_url: cli.control_plane,
+        cli_keys: cli.control_plane_keys,
+    };
+    match cli.command {
+        Command::Ca(c) => ca_command(&env, c),
+        Command::Init { certificate } => init(&env, certificate.as_deref()),
+        Command::List { state, json } => list(&env, state, json),
+        Command::Show { id, json } => show(&env, &id, json),
+        Command::Audit { id, json } => audit(&env, id.as_deref(), json),
+        Command::Approve {
+            code,
+            provider,
+            duration,
+            ports,
+            wait,
+        } => {
+            let cp = env.control_plane()?;
+            let me = identity::load(&env.dirs)?;
+            let name = match provider {
+                Some(ProviderArg::Local) => "local".to_string(),
+                Some(ProviderArg::Gcp) => "gcp".to_string(),
+                None => env.settings.provider.clone().unwrap_or_else(|| "local".into()),
+            };
+            let provider = env.provider(&name)?;
+            let rec = approve::approve(
+                &cp,
+                &me,
+                &env.records(),
+                &code,
+                &approve::Options {
+                    provider: provider.as_ref(),
+                    duration_secs: duration,
+                    ports,
+                    wait: Duration::from_secs(wait),
+                },
+            )?;
+            println!("{}", rec.id);
+            eprintln!(
+                "next: support-admin connect {id}   (or exec {id} -- CMD, forward {id} 8080:80, ssh-config {id})",
+                id = rec.id
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Connect { id } => {
+            let rec = env.records().load(&id)?;
+            let code = block_on_peer(&rec, |peer, rec| async move {
+                let h = ssh::session(&rec, &peer).await?;
+                ssh::shell(&h).await
+            })?;
+            Ok(exit(code))
+        }
+        Command::Exec { id, command } => {
+            let rec = env.records().load(&id)?;
+            let line = shell_join(&command);
+            let code = block_on_peer(&rec, |peer, rec| async move {
+                let h = ssh::session(&rec, &peer).await?;
+                ssh::exec(&h, &line).await
+            })?;
+            Ok(exit(code))
+        }
+        Command::Forward { id, spec } => forward(&env, &id, &spec),
+        Command::SshConfig { id, port } => ssh_config(&env, &id, port),
+        Command::Proxy { id, port } => proxy(&env, &id, port),
+        Command::Stop { id } => stop(&env, &id),
+        Command::Gc => gc(&env),
+    }
+}
+
+fn exit(code: u32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(255))
+}
+
+/// Quotes each argument for the remote POSIX shell, so `exec ID -- ls "a b"` means what it says.
+fn shell_join(args: &[String]) -> String {
+    if args.len() == 1 {
+        // One argument is a command line of its own (`exec ID -- 'hostname; id'`).
+        return args[0].clone();
+    }
+    args.iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@+%".contains(&b))
+            {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn start_peer(rec: &AdminTunnel) -> Result<EngineHandle, String> {
+    let (peer, _thread) = Engine::spawn(rec.engine_config()?, None)
+        .map_err(|e| format!("cannot start the WireGuard peer: {e}"))?;
+    Ok(peer)
+}
+
+/// Runs `f` with the admin peer up, on a small tokio runtime.
+fn block_on_peer<F, Fut>(rec: &AdminTunnel, f: F) -> Result<u32, String>
+where
+    F: FnOnce(EngineHandle, AdminTunnel) -> Fut,
+    Fut: std::future::Future<Output = Result<u32, String>>,
+{
+    let peer = start_peer(rec)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let r = rt.block_on(f(peer.clone(), rec.clone()));
+    peer.shutdown();
+    r
+}
+
+fn ca_command(env: &Env, c: CaCommand) -> Result<ExitCode, String> {
+    match c {
+        CaCommand::Init => {
+            let pass = if std::env::var_os("SUPPORT_ADMIN_PASSPHRASE").is_some()
+                || !std::io::IsTerminal::is_terminal(&std::io::stdin())
+            {
+                secret_file::passphrase("")?
+            } else {
+                crate::term::read_hidden("CA passphrase (empty for none): ")?
+            };
+            let public = ca::init(&env.dirs, &pass)?;
+            eprintln!(
+                "support CA created in {} (0600). Devices pin this public key (support_ca_keys in agent.toml):",
+                env.dirs.ca().display()
+            );
+            println!("{}", hex::encode(public));
+        }
+        CaCommand::PublicKey => println!("{}", hex::encode(ca::public(&env.dirs)?)),
+        CaCommand::Sign {
+            name,
+            pubkey,
+            days,
+            role,
+        } => {
+            let role = match role {
+                RoleArg::Approver => Role::Approver,
+                RoleArg::Viewer => Role::Viewer,
+            };
+            let cert = ca::sign(&env.dirs, &name, &pubkey, role, days)?;
+            eprintln!(
+                "certified {name} ({role:?}, serial {}) for {days} days; give them this line for `support-admin init --certificate`:",
+                cert.body.serial
+            );
+            println!("{}", identity::encode_certificate(&cert));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init(env: &Env, certificate: Option<&str>) -> Result<ExitCode, String> {
+    if let Some(src) = certificate {
+        let text = if src == "-" {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| e.to_string())?;
+            s
+        } else {
+            std::fs::read_to_string(src).map_err(|e| format!("{src}: {e}"))?
+        };
+        let cert = identity::decode_certificate(&text)?;
+        let me = identity::load(&env.dirs)?;
+        if cert.body.key.0 != me.approver.public() {
+            return Err("this certificate is for another key than your approver key".into());
+        }
+        secret_file::write(
+            &env.dirs.config.join("certificate"),
+            identity::encode_certificate(&cert).as_bytes(),
+            0o644,
+        )?;
+        eprintln!(
+            "installed: {} certified as {:?} by CA {}, serial {}",
+            cert.body.name.as_str(),
+            cert.body.role,
+            hex::encode(cert.body.issuer.0),
+            cert.body.serial
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let pass = if std::env::var_os("SUPPORT_ADMIN_PASSPHRASE").is_some()
+        || !std::io::IsTerminal::is_terminal(&std::io::stdin())
+    {
+        secret_file::passphrase("")?
+    } else {
+        crate::term::read_hidden("Passphrase for your keys (empty for none): ")?
+    };
+    let me = identity::create(&env.dirs, &pass)?;
+    println!(
+        "Your keys are in {} (0600{}).\n\n\
+         1. The control-plane operator enrolls you:\n   support-control-plane admins add YOUR_NAME {}\n\n\
+         2. The support CA certifies your approver key:\n   support-admin ca sign YOUR_NAME {}\n\n\
+         3. Install the certificate it returns:\n   support-admin init --certificate FILE",
+        env.dirs.config.join("identity.key").display(),
+        if pass.is_empty() {
+            ", no passphrase"
+        } else {
+            ", sealed with your passphrase"
+        },
+        hex::encode(me.control_plane.public),
+        hex::encode(me.approver.public()),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn state_kind(s: StateArg) -> TunnelStateKind {
+    match s {
+        StateArg::Pending => TunnelStateKind::Pending,
+        StateArg::Approved => TunnelStateKind::Approved,
+        StateArg::Connected => TunnelStateKind::Connected,
+        StateArg::Stopped => TunnelStateKind::Stopped,
+        StateArg::Expired => TunnelStateKind::Expired,
+        StateArg::Failed => TunnelStateKind::Failed,
+    }
+}
+
+fn summary_json(t: &TunnelSummary) -> serde_json::Value {
+    json!({
+        "id": t.tunnel_id.to_string(),
+        "state": format!("{:?}", t.state.kind()).to_lowercase(),
+        "approval": t.state.approval().map(|s| s.0),
+        "hostname": t.facts.hostname.as_str(),
+        "model": t.facts.model.as_str(),
+        "firmware": t.facts.firmware.as_str(),
+        "agent_version": t.facts.agent_version.as_str(),
+        "created_at": t.created_at,
+        "expires_at": t.expires_at,
+    })
+}
+
+fn list(env: &Env, state: Option<StateArg>, as_json: bool) -> Result<ExitCode, String> {
+    let tunnels = env.control_plane()?.list_all(state.map(state_kind))?;
+    if as_json {
+        let v: Vec<_> = tunnels.iter().map(summary_json).collect();
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else if tunnels.is_empty() {
+        println!("No tunnels.");
+    } else {
+        println!("{:<16}  {:<9}  {:<20}  MODEL", "TUNNEL", "STATE", "HOSTNAME");
+        for t in &tunnels {
+            println!(
+                "{:<16}  {:<9}  {:<20}  {}",
+                t.tunnel_id,
+                format!("{:?}", t.state.kind()).to_lowercase(),
+                t.facts.hostname.as_str(),
+                t.facts.model.as_str()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A full id: parsed, or completed from local records.
+fn resolve(env: &Env, id: &str) -> Result<TunnelId, String> {
+    if let Ok(t) = id.parse() {
+        return Ok(t);
+    }
+    env.records().load(id)?.tunnel_id()
+}
+
+fn show(env: &Env, id: &str, as_json: bool) -> Result<ExitCode, String> {
+    let d = env.control_plane()?.show(resolve(env, id)?)?;
+    let mut v = summary_json(&d.summary);
+    let b = &d.request.body;
+    v["requested_duration_secs"] = json!(b.duration_secs);
+    v["requested_ports"] = json!(b.ports.to_vec());
+    v["note"] = json!(b.note.as_str());
+    v["approver"] = json!(d.approval.as_ref().map(|a| a.certificate.body.name.as_str()));
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        for (k, val) in v.as_object().into_iter().flatten() {
+            println!("{k:<24} {}", val.to_string().trim_matches('"'));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn audit(env: &Env, id: Option<&str>, as_json: bool) -> Result<ExitCode, String> {
+    let cp = env.control_plane()?;
+    let tunnel_id = id.map(|i| resolve(env, i)).transpose()?;
+    let mut after = 0;
+    let mut rows = Vec::new();
+    loop {
+        let page = match cp.call(AdminRequest::Audit(AuditQuery {
+            tunnel_id,
+            after_seq: after,
+            limit: 100,
+        }))? {
+            AdminResponse::Audit(r) => r.into_inner(),
+            other => return Err(format!("unexpected answer {other:?}")),
+        };
+        let Some(last) = page.last().map(|r| r.entry.seq) else {
+            break;
+        };
+        rows.extend(page);
+        if last <= after {
+            break;
+        }
+        after = last;
+    }
+    if as_json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "seq": r.entry.seq,
+                    "at": r.entry.at,
+                    "actor": format!("{:?}", r.entry.actor),
+                    "tunnel": r.entry.tunnel_id.map(|t| t.to_string()),
+                    "action": format!("{:?}", r.entry.action),
+                    "hash": hex::encode(r.hash.0),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        for r in &rows {
+            println!(
+                "{:>6}  {}  {:?}  {}  {:?}",
+                r.entry.seq,
+                r.entry.at,
+                r.entry.actor,
+                r.entry
+                    .tunnel_id
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                r.entry.action
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn forward(env: &Env, id: &str, spec: &str) -> Result<ExitCode, String> {
+    let (local, remote) = match spec.split_once(':') {
+        Some((l, r)) => (l.parse::<u16>(), r.parse::<u16>()),
+        None => (Ok(0), spec.parse::<u16>()),
+    };
+    let (Ok(local), Ok(remote)) = (local, remote) else {
+        return Err(format!("'{spec}' is not [LOCAL_PORT:]DEVICE_PORT, e.g. 8080:80"));
+    };
+    let rec = env.records().load(id)?;
+    let peer = start_peer(&rec)?;
+    let addr = peer
+        .forward_local(([127, 0, 0, 1], local).into(), remote)
+        .map_err(|e| format!("cannot listen on 127.0.0.1:{local}: {e}"))?;
+    // The address alone on stdout, for scripts; the explanation on stderr.
+    println!("{addr}");
+    eprintln!(
+        "forwarding {addr} -> device {} port {remote} over the tunnel; Ctrl-C stops",
+        rec.id
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let _ = tokio::signal::ctrl_c().await;
+    });
+    peer.shutdown();
+    Ok(ExitCode::SUCCESS)
+}
+
+fn proxy(env: &Env, id: &str, port: u16) -> Result<ExitCode, String> {
+    let rec = env.records().load(id)?;
+    block_on_peer(&rec, |peer, _| async move {
+        let mut stream = peer
+            .open(port)
+            .await
+            .map_err(|e| format!("cannot open the tunnel: {e}"))?;
+        let mut stdio = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
+        let _ = tokio::io::copy_bidirectional(&mut stream, &mut stdio).await;
+        Ok(0)
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ssh_config(env: &Env, id: &str, port: Option<u16>) -> Result<ExitCode, String> {
+    let records = env.records();
+    let rec = records.load(id)?;
+    ssh::pinned_keys(&rec)?;
+    let dir = records.files(&rec.id);
+    let key = ssh::private_key(&rec)?
+        .to_openssh(russh::keys::ssh_key::LineEnding::LF)
+        .map_err(|e| e.to_string())?;
+    let key_path = dir.join("id_ed25519");
+    secret_file::write(&key_path, key.as_bytes(), 0o600)?;
+    let alias = format!("support-{}", rec.id);
+    let known: String = rec
+        .host_keys
+        .iter()
+        .map(|k| format!("{alias} {k}\n"))
+        .collect();
+    let known_path = dir.join("known_hosts");
+    secret_file::write(&known_path, known.as_bytes(), 0o600)?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let route = match port {
+        Some(p) => format!("    HostName 127.0.0.1\n    Port {p}\n"),
+        None => format!(
+            "    ProxyCommand {} --home {} proxy {} 22\n",
+            exe.display(),
+            env.dirs.config.display(),
+            rec.id
+        ),
+    };
+    println!(
+        "Host {alias}\n{route}    User {}\n    IdentityFile {}\n    IdentitiesOnly yes\n    UserKnownHostsFile {}\n    HostKeyAlias {alias}\n    StrictHostKeyChecking yes\n",
+        rec.user()?,
+        key_path.display(),
+        known_path.display()
+    );
+    if port.is_some() {
+        eprintln!("(run `support-admin forward {} {}:22` alongside)", rec.id, port.unwrap_or(0));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn stop(env: &Env, id: &str) -> Result<ExitCode, String> {
+    let records = env.records();
+    let rec = records.load(id).ok();
+    let tunnel = match &rec {
+        Some(r) => r.tunnel_id()?,
+        None => id
+            .parse()
+            .map_err(|_| format!("no tunnel {id} on this machine, and it is not a full id"))?,
+    };
+    let cp = env.control_plane()?;
+    match cp.stop(tunnel, "stopped by support") {
+        Ok(()) => eprintln!("tunnel {tunnel} stopped; the device is tearing down"),
+        Err(e) => eprintln!("control plane: {e} (cleaning up here anyway)"),
+    }
+    if let Some(r) = rec {
+        env.provider(&r.hub.provider)?.delete(&r.hub.handle)?;
+        eprintln!("hub {} ({}) deleted", r.hub.handle, r.hub.provider);
+        records.wipe(&r.id);
+        eprintln!("local secrets of {tunnel} wiped");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn gc(env: &Env) -> Result<ExitCode, String> {
+    let cp = env.control_plane()?;
+    let live: std::collections::HashSet<TunnelId> = cp
+        .list_all(None)?
+        .iter()
+        .filter(|t| !t.state.kind().is_terminal())
+        .map(|t| t.tunnel_id)
+        .collect();
+    let records = env.records();
+    let mut done = 0;
+    for id in records.ids() {
+        let Ok(rec) = records.load(&id) else { continue };
+        if rec.tunnel_id().map(|t| live.contains(&t)).unwrap_or(false) {
+            continue;
+        }
+        if let Ok(p) = env.provider(&rec.hub.provider) {
+            p.delete(&rec.hub.handle)?;
+        }
+        records.wipe(&id);
+        eprintln!("tunnel {id} has ended: hub {} deleted, secrets wiped", rec.hub.handle);
+        done += 1;
+    }
+    let mut providers = vec!["local"];
+    if env.settings.gcp.is_some() {
+        providers.push("gcp");
+    }
+    for name in providers {
+        let p = env.provider(name)?;
+        for (tunnel, handle) in p.list()? {
+            if live.contains(&tunnel) {
+                continue;
+            }
+            p.delete(&handle)?;
+            eprintln!("orphan hub {handle} ({name}) of ended tunnel {tunnel} deleted");
+            done += 1;
+        }
+    }
+    if done == 0 {
+        eprintln!("nothing to collect");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_are_quoted_for_the_remote_shell() {
+        let a = |v: &[&str]| shell_join(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(a(&["hostname; id"]), "hostname; id");
+        assert_eq!(a(&["ls", "-l", "a b"]), "ls -l 'a b'");
+        assert_eq!(a(&["echo", "it's"]), "echo 'it'\\''s'");
+    }
+}

@@ -1,0 +1,149 @@
+//! The local provider: `support-relay` as a process on this machine, for
+//! development and tests. Its label is the relay's `--tunnel` argument, so
+//! `gc` finds relays no record knows by reading /proc.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support_protocol::TunnelId;
+
+use super::{b64, Hub, HubSpec, Provider};
+
+/// Runs relays on this machine.
+pub struct Local {
+    /// The relay binary.
+    pub relay: PathBuf,
+    /// Address to listen on (port 0 for any).
+    pub listen: String,
+    /// Where relay logs go.
+    pub log_dir: PathBuf,
+}
+
+impl Local {
+    /// Finds the relay binary: the setting, next to this program, or PATH.
+    pub fn find_relay(setting: Option<&Path>) -> Result<PathBuf, String> {
+        if let Some(p) = setting {
+            return Ok(p.to_path_buf());
+        }
+        if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+            let p = dir.join("support-relay");
+            if p.exists() {
+                return Ok(p);
+            }
+        }
+        std::env::var_os("PATH")
+            .iter()
+            .flat_map(std::env::split_paths)
+            .map(|d| d.join("support-relay"))
+            .find(|p| p.exists())
+            .ok_or_else(|| {
+                "support-relay is not next to support-admin nor on PATH; set local.relay_binary in admin.toml".to_string()
+            })
+    }
+}
+
+/// The command line of a process, split at NULs.
+fn cmdline(pid: &str) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .map(|s| String::from_utf8_lossy(s).to_string())
+        .collect()
+}
+
+/// Relays on this machine: (pid, tunnel label).
+fn relays() -> Vec<(String, String)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.to_string();
+            pid.parse::<u32>().ok()?;
+            let args = cmdline(&pid);
+            let exe = args.first()?;
+            if !exe.ends_with("support-relay") {
+                return None;
+            }
+            let i = args.iter().position(|a| a == "--tunnel")?;
+            Some((pid, args.get(i + 1)?.clone()))
+        })
+        .collect()
+}
+
+impl Provider for Local {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn launch(&self, spec: &HubSpec, progress: &mut dyn FnMut(&str)) -> Result<Hub, String> {
+        progress("starting support-relay on this machine");
+        std::fs::create_dir_all(&self.log_dir).map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(self.log_dir.join(format!("relay-{}.log", spec.tunnel_id)))
+            .map_err(|e| e.to_string())?;
+        let mut child = Command::new(&self.relay)
+            .args(["--device-key", &b64(&spec.device_key)])
+            .args(["--admin-key", &b64(&spec.admin_key)])
+            .args(["--lifetime", &spec.lifetime_secs.to_string()])
+            .args(["--listen", &self.listen])
+            .args(["--tunnel", &spec.tunnel_id.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            // Its own process group: a Ctrl-C in this terminal does not end the hub.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.relay.display()))?;
+        let stdout = child.stdout.take().ok_or("no relay stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| "support-relay did not start within 10 s".to_string())?;
+        let endpoint = line
+            .trim()
+            .strip_prefix("relaying on ")
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| format!("support-relay said {line:?}"))?;
+        Ok(Hub {
+            endpoint,
+            handle: child.id().to_string(),
+        })
+    }
+
+    fn delete(&self, handle: &str) -> Result<(), String> {
+        let Some((pid, _)) = relays().into_iter().find(|(p, _)| p == handle) else {
+            return Ok(());
+        };
+        let raw: i32 = pid.parse().map_err(|_| "bad pid".to_string())?;
+        if let Some(p) = rustix::process::Pid::from_raw(raw) {
+            rustix::process::kill_process(p, rustix::process::Signal::TERM)
+                .map_err(|e| format!("cannot stop relay {pid}: {e}"))?;
+        }
+        for _ in 0..100 {
+            if !Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map(|s| s.contains(") Z "))
+                    .unwrap_or(true)
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!("relay {pid} did not stop"))
+    }
+
+    fn list(&self) -> Result<Vec<(TunnelId, String)>, String> {
+        Ok(relays()
+            .into_iter()
+            .filter_map(|(pid, label)| Some((label.parse().ok()?, pid)))
+            .collect())
+    }
+}

@@ -1,0 +1,49 @@
+//! Hub providers: where the tunnel's relay runs. The interface is small on
+//! purpose (launch, delete, list by label), so another cloud fits in one file.
+//! Nothing a provider is given is secret: the relay needs only the two
+//! WireGuard public keys (DESIGN invariant 4).
+
+pub mod gcp;
+pub mod local;
+
+use std::net::SocketAddr;
+
+use support_protocol::TunnelId;
+
+/// What a hub is launched for.
+pub struct HubSpec {
+    /// The tunnel (its label).
+    pub tunnel_id: TunnelId,
+    /// The device's WireGuard public key.
+    pub device_key: [u8; 32],
+    /// The admin's WireGuard public key.
+    pub admin_key: [u8; 32],
+    /// Seconds until the hub ends itself (the tunnel's time plus the wait to connect).
+    pub lifetime_secs: u64,
+}
+
+/// A launched hub.
+pub struct Hub {
+    /// The relay's public UDP address.
+    pub endpoint: SocketAddr,
+    /// What `delete` needs.
+    pub handle: String,
+}
+
+/// A place to run hubs.
+pub trait Provider {
+    /// "local", "gcp".
+    fn name(&self) -> &'static str;
+    /// Starts a hub; `progress` gets short status lines while it boots.
+    fn launch(&self, spec: &HubSpec, progress: &mut dyn FnMut(&str)) -> Result<Hub, String>;
+    /// Deletes a hub (idempotent: a hub already gone is fine).
+    fn delete(&self, handle: &str) -> Result<(), String>;
+    /// Every hub this provider runs, with its tunnel label.
+    fn list(&self) -> Result<Vec<(TunnelId, String)>, String>;
+}
+
+/// Standard base64 (the relay's key format, as `wg` prints keys).
+pub fn b64(key: &[u8; 32]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(key)
+}

@@ -1,0 +1,213 @@
+//! The admin's per-tunnel secrets: `DATA/tunnels/<id>.json`, 0600, wiped
+//! at stop and gc. Everything the admin's peer and SSH need derives from
+//! what is kept here.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use support_protocol::approval_box::ApprovalContents;
+use support_protocol::hybrid_psk::{derive_psk, PskInputs};
+use support_protocol::messages::TunnelRequest;
+use support_protocol::one_time_code::OneTimeSecret;
+use support_protocol::tunnel_keys::AdminTunnelKeys;
+use support_protocol::TunnelId;
+use support_tunnel::{BufferProfile, EngineConfig, Role};
+use zeroize::Zeroizing;
+
+use crate::secret_file;
+use crate::settings::Dirs;
+
+/// Where the hub of a tunnel runs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HubRecord {
+    /// "local" or "gcp".
+    pub provider: String,
+    /// The provider's handle (a pid, an instance name).
+    pub handle: String,
+    /// The relay's UDP address.
+    pub endpoint: SocketAddr,
+}
+
+/// One approved tunnel, as the admin keeps it.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct AdminTunnel {
+    /// Tunnel id.
+    pub id: String,
+    /// The admin's per-tunnel seed (hex).
+    pub seed: String,
+    /// The one-time secret from the code (hex).
+    pub secret: String,
+    /// The device's request, verified against its tag (hex of its encoding).
+    pub request: String,
+    /// What the approval says (hex of its encoding).
+    pub contents: String,
+    /// The sealed approval as posted (hex).
+    pub approval: String,
+    /// The hub.
+    pub hub: HubRecord,
+    /// sshd host keys from the device's sealed report.
+    pub host_keys: Vec<String>,
+    /// Wall clock at approval.
+    pub approved_at: u64,
+}
+
+fn decode_hex<M: support_protocol::codec::Message>(h: &str) -> Result<M, String> {
+    let b = hex::decode(h).map_err(|_| "a tunnel record is damaged".to_string())?;
+    support_protocol::decode(&b).map_err(|e| format!("a tunnel record is damaged: {e}"))
+}
+
+/// Hex of a message's encoding.
+pub fn encode_hex<M: support_protocol::codec::Message>(m: &M) -> String {
+    hex::encode(support_protocol::encode(m).unwrap_or_default())
+}
+
+impl AdminTunnel {
+    /// The tunnel id.
+    pub fn tunnel_id(&self) -> Result<TunnelId, String> {
+        self.id
+            .parse()
+            .map_err(|_| "a tunnel record is damaged".to_string())
+    }
+
+    /// The admin's keys.
+    pub fn keys(&self) -> Result<AdminTunnelKeys, String> {
+        let seed: [u8; 32] = hex::decode(&self.seed)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or("a tunnel record is damaged")?;
+        Ok(AdminTunnelKeys::from_seed(seed))
+    }
+
+    /// The one-time secret.
+    pub fn secret(&self) -> Result<OneTimeSecret, String> {
+        let s: [u8; 16] = hex::decode(&self.secret)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or("a tunnel record is damaged")?;
+        Ok(OneTimeSecret::from_bytes(s))
+    }
+
+    /// The device's request.
+    pub fn request(&self) -> Result<TunnelRequest, String> {
+        decode_hex(&self.request)
+    }
+
+    /// The approval's contents.
+    pub fn contents(&self) -> Result<ApprovalContents, String> {
+        decode_hex(&self.contents)
+    }
+
+    /// The support user on the device.
+    pub fn user(&self) -> Result<String, String> {
+        Ok(self.tunnel_id()?.support_user())
+    }
+
+    /// The admin peer's configuration (the PSK derived again from the record).
+    pub fn engine_config(&self) -> Result<EngineConfig, String> {
+        let keys = self.keys()?;
+        let request = self.request()?;
+        let contents = self.contents()?;
+        let (_, shared) =
+            support_protocol::kem::encapsulate(&request.body.kem.0, &keys.kem_randomness())
+                .map_err(|_| "the device's ML-KEM key is invalid")?;
+        let shared = Zeroizing::new(shared);
+        let psk = derive_psk(&PskInputs {
+            one_time_secret: &self.secret()?,
+            kem_shared_secret: &shared,
+            tunnel_id: self.tunnel_id()?,
+            device_wireguard: &request.body.wireguard.0,
+            admin_wireguard: &keys.wireguard().public,
+            kem_encapsulation_key: &request.body.kem.0,
+            kem_ciphertext: &contents.kem_ciphertext.0,
+        });
+        let a = contents.addresses;
+        Ok(EngineConfig {
+            private_key: *keys.wireguard().secret,
+            peer_public: request.body.wireguard.0,
+            psk: *psk,
+            endpoint: self.hub.endpoint,
+            bind: if self.hub.endpoint.is_ipv4() {
+                SocketAddr::from(([0, 0, 0, 0], 0))
+            } else {
+                SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+            },
+            local_ip: Ipv4Addr::from(a.admin),
+            peer_ip: Ipv4Addr::from(a.device),
+            prefix_len: a.prefix_len,
+            keepalive_secs: 25,
+            profile: BufferProfile::ADMIN,
+            role: Role::Admin,
+            random: u64::from_le_bytes(secret_file::random()),
+        })
+    }
+}
+
+/// The records directory.
+pub struct Records {
+    dir: PathBuf,
+}
+
+impl Records {
+    /// Under the data dir.
+    pub fn new(dirs: &Dirs) -> Records {
+        Records {
+            dir: dirs.data.join("tunnels"),
+        }
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    /// The per-tunnel files directory (ssh-config's key and known_hosts).
+    pub fn files(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// Saves (0600).
+    pub fn save(&self, t: &AdminTunnel) -> Result<(), String> {
+        let json = Zeroizing::new(serde_json::to_vec_pretty(t).map_err(|e| e.to_string())?);
+        secret_file::write(&self.path(&t.id), &json, 0o600)
+    }
+
+    /// Loads one, by id or unique prefix.
+    pub fn load(&self, id: &str) -> Result<AdminTunnel, String> {
+        let ids = self.ids();
+        let matches: Vec<&String> = ids.iter().filter(|i| i.starts_with(id)).collect();
+        let full = match matches.as_slice() {
+            [one] => (*one).clone(),
+            [] => {
+                return Err(format!(
+                    "no approved tunnel {id} on this machine (support-admin approve makes one)"
+                ))
+            }
+            _ => return Err(format!("{id} matches several tunnels; give more digits")),
+        };
+        let bytes = std::fs::read(self.path(&full)).map_err(|e| e.to_string())?;
+        serde_json::from_slice(&bytes).map_err(|_| format!("the record of {full} is damaged"))
+    }
+
+    /// Every tunnel id with a record.
+    pub fn ids(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".json")
+                    .map(String::from)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Wipes a tunnel's record and files.
+    pub fn wipe(&self, id: &str) {
+        secret_file::wipe(&self.path(id));
+        secret_file::wipe(&self.files(id));
+    }
+}

@@ -1,0 +1,149 @@
+//! Secret files: 0600, written atomically, optionally sealed with a
+//! passphrase (PBKDF2-HMAC-SHA256, 600,000 iterations, ChaCha20-Poly1305),
+//! and overwritten with zeros before removal.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+const ITERATIONS: u32 = 600_000;
+
+/// Fresh random bytes.
+pub fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    getrandom::getrandom(&mut b).expect("the OS random number generator failed");
+    b
+}
+
+/// Writes `data` to `path` (mode `mode`) via a temp file, fsync and rename.
+pub fn write(path: &Path, data: &[u8], mode: u32) -> Result<(), String> {
+    let dir = path.parent().ok_or("no parent directory")?;
+    fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let tmp = dir.join(format!(".tmp-{}", hex::encode(random::<8>())));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Overwrites with zeros, then removes. Missing is fine.
+pub fn wipe(path: &Path) {
+    if let Ok(m) = fs::metadata(path) {
+        if m.is_file() {
+            if let Ok(mut f) = OpenOptions::new().write(true).open(path) {
+                let _ = f.write_all(&vec![0u8; m.len() as usize]);
+                let _ = f.sync_all();
+            }
+            let _ = fs::remove_file(path);
+        } else if m.is_dir() {
+            for e in fs::read_dir(path).into_iter().flatten().flatten() {
+                wipe(&e.path());
+            }
+            let _ = fs::remove_dir(path);
+        }
+    }
+}
+
+/// The on-disk form of a sealed secret.
+#[derive(Serialize, Deserialize)]
+struct Sealed {
+    kdf: String,
+    iterations: u32,
+    salt: String,
+    nonce: String,
+    ciphertext: String,
+}
+
+fn key_from(passphrase: &str, salt: &[u8], iterations: u32) -> Zeroizing<[u8; 32]> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    ring::pbkdf2::derive(
+        ring::pbkdf2::PBKDF2_HMAC_SHA256,
+        std::num::NonZeroU32::new(iterations.max(1)).unwrap_or(std::num::NonZeroU32::MIN),
+        salt,
+        passphrase.as_bytes(),
+        &mut key[..],
+    );
+    key
+}
+
+/// Seals `plain` under `passphrase` (or stores it as is when empty).
+pub fn seal(plain: &[u8], passphrase: &str) -> Vec<u8> {
+    if passphrase.is_empty() {
+        return plain.to_vec();
+    }
+    let salt: [u8; 16] = random();
+    let nonce: [u8; 12] = random();
+    let key = key_from(passphrase, &salt, ITERATIONS);
+    let ct = ChaCha20Poly1305::new(Key::from_slice(&key[..]))
+        .encrypt(Nonce::from_slice(&nonce), plain)
+        .unwrap_or_default();
+    serde_json::to_vec_pretty(&Sealed {
+        kdf: "pbkdf2-hmac-sha256".into(),
+        iterations: ITERATIONS,
+        salt: hex::encode(salt),
+        nonce: hex::encode(nonce),
+        ciphertext: hex::encode(ct),
+    })
+    .unwrap_or_default()
+}
+
+/// True when `bytes` is a passphrase-sealed file.
+pub fn is_sealed(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<Sealed>(bytes).is_ok()
+}
+
+/// Opens what [`seal`] made.
+pub fn open(bytes: &[u8], passphrase: &str) -> Result<Zeroizing<Vec<u8>>, String> {
+    let Ok(s) = serde_json::from_slice::<Sealed>(bytes) else {
+        return Ok(Zeroizing::new(bytes.to_vec()));
+    };
+    let hexd = |v: &str| hex::decode(v).map_err(|_| "the key file is damaged".to_string());
+    let (salt, nonce, ct) = (hexd(&s.salt)?, hexd(&s.nonce)?, hexd(&s.ciphertext)?);
+    if nonce.len() != 12 || s.iterations > 10_000_000 {
+        return Err("the key file is damaged".into());
+    }
+    let key = key_from(passphrase, &salt, s.iterations);
+    ChaCha20Poly1305::new(Key::from_slice(&key[..]))
+        .decrypt(Nonce::from_slice(&nonce), ct.as_slice())
+        .map(Zeroizing::new)
+        .map_err(|_| "wrong passphrase".to_string())
+}
+
+/// The passphrase: `SUPPORT_ADMIN_PASSPHRASE`, else asked on the terminal.
+pub fn passphrase(prompt: &str) -> Result<Zeroizing<String>, String> {
+    if let Ok(p) = std::env::var("SUPPORT_ADMIN_PASSPHRASE") {
+        return Ok(Zeroizing::new(p));
+    }
+    crate::term::read_hidden(prompt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealing_round_trips_and_refuses_a_wrong_passphrase() {
+        let sealed = seal(b"secret", "correct horse");
+        assert!(is_sealed(&sealed));
+        assert_eq!(&open(&sealed, "correct horse").expect("opens")[..], b"secret");
+        assert_eq!(open(&sealed, "wrong").err().as_deref(), Some("wrong passphrase"));
+        assert_eq!(seal(b"plain", ""), b"plain");
+    }
+}

@@ -1,0 +1,64 @@
+//! The local terminal: raw mode for `connect` (restored on drop, also on
+//! error), its size, and a hidden passphrase prompt.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use rustix::termios::{self, LocalModes, OptionalActions, Termios};
+use zeroize::Zeroizing;
+
+/// Puts stdin's terminal in raw mode until dropped.
+pub struct RawMode {
+    saved: Termios,
+}
+
+impl RawMode {
+    /// Raw mode if stdin is a terminal; `None` otherwise.
+    pub fn enable() -> Option<RawMode> {
+        let stdin = std::io::stdin();
+        if !stdin.is_terminal() {
+            return None;
+        }
+        let saved = termios::tcgetattr(&stdin).ok()?;
+        let mut raw = saved.clone();
+        raw.make_raw();
+        termios::tcsetattr(&stdin, OptionalActions::Flush, &raw).ok()?;
+        Some(RawMode { saved })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = termios::tcsetattr(std::io::stdin(), OptionalActions::Flush, &self.saved);
+    }
+}
+
+/// (columns, rows) of the terminal on stdout, or 80x24.
+pub fn size() -> (u32, u32) {
+    termios::tcgetwinsize(std::io::stdout())
+        .ok()
+        .filter(|w| w.ws_col > 0 && w.ws_row > 0)
+        .map(|w| (u32::from(w.ws_col), u32::from(w.ws_row)))
+        .unwrap_or((80, 24))
+}
+
+/// Reads a line from the terminal without echo.
+pub fn read_hidden(prompt: &str) -> Result<Zeroizing<String>, String> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(
+            "a passphrase is needed but there is no terminal; set SUPPORT_ADMIN_PASSPHRASE".into(),
+        );
+    }
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
+    let saved = termios::tcgetattr(&stdin).map_err(|e| e.to_string())?;
+    let mut quiet = saved.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    let _ = termios::tcsetattr(&stdin, OptionalActions::Flush, &quiet);
+    let mut line = Zeroizing::new(String::new());
+    let r = stdin.lock().read_line(&mut line);
+    let _ = termios::tcsetattr(&stdin, OptionalActions::Flush, &saved);
+    eprintln!();
+    r.map_err(|e| e.to_string())?;
+    Ok(Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_string()))
+}
