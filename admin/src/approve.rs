@@ -204,7 +204,9 @@ pub fn approve(
         let d = cp.show(id)?;
         match d.summary.state {
             TunnelState::Connected(s) if s == seq => {
-                let report = d.report.ok_or("the control plane shows no connected report")?;
+                let report = d
+                    .report
+                    .ok_or("the control plane shows no connected report")?;
                 let opened = report
                     .open(id, seq, &code.secret, &sealed.hash())
                     .map_err(|e| format!("the device's connected report does not open: {e}"))?;
@@ -254,7 +256,9 @@ fn o_certificate(
 }
 
 fn refusal(why: &str) -> String {
-    format!("REFUSED before launching anything: the control plane's answer is not trustworthy: {why}")
+    format!(
+        "REFUSED before launching anything: the control plane's answer is not trustworthy: {why}"
+    )
 }
 
 fn endpoint(a: SocketAddr) -> RelayEndpoint {

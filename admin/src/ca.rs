@@ -35,8 +35,12 @@ pub fn init(dirs: &Dirs, passphrase: &str) -> Result<[u8; 32], String> {
 
 fn load(dirs: &Dirs) -> Result<SupportCa, String> {
     let path = dirs.ca().join("ca.key");
-    let bytes = std::fs::read(&path)
-        .map_err(|e| format!("no CA at {} ({e}); run `support-admin ca init`", path.display()))?;
+    let bytes = std::fs::read(&path).map_err(|e| {
+        format!(
+            "no CA at {} ({e}); run `support-admin ca init`",
+            path.display()
+        )
+    })?;
     let plain = if secret_file::is_sealed(&bytes) {
         let p = secret_file::passphrase("CA passphrase: ")?;
         secret_file::open(&bytes, &p)?
@@ -44,9 +48,9 @@ fn load(dirs: &Dirs) -> Result<SupportCa, String> {
         Zeroizing::new(bytes)
     };
     let text = String::from_utf8_lossy(&plain).to_string();
-    Ok(SupportCa(SigningSeed::new(parse_key(&text).map_err(
-        |_| format!("{} is damaged", path.display()),
-    )?)))
+    Ok(SupportCa(SigningSeed::new(
+        parse_key(&text).map_err(|_| format!("{} is damaged", path.display()))?,
+    )))
 }
 
 /// The CA's public key.
@@ -65,8 +69,8 @@ pub fn sign(
     if days == 0 || days > 366 {
         return Err("--days must be between 1 and 366 (keep certificates short-lived)".into());
     }
-    let name = BoundedString::<64>::new(name)
-        .map_err(|e| format!("the name cannot be used: {e}"))?;
+    let name =
+        BoundedString::<64>::new(name).map_err(|e| format!("the name cannot be used: {e}"))?;
     let key = parse_key(key)?;
     let ca = load(dirs)?;
     let serial_path = dirs.ca().join("serial");

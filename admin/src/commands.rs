@@ -99,7 +99,11 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
             let name = match provider {
                 Some(ProviderArg::Local) => "local".to_string(),
                 Some(ProviderArg::Gcp) => "gcp".to_string(),
-                None => env.settings.provider.clone().unwrap_or_else(|| "local".into()),
+                None => env
+                    .settings
+                    .provider
+                    .clone()
+                    .unwrap_or_else(|| "local".into()),
             };
             let provider = env.provider(&name)?;
             let rec = approve::approve(
@@ -159,8 +163,7 @@ fn shell_join(args: &[String]) -> String {
     args.iter()
         .map(|a| {
             if !a.is_empty()
-                && a
-                    .bytes()
+                && a.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@+%".contains(&b))
             {
                 a.clone()
@@ -321,7 +324,10 @@ fn list(env: &Env, state: Option<StateArg>, as_json: bool) -> Result<ExitCode, S
     } else if tunnels.is_empty() {
         println!("No tunnels.");
     } else {
-        println!("{:<16}  {:<9}  {:<20}  MODEL", "TUNNEL", "STATE", "HOSTNAME");
+        println!(
+            "{:<16}  {:<9}  {:<20}  MODEL",
+            "TUNNEL", "STATE", "HOSTNAME"
+        );
         for t in &tunnels {
             println!(
                 "{:<16}  {:<9}  {:<20}  {}",
@@ -350,7 +356,10 @@ fn show(env: &Env, id: &str, as_json: bool) -> Result<ExitCode, String> {
     v["requested_duration_secs"] = json!(b.duration_secs);
     v["requested_ports"] = json!(b.ports.to_vec());
     v["note"] = json!(b.note.as_str());
-    v["approver"] = json!(d.approval.as_ref().map(|a| a.certificate.body.name.as_str()));
+    v["approver"] = json!(d
+        .approval
+        .as_ref()
+        .map(|a| a.certificate.body.name.as_str()));
     if as_json {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
@@ -423,7 +432,9 @@ fn forward(env: &Env, id: &str, spec: &str) -> Result<ExitCode, String> {
         None => (Ok(0), spec.parse::<u16>()),
     };
     let (Ok(local), Ok(remote)) = (local, remote) else {
-        return Err(format!("'{spec}' is not [LOCAL_PORT:]DEVICE_PORT, e.g. 8080:80"));
+        return Err(format!(
+            "'{spec}' is not [LOCAL_PORT:]DEVICE_PORT, e.g. 8080:80"
+        ));
     };
     let rec = env.records().load(id)?;
     let peer = start_peer(&rec)?;
@@ -496,7 +507,11 @@ fn ssh_config(env: &Env, id: &str, port: Option<u16>) -> Result<ExitCode, String
         known_path.display()
     );
     if port.is_some() {
-        eprintln!("(run `support-admin forward {} {}:22` alongside)", rec.id, port.unwrap_or(0));
+        eprintln!(
+            "(run `support-admin forward {} {}:22` alongside)",
+            rec.id,
+            port.unwrap_or(0)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -543,7 +558,10 @@ fn gc(env: &Env) -> Result<ExitCode, String> {
             p.delete(&rec.hub.handle)?;
         }
         records.wipe(&id);
-        eprintln!("tunnel {id} has ended: hub {} deleted, secrets wiped", rec.hub.handle);
+        eprintln!(
+            "tunnel {id} has ended: hub {} deleted, secrets wiped",
+            rec.hub.handle
+        );
         done += 1;
     }
     let mut providers = vec!["local"];

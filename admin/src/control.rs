@@ -73,7 +73,9 @@ impl ControlPlane {
                     if reply.request_id != call.request_id {
                         return Err("the control plane answered another call".into());
                     }
-                    return reply.result.map_err(|e| format!("the control plane refused: {e}"));
+                    return reply
+                        .result
+                        .map_err(|e| format!("the control plane refused: {e}"));
                 }
                 Err(e) => {
                     let text: String = String::from_utf8_lossy(&answer)

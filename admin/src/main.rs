@@ -33,14 +33,25 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// First time: `support-admin init`, then have your keys enrolled
 /// (control plane) and certified (support CA) as it explains.
 #[derive(Parser)]
-#[command(name = "support-admin", version, about, long_about, verbatim_doc_comment)]
+#[command(
+    name = "support-admin",
+    version,
+    about,
+    long_about,
+    verbatim_doc_comment
+)]
 pub struct Cli {
     /// Keep config, keys and tunnel state under DIR (instead of ~/.config
     /// and ~/.local/share).
     #[arg(long, global = true, env = "SUPPORT_ADMIN_HOME", value_name = "DIR")]
     home: Option<PathBuf>,
     /// The control plane's URL (overrides admin.toml).
-    #[arg(long, global = true, env = "SUPPORT_ADMIN_CONTROL_PLANE", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "SUPPORT_ADMIN_CONTROL_PLANE",
+        value_name = "URL"
+    )]
     control_plane: Option<String>,
     /// The control plane's public key, hex (overrides admin.toml; repeat for rotation).
     #[arg(long = "control-plane-key", global = true, value_name = "HEX")]
@@ -202,7 +213,9 @@ fn parse_duration(s: &str) -> Result<u32, String> {
         Some(i) => (&s[..i], &s[i..]),
         None => (s, "s"),
     };
-    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a duration (e.g. 90m, 2h)"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (e.g. 90m, 2h)"))?;
     let mult = match unit {
         "s" => 1,
         "m" => 60,

@@ -142,8 +142,14 @@ mod tests {
     fn sealing_round_trips_and_refuses_a_wrong_passphrase() {
         let sealed = seal(b"secret", "correct horse");
         assert!(is_sealed(&sealed));
-        assert_eq!(&open(&sealed, "correct horse").expect("opens")[..], b"secret");
-        assert_eq!(open(&sealed, "wrong").err().as_deref(), Some("wrong passphrase"));
+        assert_eq!(
+            &open(&sealed, "correct horse").expect("opens")[..],
+            b"secret"
+        );
+        assert_eq!(
+            open(&sealed, "wrong").err().as_deref(),
+            Some("wrong passphrase")
+        );
         assert_eq!(seal(b"plain", ""), b"plain");
     }
 }

@@ -10,8 +10,8 @@ use russh::client::{self, Handle};
 use russh::keys::ssh_key::private::Ed25519Keypair;
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::ChannelMsg;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use support_tunnel::EngineHandle;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::records::AdminTunnel;
 
@@ -44,7 +44,9 @@ impl client::Handler for Pinned {
 /// The admin's per-tunnel SSH key.
 pub fn private_key(rec: &AdminTunnel) -> Result<PrivateKey, String> {
     let keys = rec.keys()?;
-    Ok(PrivateKey::from(Ed25519Keypair::from_seed(&keys.ssh_key_seed())))
+    Ok(PrivateKey::from(Ed25519Keypair::from_seed(
+        &keys.ssh_key_seed(),
+    )))
 }
 
 /// The host keys the device sealed, parsed.
@@ -95,7 +97,10 @@ pub async fn session(rec: &AdminTunnel, peer: &EngineHandle) -> Result<Handle<Pi
         .await
         .map_err(|e| format!("SSH authentication failed: {e}"))?;
     if !auth.success() {
-        return Err("the device refused the key: the tunnel has ended or expired (support-admin show)".into());
+        return Err(
+            "the device refused the key: the tunnel has ended or expired (support-admin show)"
+                .into(),
+        );
     }
     Ok(handle)
 }

@@ -60,5 +60,7 @@ pub fn read_hidden(prompt: &str) -> Result<Zeroizing<String>, String> {
     let _ = termios::tcsetattr(&stdin, OptionalActions::Flush, &saved);
     eprintln!();
     r.map_err(|e| e.to_string())?;
-    Ok(Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_string()))
+    Ok(Zeroizing::new(
+        line.trim_end_matches(['\r', '\n']).to_string(),
+    ))
 }

@@ -1,7 +1,12 @@
 //! The support access on the device: an ephemeral Unix user in the support
 //! group, the admin's key in a root-owned authorized_keys that OpenSSH
 //! itself stops honouring at expiry, and an optional sudoers drop-in
-//! checked with `visudo -cf` before it is installed.
+//! (also time-limited, `NOTAFTER`) checked with `visudo -cf` first.
+//!
+//! The home directory is root-owned (0755) with one user-owned `work`
+//! directory inside. A user-owned home would let the support user rename
+//! `~/.ssh`, plant a symlink there for root to write through at the next
+//! resume, or add a key of their own without `restrict` or `expiry-time`.
 //!
 //! Every user and drop-in carries this agent instance's tag (the GECOS field
 //! and a comment line), so repair removes exactly what this agent made and
@@ -9,7 +14,7 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -206,9 +211,45 @@ pub fn create(config: &Config, g: &Grant<'_>) -> Result<(), String> {
             )?;
         }
     }
+    secure_home(&home, &user)?;
     write_authorized_keys(config, &home, g).map_err(|e| format!("authorized_keys: {e}"))?;
     if config.sudo {
         write_sudoers(&user, g)?;
+    }
+    Ok(())
+}
+
+/// Makes the home root-owned, with a user-owned `work` directory, and
+/// refuses to go on if anything in it is a symlink or not ours.
+fn secure_home(home: &Path, user: &str) -> Result<(), String> {
+    let meta = fs::symlink_metadata(home).map_err(|e| format!("{}: {e}", home.display()))?;
+    if !meta.is_dir() {
+        return Err(format!("{} is not a directory; refusing", home.display()));
+    }
+    std::os::unix::fs::chown(home, Some(0), Some(0))
+        .map_err(|e| format!("{}: {e}", home.display()))?;
+    fs::set_permissions(home, fs::Permissions::from_mode(0o755))
+        .map_err(|e| format!("{}: {e}", home.display()))?;
+    let ssh = home.join(".ssh");
+    match fs::symlink_metadata(&ssh) {
+        Ok(m) if !m.is_dir() || m.uid() != 0 => {
+            return Err(format!(
+                "{} was tampered with (not a root-owned directory); refusing to write through it",
+                ssh.display()
+            ))
+        }
+        _ => {}
+    }
+    let work = home.join("work");
+    if fs::symlink_metadata(&work).is_err() {
+        fs::create_dir(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+        let uid = users()
+            .into_iter()
+            .find(|u| u.name == user)
+            .map(|u| (u.id, u.gid))
+            .ok_or_else(|| format!("user {user} vanished"))?;
+        std::os::unix::fs::chown(&work, Some(uid.0), Some(uid.1))
+            .map_err(|e| format!("{}: {e}", work.display()))?;
     }
     Ok(())
 }
@@ -247,9 +288,12 @@ fn sudoers_path(user: &str) -> PathBuf {
 }
 
 fn write_sudoers(user: &str, g: &Grant<'_>) -> Result<(), String> {
+    // NOTAFTER: sudo itself stops honouring it at expiry, even if the agent is dead.
     let text = format!(
-        "# support-tunnel {} {}: removed when the tunnel ends\n{user} ALL=(ALL:ALL) NOPASSWD: ALL\n",
-        g.instance, g.tunnel
+        "# support-tunnel {} {}: removed when the tunnel ends\n{user} ALL=(ALL:ALL) NOTAFTER={} NOPASSWD: ALL\n",
+        g.instance,
+        g.tunnel,
+        ssh_expiry_time(g.expiry_wall)
     );
     fs::create_dir_all(SUDOERS_DIR).map_err(|e| format!("{SUDOERS_DIR}: {e}"))?;
     // Validate a copy outside sudoers.d first: a broken drop-in would break sudo for everyone.
@@ -260,6 +304,17 @@ fn write_sudoers(user: &str, g: &Grant<'_>) -> Result<(), String> {
         .and_then(|()| fs::rename(&check, sudoers_path(user)).map_err(|e| format!("sudoers: {e}")));
     let _ = fs::remove_file(&check);
     result
+}
+
+/// Removes the validation copies an interrupted `write_sudoers` left.
+pub fn remove_check_leftovers() {
+    for e in fs::read_dir(SUDOERS_DIR).into_iter().flatten().flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&format!(".{SUDOERS_PREFIX}")) && name.ends_with(".check") {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Removes the support access of `user`: its processes, the user, its
@@ -274,7 +329,14 @@ pub fn remove(config: &Config, user: &str) -> Result<(), String> {
     // First the key and sudo: nothing new may start while we clean up.
     let _ = fs::remove_file(sudoers_path(user));
     let home = config.home_base.join(user);
-    let _ = fs::remove_file(home.join(".ssh/authorized_keys"));
+    // Only through a root-owned .ssh: never follow what the user may have planted.
+    let ssh = home.join(".ssh");
+    if fs::symlink_metadata(&ssh)
+        .map(|m| m.is_dir() && m.uid() == 0)
+        .unwrap_or(false)
+    {
+        let _ = fs::remove_file(ssh.join("authorized_keys"));
+    }
     if let Some(u) = users().into_iter().find(|u| u.name == user) {
         if let Err(e) = kill_all(u.id) {
             problems.push(e);

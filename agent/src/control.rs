@@ -97,6 +97,11 @@ impl ControlPlane {
             .with_header("content-type", "application/octet-stream")
             .with_body(body)
             .with_timeout(timeout.as_secs().max(1))
+            // Plain HTTP: anyone on the path may answer. Bound what we read
+            // and go nowhere else.
+            .with_max_headers_size(16 * 1024)
+            .with_max_status_line_length(1024)
+            .with_max_redirects(0)
             .send_lazy()
             .map_err(|e| CallError::Unreachable(e.to_string()))?;
         let status = response.status_code;

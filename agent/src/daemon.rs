@@ -11,14 +11,15 @@ use std::time::{Duration, Instant};
 
 use crate::access;
 use crate::config::Config;
-use crate::lifecycle::{self, Mailbox, Msg, Registered, Supervisor};
+use crate::lifecycle::{self, Mailbox, Registered, Supervisor};
 use crate::repair::{self, Repaired};
 use crate::runtime::Ctx;
 use crate::socket::{self, SocketRequest, SocketResponse};
 use crate::state::{Phase, StateDir, StateLock};
 use support_protocol::control_channel::StaticKeypair;
 
-/// At most this many socket clients are served at once.
+/// At most this many non-root socket clients are served at once; root (the
+/// owner's CLI) is always served, so a flood cannot block the kill switch.
 const MAX_CLIENTS: usize = 8;
 /// How long a stop waits for the teardown to finish.
 const STOP_WAIT: Duration = Duration::from_secs(10);
@@ -53,14 +54,15 @@ impl Daemon {
     }
 
     fn repair_and_resume(&self) -> Repaired {
+        self.ctx.state.clean_temp_files();
         let (records, unreadable) = self.ctx.state.records();
-        let live = repair::live_ids(&records);
+        let live = repair::live_ids(&self.ctx.state, &records);
         let mut report = repair::remove_orphans(&self.ctx, &live);
         report.problems.extend(unreadable);
         for rec in records {
             match rec.phase {
                 Phase::Ended => self.resume_notice(rec),
-                _ if rec.seed.is_none() => {
+                _ if self.ctx.state.seed(&rec.id).is_none() => {
                     let _ = self.ctx.state.remove(&rec.id);
                 }
                 _ => {
@@ -154,7 +156,7 @@ impl Daemon {
             if r.thread.is_finished() {
                 continue;
             }
-            let _ = r.mailbox.send(Msg::Stop);
+            r.mailbox.stop();
             let deadline = Instant::now() + STOP_WAIT;
             while !r.thread.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
@@ -171,12 +173,7 @@ impl Daemon {
         !map.is_empty()
     }
 
-    fn handle(&self, stream: &UnixStream) -> SocketResponse {
-        let peer = match rustix::net::sockopt::socket_peercred(stream) {
-            Ok(c) => c,
-            Err(e) => return SocketResponse::error(format!("cannot identify the caller: {e}")),
-        };
-        let uid = peer.uid.as_raw();
+    fn handle(&self, stream: &UnixStream, uid: u32) -> SocketResponse {
         if !self.allowed(uid) {
             return SocketResponse::error("only root and the support group may use the agent");
         }
@@ -184,29 +181,28 @@ impl Daemon {
             Ok(r) => r,
             Err(e) => return SocketResponse::error(e),
         };
+        if self.is_support_user(uid) && !matches!(req, SocketRequest::Status {}) {
+            // Support users are in the group too; they may look, not act:
+            // a session could otherwise grant itself a fresh tunnel.
+            return SocketResponse::error(
+                "a support session cannot request support or change tunnels; only the owner can",
+            );
+        }
         match req {
             SocketRequest::Request {
                 duration_secs,
                 ports,
                 note,
-            } => {
-                if self.is_support_user(uid) {
-                    // Otherwise a support session could grant itself a fresh tunnel.
-                    return SocketResponse::error(
-                        "a support session cannot request support; the owner must",
-                    );
-                }
-                match self.request(duration_secs, ports, note.as_deref().unwrap_or("")) {
-                    Ok(r) => SocketResponse {
-                        ok: true,
-                        id: Some(r.record.id.clone()),
-                        code: Some(r.code.to_string()),
-                        stale_after_secs: Some(r.stale_after_secs),
-                        ..SocketResponse::default()
-                    },
-                    Err(e) => SocketResponse::error(e),
-                }
-            }
+            } => match self.request(duration_secs, ports, note.as_deref().unwrap_or("")) {
+                Ok(r) => SocketResponse {
+                    ok: true,
+                    id: Some(r.record.id.clone()),
+                    code: Some(r.code.to_string()),
+                    stale_after_secs: Some(r.stale_after_secs),
+                    ..SocketResponse::default()
+                },
+                Err(e) => SocketResponse::error(e),
+            },
             SocketRequest::Status {} => SocketResponse {
                 ok: true,
                 tunnels: Some(self.ctx.statuses()),
@@ -222,7 +218,7 @@ impl Daemon {
             },
             SocketRequest::Repair {} => {
                 let (records, _) = self.ctx.state.records();
-                let live = repair::live_ids(&records);
+                let live = repair::live_ids(&self.ctx.state, &records);
                 let r = repair::remove_orphans(&self.ctx, &live);
                 SocketResponse {
                     ok: r.problems.is_empty(),
@@ -279,7 +275,10 @@ impl Daemon {
             match listener.accept() {
                 Ok((stream, _)) => {
                     let _ = stream.set_nonblocking(false);
-                    if clients.load(Ordering::SeqCst) >= MAX_CLIENTS {
+                    let uid = rustix::net::sockopt::socket_peercred(&stream)
+                        .map(|c| c.uid.as_raw())
+                        .unwrap_or(u32::MAX);
+                    if uid != 0 && clients.load(Ordering::SeqCst) >= MAX_CLIENTS {
                         socket::write_response(
                             &stream,
                             &SocketResponse::error("the agent is busy; try again"),
@@ -292,7 +291,7 @@ impl Daemon {
                     let spawned = std::thread::Builder::new()
                         .name("socket-client".into())
                         .spawn(move || {
-                            let r = me.handle(&stream);
+                            let r = me.handle(&stream, uid);
                             socket::write_response(&stream, &r);
                             count.fetch_sub(1, Ordering::SeqCst);
                         });
@@ -333,7 +332,7 @@ pub fn stop_offline(config: Config, id: Option<&str>) -> Result<Vec<String>, Str
     let (records, _) = ctx.state.records();
     let live: Vec<_> = records
         .into_iter()
-        .filter(|r| r.seed.is_some() && r.phase != Phase::Ended)
+        .filter(|r| r.phase != Phase::Ended && ctx.state.seed(&r.id).is_some())
         .collect();
     let ids: Vec<String> = live.iter().map(|r| r.id.clone()).collect();
     let wanted = match id {
@@ -352,7 +351,7 @@ pub fn stop_offline(config: Config, id: Option<&str>) -> Result<Vec<String>, Str
 pub fn repair_offline(config: Config) -> Result<Repaired, String> {
     let (ctx, _lock) = open_state(config)?;
     let (records, unreadable) = ctx.state.records();
-    let mut r = repair::remove_orphans(&ctx, &repair::live_ids(&records));
+    let mut r = repair::remove_orphans(&ctx, &repair::live_ids(&ctx.state, &records));
     r.problems.extend(unreadable);
     Ok(r)
 }

@@ -51,10 +51,30 @@ pub enum Msg {
     ConnectedAcknowledged,
     /// The peer reported something.
     Peer(Event),
+    /// Peer events were dropped instead of logged (a connection flood).
+    PeerEventsDropped(u64),
 }
 
-/// A supervisor's mailbox.
-pub type Mailbox = Sender<Msg>;
+/// A supervisor's mailbox. A stop also raises a flag the supervisor checks
+/// before anything else, so it never waits behind queued events.
+#[derive(Clone)]
+pub struct Mailbox {
+    tx: Sender<Msg>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Mailbox {
+    /// The owner's stop.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.tx.send(Msg::Stop);
+    }
+}
+
+/// Peer events logged per second at most; the rest are counted.
+const PEER_EVENTS_PER_SEC: u32 = 20;
+/// The longest a pending request is kept, whatever the control plane says.
+const MAX_STALE_SECS: u32 = 3600;
 
 /// A newly registered tunnel.
 pub struct Registered {
@@ -96,7 +116,6 @@ pub fn register(
     let id = keys.tunnel_id().to_string();
     let record = TunnelRecord {
         id: id.clone(),
-        seed: Some(hex::encode(keys.seed())),
         credential: None,
         duration_secs,
         ports: ports.to_vec(),
@@ -111,7 +130,8 @@ pub fn register(
         end: None,
     };
     ctx.state
-        .save(&record)
+        .save_seed(&id, keys.seed())
+        .and_then(|()| ctx.state.save(&record))
         .map_err(|e| format!("cannot save the request: {e}"))?;
     let created = ctx.cp.call(
         &keys.credential(),
@@ -192,6 +212,10 @@ fn device_facts() -> DeviceFacts {
 
 /// A running peer and its access.
 struct Up {
+    /// The admin's SSH key (to rewrite the expiry after a clock jump).
+    admin_ssh: [u8; 32],
+    /// The wall-clock expiry written into authorized_keys and sudoers.
+    written_expiry: u64,
     engine: EngineHandle,
     thread: JoinHandle<std::io::Result<()>>,
     clock: TunnelClock,
@@ -209,6 +233,7 @@ pub struct Supervisor {
     rx: Receiver<Msg>,
     known: Arc<Mutex<TunnelState>>,
     stop_poll: Arc<AtomicBool>,
+    stop_requested: Arc<AtomicBool>,
     up: Option<Up>,
     last_checkpoint: Instant,
     pending_since: Instant,
@@ -222,14 +247,13 @@ impl Supervisor {
         rec: TunnelRecord,
         stale_after_secs: u32,
     ) -> Result<(Mailbox, JoinHandle<()>), String> {
-        let seed: [u8; 32] = rec
-            .seed
-            .as_deref()
-            .and_then(|s| hex::decode(s).ok())
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| format!("tunnel {}: the record has no usable seed", rec.id))?;
-        let keys = DeviceTunnelKeys::from_seed(seed);
+        let seed = ctx
+            .state
+            .seed(&rec.id)
+            .ok_or_else(|| format!("tunnel {}: its seed is missing", rec.id))?;
+        let keys = DeviceTunnelKeys::from_seed(*seed);
         let (tx, rx) = mpsc::channel();
+        let stop_requested = Arc::new(AtomicBool::new(false));
         let known = match rec.phase {
             Phase::Connected if rec.reported_connected => {
                 TunnelState::Connected(ApprovalSeq(rec.accepted_seq.unwrap_or(1)))
@@ -244,17 +268,24 @@ impl Supervisor {
             rx,
             known: Arc::new(Mutex::new(known)),
             stop_poll: Arc::new(AtomicBool::new(false)),
+            stop_requested: stop_requested.clone(),
             up: None,
             last_checkpoint: Instant::now(),
             pending_since: Instant::now(),
-            stale_after: Duration::from_secs(u64::from(stale_after_secs.max(60))),
+            stale_after: Duration::from_secs(u64::from(stale_after_secs.clamp(60, MAX_STALE_SECS))),
         };
         let name = format!("tunnel-{}", &sup.rec.id[..8.min(sup.rec.id.len())]);
         let thread = std::thread::Builder::new()
             .name(name)
             .spawn(move || sup.run())
             .map_err(|e| format!("cannot start the tunnel thread: {e}"))?;
-        Ok((tx, thread))
+        Ok((
+            Mailbox {
+                tx,
+                stop: stop_requested,
+            },
+            thread,
+        ))
     }
 
     fn id(&self) -> String {
@@ -286,8 +317,21 @@ impl Supervisor {
                     .saturating_sub(self.pending_since.elapsed())
                     .min(Duration::from_secs(5)),
             };
-            match self.rx.recv_timeout(wait) {
+            let msg = self.rx.recv_timeout(wait);
+            if self.stop_requested.load(Ordering::SeqCst) {
+                return self.end(StopReason::Owner, true);
+            }
+            match msg {
                 Ok(Msg::Stop) => return self.end(StopReason::Owner, true),
+                Ok(Msg::PeerEventsDropped(n)) => {
+                    let id = self.id();
+                    self.ctx.log(
+                        &id,
+                        Entry::Problem {
+                            what: format!("{n} connection events not logged (too many at once)"),
+                        },
+                    );
+                }
                 Ok(Msg::Poll(r)) => {
                     if self.on_poll(r) {
                         return;
@@ -558,13 +602,7 @@ impl Supervisor {
         let mailbox = self.tx.clone();
         let _ = std::thread::Builder::new()
             .name("peer-events".into())
-            .spawn(move || {
-                for ev in events_rx {
-                    if mailbox.send(Msg::Peer(ev)).is_err() {
-                        return;
-                    }
-                }
-            });
+            .spawn(move || forward_peer_events(events_rx, mailbox));
         let config = approval::engine_config(&self.keys, acc, &self.ctx.config);
         let (engine, thread) = match Engine::spawn(config, Some(events_tx)) {
             Ok(e) => e,
@@ -576,6 +614,8 @@ impl Supervisor {
             }
         };
         self.up = Some(Up {
+            admin_ssh: acc.contents.admin_ssh.0,
+            written_expiry: grant.expiry_wall,
             engine,
             thread,
             clock,
@@ -680,6 +720,7 @@ impl Supervisor {
     }
 
     fn checkpoint(&mut self) {
+        self.follow_clock_jumps();
         if let Some(up) = &self.up {
             let now = Instant::now();
             self.rec.used_secs = up.clock.used(now);
@@ -689,6 +730,38 @@ impl Supervisor {
             self.save();
             let id = self.id();
             self.ctx.update(&id, |s| s.remaining_secs = Some(remaining));
+        }
+    }
+
+    /// The wall-clock expiries OpenSSH and sudo enforce were computed from
+    /// the wall clock at connect. When that clock jumps (a Pi without RTC
+    /// syncing NTP mid-tunnel), they are rewritten from the monotonic time left.
+    fn follow_clock_jumps(&mut self) {
+        let Some(up) = &self.up else { return };
+        let expiry = wall_now() + up.clock.remaining(Instant::now()).as_secs() + 1;
+        if !expiry_moved(up.written_expiry, expiry) {
+            return;
+        }
+        let grant = Grant {
+            tunnel: self.keys.tunnel_id(),
+            instance: &self.ctx.instance,
+            admin_ssh: &up.admin_ssh,
+            expiry_wall: expiry,
+        };
+        let id = self.id();
+        match access::create(&self.ctx.config, &grant) {
+            Ok(()) => {
+                if let Some(up) = &mut self.up {
+                    up.written_expiry = expiry;
+                }
+                self.ctx.log(
+                    &id,
+                    Entry::Problem {
+                        what: "the wall clock jumped; the key's and sudo's expiry follow the time left".into(),
+                    },
+                );
+            }
+            Err(e) => self.ctx.log(&id, Entry::Problem { what: e }),
         }
     }
 
@@ -768,11 +841,7 @@ impl Supervisor {
 /// fails the record keeps the credential and the daemon retries at start.
 pub fn end_offline(ctx: &Arc<Ctx>, rec: &mut TunnelRecord) {
     let Some(id) = rec.tunnel_id() else { return };
-    let seed = rec
-        .seed
-        .as_deref()
-        .and_then(|s| hex::decode(s).ok())
-        .and_then(|b| <[u8; 32]>::try_from(b).ok());
+    let seed = ctx.state.seed(&rec.id);
     if rec.accepted_seq.is_some() {
         if let Err(e) = access::remove(&ctx.config, &access::user_name(id)) {
             ctx.log(&rec.id, Entry::Problem { what: e });
@@ -786,7 +855,8 @@ pub fn end_offline(ctx: &Arc<Ctx>, rec: &mut TunnelRecord) {
         },
     );
     let Some(seed) = seed else { return };
-    let cred = DeviceTunnelKeys::from_seed(seed).credential();
+    let cred = DeviceTunnelKeys::from_seed(*seed).credential();
+    let _ = ctx.state.wipe_seed(&rec.id);
     let told = ctx
         .cp
         .call(
@@ -798,7 +868,6 @@ pub fn end_offline(ctx: &Arc<Ctx>, rec: &mut TunnelRecord) {
             CALL_TIMEOUT,
         )
         .is_ok();
-    rec.seed = None;
     rec.approval = None;
     rec.phase = Phase::Ended;
     rec.end = Some(EndNote {
@@ -815,6 +884,36 @@ pub fn end_offline(ctx: &Arc<Ctx>, rec: &mut TunnelRecord) {
     }
 }
 
+/// Passes peer events on, at most [`PEER_EVENTS_PER_SEC`] a second; a flood
+/// of connections is counted, not logged line by line (it would fill the
+/// disk and delay everything queued behind it).
+fn forward_peer_events(events: mpsc::Receiver<Event>, mailbox: Sender<Msg>) {
+    let mut window = Instant::now();
+    let (mut sent, mut dropped) = (0u32, 0u64);
+    loop {
+        let ev = events.recv_timeout(Duration::from_secs(1));
+        if window.elapsed() >= Duration::from_secs(1) {
+            if dropped > 0 && mailbox.send(Msg::PeerEventsDropped(dropped)).is_err() {
+                return;
+            }
+            window = Instant::now();
+            sent = 0;
+            dropped = 0;
+        }
+        match ev {
+            Ok(ev) if sent < PEER_EVENTS_PER_SEC => {
+                sent += 1;
+                if mailbox.send(Msg::Peer(ev)).is_err() {
+                    return;
+                }
+            }
+            Ok(_) => dropped += 1,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
 /// Wipes a record's secrets; keeps only the credential until the stop notice
 /// is delivered (then removes the record).
 pub fn finish_record(
@@ -824,7 +923,12 @@ pub fn finish_record(
     reason: StopReason,
     notify: bool,
 ) {
-    rec.seed = None;
+    if let Err(e) = ctx.state.wipe_seed(&rec.id) {
+        eprintln!(
+            "support-agent: tunnel {}: cannot wipe its seed: {e}",
+            rec.id
+        );
+    }
     rec.approval = None;
     rec.phase = Phase::Ended;
     rec.end = Some(EndNote {
@@ -907,6 +1011,11 @@ pub fn text200(s: &str) -> BoundedString<200> {
     bounded(s)
 }
 
+/// True when the wall clock moved by more than a minute against the monotonic one.
+fn expiry_moved(written: u64, now_expiry: u64) -> bool {
+    written.abs_diff(now_expiry) > 60
+}
+
 fn network_cidr(addr: [u8; 4], prefix: u8) -> String {
     let bits = u32::from_be_bytes(addr);
     let mask = if prefix == 0 {
@@ -920,6 +1029,17 @@ fn network_cidr(addr: [u8; 4], prefix: u8) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expiries_follow_only_real_clock_jumps() {
+        assert!(!expiry_moved(1000, 1000));
+        assert!(!expiry_moved(1000, 1059), "drift and rounding are ignored");
+        assert!(
+            expiry_moved(1000, 1000 + 86400 * 365),
+            "NTP fixing a 1970 clock"
+        );
+        assert!(expiry_moved(1_800_000_000, 100), "a clock set back");
+    }
 
     #[test]
     fn network_of_an_address() {

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use crate::access;
 use crate::runtime::Ctx;
-use crate::state::{Phase, TunnelRecord};
+use crate::state::{Phase, StateDir, TunnelRecord};
 
 /// What a repair found and did.
 #[derive(Debug, Default)]
@@ -18,10 +18,10 @@ pub struct Repaired {
 }
 
 /// Tunnels whose support access may legitimately exist.
-pub fn live_ids(records: &[TunnelRecord]) -> HashSet<String> {
+pub fn live_ids(state: &StateDir, records: &[TunnelRecord]) -> HashSet<String> {
     records
         .iter()
-        .filter(|r| r.seed.is_some() && r.phase != Phase::Ended)
+        .filter(|r| r.phase != Phase::Ended && state.seed(&r.id).is_some())
         .map(|r| r.id.clone())
         .collect()
 }
@@ -41,6 +41,7 @@ pub fn remove_orphans(ctx: &Ctx, live: &HashSet<String>) -> Repaired {
             Err(e) => out.problems.push(e),
         }
     }
+    access::remove_check_leftovers();
     for (path, user) in access::our_sudoers(&ctx.instance) {
         let id = user.strip_prefix("support-").unwrap_or_default();
         if live.contains(id) {

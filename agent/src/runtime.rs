@@ -81,7 +81,12 @@ impl Ctx {
                 id: id.to_string(),
                 ..TunnelStatus::default()
             });
+            let before = s.clone();
             f(s);
+            if *s == before {
+                // Unchanged: no write (status changes on every poll would wear the flash).
+                return;
+            }
             map.values().cloned().collect::<Vec<_>>()
         };
         let json = serde_json::to_vec_pretty(&snapshot).unwrap_or_default();

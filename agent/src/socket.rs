@@ -3,6 +3,7 @@
 //! else), and the daemon also checks the caller's credentials.
 
 use std::io::{BufRead, BufReader, Read, Write};
+
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -114,13 +115,33 @@ pub fn call(path: &Path, req: &SocketRequest) -> Result<Option<SocketResponse>, 
         .map_err(|e| format!("the daemon's answer is not understood: {e}"))
 }
 
-/// Reads one request line (bounded) from a client.
-pub fn read_request(stream: &UnixStream) -> Result<SocketRequest, String> {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut line = String::new();
-    BufReader::new(stream.take(MAX_REQUEST))
-        .read_line(&mut line)
-        .map_err(|e| format!("reading the request: {e}"))?;
+/// Reads one request line (bounded in size, and in time overall: a client
+/// trickling a byte at a time cannot hold a slot) from a client.
+pub fn read_request(mut stream: &UnixStream) -> Result<SocketRequest, String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 512];
+    while !bytes.contains(&b'\n') && (bytes.len() as u64) < MAX_REQUEST {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err("the request took too long to arrive".into());
+        }
+        let _ = stream.set_read_timeout(Some(left));
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err("the request took too long to arrive".into())
+            }
+            Err(e) => return Err(format!("reading the request: {e}")),
+        }
+    }
+    let line = String::from_utf8_lossy(&bytes).to_string();
     if !line.ends_with('\n') {
         return Err(format!(
             "the request must be one JSON line of at most {MAX_REQUEST} bytes"

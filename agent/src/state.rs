@@ -2,7 +2,8 @@
 //! the `support` group may read, the owner's log, and the time floor.
 //!
 //! ```text
-//! STATE/tunnels/<id>.json   0600 root        seed, request, accepted approval, time used
+//! STATE/tunnels/<id>.key    0600 root        the tunnel's seed: written once, wiped at the end
+//! STATE/tunnels/<id>.json   0600 root        request, accepted approval, time used (rewritten often)
 //! STATE/status.json         0640 root:group  what status/list show without the daemon
 //! STATE/log/<id>.log        0640 root:group  the owner's record (JSON lines), kept after the end
 //! STATE/floor               0600 root        the time floor (newest issued_at accepted)
@@ -42,8 +43,6 @@ pub enum Phase {
 pub struct TunnelRecord {
     /// The tunnel id (hex).
     pub id: String,
-    /// The seed every tunnel key derives from (hex). `None` once ended: wiped.
-    pub seed: Option<String>,
     /// The control-channel credential (hex), kept after the end only until
     /// the stop notice is delivered. It opens nothing but this tunnel's record.
     pub credential: Option<String>,
@@ -145,8 +144,6 @@ impl StateDir {
         for e in entries.flatten() {
             let p = e.path();
             if p.extension().and_then(|x| x.to_str()) != Some("json") {
-                // Leftover temp files of an interrupted write.
-                let _ = fs::remove_file(&p);
                 continue;
             }
             match fs::read(&p)
@@ -161,8 +158,48 @@ impl StateDir {
         (out, problems)
     }
 
+    /// Removes temp files an interrupted write left (at start only: while
+    /// running, another thread's temp file may be mid-write).
+    pub fn clean_temp_files(&self) {
+        for e in fs::read_dir(self.root.join("tunnels"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                let _ = wipe_file(&e.path());
+            }
+        }
+    }
+
+    fn seed_path(&self, id: &str) -> PathBuf {
+        self.root.join("tunnels").join(format!("{id}.key"))
+    }
+
+    /// Saves a tunnel's seed (0600), once.
+    pub fn save_seed(&self, id: &str, seed: &[u8; 32]) -> io::Result<()> {
+        let hexed = zeroize::Zeroizing::new(hex::encode(seed));
+        write_atomic(&self.seed_path(id), hexed.as_bytes(), 0o600)
+    }
+
+    /// A tunnel's seed, while it is live.
+    pub fn seed(&self, id: &str) -> Option<zeroize::Zeroizing<[u8; 32]>> {
+        let text = zeroize::Zeroizing::new(fs::read_to_string(self.seed_path(id)).ok()?);
+        let bytes = zeroize::Zeroizing::new(hex::decode(text.trim()).ok()?);
+        let seed: [u8; 32] = bytes.as_slice().try_into().ok()?;
+        Some(zeroize::Zeroizing::new(seed))
+    }
+
+    /// Overwrites and removes a tunnel's seed.
+    pub fn wipe_seed(&self, id: &str) -> io::Result<()> {
+        wipe_file(&self.seed_path(id))
+    }
+
     /// Wipes and removes a record.
     pub fn remove(&self, id: &str) -> io::Result<()> {
+        let _ = self.wipe_seed(id);
         wipe_file(&self.record_path(id))
     }
 

@@ -27,7 +27,12 @@ fn request_approve_ssh_with_sudo_then_owner_stop_leaves_nothing() {
         keys.starts_with("restrict,pty,from=\"127.0.0.1,::1\",expiry-time=\""),
         "{keys}"
     );
-    assert!(std::path::Path::new(&format!("/etc/sudoers.d/support-tunnel-{user}")).exists());
+    let sudoers = std::fs::read_to_string(format!("/etc/sudoers.d/support-tunnel-{user}"))
+        .expect("sudoers drop-in");
+    assert!(
+        sudoers.contains(&format!("{user} ALL=(ALL:ALL) NOTAFTER=")),
+        "sudo itself expires the grant: {sudoers}"
+    );
 
     let out = ssh(
         &w.eng,
@@ -248,12 +253,32 @@ fn a_wrong_wall_clock_changes_nothing() {
     for offset in ["-4y", "+3y"] {
         let w = World::new(&DeviceSettings::default(), Some(offset));
         let s = w.connect(&[], &Terms::default());
-        let out = ssh(&w.eng, &s, &w.sshd.host_key, "sudo -n true && echo ok");
+        // sshd checks the key's expiry-time with the same (wrong) clock.
+        let out = ssh(&w.eng, &s, &w.sshd.host_key, "echo ok");
         assert!(
             out.status.success(),
             "clock {offset}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // sudo's NOTAFTER follows the device's clock too. (sudo itself runs
+        // with the real clock here: faketime cannot reach a setuid program,
+        // so this checks the written time instead of running sudo.)
+        let sudoers =
+            std::fs::read_to_string(format!("/etc/sudoers.d/support-tunnel-{}", s.user()))
+                .expect("sudoers");
+        let keys = std::fs::read_to_string(format!("/home/{}/.ssh/authorized_keys", s.user()))
+            .expect("keys");
+        let year = |t: &str, key: &str| -> i64 {
+            t.split(key).nth(1).expect("a time")[..4]
+                .parse()
+                .expect("year")
+        };
+        let real_year: i64 = 1970 + (now() / (365 * 86400 + 86400 / 4)) as i64;
+        let shift: i64 = offset[..offset.len() - 1].parse().expect("years");
+        // (faketime's "y" is 365 days: near new year the year may be off by one.)
+        let near = |y: i64| (y - (real_year + shift)).abs() <= 1;
+        assert!(near(year(&sudoers, "NOTAFTER=")), "{sudoers}");
+        assert!(near(year(&keys, "expiry-time=\"")), "{keys}");
         // The agent really ran with the wrong clock: its log says so.
         let log = std::fs::read_to_string(w.device.state_dir().join(format!("log/{}.log", s.id)))
             .expect("log");
@@ -283,6 +308,23 @@ fn without_sudo_the_support_user_is_not_root() {
     let out = ssh(&w.eng, &s, &w.sshd.host_key, "id -un; sudo -n true");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), user);
     assert!(!out.status.success(), "sudo must fail");
+    // Without root the session cannot make its access outlive the tunnel:
+    // the home and ~/.ssh are root's; only ~/work is the user's.
+    for attempt in [
+        "mv ~/.ssh ~/old",
+        "ln -s /root/.ssh ~/x",
+        "echo ssh-ed25519 AAAA >> ~/.ssh/authorized_keys",
+    ] {
+        let out = ssh(&w.eng, &s, &w.sshd.host_key, attempt);
+        assert!(!out.status.success(), "{attempt} must fail");
+    }
+    let out = ssh(
+        &w.eng,
+        &s,
+        &w.sshd.host_key,
+        "touch ~/work/notes && echo ok",
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 }
 
 #[test]

@@ -119,10 +119,14 @@ fn the_local_socket_serves_root_and_the_support_group_only() {
         "--comment",
         "support-tunnel 00000000 0000000000000000",
     ]);
-    let out = fake_support.agent(&w, &["request"]);
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success());
-    assert!(err.contains("cannot request support"), "{err}");
+    for cmd in [&["request"][..], &["stop", "--all"], &["repair"]] {
+        let out = fake_support.agent(&w, cmd);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "{cmd:?}");
+        assert!(err.contains("only the owner can"), "{cmd:?}: {err}");
+    }
+    let out = fake_support.agent(&w, &["status"]);
+    assert!(out.status.success(), "a support session may look");
 }
 
 #[test]
@@ -139,6 +143,14 @@ fn hostile_socket_input_gets_an_error_and_the_daemon_lives_on() {
         let answer = raw_socket(&sock, &bytes);
         assert!(answer.contains("\"ok\":false"), "{answer}");
     }
+    // A client that trickles its request is cut off, not waited for.
+    let mut slow = std::os::unix::net::UnixStream::connect(&sock).expect("connects");
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .expect("timeout");
+    std::io::Write::write_all(&mut slow, b"{").expect("writes");
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut slow, &mut answer);
+    assert!(answer.contains("took too long"), "{answer}");
     let out = w.device.run(&["status"]);
     assert!(out.status.success(), "the daemon still answers");
 }

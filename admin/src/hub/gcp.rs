@@ -60,9 +60,8 @@ impl Gcp {
     pub fn new(s: GcpSettings) -> Result<Gcp, String> {
         let safe = |v: &str| {
             !v.is_empty()
-                && v.bytes().all(|b| {
-                    b.is_ascii_alphanumeric() || b"-_./:~%?&=+@".contains(&b)
-                })
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./:~%?&=+@".contains(&b))
         };
         if !safe(&s.relay_url) || !s.relay_url.starts_with("https://") {
             return Err("gcp.relay_url must be an https:// URL without quotes or spaces".into());
@@ -105,7 +104,12 @@ impl Gcp {
         self.s.port.unwrap_or(51820)
     }
 
-    fn request(&self, method: &str, url: &str, body: Option<&Value>) -> Result<(u16, Value), String> {
+    fn request(
+        &self,
+        method: &str,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), String> {
         let token = token(&self.agent)?;
         let auth = format!("Bearer {token}");
         let resp = match (method, body) {
@@ -270,8 +274,11 @@ impl Provider for Gcp {
         progress("checking the hub firewall rule");
         self.ensure_firewall()?;
         progress("creating the hub VM");
-        let (status, v) =
-            self.request("POST", &format!("{}/instances", self.zone_url()), Some(&self.instance_body(spec)))?;
+        let (status, v) = self.request(
+            "POST",
+            &format!("{}/instances", self.zone_url()),
+            Some(&self.instance_body(spec)),
+        )?;
         if status != 200 {
             return Err(api_error("creating the hub VM", status, &v));
         }
@@ -304,8 +311,11 @@ impl Provider for Gcp {
     }
 
     fn delete(&self, handle: &str) -> Result<(), String> {
-        let (status, v) =
-            self.request("DELETE", &format!("{}/instances/{handle}", self.zone_url()), None)?;
+        let (status, v) = self.request(
+            "DELETE",
+            &format!("{}/instances/{handle}", self.zone_url()),
+            None,
+        )?;
         match status {
             200 | 404 => Ok(()),
             _ => Err(api_error("deleting the hub VM", status, &v)),
@@ -324,8 +334,15 @@ impl Provider for Gcp {
             if status != 200 {
                 return Err(api_error("listing hub VMs", status, &v));
             }
-            for item in v.get("items").and_then(Value::as_array).into_iter().flatten() {
-                let label = item.pointer(&format!("/labels/{LABEL}")).and_then(Value::as_str);
+            for item in v
+                .get("items")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let label = item
+                    .pointer(&format!("/labels/{LABEL}"))
+                    .and_then(Value::as_str);
                 let name = item.get("name").and_then(Value::as_str);
                 if let (Some(l), Some(n)) = (label, name) {
                     if let Ok(id) = l.parse() {
@@ -406,9 +423,8 @@ fn service_account_token(agent: &ureq::Agent, path: &std::path::Path) -> Result<
     )
     .map_err(|_| "signing the token request failed".to_string())?;
     let jwt = format!("{signing_input}.{}", b64url(&sig));
-    let form = format!(
-        "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={jwt}"
-    );
+    let form =
+        format!("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={jwt}");
     let mut resp = agent
         .post(&aud)
         .header("content-type", "application/x-www-form-urlencoded")

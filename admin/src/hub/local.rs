@@ -28,7 +28,10 @@ impl Local {
         if let Some(p) = setting {
             return Ok(p.to_path_buf());
         }
-        if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        if let Some(dir) = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(Path::to_path_buf))
+        {
             let p = dir.join("support-relay");
             if p.exists() {
                 return Ok(p);
