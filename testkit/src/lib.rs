@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod relay;
+pub mod world;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::Path;
