@@ -194,6 +194,8 @@ where
         .map_err(|e| e.to_string())?;
     let r = rt.block_on(f(peer.clone(), rec.clone()));
     peer.shutdown();
+    // A read of local stdin may still block in tokio's pool: do not wait for it.
+    rt.shutdown_background();
     r
 }
 

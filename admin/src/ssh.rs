@@ -158,8 +158,9 @@ pub async fn exec(handle: &Handle<Pinned>, command: &str) -> Result<u32, String>
                     eprintln!("support-admin: the remote command died of signal {signal_name:?}");
                     code = Some(255);
                 }
+                // The channel's last message; the session may stay open.
+                Some(ChannelMsg::Close) | None => break,
                 Some(_) => {}
-                None => break,
             },
             data = input_rx.recv(), if input_open => match data {
                 Some(Some(bytes)) => {
@@ -209,8 +210,9 @@ pub async fn shell(handle: &Handle<Pinned>) -> Result<u32, String> {
                 }
                 Some(ChannelMsg::ExitStatus { exit_status }) => code = Some(exit_status),
                 Some(ChannelMsg::ExitSignal { .. }) => code = Some(255),
+                // The channel's last message; the session may stay open.
+                Some(ChannelMsg::Close) | None => break,
                 Some(_) => {}
-                None => break,
             },
             n = stdin.read(&mut buf), if input_open => match n {
                 Ok(0) | Err(_) => {

@@ -21,14 +21,15 @@ impl RawMode {
         let saved = termios::tcgetattr(&stdin).ok()?;
         let mut raw = saved.clone();
         raw.make_raw();
-        termios::tcsetattr(&stdin, OptionalActions::Flush, &raw).ok()?;
+        // Now, not Flush: keystrokes typed ahead while connecting are kept.
+        termios::tcsetattr(&stdin, OptionalActions::Now, &raw).ok()?;
         Some(RawMode { saved })
     }
 }
 
 impl Drop for RawMode {
     fn drop(&mut self) {
-        let _ = termios::tcsetattr(std::io::stdin(), OptionalActions::Flush, &self.saved);
+        let _ = termios::tcsetattr(std::io::stdin(), OptionalActions::Now, &self.saved);
     }
 }
 

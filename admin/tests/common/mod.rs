@@ -1,0 +1,197 @@
+//! The admin CLI against real parts: the control-plane binary, a device
+//! agent (root, real users) with Debian's sshd, the relay binary. A support
+//! CA and an engineer are made with the CLI itself.
+#![allow(dead_code)]
+
+pub mod fake_gcp;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub use support_testkit::world::*;
+
+pub const ADMIN: &str = env!("CARGO_BIN_EXE_support-admin");
+
+/// Runs support-admin with `home`.
+pub fn admin_in(home: &Path, args: &[&str]) -> Output {
+    Command::new(ADMIN)
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .env("SUPPORT_ADMIN_PASSPHRASE", "")
+        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+        .stdin(Stdio::null())
+        .output()
+        .expect("support-admin runs")
+}
+
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// The hex key on the line that contains `marker`.
+fn key_after(text: &str, marker: &str) -> String {
+    text.lines()
+        .find(|l| l.contains(marker))
+        .and_then(|l| l.split_whitespace().last())
+        .unwrap_or_else(|| panic!("no {marker:?} in {text}"))
+        .to_string()
+}
+
+/// A support CA, on its own "offline machine" (a home dir).
+pub struct Ca {
+    pub home: tempfile::TempDir,
+    pub public: String,
+}
+
+impl Ca {
+    pub fn new() -> Ca {
+        let home = tempdir();
+        let public = ok(&admin_in(home.path(), &["ca", "init"]))
+            .trim()
+            .to_string();
+        assert_eq!(public.len(), 64, "{public}");
+        Ca { home, public }
+    }
+
+    pub fn sign(&self, name: &str, key: &str) -> String {
+        ok(&admin_in(self.home.path(), &["ca", "sign", name, key]))
+            .trim()
+            .to_string()
+    }
+}
+
+/// An engineer's machine: keys, enrolled at `cp`, certified by `ca` (if given).
+pub struct Engineer {
+    pub home: tempfile::TempDir,
+    pub cp_key: String,
+    pub approver_key: String,
+}
+
+impl Engineer {
+    pub fn new(cp: &ControlPlane, ca: Option<&Ca>, name: &str) -> Engineer {
+        let home = tempdir();
+        let out = ok(&admin_in(home.path(), &["init"]));
+        let cp_key = key_after(&out, "admins add");
+        let approver_key = key_after(&out, "ca sign");
+        let enrolled = Command::new(sibling_bin("support-control-plane"))
+            .args(["admins", "add", "--data"])
+            .arg(cp.dir.path())
+            .args([name, &cp_key, "--role", "approver"])
+            .env("SUPPORT_CP_LOG", "warn")
+            .output()
+            .expect("cli");
+        ok(&enrolled);
+        if let Some(ca) = ca {
+            let cert = ca.sign(name, &approver_key);
+            let file = home.path().join("cert.txt");
+            std::fs::write(&file, cert).expect("cert file");
+            ok(&admin_in(
+                home.path(),
+                &["init", "--certificate", file.to_str().expect("utf-8")],
+            ));
+        }
+        std::fs::write(
+            home.path().join("admin.toml"),
+            format!(
+                "control_plane = \"{}\"\ncontrol_plane_keys = [\"{}\"]\n\n[local]\nrelay_binary = \"{}\"\n",
+                cp.url,
+                hex::encode(cp.public),
+                sibling_bin("support-relay").display()
+            ),
+        )
+        .expect("admin.toml");
+        Engineer {
+            home,
+            cp_key,
+            approver_key,
+        }
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        admin_in(self.home.path(), args)
+    }
+
+    pub fn records_dir(&self) -> PathBuf {
+        self.home.path().join("data/tunnels")
+    }
+
+    /// Every file the engineer's side wrote, concatenated (secret hunting).
+    pub fn append_toml(&self, text: &str) {
+        let p = self.home.path().join("admin.toml");
+        let mut s = std::fs::read_to_string(&p).expect("toml");
+        s.push_str(text);
+        std::fs::write(p, s).expect("toml");
+    }
+}
+
+/// The device side and the engineer, ready to approve.
+pub struct Lab {
+    pub sshd: Sshd,
+    pub cp: ControlPlane,
+    pub ca: Ca,
+    pub eng: Engineer,
+    pub device: Device,
+}
+
+impl Lab {
+    pub fn new(settings: &DeviceSettings) -> Lab {
+        require_root_and_sshd();
+        let sshd = Sshd::start(None);
+        let cp = ControlPlane::start(&[]);
+        let ca = Ca::new();
+        let eng = Engineer::new(&cp, Some(&ca), "alice");
+        let ca_key: [u8; 32] = hex::decode(&ca.public)
+            .expect("hex")
+            .try_into()
+            .expect("32");
+        let mut device = Device::new(&cp.url, &cp.public, &ca_key, &sshd, settings);
+        device.start_daemon(None);
+        Lab {
+            sshd,
+            cp,
+            ca,
+            eng,
+            device,
+        }
+    }
+
+    /// Writes `text` to a file in the engineer's home; returns its path.
+    pub fn home_file(&self, name: &str, text: &str) -> String {
+        let p = self.eng.home.path().join(name);
+        std::fs::write(&p, text).expect("write");
+        p.display().to_string()
+    }
+
+    /// request on the device, approve with the CLI; returns the tunnel id.
+    pub fn approve(&self, request: &[&str], approve: &[&str]) -> (String, String) {
+        let (id, code) = self.device.request(request);
+        let mut args = vec!["approve", &code, "--provider", "local"];
+        args.extend_from_slice(approve);
+        let out = self.eng.run(&args);
+        let stdout = ok(&out);
+        assert_eq!(stdout.trim(), id.to_string());
+        (id.to_string(), code)
+    }
+}
+
+/// Relay processes serving `tunnel` on this machine.
+pub fn relays_for(tunnel: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            cmd.contains("support-relay") && cmd.contains(tunnel) && !stat.contains(") Z ")
+        })
+        .count()
+}
