@@ -20,6 +20,11 @@ pub struct RelayThread {
 impl RelayThread {
     /// Starts a relay for the device and admin WireGuard public keys.
     pub fn start(device: [u8; 32], admin: [u8; 32]) -> RelayThread {
+        Self::start_on("127.0.0.1:0".parse().expect("addr"), device, admin)
+    }
+
+    /// The same, on a given address.
+    pub fn start_on(addr: SocketAddr, device: [u8; 32], admin: [u8; 32]) -> RelayThread {
         let config = RelayConfig {
             device_key: device,
             admin_key: admin,
@@ -27,7 +32,7 @@ impl RelayThread {
             handshakes_total: 200,
         };
         let mut r = RelayThread {
-            addr: "127.0.0.1:0".parse().expect("addr"),
+            addr,
             config,
             stop: Arc::new(AtomicBool::new(false)),
             thread: None,

@@ -53,6 +53,8 @@ pub struct GcpSettings {
 pub struct Gcp {
     s: GcpSettings,
     agent: ureq::Agent,
+    /// One token per run (they last an hour).
+    token: std::sync::Mutex<Option<String>>,
 }
 
 impl Gcp {
@@ -79,7 +81,11 @@ impl Gcp {
             .http_status_as_error(false)
             .build()
             .new_agent();
-        Ok(Gcp { s, agent })
+        Ok(Gcp {
+            s,
+            agent,
+            token: std::sync::Mutex::new(None),
+        })
     }
 
     fn api(&self) -> String {
@@ -110,8 +116,13 @@ impl Gcp {
         url: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Value), String> {
-        let token = token(&self.agent)?;
-        let auth = format!("Bearer {token}");
+        let auth = {
+            let mut cached = self.token.lock().unwrap_or_else(|p| p.into_inner());
+            if cached.is_none() {
+                *cached = Some(token(&self.agent)?);
+            }
+            format!("Bearer {}", cached.as_deref().unwrap_or_default())
+        };
         let resp = match (method, body) {
             ("POST", Some(b)) => self
                 .agent

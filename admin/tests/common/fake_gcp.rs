@@ -1,1 +1,262 @@
-//! (filled below)
+//! A local fake of the Compute Engine REST API and Google's token endpoint
+//! (GCP cannot be reached here). It records every request exactly, checks
+//! the token request's RS256 signature, and, like a real hub VM would,
+//! runs the relay the startup script describes (our relay, on loopback).
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support_testkit::relay::RelayThread;
+
+pub const TOKEN: &str = "fake-access-token-7f3a";
+
+/// One request as the fake received it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub authorization: Option<String>,
+    pub body: String,
+}
+
+#[derive(Default)]
+struct State {
+    seen: Vec<Seen>,
+    firewalls: HashMap<String, Value>,
+    instances: HashMap<String, Value>,
+    relays: HashMap<String, RelayThread>,
+}
+
+pub struct FakeGcp {
+    pub url: String,
+    state: Arc<Mutex<State>>,
+}
+
+fn b64(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s))
+        .expect("base64")
+}
+
+impl FakeGcp {
+    /// `rsa_public_der`: the service account's public key (PKCS#1 DER), to
+    /// check the JWT; `project`/`zone`: the only ones it serves.
+    pub fn start(rsa_public_der: Vec<u8>, project: &str, zone: &str) -> FakeGcp {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binds");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let state = Arc::new(Mutex::new(State::default()));
+        let st = state.clone();
+        let (project, zone, token_url) = (
+            project.to_string(),
+            zone.to_string(),
+            format!("{url}/token"),
+        );
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                handle(stream, &st, &rsa_public_der, &project, &zone, &token_url);
+            }
+        });
+        FakeGcp { url, state }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.lock().expect("lock").seen.clone()
+    }
+
+    pub fn instance_names(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .expect("lock")
+            .instances
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// An instance created behind support-admin's back (a lost record).
+    pub fn add_instance(&self, name: &str, tunnel: &str) {
+        self.state.lock().expect("lock").instances.insert(
+            name.to_string(),
+            json!({"name": name, "labels": {"support-tunnel": tunnel}, "status": "RUNNING"}),
+        );
+    }
+}
+
+fn read_request(stream: &mut TcpStream) -> Option<(String, String, Option<String>, String)> {
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    loop {
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let mut lines = head.lines();
+            let mut first = lines.next()?.split_whitespace();
+            let (method, path) = (first.next()?.to_string(), first.next()?.to_string());
+            let mut len = 0;
+            let mut auth = None;
+            for l in lines {
+                let (k, v) = l.split_once(':')?;
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "content-length" => len = v.trim().parse().ok()?,
+                    "authorization" => auth = Some(v.trim().to_string()),
+                    _ => {}
+                }
+            }
+            while buf.len() < end + 4 + len {
+                let n = stream.read(&mut chunk).ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
+            return Some((method, path, auth, body));
+        }
+    }
+}
+
+fn reply(stream: &mut TcpStream, status: u16, body: &Value) {
+    let text = body.to_string();
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+        text.len()
+    );
+}
+
+fn check_jwt(form: &str, der: &[u8], token_url: &str) -> Result<(), String> {
+    let assertion = form
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("assertion="))
+        .ok_or("no assertion")?;
+    if !form.contains("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer") {
+        return Err("wrong grant type".into());
+    }
+    let parts: Vec<&str> = assertion.split('.').collect();
+    let [h, c, s] = parts[..] else {
+        return Err("not a JWT".into());
+    };
+    let header: Value = serde_json::from_slice(&b64(h)).map_err(|e| e.to_string())?;
+    let claims: Value = serde_json::from_slice(&b64(c)).map_err(|e| e.to_string())?;
+    if header["alg"] != "RS256" {
+        return Err(format!("alg {}", header["alg"]));
+    }
+    if claims["aud"] != token_url
+        || claims["scope"] != "https://www.googleapis.com/auth/compute"
+        || claims["iss"] != "hubs@support-test.iam.gserviceaccount.com"
+    {
+        return Err(format!("claims {claims}"));
+    }
+    ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, der)
+        .verify(format!("{h}.{c}").as_bytes(), &b64(s))
+        .map_err(|_| "bad signature".to_string())
+}
+
+/// The relay invocation in a startup script: (device key, admin key, port).
+fn relay_args(script: &str) -> Option<([u8; 32], [u8; 32], u16)> {
+    let line = script.lines().find(|l| l.starts_with("ExecStart="))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let arg = |name: &str| -> Option<&str> {
+        let i = words.iter().position(|w| *w == name)?;
+        words.get(i + 1).copied()
+    };
+    let key = |name: &str| -> Option<[u8; 32]> { b64(arg(name)?).try_into().ok() };
+    let port = arg("--listen")?.rsplit(':').next()?.parse().ok()?;
+    Some((key("--device-key")?, key("--admin-key")?, port))
+}
+
+fn handle(
+    mut stream: TcpStream,
+    state: &Mutex<State>,
+    der: &[u8],
+    project: &str,
+    zone: &str,
+    token_url: &str,
+) {
+    let Some((method, path, auth, body)) = read_request(&mut stream) else {
+        return;
+    };
+    let mut st = state.lock().expect("lock");
+    st.seen.push(Seen {
+        method: method.clone(),
+        path: path.clone(),
+        authorization: auth.clone(),
+        body: body.clone(),
+    });
+    if path == "/token" {
+        return match check_jwt(&body, der, token_url) {
+            Ok(()) => reply(
+                &mut stream,
+                200,
+                &json!({"access_token": TOKEN, "expires_in": 3600, "token_type": "Bearer"}),
+            ),
+            Err(e) => reply(&mut stream, 400, &json!({"error": e})),
+        };
+    }
+    if auth.as_deref() != Some(&format!("Bearer {TOKEN}")) {
+        return reply(&mut stream, 401, &json!({"error": {"message": "no token"}}));
+    }
+    let fw = format!("/compute/v1/projects/{project}/global/firewalls");
+    let zone_base = format!("/compute/v1/projects/{project}/zones/{zone}/instances");
+    let not_found = json!({"error": {"message": "not found"}});
+    match (method.as_str(), path.as_str()) {
+        ("POST", p) if p == fw => {
+            let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            let name = v["name"].as_str().unwrap_or_default().to_string();
+            st.firewalls.insert(name, v);
+            reply(&mut stream, 200, &json!({"kind": "compute#operation"}));
+        }
+        ("GET", p) if p.starts_with(&format!("{fw}/")) => {
+            let name = &p[fw.len() + 1..];
+            match st.firewalls.get(name) {
+                Some(v) => reply(&mut stream, 200, v),
+                None => reply(&mut stream, 404, &not_found),
+            }
+        }
+        ("POST", p) if p == zone_base => {
+            let mut v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            let name = v["name"].as_str().unwrap_or_default().to_string();
+            let script = v["metadata"]["items"][0]["value"]
+                .as_str()
+                .unwrap_or_default();
+            if let Some((dk, ak, port)) = relay_args(script) {
+                let relay = RelayThread::start_on(([127, 0, 0, 1], port).into(), dk, ak);
+                st.relays.insert(name.clone(), relay);
+            }
+            v["status"] = json!("RUNNING");
+            v["networkInterfaces"][0]["accessConfigs"][0]["natIP"] = json!("127.0.0.1");
+            st.instances.insert(name, v);
+            reply(&mut stream, 200, &json!({"kind": "compute#operation"}));
+        }
+        ("GET", p) if p.starts_with(&format!("{zone_base}?")) => {
+            let items: Vec<Value> = st.instances.values().cloned().collect();
+            reply(&mut stream, 200, &json!({"items": items}));
+        }
+        ("GET", p) if p.starts_with(&format!("{zone_base}/")) => {
+            match st.instances.get(&p[zone_base.len() + 1..]) {
+                Some(v) => reply(&mut stream, 200, v),
+                None => reply(&mut stream, 404, &not_found),
+            }
+        }
+        ("DELETE", p) if p.starts_with(&format!("{zone_base}/")) => {
+            let name = p[zone_base.len() + 1..].to_string();
+            st.relays.remove(&name);
+            match st.instances.remove(&name) {
+                Some(_) => reply(&mut stream, 200, &json!({"kind": "compute#operation"})),
+                None => reply(&mut stream, 404, &not_found),
+            }
+        }
+        _ => reply(&mut stream, 404, &not_found),
+    }
+}

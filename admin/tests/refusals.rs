@@ -1,0 +1,271 @@
+//! What support-admin refuses: a control plane that altered the device's
+//! request (before any hub is launched), a device whose SSH host key is not
+//! the sealed one, a mistyped code, and an engineer without the support
+//! CA's certificate (the device refuses whatever they post).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use support_protocol::bounded::{BoundedString, BoundedVec, FixedBytes};
+use support_protocol::control_channel::{Api, ServerKeys, StaticKeypair};
+use support_protocol::messages::admin::{TunnelDetail, TunnelSummary};
+use support_protocol::messages::{
+    AdminCall, AdminReply, AdminRequest, AdminResponse, DeviceFacts, TunnelRequest,
+};
+use support_protocol::one_time_code::OneTimeCode;
+use support_protocol::state::TunnelState;
+use support_protocol::tunnel_keys::DeviceTunnelKeys;
+
+/// An admin API that shows `detail` for every tunnel and records the calls.
+fn lying_control_plane(detail: TunnelDetail) -> (String, [u8; 32], Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binds");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let key = StaticKeypair::from_secret(random32());
+    let public = key.public;
+    let keys = ServerKeys::new(vec![key]);
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let seen = calls.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            let body = loop {
+                let Ok(n) = stream.read(&mut chunk) else {
+                    break None;
+                };
+                if n == 0 {
+                    break None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < end + 4 + len {
+                        let Ok(n) = stream.read(&mut chunk) else {
+                            break;
+                        };
+                        if n == 0 {
+                            break;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    break Some(buf[end + 4..].to_vec());
+                }
+            };
+            let Some(body) = body else { continue };
+            let Ok(incoming) = keys.accept(Api::Admin, &body, random32()) else {
+                continue;
+            };
+            let Ok(call) = support_protocol::decode::<AdminCall>(&incoming.call) else {
+                continue;
+            };
+            seen.lock()
+                .expect("lock")
+                .push(format!("{:?}", call.request)[..12].to_string());
+            let result = match call.request {
+                AdminRequest::Show(_) => Ok(AdminResponse::Show(Box::new(detail.clone()))),
+                _ => Ok(AdminResponse::Stopped),
+            };
+            let reply = AdminReply {
+                request_id: call.request_id,
+                result,
+            };
+            let bytes = support_protocol::encode(&reply).expect("encodes");
+            let answer = incoming.respond(&bytes).expect("responds");
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                answer.len()
+            );
+            let _ = stream.write_all(&answer);
+        }
+    });
+    (url, public, calls)
+}
+
+fn text<const N: usize>(s: &str) -> BoundedString<N> {
+    BoundedString::new(s).expect("fits")
+}
+
+#[test]
+fn an_altered_request_is_refused_before_any_hub_is_launched() {
+    require_root_and_sshd();
+    let cp = ControlPlane::start(&[]);
+    let ca = Ca::new();
+    let eng = Engineer::new(&cp, Some(&ca), "alice");
+    let device = DeviceTunnelKeys::from_seed(random32());
+    let honest = TunnelRequest::new(
+        &device,
+        DeviceFacts {
+            hostname: text("amplipi"),
+            model: text("AmpliPi"),
+            firmware: text("0.4.7"),
+            agent_version: text("0.1.0"),
+        },
+        3600,
+        BoundedVec::try_from(&[22u16][..]).expect("fits"),
+        text("no sound"),
+    );
+    let code = OneTimeCode {
+        tunnel_id: device.tunnel_id(),
+        secret: device.one_time_secret(),
+    }
+    .to_display_string()
+    .to_string();
+    let other = DeviceTunnelKeys::from_seed(random32());
+    let mut variants: Vec<(&str, TunnelRequest)> = Vec::new();
+    let mut r = honest.clone();
+    r.body.facts.hostname = text("victim-laptop");
+    variants.push(("facts", r));
+    let mut r = honest.clone();
+    r.body.ports = BoundedVec::try_from(&[22u16, 80, 445][..]).expect("fits");
+    variants.push(("ports", r));
+    let mut r = honest.clone();
+    r.body.duration_secs = 30 * 86400;
+    variants.push(("duration", r));
+    let mut r = honest.clone();
+    r.body.kem = other.public_keys().kem;
+    variants.push(("ML-KEM key", r));
+    let mut r = honest.clone();
+    r.body.wireguard = FixedBytes(other.public_keys().wireguard);
+    variants.push(("WireGuard key", r));
+    for (what, request) in variants {
+        let detail = TunnelDetail {
+            summary: TunnelSummary {
+                tunnel_id: device.tunnel_id(),
+                state: TunnelState::Pending,
+                facts: request.body.facts.clone(),
+                created_at: now(),
+                expires_at: now() + 3600,
+            },
+            request,
+            approval: None,
+            report: None,
+        };
+        let (url, public, calls) = lying_control_plane(detail);
+        let out = eng.run(&[
+            "--control-plane",
+            &url,
+            "--control-plane-key",
+            &hex::encode(public),
+            "approve",
+            &code,
+            "--provider",
+            "local",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}");
+        assert!(
+            err.contains("REFUSED before launching anything"),
+            "{what}: {err}"
+        );
+        assert_eq!(
+            relays_for(&device.tunnel_id().to_string()),
+            0,
+            "{what}: no hub"
+        );
+        assert!(
+            !eng.records_dir().exists()
+                || std::fs::read_dir(eng.records_dir()).expect("dir").count() == 0,
+            "{what}: nothing saved"
+        );
+        let calls = calls.lock().expect("lock").clone();
+        assert!(
+            calls.iter().all(|c| c.starts_with("Show")),
+            "{what}: only the request was read, nothing posted: {calls:?}"
+        );
+    }
+}
+
+#[test]
+fn a_host_key_other_than_the_sealed_one_aborts_before_login() {
+    let lab = Lab::new(&DeviceSettings::default());
+    let (id, _) = lab.approve(&[], &[]);
+    let path = lab.eng.records_dir().join(format!("{id}.json"));
+    let mut rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("record")).expect("json");
+    // As if the device's report had sealed another key (or sshd were swapped).
+    let other = tempdir();
+    let key = other.path().join("k");
+    let st = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen");
+    assert!(st.success());
+    let fake = std::fs::read_to_string(key.with_extension("pub")).expect("pub");
+    rec["host_keys"] = serde_json::json!([fake.trim()]);
+    std::fs::write(&path, serde_json::to_vec(&rec).expect("json")).expect("write");
+    for cmd in [
+        &["exec", &id, "--", "touch /tmp/should-not-exist"][..],
+        &["connect", &id],
+    ] {
+        let out = lab.eng.run(cmd);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(err.contains("ABORTED"), "{cmd:?}: {err}");
+    }
+    assert!(!std::path::Path::new("/tmp/should-not-exist").exists());
+}
+
+#[test]
+fn a_mistyped_code_says_so() {
+    let lab = Lab::new(&DeviceSettings::default());
+    let (_, code) = lab.device.request(&[]);
+    // One symbol changed to another valid one.
+    let mut chars: Vec<char> = code.chars().collect();
+    let i = chars
+        .iter()
+        .position(|c| c.is_ascii_alphanumeric())
+        .expect("a symbol")
+        + 3;
+    chars[i] = if chars[i] == '7' { '8' } else { '7' };
+    let typo: String = chars.into_iter().collect();
+    let out = lab.eng.run(&["approve", &typo]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("mistyped"), "{err}");
+    let out = lab.eng.run(&["approve", "ABC"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cut off"));
+}
+
+#[test]
+fn an_engineer_without_the_support_cas_certificate_gets_nothing() {
+    let lab = Lab::new(&DeviceSettings::default());
+
+    // Enrolled at the control plane, but never certified: the CLI says what is missing.
+    let uncertified = Engineer::new(&lab.cp, None, "mallory");
+    let (id, code) = lab.device.request(&[]);
+    let out = uncertified.run(&["approve", &code, "--provider", "local"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("no approver certificate"), "{err}");
+    assert_eq!(relays_for(&id.to_string()), 0);
+
+    // Certified by a CA of their own: the control plane takes the approval
+    // (it is bookkeeping), the device refuses it and nothing changes there.
+    let rogue_ca = Ca::new();
+    let rogue = Engineer::new(&lab.cp, Some(&rogue_ca), "mallory2");
+    let out = rogue.run(&["approve", &code, "--provider", "local", "--wait", "30"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("the device may have refused"), "{err}");
+    assert_no_access_left(&id.support_user());
+    let log =
+        String::from_utf8_lossy(&lab.device.run(&["log", &id.to_string()]).stdout).to_string();
+    assert!(log.contains("not from a pinned support CA"), "{log}");
+    // Its hub is collected as the ended tunnel's.
+    ok(&rogue.run(&["gc"]));
+    assert_eq!(relays_for(&id.to_string()), 0);
+}
