@@ -1,7 +1,8 @@
 //! Resident memory of the agent daemon (the binary of this profile, so
-//! `cargo bench` measures the optimized one): idle, then with a tunnel up
-//! and one SSH session, then while that session moves 20 MB through the
-//! tunnel. Needs root, sshd and the control-plane binary (see tests).
+//! `cargo bench` measures the optimized one; `SUPPORT_AGENT_BIN` measures
+//! another, e.g. the static release build): idle, then with a tunnel up and
+//! one SSH session, then the peak while that session moves 100 MB through
+//! the tunnel. Needs root, sshd and the control-plane binary (see tests).
 //!
 //! `cargo bench -p support-agent --bench footprint`
 
@@ -62,9 +63,21 @@ fn main() {
     let _ = held.kill();
     let _ = held.wait();
 
-    println!("support-agent daemon resident memory (VmRSS), device buffer profile:");
-    println!("  idle daemon:                         {idle:>6} KiB");
-    println!("  tunnel up + one SSH session:         {session:>6} KiB");
-    println!("  peak (VmHWM) after a 20 MB transfer: {peak:>6} KiB");
+    let p = support_tunnel::BufferProfile::DEVICE;
+    println!(
+        "support-agent daemon ({}), buffer profile {:?}: TCP {} KiB rx / {} KiB tx per connection, at most {} connections, UDP socket buffers {} KiB",
+        agent_bin(),
+        p.name,
+        p.tcp_rx / 1024,
+        p.tcp_tx / 1024,
+        p.max_connections,
+        p.udp_buffer / 1024
+    );
+    println!("  idle daemon (VmRSS):                          {idle:>6} KiB");
+    println!("  tunnel up + one SSH session (VmRSS):          {session:>6} KiB");
+    println!(
+        "  peak (VmHWM) with a 100 MB transfer over SSH: {peak:>6} KiB  ({:.1} MB/s through sshd)",
+        100.0 / took.as_secs_f64()
+    );
     let _ = w.device.run(&["stop", "--all"]);
 }
