@@ -57,8 +57,10 @@ fn main() {
     std::thread::sleep(Duration::from_secs(3));
     let session = kib(pid, "VmRSS:");
 
-    let out = ssh(&w.eng, &s, &w.sshd.host_key, "head -c 20000000 /dev/zero");
-    assert_eq!(out.stdout.len(), 20_000_000);
+    let started = std::time::Instant::now();
+    let out = ssh(&w.eng, &s, &w.sshd.host_key, "head -c 100000000 /dev/zero");
+    let took = started.elapsed();
+    assert_eq!(out.stdout.len(), 100_000_000);
     let peak = kib(pid, "VmHWM:");
     let _ = held.kill();
     let _ = held.wait();
