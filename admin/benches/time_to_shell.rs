@@ -72,7 +72,7 @@ fn main() {
     }
     let (cm, cx) = stats(connect);
     let (fm, fx) = stats(first);
-    println!("time to shell over {runs} runs (debug or release as built; local hub):");
+    println!("time to shell over {runs} runs (release build, local hub on loopback; approve polls every 200 ms):");
     println!("  approval posted -> device connected:   median {cm:.2} s, max {cx:.2} s");
     println!("  request -> first exec output:          median {fm:.2} s, max {fx:.2} s");
 }

@@ -194,7 +194,7 @@ pub fn approve(
             });
         }
     }
-    eprintln!("approval #{seq} posted: sealed to the code's secret, signed by you as certified by the support CA");
+    eprintln!("approval {seq} posted: sealed to the code's secret, signed by you as certified by the support CA");
     if o.wait.is_zero() {
         return Ok(record);
     }
@@ -238,7 +238,7 @@ pub fn approve(
                     o.wait.as_secs()
                 ));
             }
-            _ => std::thread::sleep(Duration::from_millis(500)),
+            _ => std::thread::sleep(Duration::from_millis(200)),
         }
     }
 }

@@ -58,6 +58,7 @@ impl Env {
                     .clone()
                     .unwrap_or_else(|| "127.0.0.1:0".into()),
                 log_dir: self.dirs.data.join("hubs"),
+                owner: crate::hub::local::owner_tag(&self.dirs.data),
             })),
             "gcp" => Ok(Box::new(Gcp::new(self.settings.gcp.clone().ok_or(
                 "the gcp provider needs a [gcp] section in admin.toml (project, zone, relay_url, relay_sha256)",

@@ -133,8 +133,11 @@ fn approve_exec_forward_connect_stop_and_gc_leave_nothing() {
     let out = lab.eng.run(&["exec", &id, "--", "true"]);
     assert!(!out.status.success());
 
-    // gc finds a hub no record knows (say, from a crashed approve) by its label.
+    // gc finds a hub no record knows (say, from a crashed approve) by its
+    // label, among this engineer's relays (their environment says whose).
+    let owner = lab.eng.hub_owner();
     let mut orphan = Command::new(sibling_bin("support-relay"))
+        .env("SUPPORT_HUB_OWNER", &owner)
         .args([
             "--device-key",
             "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
@@ -154,6 +157,28 @@ fn approve_exec_forward_connect_stop_and_gc_leave_nothing() {
     wait_for("the orphan relay", Duration::from_secs(5), || {
         relays_for(&id) == 1
     });
+    // Another engineer's (or test's) relay on the same machine is not ours to collect.
+    let mut foreign = Command::new(sibling_bin("support-relay"))
+        .env("SUPPORT_HUB_OWNER", "someone-else")
+        .args([
+            "--device-key",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            "--admin-key",
+            "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+            "--lifetime",
+            "600",
+            "--listen",
+            "127.0.0.1:0",
+            "--tunnel",
+            &id,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("relay");
+    wait_for("both relays", Duration::from_secs(5), || {
+        relays_for(&id) == 2
+    });
     let out = lab.eng.run(&["gc"]);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     ok(&out);
@@ -161,6 +186,12 @@ fn approve_exec_forward_connect_stop_and_gc_leave_nothing() {
     wait_for("gc to end the orphan", Duration::from_secs(5), || {
         orphan.try_wait().ok().flatten().is_some()
     });
+    assert!(
+        foreign.try_wait().expect("wait").is_none(),
+        "gc left the foreign relay alone"
+    );
+    let _ = foreign.kill();
+    let _ = foreign.wait();
     let out = lab.eng.run(&["gc"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to collect"));
 

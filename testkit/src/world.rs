@@ -102,6 +102,18 @@ pub fn tempdir() -> tempfile::TempDir {
     d
 }
 
+/// Runs `cmd` with its wall clock shifted by `offset` (libfaketime, e.g.
+/// "-4y"), preloaded directly: the `faketime` wrapper forks, so killing it
+/// would orphan the program instead of ending it. The monotonic clock stays real.
+pub fn with_fake_clock(cmd: &mut Command, offset: &str) {
+    cmd.env(
+        "LD_PRELOAD",
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+    )
+    .env("FAKETIME", offset)
+    .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+}
+
 /// Debian's sshd on a loopback port with its own host key. `faketime`
 /// runs it with a shifted wall clock (as a device whose clock is wrong).
 pub struct Sshd {
@@ -135,14 +147,10 @@ impl Sshd {
         )
         .expect("config");
         std::fs::create_dir_all("/run/sshd").expect("privsep dir");
-        let mut cmd = match faketime {
-            Some(offset) => {
-                let mut c = Command::new("faketime");
-                c.args(["-f", offset, "/usr/sbin/sshd"]);
-                c
-            }
-            None => Command::new("/usr/sbin/sshd"),
-        };
+        let mut cmd = Command::new("/usr/sbin/sshd");
+        if let Some(offset) = faketime {
+            with_fake_clock(&mut cmd, offset);
+        }
         let child = cmd
             .args(["-D", "-e", "-f"])
             .arg(&cfg)
@@ -411,14 +419,10 @@ impl Device {
     }
 
     pub fn command(&self, faketime: Option<&str>) -> Command {
-        let mut c = match faketime {
-            Some(offset) => {
-                let mut c = Command::new("faketime");
-                c.args(["-f", offset, &agent_bin()]);
-                c
-            }
-            None => Command::new(agent_bin()),
-        };
+        let mut c = Command::new(agent_bin());
+        if let Some(offset) = faketime {
+            with_fake_clock(&mut c, offset);
+        }
         c.arg("--config").arg(&self.config);
         c
     }
@@ -511,7 +515,9 @@ impl Device {
 impl Drop for Device {
     fn drop(&mut self) {
         self.crash();
-        // Whatever a failed test left: the agent's own repair removes it.
+        // Whatever a test left (a live tunnel, or a failure halfway): the
+        // agent's own offline stop and repair remove it, so no user outlives the test.
+        let _ = self.run(&["stop", "--all"]);
         let _ = self.run(&["repair"]);
     }
 }

@@ -1,6 +1,9 @@
 //! The local provider: `support-relay` as a process on this machine, for
 //! development and tests. Its label is the relay's `--tunnel` argument, so
-//! `gc` finds relays no record knows by reading /proc.
+//! `gc` finds relays no record knows by reading /proc. Each relay also
+//! carries its owner (`SUPPORT_HUB_OWNER`, a hash of the engineer's data
+//! dir) in its environment, so one engineer's gc never touches relays of
+//! another home or another control plane on the same machine.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -20,6 +23,8 @@ pub struct Local {
     pub listen: String,
     /// Where relay logs go.
     pub log_dir: PathBuf,
+    /// This engineer's tag on the relays it starts.
+    pub owner: String,
 }
 
 impl Local {
@@ -57,8 +62,23 @@ fn cmdline(pid: &str) -> Vec<String> {
         .collect()
 }
 
-/// Relays on this machine: (pid, tunnel label).
-fn relays() -> Vec<(String, String)> {
+/// A stable tag for the engineer whose data lives in `data_dir`.
+pub fn owner_tag(data_dir: &Path) -> String {
+    let d = ring::digest::digest(
+        &ring::digest::SHA256,
+        data_dir.as_os_str().as_encoded_bytes(),
+    );
+    hex::encode(&d.as_ref()[..8])
+}
+
+fn owned_by(pid: &str, owner: &str) -> bool {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    let want = format!("SUPPORT_HUB_OWNER={owner}");
+    env.split(|b| *b == 0).any(|v| v == want.as_bytes())
+}
+
+/// This owner's relays on this machine: (pid, tunnel label).
+fn relays(owner: &str) -> Vec<(String, String)> {
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
@@ -72,6 +92,9 @@ fn relays() -> Vec<(String, String)> {
                 return None;
             }
             let i = args.iter().position(|a| a == "--tunnel")?;
+            if !owned_by(&pid, owner) {
+                return None;
+            }
             Some((pid, args.get(i + 1)?.clone()))
         })
         .collect()
@@ -93,6 +116,7 @@ impl Provider for Local {
             .args(["--lifetime", &spec.lifetime_secs.to_string()])
             .args(["--listen", &self.listen])
             .args(["--tunnel", &spec.tunnel_id.to_string()])
+            .env("SUPPORT_HUB_OWNER", &self.owner)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -122,7 +146,7 @@ impl Provider for Local {
     }
 
     fn delete(&self, handle: &str) -> Result<(), String> {
-        let Some((pid, _)) = relays().into_iter().find(|(p, _)| p == handle) else {
+        let Some((pid, _)) = relays(&self.owner).into_iter().find(|(p, _)| p == handle) else {
             return Ok(());
         };
         let raw: i32 = pid.parse().map_err(|_| "bad pid".to_string())?;
@@ -144,7 +168,7 @@ impl Provider for Local {
     }
 
     fn list(&self) -> Result<Vec<(TunnelId, String)>, String> {
-        Ok(relays()
+        Ok(relays(&self.owner)
             .into_iter()
             .filter_map(|(pid, label)| Some((label.parse().ok()?, pid)))
             .collect())

@@ -118,6 +118,15 @@ impl Engineer {
         admin_in(self.home.path(), args)
     }
 
+    /// The owner tag support-admin puts in its local relays' environment:
+    /// a hash of the data dir (computed here independently).
+    pub fn hub_owner(&self) -> String {
+        let data = self.home.path().join("data");
+        let digest =
+            ring::digest::digest(&ring::digest::SHA256, data.as_os_str().as_encoded_bytes());
+        hex::encode(&digest.as_ref()[..8])
+    }
+
     pub fn records_dir(&self) -> PathBuf {
         self.home.path().join("data/tunnels")
     }
@@ -128,6 +137,22 @@ impl Engineer {
         let mut s = std::fs::read_to_string(&p).expect("toml");
         s.push_str(text);
         std::fs::write(p, s).expect("toml");
+    }
+}
+
+impl Drop for Engineer {
+    /// Ends this engineer's local relays that a test left running.
+    fn drop(&mut self) {
+        let want = format!("SUPPORT_HUB_OWNER={}", self.hub_owner());
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
+            if env.split(|b| *b == 0).any(|v| v == want.as_bytes()) {
+                let _ = Command::new("kill")
+                    .arg(e.file_name())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
     }
 }
 
