@@ -12,6 +12,7 @@ use support_protocol::approval_box::{
     seal_approval, ApprovalContents, Approver, RelayEndpoint, TunnelAddresses,
 };
 use support_protocol::bounded::{BoundedVec, FixedBytes};
+use support_protocol::duration_text;
 use support_protocol::messages::admin::ApproveRequest;
 use support_protocol::messages::{AdminRequest, AdminResponse};
 use support_protocol::one_time_code::OneTimeCode;
@@ -83,7 +84,7 @@ pub fn approve(
         body.facts.model.as_str(),
         body.facts.firmware.as_str(),
         body.facts.agent_version.as_str(),
-        human(u64::from(body.duration_secs)),
+        duration_text::format(u64::from(body.duration_secs)),
         body.ports.to_vec(),
         if body.note.as_str().is_empty() {
             String::new()
@@ -96,7 +97,7 @@ pub fn approve(
         Some(d) if d == 0 || d > body.duration_secs => {
             return Err(format!(
                 "--duration may shorten the request ({}), never lengthen it",
-                human(u64::from(body.duration_secs))
+                duration_text::format(u64::from(body.duration_secs))
             ))
         }
         Some(d) => d,
@@ -265,15 +266,5 @@ fn endpoint(a: SocketAddr) -> RelayEndpoint {
     match a {
         SocketAddr::V4(v) => RelayEndpoint::V4(v.ip().octets(), v.port()),
         SocketAddr::V6(v) => RelayEndpoint::V6(FixedBytes(v.ip().octets()), v.port()),
-    }
-}
-
-/// "2h 00m".
-pub fn human(secs: u64) -> String {
-    match secs {
-        s if s >= 86400 => format!("{}d {:02}h", s / 86400, s % 86400 / 3600),
-        s if s >= 3600 => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
-        s if s >= 60 => format!("{}m {:02}s", s / 60, s % 60),
-        s => format!("{s}s"),
     }
 }

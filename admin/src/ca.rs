@@ -41,12 +41,7 @@ fn load(dirs: &Dirs) -> Result<SupportCa, String> {
             path.display()
         )
     })?;
-    let plain = if secret_file::is_sealed(&bytes) {
-        let p = secret_file::passphrase("CA passphrase: ")?;
-        secret_file::open(&bytes, &p)?
-    } else {
-        Zeroizing::new(bytes)
-    };
+    let plain = secret_file::unseal(bytes, "CA passphrase: ")?;
     let text = String::from_utf8_lossy(&plain).to_string();
     Ok(SupportCa(SigningSeed::new(
         parse_key(&text).map_err(|_| format!("{} is damaged", path.display()))?,

@@ -203,13 +203,7 @@ where
 fn ca_command(env: &Env, c: CaCommand) -> Result<ExitCode, String> {
     match c {
         CaCommand::Init => {
-            let pass = if std::env::var_os("SUPPORT_ADMIN_PASSPHRASE").is_some()
-                || !std::io::IsTerminal::is_terminal(&std::io::stdin())
-            {
-                secret_file::passphrase("")?
-            } else {
-                crate::term::read_hidden("CA passphrase (empty for none): ")?
-            };
+            let pass = secret_file::new_passphrase("CA passphrase (empty for none): ")?;
             let public = ca::init(&env.dirs, &pass)?;
             eprintln!(
                 "support CA created in {} (0600). Devices pin this public key (support_ca_keys in agent.toml):",
@@ -269,13 +263,7 @@ fn init(env: &Env, certificate: Option<&str>) -> Result<ExitCode, String> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let pass = if std::env::var_os("SUPPORT_ADMIN_PASSPHRASE").is_some()
-        || !std::io::IsTerminal::is_terminal(&std::io::stdin())
-    {
-        secret_file::passphrase("")?
-    } else {
-        crate::term::read_hidden("Passphrase for your keys (empty for none): ")?
-    };
+    let pass = secret_file::new_passphrase("Passphrase for your keys (empty for none): ")?;
     let me = identity::create(&env.dirs, &pass)?;
     println!(
         "Your keys are in {} (0600{}).\n\n\

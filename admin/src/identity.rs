@@ -58,12 +58,7 @@ pub fn load(dirs: &Dirs) -> Result<Identity, String> {
             path.display()
         )
     })?;
-    let plain = if secret_file::is_sealed(&bytes) {
-        let p = secret_file::passphrase("Passphrase for your support-admin identity: ")?;
-        secret_file::open(&bytes, &p)?
-    } else {
-        Zeroizing::new(bytes)
-    };
+    let plain = secret_file::unseal(bytes, "Passphrase for your support-admin identity: ")?;
     let s: Stored =
         serde_json::from_slice(&plain).map_err(|_| format!("{} is damaged", path.display()))?;
     let key = |h: &str| -> Result<[u8; 32], String> {

@@ -110,7 +110,7 @@ enum Command {
         #[arg(long, value_enum)]
         provider: Option<ProviderArg>,
         /// Grant less time than requested (e.g. 2h, 90m).
-        #[arg(long, value_parser = parse_duration)]
+        #[arg(long, value_parser = support_protocol::duration_text::parse)]
         duration: Option<u32>,
         /// Grant fewer ports than requested (e.g. 22).
         #[arg(long, value_delimiter = ',')]
@@ -205,28 +205,6 @@ enum StateArg {
     Stopped,
     Expired,
     Failed,
-}
-
-fn parse_duration(s: &str) -> Result<u32, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration (e.g. 90m, 2h)"))?;
-    let mult = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return Err(format!("unknown unit in '{s}' (use s, m, h or d)")),
-    };
-    n.checked_mul(mult)
-        .filter(|v| *v > 0 && *v <= u64::from(u32::MAX))
-        .map(|v| v as u32)
-        .ok_or_else(|| format!("'{s}' is not a usable duration"))
 }
 
 fn main() -> ExitCode {

@@ -57,6 +57,13 @@ fn decode_hex<M: support_protocol::codec::Message>(h: &str) -> Result<M, String>
     support_protocol::decode(&b).map_err(|e| format!("a tunnel record is damaged: {e}"))
 }
 
+fn hex_array<const N: usize>(h: &str) -> Result<[u8; N], String> {
+    hex::decode(h)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| "a tunnel record is damaged".to_string())
+}
+
 /// Hex of a message's encoding.
 pub fn encode_hex<M: support_protocol::codec::Message>(m: &M) -> String {
     hex::encode(support_protocol::encode(m).unwrap_or_default())
@@ -72,20 +79,12 @@ impl AdminTunnel {
 
     /// The admin's keys.
     pub fn keys(&self) -> Result<AdminTunnelKeys, String> {
-        let seed: [u8; 32] = hex::decode(&self.seed)
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or("a tunnel record is damaged")?;
-        Ok(AdminTunnelKeys::from_seed(seed))
+        Ok(AdminTunnelKeys::from_seed(hex_array(&self.seed)?))
     }
 
     /// The one-time secret.
     pub fn secret(&self) -> Result<OneTimeSecret, String> {
-        let s: [u8; 16] = hex::decode(&self.secret)
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or("a tunnel record is damaged")?;
-        Ok(OneTimeSecret::from_bytes(s))
+        Ok(OneTimeSecret::from_bytes(hex_array(&self.secret)?))
     }
 
     /// The device's request.

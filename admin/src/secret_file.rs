@@ -126,6 +126,28 @@ pub fn open(bytes: &[u8], passphrase: &str) -> Result<Zeroizing<Vec<u8>>, String
         .map_err(|_| "wrong passphrase".to_string())
 }
 
+/// The plain contents of a key file: opened with the passphrase (asked with
+/// `prompt`) when it is sealed, as is when it is not.
+pub fn unseal(bytes: Vec<u8>, prompt: &str) -> Result<Zeroizing<Vec<u8>>, String> {
+    if is_sealed(&bytes) {
+        open(&bytes, &passphrase(prompt)?)
+    } else {
+        Ok(Zeroizing::new(bytes))
+    }
+}
+
+/// The passphrase to seal a new key with: `SUPPORT_ADMIN_PASSPHRASE`, or
+/// asked (empty for none) when there is a terminal, else none.
+pub fn new_passphrase(prompt: &str) -> Result<Zeroizing<String>, String> {
+    if std::env::var_os("SUPPORT_ADMIN_PASSPHRASE").is_some()
+        || !std::io::IsTerminal::is_terminal(&std::io::stdin())
+    {
+        passphrase("")
+    } else {
+        crate::term::read_hidden(prompt)
+    }
+}
+
 /// The passphrase: `SUPPORT_ADMIN_PASSPHRASE`, else asked on the terminal.
 pub fn passphrase(prompt: &str) -> Result<Zeroizing<String>, String> {
     if let Ok(p) = std::env::var("SUPPORT_ADMIN_PASSPHRASE") {

@@ -306,28 +306,9 @@ pub fn parse_key(s: &str) -> Result<[u8; 32], String> {
         .map_err(|_| format!("'{s}' is not a 32-byte key (64 hex digits)"))
 }
 
-/// "90s", "15m", "24h", "7d", or plain seconds.
+/// "90s", "15m", "24h", "7d", or plain seconds (see `support_protocol::duration_text`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration (e.g. 90m, 24h, 7d)"))?;
-    let mult = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return Err(format!("'{s}': unknown unit '{unit}' (use s, m, h or d)")),
-    };
-    match n.checked_mul(mult) {
-        Some(0) => Err("a duration of zero is not allowed".to_string()),
-        Some(secs) if secs <= u64::from(u32::MAX) => Ok(Duration::from_secs(secs)),
-        _ => Err(format!("'{s}' is too long")),
-    }
+    support_protocol::duration_text::parse(s).map(|secs| Duration::from_secs(u64::from(secs)))
 }
 
 /// "22,80" -> [22, 80].
@@ -354,14 +335,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations() {
+    fn durations_are_the_protocol_s() {
         assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        assert_eq!(parse_duration("600"), Ok(Duration::from_secs(600)));
         assert!(parse_duration("0h").is_err());
-        assert!(parse_duration("3w").is_err());
-        assert!(parse_duration("h").is_err());
-        assert!(parse_duration("99999999999d").is_err());
     }
 
     #[test]

@@ -12,39 +12,39 @@ use crate::config::check_owner_and_mode;
 const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The values a hook receives.
-pub struct HookValues<'a> {
+pub struct HookValues {
     /// The tunnel id.
-    pub tunnel_id: &'a str,
+    pub tunnel_id: String,
     /// The tunnel's name (what the original called the interface).
-    pub tunnel_name: &'a str,
+    pub tunnel_name: String,
     /// The device's tunnel address.
-    pub address: &'a str,
+    pub address: String,
     /// The tunnel network, CIDR.
-    pub network: &'a str,
+    pub network: String,
     /// The support user.
-    pub user: &'a str,
+    pub user: String,
 }
 
 /// Runs `hook` (if configured) as `hook STAGE ID NAME ADDRESS NETWORK USER`
 /// with the same values in `SUPPORT_TUNNEL_*` variables. Errors say why.
-pub fn run(stage: &str, hook: Option<&Path>, v: &HookValues<'_>) -> Result<(), String> {
+pub fn run(stage: &str, hook: Option<&Path>, v: &HookValues) -> Result<(), String> {
     let Some(hook) = hook else { return Ok(()) };
     check_owner_and_mode(hook, &format!("{stage} hook")).map_err(|e| e.0)?;
     let mut child = Command::new(hook)
         .args([
             stage,
-            v.tunnel_id,
-            v.tunnel_name,
-            v.address,
-            v.network,
-            v.user,
+            &v.tunnel_id,
+            &v.tunnel_name,
+            &v.address,
+            &v.network,
+            &v.user,
         ])
         .env("SUPPORT_TUNNEL_STAGE", stage)
-        .env("SUPPORT_TUNNEL_ID", v.tunnel_id)
-        .env("SUPPORT_TUNNEL_NAME", v.tunnel_name)
-        .env("SUPPORT_TUNNEL_ADDRESS", v.address)
-        .env("SUPPORT_TUNNEL_NETWORK", v.network)
-        .env("SUPPORT_TUNNEL_USER", v.user)
+        .env("SUPPORT_TUNNEL_ID", &v.tunnel_id)
+        .env("SUPPORT_TUNNEL_NAME", &v.tunnel_name)
+        .env("SUPPORT_TUNNEL_ADDRESS", &v.address)
+        .env("SUPPORT_TUNNEL_NETWORK", &v.network)
+        .env("SUPPORT_TUNNEL_USER", &v.user)
         .stdin(Stdio::null())
         .spawn()
         .map_err(|e| format!("{stage} hook {}: {e}", hook.display()))?;

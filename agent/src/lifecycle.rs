@@ -219,9 +219,8 @@ struct Up {
     engine: EngineHandle,
     thread: JoinHandle<std::io::Result<()>>,
     clock: TunnelClock,
-    user: String,
-    address: String,
-    network: String,
+    /// What the hooks are given (the support user, the addresses).
+    hook_values: HookValues,
 }
 
 /// Supervises one tunnel until it ends.
@@ -573,11 +572,11 @@ impl Supervisor {
         let address = std::net::Ipv4Addr::from(a.device).to_string();
         let network = network_cidr(a.device, a.prefix_len);
         let values = HookValues {
-            tunnel_id: &id,
-            tunnel_name: &format!("support-{id}"),
-            address: &address,
-            network: &network,
-            user: &user,
+            tunnel_id: id.clone(),
+            tunnel_name: format!("support-{id}"),
+            address: address.clone(),
+            network,
+            user: user.clone(),
         };
         let hooks = self.ctx.config.hooks.clone();
         if let Err(e) = hooks::run("pre-up", hooks.pre_up.as_deref(), &values) {
@@ -619,12 +618,10 @@ impl Supervisor {
             engine,
             thread,
             clock,
-            user: user.clone(),
-            address: address.clone(),
-            network: network.clone(),
+            hook_values: values,
         });
-        if let Err(e) = hooks::run("post-up", hooks.post_up.as_deref(), &values) {
-            self.ctx.log(&id, Entry::Problem { what: e });
+        if let Some(up) = &self.up {
+            self.run_hook("post-up", hooks.post_up.as_deref(), &up.hook_values);
         }
         self.rec.phase = Phase::Connected;
         self.rec.used_secs = used;
@@ -765,6 +762,13 @@ impl Supervisor {
         }
     }
 
+    /// Runs a hook; a failure is logged for the owner.
+    fn run_hook(&self, stage: &str, hook: Option<&std::path::Path>, values: &HookValues) {
+        if let Err(e) = hooks::run(stage, hook, values) {
+            self.ctx.log(&self.rec.id, Entry::Problem { what: e });
+        }
+    }
+
     fn save(&self) {
         if let Err(e) = self.ctx.state.save(&self.rec) {
             eprintln!(
@@ -783,16 +787,7 @@ impl Supervisor {
         let hooks = self.ctx.config.hooks.clone();
         let up = self.up.take();
         if let Some(up) = &up {
-            let values = HookValues {
-                tunnel_id: &id,
-                tunnel_name: &format!("support-{id}"),
-                address: &up.address,
-                network: &up.network,
-                user: &up.user,
-            };
-            if let Err(e) = hooks::run("pre-down", hooks.pre_down.as_deref(), &values) {
-                self.ctx.log(&id, Entry::Problem { what: e });
-            }
+            self.run_hook("pre-down", hooks.pre_down.as_deref(), &up.hook_values);
             up.engine.shutdown();
         }
         if self.rec.accepted_seq.is_some() {
@@ -803,16 +798,7 @@ impl Supervisor {
         }
         if let Some(up) = up {
             let _ = up.thread.join();
-            let values = HookValues {
-                tunnel_id: &id,
-                tunnel_name: &format!("support-{id}"),
-                address: &up.address,
-                network: &up.network,
-                user: &up.user,
-            };
-            if let Err(e) = hooks::run("post-down", hooks.post_down.as_deref(), &values) {
-                self.ctx.log(&id, Entry::Problem { what: e });
-            }
+            self.run_hook("post-down", hooks.post_down.as_deref(), &up.hook_values);
         }
         let reason_text = reason_text(&reason);
         self.ctx.log(

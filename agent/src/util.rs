@@ -116,15 +116,7 @@ pub fn ssh_expiry_time(secs: u64) -> String {
     format!("{y:04}{mo:02}{d:02}{h:02}{mi:02}{s:02}Z")
 }
 
-/// "1h 05m", "42s": a human-readable duration.
-pub fn format_duration(secs: u64) -> String {
-    match secs {
-        s if s >= 86400 => format!("{}d {:02}h", s / 86400, s % 86400 / 3600),
-        s if s >= 3600 => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
-        s if s >= 60 => format!("{}m {:02}s", s / 60, s % 60),
-        s => format!("{s}s"),
-    }
-}
+pub use support_protocol::duration_text::format as format_duration;
 
 /// `s` as a protocol string: characters the protocol refuses (controls,
 /// bidi overrides, zero-width) dropped, cut at a character boundary to fit.

@@ -40,6 +40,7 @@ pub mod certificate;
 pub mod codec;
 pub mod connected_report;
 pub mod control_channel;
+pub mod duration_text;
 pub mod hybrid_psk;
 pub mod ids;
 pub mod kem;
