@@ -136,46 +136,12 @@ fn approve_exec_forward_connect_stop_and_gc_leave_nothing() {
     // gc finds a hub no record knows (say, from a crashed approve) by its
     // label, among this engineer's relays (their environment says whose).
     let owner = lab.eng.hub_owner();
-    let mut orphan = Command::new(sibling_bin("support-relay"))
-        .env("SUPPORT_HUB_OWNER", &owner)
-        .args([
-            "--device-key",
-            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
-            "--admin-key",
-            "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
-            "--lifetime",
-            "600",
-            "--listen",
-            "127.0.0.1:0",
-            "--tunnel",
-            &id,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("relay");
+    let mut orphan = relay_owned_by(&owner, &id);
     wait_for("the orphan relay", Duration::from_secs(5), || {
         relays_for(&id) == 1
     });
     // Another engineer's (or test's) relay on the same machine is not ours to collect.
-    let mut foreign = Command::new(sibling_bin("support-relay"))
-        .env("SUPPORT_HUB_OWNER", "someone-else")
-        .args([
-            "--device-key",
-            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
-            "--admin-key",
-            "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
-            "--lifetime",
-            "600",
-            "--listen",
-            "127.0.0.1:0",
-            "--tunnel",
-            &id,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("relay");
+    let mut foreign = relay_owned_by("someone-else", &id);
     wait_for("both relays", Duration::from_secs(5), || {
         relays_for(&id) == 2
     });
@@ -202,6 +168,28 @@ fn approve_exec_forward_connect_stop_and_gc_leave_nothing() {
     for what in ["Requested", "Approved", "Connected", "Stopped"] {
         assert!(audit.contains(what), "{what}: {audit}");
     }
+}
+
+/// A relay for `tunnel` (with throwaway keys) as `owner`'s local provider would start it.
+fn relay_owned_by(owner: &str, tunnel: &str) -> std::process::Child {
+    Command::new(sibling_bin("support-relay"))
+        .env("SUPPORT_HUB_OWNER", owner)
+        .args([
+            "--device-key",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            "--admin-key",
+            "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+            "--lifetime",
+            "600",
+            "--listen",
+            "127.0.0.1:0",
+            "--tunnel",
+            tunnel,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("relay")
 }
 
 /// A tmux session on its own server socket, killed on drop.

@@ -5,10 +5,8 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use common::*;
 use support_protocol::bounded::{BoundedString, BoundedVec, FixedBytes};
@@ -20,6 +18,7 @@ use support_protocol::messages::{
 use support_protocol::one_time_code::OneTimeCode;
 use support_protocol::state::TunnelState;
 use support_protocol::tunnel_keys::DeviceTunnelKeys;
+use support_testkit::http::{read_request, respond};
 
 /// An admin API that shows `detail` for every tunnel and records the calls.
 fn lying_control_plane(detail: TunnelDetail) -> (String, [u8; 32], Arc<Mutex<Vec<String>>>) {
@@ -33,37 +32,10 @@ fn lying_control_plane(detail: TunnelDetail) -> (String, [u8; 32], Arc<Mutex<Vec
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 8192];
-            let body = loop {
-                let Ok(n) = stream.read(&mut chunk) else {
-                    break None;
-                };
-                if n == 0 {
-                    break None;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    while buf.len() < end + 4 + len {
-                        let Ok(n) = stream.read(&mut chunk) else {
-                            break;
-                        };
-                        if n == 0 {
-                            break;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                    }
-                    break Some(buf[end + 4..].to_vec());
-                }
+            let Some(request) = read_request(&mut stream) else {
+                continue;
             };
-            let Some(body) = body else { continue };
+            let body = request.body;
             let Ok(incoming) = keys.accept(Api::Admin, &body, random32()) else {
                 continue;
             };
@@ -83,12 +55,7 @@ fn lying_control_plane(detail: TunnelDetail) -> (String, [u8; 32], Arc<Mutex<Vec
             };
             let bytes = support_protocol::encode(&reply).expect("encodes");
             let answer = incoming.respond(&bytes).expect("responds");
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                answer.len()
-            );
-            let _ = stream.write_all(&answer);
+            respond(&mut stream, 200, &answer);
         }
     });
     (url, public, calls)
@@ -197,15 +164,8 @@ fn a_host_key_other_than_the_sealed_one_aborts_before_login() {
         serde_json::from_slice(&std::fs::read(&path).expect("record")).expect("json");
     // As if the device's report had sealed another key (or sshd were swapped).
     let other = tempdir();
-    let key = other.path().join("k");
-    let st = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key)
-        .status()
-        .expect("ssh-keygen");
-    assert!(st.success());
-    let fake = std::fs::read_to_string(key.with_extension("pub")).expect("pub");
-    rec["host_keys"] = serde_json::json!([fake.trim()]);
+    let fake = ssh_keygen(&other.path().join("k"));
+    rec["host_keys"] = serde_json::json!([fake]);
     std::fs::write(&path, serde_json::to_vec(&rec).expect("json")).expect("write");
     for cmd in [
         &["exec", &id, "--", "touch /tmp/should-not-exist"][..],

@@ -35,22 +35,9 @@ fn main() {
     let s = w.connect(&[], &Terms::default());
     let out = ssh(&w.eng, &s, &w.sshd.host_key, "true");
     assert!(out.status.success());
-    let mut held = std::process::Command::new("ssh")
-        .args(["-F", "/dev/null", "-i"])
-        .arg(&w.eng.ssh_key)
-        .args([
-            "-p",
-            &s.ssh_port.to_string(),
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            &format!("{}@127.0.0.1", s.user()),
-            "sleep 30",
-        ])
-        .stdin(std::process::Stdio::null())
+    let mut ssh_held = ssh_command(&w.eng, &s, &w.sshd.host_key, "sleep 30", 15);
+    let mut held = ssh_held
+        .command
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("ssh");

@@ -11,6 +11,7 @@ use common::*;
 use support_protocol::approval_box::SealedApproval;
 use support_protocol::bounded::BoundedString;
 use support_protocol::certificate::Role;
+use support_protocol::messages::TunnelRequest;
 use support_protocol::one_time_code::OneTimeCode;
 use support_protocol::state::TunnelState;
 use support_protocol::tunnel_keys::AdminTunnelKeys;
@@ -52,19 +53,35 @@ impl Lab {
         OneTimeCode::parse(&code).expect("parses")
     }
 
-    /// A correct approval by the certified engineer.
-    fn honest(&self, code: &OneTimeCode, terms: &Terms) -> SealedApproval {
-        let request = self.fake.request_of(code.tunnel_id);
+    /// An approval of `request` sealed with `code` and signed by `signer`
+    /// (its own admin keys, a relay address nobody listens on).
+    fn seal_as(
+        &self,
+        signer: &Engineer,
+        code: &OneTimeCode,
+        request: &TunnelRequest,
+        terms: &Terms,
+    ) -> SealedApproval {
         let admin = AdminTunnelKeys::from_seed(random32());
         seal_for(
-            &self.eng,
+            signer,
             code,
-            &request,
+            request,
             &admin,
             "127.0.0.1:9".parse().expect("addr"),
             terms,
         )
         .0
+    }
+
+    /// A correct approval by the certified engineer.
+    fn honest(&self, code: &OneTimeCode, terms: &Terms) -> SealedApproval {
+        self.seal_as(
+            &self.eng,
+            code,
+            &self.fake.request_of(code.tunnel_id),
+            terms,
+        )
     }
 
     /// Serves `approval`, then checks the device refused it and changed nothing.
@@ -108,28 +125,14 @@ fn a_lying_control_plane_and_a_leaked_code_get_nothing() {
     let code = lab.request();
     let request = lab.fake.request_of(code.tunnel_id);
     let mut thief = Engineer::offline();
-    let (forged, _) = seal_for(
-        &thief,
-        &code,
-        &request,
-        &AdminTunnelKeys::from_seed(random32()),
-        "127.0.0.1:9".parse().expect("addr"),
-        &Terms::default(),
-    );
+    let forged = lab.seal_as(&thief, &code, &request, &Terms::default());
     lab.assert_refused(code.tunnel_id, forged, "not from a pinned support CA");
 
     // Same, but it attaches the real engineer's certificate to its own signature.
     let code = lab.request();
     let request = lab.fake.request_of(code.tunnel_id);
     thief.cert = lab.eng.cert.clone();
-    let (forged, _) = seal_for(
-        &thief,
-        &code,
-        &request,
-        &AdminTunnelKeys::from_seed(random32()),
-        "127.0.0.1:9".parse().expect("addr"),
-        &Terms::default(),
-    );
+    let forged = lab.seal_as(&thief, &code, &request, &Terms::default());
     lab.assert_refused(code.tunnel_id, forged, "signature");
 
     // A certificate from the pinned CA, but for the viewer role.
@@ -144,14 +147,7 @@ fn a_lying_control_plane_and_a_leaked_code_get_nothing() {
         now() - 60,
         now() + 86400,
     );
-    let (forged, _) = seal_for(
-        &viewer,
-        &code,
-        &request,
-        &AdminTunnelKeys::from_seed(random32()),
-        "127.0.0.1:9".parse().expect("addr"),
-        &Terms::default(),
-    );
+    let forged = lab.seal_as(&viewer, &code, &request, &Terms::default());
     lab.assert_refused(code.tunnel_id, forged, "role");
 
     // The control plane showed support a request with its own KEM and
@@ -162,14 +158,7 @@ fn a_lying_control_plane_and_a_leaked_code_get_nothing() {
     let other = support_protocol::tunnel_keys::DeviceTunnelKeys::from_seed(random32());
     swapped.body.kem = other.public_keys().kem;
     swapped.body.wireguard = support_protocol::bounded::FixedBytes(other.public_keys().wireguard);
-    let (approval, _) = seal_for(
-        &lab.eng,
-        &code,
-        &swapped,
-        &AdminTunnelKeys::from_seed(random32()),
-        "127.0.0.1:9".parse().expect("addr"),
-        &Terms::default(),
-    );
+    let approval = lab.seal_as(&lab.eng, &code, &swapped, &Terms::default());
     lab.assert_refused(code.tunnel_id, approval, "signature");
 
     // An honest signature over more than the device asked for: a port it did

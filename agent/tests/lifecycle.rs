@@ -50,26 +50,8 @@ fn request_approve_ssh_with_sudo_then_owner_stop_leaves_nothing() {
     assert!(text.contains("support"), "{text}");
 
     // A session that stays open while the owner presses stop.
-    let session = {
-        let known = std::env::temp_dir().join(format!("kh-{id}"));
-        std::fs::write(
-            &known,
-            format!("[127.0.0.1]:{} {}\n", s.ssh_port, w.sshd.host_key),
-        )
-        .expect("known");
-        std::process::Command::new("ssh")
-            .args(["-F", "/dev/null", "-i"])
-            .arg(&w.eng.ssh_key)
-            .args(["-p", &s.ssh_port.to_string(), "-o", "BatchMode=yes"])
-            .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", known.display()))
-            .arg(format!("{user}@127.0.0.1"))
-            .arg("sleep 120")
-            .stdin(std::process::Stdio::null())
-            .spawn()
-            .expect("ssh")
-    };
-    let mut session = session;
+    let mut held = ssh_command(&w.eng, &s, &w.sshd.host_key, "sleep 120", 15);
+    let mut session = held.command.spawn().expect("ssh");
     wait_for("the held session's sleep", Duration::from_secs(15), || {
         std::process::Command::new("pgrep")
             .args(["-u", &user, "sleep"])

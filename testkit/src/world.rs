@@ -102,6 +102,21 @@ pub fn tempdir() -> tempfile::TempDir {
     d
 }
 
+/// A new passphrase-less ed25519 key at `path` (and `path`.pub), by
+/// OpenSSH's ssh-keygen; returns the public key line.
+pub fn ssh_keygen(path: &Path) -> String {
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .status()
+        .expect("ssh-keygen");
+    assert!(st.success(), "ssh-keygen failed");
+    std::fs::read_to_string(path.with_extension("pub"))
+        .expect("public key")
+        .trim()
+        .to_string()
+}
+
 /// Runs `cmd` with its wall clock shifted by `offset` (libfaketime, e.g.
 /// "-4y"), preloaded directly: the `faketime` wrapper forks, so killing it
 /// would orphan the program instead of ending it. The monotonic clock stays real.
@@ -127,12 +142,7 @@ impl Sshd {
     pub fn start(faketime: Option<&str>) -> Sshd {
         let dir = tempdir();
         let key = dir.path().join("host_ed25519");
-        let st = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&key)
-            .status()
-            .expect("ssh-keygen");
-        assert!(st.success());
+        let host_key = ssh_keygen(&key);
         let port = free_tcp_port();
         let cfg = dir.path().join("sshd_config");
         std::fs::write(
@@ -161,10 +171,6 @@ impl Sshd {
         wait_for("sshd to listen", Duration::from_secs(10), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        let host_key = std::fs::read_to_string(key.with_extension("pub"))
-            .expect("host pub")
-            .trim()
-            .to_string();
         Sshd {
             port,
             host_key,

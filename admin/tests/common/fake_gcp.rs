@@ -4,12 +4,11 @@
 //! runs the relay the startup script describes (our relay, on loopback).
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde_json::{json, Value};
+use support_testkit::http;
 use support_testkit::relay::RelayThread;
 
 pub const TOKEN: &str = "fake-access-token-7f3a";
@@ -88,51 +87,8 @@ impl FakeGcp {
     }
 }
 
-fn read_request(stream: &mut TcpStream) -> Option<(String, String, Option<String>, String)> {
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16384];
-    loop {
-        let n = stream.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_string();
-            let mut lines = head.lines();
-            let mut first = lines.next()?.split_whitespace();
-            let (method, path) = (first.next()?.to_string(), first.next()?.to_string());
-            let mut len = 0;
-            let mut auth = None;
-            for l in lines {
-                let (k, v) = l.split_once(':')?;
-                match k.trim().to_ascii_lowercase().as_str() {
-                    "content-length" => len = v.trim().parse().ok()?,
-                    "authorization" => auth = Some(v.trim().to_string()),
-                    _ => {}
-                }
-            }
-            while buf.len() < end + 4 + len {
-                let n = stream.read(&mut chunk).ok()?;
-                if n == 0 {
-                    return None;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
-            return Some((method, path, auth, body));
-        }
-    }
-}
-
 fn reply(stream: &mut TcpStream, status: u16, body: &Value) {
-    let text = body.to_string();
-    let _ = write!(
-        stream,
-        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
-        text.len()
-    );
+    http::respond(stream, status, body.to_string().as_bytes());
 }
 
 fn check_jwt(form: &str, der: &[u8], token_url: &str) -> Result<(), String> {
@@ -184,9 +140,11 @@ fn handle(
     zone: &str,
     token_url: &str,
 ) {
-    let Some((method, path, auth, body)) = read_request(&mut stream) else {
+    let Some(request) = http::read_request(&mut stream) else {
         return;
     };
+    let (method, path, auth) = (request.method, request.path, request.authorization);
+    let body = String::from_utf8_lossy(&request.body).to_string();
     let mut st = state.lock().expect("lock");
     st.seen.push(Seen {
         method: method.clone(),

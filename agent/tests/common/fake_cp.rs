@@ -3,7 +3,6 @@
 //! garbage. This is the adversary of DESIGN invariant 2, so it has to be a
 //! double: the real control plane never lies.
 
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +17,7 @@ use support_protocol::state::TunnelState;
 use support_protocol::TunnelId;
 
 use super::random32;
+use support_testkit::http::{read_request, respond};
 
 /// How the fake answers.
 #[derive(Clone)]
@@ -118,45 +118,6 @@ impl Drop for FakeControlPlane {
     }
 }
 
-fn read_http(stream: &mut TcpStream) -> Option<Vec<u8>> {
-    stream.set_nonblocking(false).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = stream.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            while buf.len() < end + 4 + len {
-                let n = stream.read(&mut chunk).ok()?;
-                if n == 0 {
-                    return None;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            return Some(buf[end + 4..end + 4 + len].to_vec());
-        }
-    }
-}
-
-fn respond(stream: &mut TcpStream, status: &str, body: &[u8]) {
-    let _ = write!(
-        stream,
-        "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = stream.write_all(body);
-}
-
 fn handle(
     mut stream: TcpStream,
     keys: &ServerKeys,
@@ -164,26 +125,21 @@ fn handle(
     serve: &Mutex<Option<(TunnelState, SealedApproval)>>,
     seen: &Mutex<Seen>,
 ) {
-    let Some(body) = read_http(&mut stream) else {
+    let Some(request) = read_request(&mut stream) else {
         return;
     };
+    let body = request.body;
     match mode.lock().expect("lock").clone() {
         Mode::Normal => {}
-        Mode::Garbage => return respond(&mut stream, "200 OK", &random32()),
-        Mode::Huge => return respond(&mut stream, "200 OK", &vec![7u8; 8 << 20]),
-        Mode::ServerError => {
-            return respond(
-                &mut stream,
-                "500 Internal Server Error",
-                b"database on fire",
-            )
-        }
+        Mode::Garbage => return respond(&mut stream, 200, &random32()),
+        Mode::Huge => return respond(&mut stream, 200, &vec![7u8; 8 << 20]),
+        Mode::ServerError => return respond(&mut stream, 500, b"database on fire"),
     }
     let Ok(incoming) = keys.accept(Api::Device, &body, random32()) else {
-        return respond(&mut stream, "400 Bad Request", b"bad channel");
+        return respond(&mut stream, 400, b"bad channel");
     };
     let Ok(call) = support_protocol::decode::<DeviceCall>(&incoming.call) else {
-        return respond(&mut stream, "400 Bad Request", b"bad call");
+        return respond(&mut stream, 400, b"bad call");
     };
     let result = match call.request {
         DeviceRequest::Create(r) => {
@@ -224,7 +180,7 @@ fn handle(
     };
     let bytes = support_protocol::encode(&reply).expect("encodes");
     match incoming.respond(&bytes) {
-        Ok(b) => respond(&mut stream, "200 OK", &b),
-        Err(_) => respond(&mut stream, "500 Internal Server Error", b"respond"),
+        Ok(b) => respond(&mut stream, 200, &b),
+        Err(_) => respond(&mut stream, 500, b"respond"),
     }
 }

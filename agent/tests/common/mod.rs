@@ -64,15 +64,7 @@ impl Engineer {
         let cp_key = StaticKeypair::from_secret(random32());
         let dir = tempdir();
         let ssh_key = dir.path().join("id_ed25519");
-        let st = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&ssh_key)
-            .status()
-            .expect("ssh-keygen");
-        assert!(st.success());
-        let ssh_public = ed25519_from_openssh(
-            &std::fs::read_to_string(ssh_key.with_extension("pub")).expect("pub"),
-        );
+        let ssh_public = ed25519_from_openssh(&ssh_keygen(&ssh_key));
         Engineer {
             ca,
             signing,
@@ -310,13 +302,33 @@ pub fn ssh_with_timeout(
     cmd: &str,
     timeout: u32,
 ) -> Output {
+    let mut ssh = ssh_command(eng, s, host_key, cmd, timeout);
+    ssh.command.output().expect("ssh runs")
+}
+
+/// The system `ssh` to the device through the session's forward, with the
+/// engineer's key and only `host_key` trusted. Keep it while ssh runs: it
+/// owns the known_hosts file.
+pub struct SshCommand {
+    pub command: Command,
+    _known_hosts: tempfile::NamedTempFile,
+}
+
+pub fn ssh_command(
+    eng: &Engineer,
+    s: &Session,
+    host_key: &str,
+    cmd: &str,
+    timeout: u32,
+) -> SshCommand {
     let known = tempfile::NamedTempFile::new().expect("known_hosts");
     std::fs::write(
         known.path(),
         format!("[127.0.0.1]:{} {host_key}\n", s.ssh_port),
     )
     .expect("known_hosts");
-    Command::new("ssh")
+    let mut command = Command::new("ssh");
+    command
         .args(["-F", "/dev/null", "-i"])
         .arg(&eng.ssh_key)
         .args([
@@ -335,9 +347,11 @@ pub fn ssh_with_timeout(
             &format!("{}@127.0.0.1", s.user()),
             cmd,
         ])
-        .stdin(Stdio::null())
-        .output()
-        .expect("ssh runs")
+        .stdin(Stdio::null());
+    SshCommand {
+        command,
+        _known_hosts: known,
+    }
 }
 
 /// Everything a full-flow test needs.
