@@ -132,7 +132,14 @@ impl Service {
             request: req.clone(),
             state: TunnelState::Pending,
             created_at: now,
-            expires_at: now + self.config.approval_window_secs,
+            // The device decides how long its request stays approvable (the
+            // owner may send the code tonight, support approve tomorrow),
+            // within the protocol's bounds.
+            expires_at: now
+                + u64::from(req.body.pending_window_secs.clamp(
+                    support_protocol::messages::MIN_PENDING_WINDOW_SECS,
+                    support_protocol::messages::MAX_PENDING_WINDOW_SECS,
+                )),
             approval: None,
             report: None,
             stop_reason: None,

@@ -13,7 +13,10 @@ pub mod request;
 pub use admin::{AdminCall, AdminReply, AdminRequest, AdminResponse};
 pub use device::{DeviceCall, DeviceReply, DeviceRequest, DeviceResponse};
 pub use error::{ApiError, ErrorCode};
-pub use request::{DeviceFacts, TunnelRequest, MAX_PORTS};
+pub use request::{
+    DeviceFacts, TunnelRequest, DEFAULT_PENDING_WINDOW_SECS, MAX_PENDING_WINDOW_SECS, MAX_PORTS,
+    MIN_PENDING_WINDOW_SECS,
+};
 
 use serde::{Deserialize, Serialize};
 

@@ -11,6 +11,12 @@ use crate::tunnel_keys::{DevicePublicKeys, DeviceTunnelKeys};
 
 /// The most ports one tunnel can expose.
 pub const MAX_PORTS: usize = 16;
+/// How long a request stays approvable unless the device says otherwise.
+pub const DEFAULT_PENDING_WINDOW_SECS: u32 = 24 * 3600;
+/// The shortest pending window the control plane keeps.
+pub const MIN_PENDING_WINDOW_SECS: u32 = 60;
+/// The longest pending window (DESIGN section 4: 14 days, as the original kept a request).
+pub const MAX_PENDING_WINDOW_SECS: u32 = 14 * 24 * 3600;
 
 /// What the device says about itself; shown to the engineer, covered by the tag.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -46,6 +52,9 @@ pub struct RequestBody {
     pub ports: BoundedVec<u16, MAX_PORTS>,
     /// The owner's note to support.
     pub note: BoundedString<256>,
+    /// How long the request stays approvable, in seconds (the control plane
+    /// keeps it within [`MIN_PENDING_WINDOW_SECS`, `MAX_PENDING_WINDOW_SECS`]).
+    pub pending_window_secs: u32,
 }
 
 /// The device's request as sent to the control plane.
@@ -82,9 +91,17 @@ impl TunnelRequest {
             duration_secs,
             ports,
             note,
+            pending_window_secs: DEFAULT_PENDING_WINDOW_SECS,
         };
         let tag = request_tag::compute(&keys.one_time_secret(), &body);
         Self { body, tag }
+    }
+
+    /// The same request, approvable for `secs` instead of the default (tagged again).
+    pub fn with_pending_window(mut self, keys: &DeviceTunnelKeys, secs: u32) -> Self {
+        self.body.pending_window_secs = secs;
+        self.tag = request_tag::compute(&keys.one_time_secret(), &self.body);
+        self
     }
 
     /// The device's public keys as this request states them.
