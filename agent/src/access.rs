@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use support_protocol::TunnelId;
 
 use crate::config::{valid_name, Config};
+use crate::state::StateDir;
 use crate::util::{ssh_expiry_time, write_atomic};
 
 /// Where sudo reads drop-ins.
@@ -159,9 +160,39 @@ pub struct Grant<'a> {
     /// This agent's instance tag.
     pub instance: &'a str,
     /// The admin's ed25519 SSH key.
-    pub admin_ssh: &'a [u8; 32],
+    pub admin_ssh_key: [u8; 32],
     /// Wall-clock time at which OpenSSH stops accepting the key.
     pub expiry_wall: u64,
+}
+
+/// The next uid for a support user: taken in turn from the configured
+/// range (the counter lives in the state directory), skipping any uid that
+/// an account has or that any process still runs as. A uid is handed out
+/// again only after the whole range went round, so a process that outlived
+/// an old session can never act as a new support user.
+fn next_uid(config: &Config, state: &StateDir) -> Result<u32, String> {
+    let (lo, hi) = config.support_uids;
+    let taken: std::collections::HashSet<u32> = users().iter().map(|u| u.id).collect();
+    let mut uid = state.next_support_uid().clamp(lo, hi);
+    for _ in 0..=(hi - lo) {
+        let candidate = uid;
+        uid = if uid >= hi { lo } else { uid + 1 };
+        if !taken.contains(&candidate) && processes_of(candidate).is_empty() {
+            state
+                .set_next_support_uid(uid)
+                .map_err(|e| format!("cannot save the next support uid: {e}"))?;
+            return Ok(candidate);
+        }
+    }
+    Err(format!("no free uid left in support_uids {lo}-{hi}"))
+}
+
+/// The support user with `uid`, if it is one of the agent's.
+pub fn user_of_uid(uid: u32) -> Option<String> {
+    users()
+        .into_iter()
+        .find(|u| u.id == uid && u.info.starts_with("support-tunnel "))
+        .map(|u| u.name)
 }
 
 /// The user name of a tunnel's support access.
@@ -170,7 +201,7 @@ pub fn user_name(id: TunnelId) -> String {
 }
 
 /// Creates (or, after a restart, re-asserts) the support access.
-pub fn create(config: &Config, g: &Grant<'_>) -> Result<(), String> {
+pub fn create(config: &Config, state: &StateDir, g: &Grant<'_>) -> Result<(), String> {
     let user = user_name(g.tunnel);
     if !valid_name(&user) {
         return Err(format!("'{user}' is not a valid user name"));
@@ -190,25 +221,19 @@ pub fn create(config: &Config, g: &Grant<'_>) -> Result<(), String> {
             } else {
                 "/bin/sh"
             };
-            run(
-                "useradd",
-                &[
-                    "--create-home",
-                    "--home-dir",
-                    path_str(&home)?,
-                    "--gid",
-                    &config.group,
-                    "--no-user-group",
-                    "--shell",
-                    shell,
-                    // Not a locked account (sshd refuses those), but no password works.
-                    "--password",
-                    "*",
-                    "--comment",
-                    &gecos(g.instance, g.tunnel),
-                    &user,
-                ],
-            )?;
+            // Another account may take the uid between the check and useradd
+            // (another agent on the machine): then the next one is tried.
+            let mut attempt = 0;
+            loop {
+                let uid = next_uid(config, state)?;
+                let made = add_user(config, &home, shell, uid, &gecos(g.instance, g.tunnel), &user);
+                match made {
+                    Err(_) if attempt < 5 && users().iter().any(|u| u.id == uid && u.name != user) => {
+                        attempt += 1;
+                    }
+                    other => break other?,
+                }
+            }
         }
     }
     secure_home(&home, &user)?;
@@ -217,6 +242,38 @@ pub fn create(config: &Config, g: &Grant<'_>) -> Result<(), String> {
         write_sudoers(&user, g)?;
     }
     Ok(())
+}
+
+fn add_user(
+    config: &Config,
+    home: &Path,
+    shell: &str,
+    uid: u32,
+    gecos: &str,
+    user: &str,
+) -> Result<(), String> {
+    let uid = uid.to_string();
+    run(
+        "useradd",
+        &[
+            "--uid",
+            &uid,
+            "--create-home",
+            "--home-dir",
+            path_str(home)?,
+            "--gid",
+            &config.group,
+            "--no-user-group",
+            "--shell",
+            shell,
+            // Not a locked account (sshd refuses those), but no password works.
+            "--password",
+            "*",
+            "--comment",
+            gecos,
+            user,
+        ],
+    )
 }
 
 /// Makes the home root-owned, with a user-owned `work` directory, and
@@ -278,7 +335,10 @@ fn write_authorized_keys(config: &Config, home: &Path, g: &Grant<'_>) -> io::Res
         "restrict,pty,{}expiry-time=\"{}\" {}\n",
         from_option(config),
         ssh_expiry_time(g.expiry_wall),
-        crate::approval::ssh_public_key_line(g.admin_ssh, &format!("support-tunnel-{}", g.tunnel)),
+        crate::approval::ssh_public_key_line(
+            &g.admin_ssh_key,
+            &format!("support-tunnel-{}", g.tunnel)
+        ),
     );
     write_atomic(&dir.join("authorized_keys"), line.as_bytes(), 0o644)
 }
@@ -338,9 +398,9 @@ pub fn remove(config: &Config, user: &str) -> Result<(), String> {
         let _ = fs::remove_file(ssh.join("authorized_keys"));
     }
     if let Some(u) = users().into_iter().find(|u| u.name == user) {
-        if let Err(e) = kill_all(u.id) {
-            problems.push(e);
-        }
+        // The account stays while anything of it runs: deleting it would
+        // leave nameless processes behind, with a uid a later account could get.
+        end_processes(u.id)?;
         if let Err(e) = run("userdel", &["--force", "--remove", user]) {
             // userdel returns 12 when it cannot remove the home or mail spool; check the user is gone.
             if users().iter().any(|x| x.name == user) {
@@ -360,55 +420,147 @@ pub fn remove(config: &Config, user: &str) -> Result<(), String> {
     }
 }
 
-/// Processes of `uid`, from /proc.
-pub fn processes_of(uid: u32) -> Vec<i32> {
+/// What /proc says about one process.
+struct ProcInfo {
+    pid: i32,
+    /// Real, effective, saved and filesystem uid.
+    uids: [u32; 4],
+    /// The audit login uid (set by pam_loginuid for an SSH session, inherited through sudo).
+    login_uid: Option<u32>,
+    pgid: i32,
+    /// Dead, waiting to be reaped: it runs nothing, but still names its group.
+    zombie: bool,
+}
+
+fn proc_info(pid: i32) -> Option<ProcInfo> {
+    let dir = Path::new("/proc").join(pid.to_string());
+    let status = fs::read_to_string(dir.join("status")).ok()?;
+    let zombie = status
+        .lines()
+        .any(|l| l.starts_with("State:") && l.contains("Z (zombie)"));
+    let mut uids = [u32::MAX; 4];
+    let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    for (slot, v) in uids.iter_mut().zip(line.split_whitespace()) {
+        *slot = v.parse().ok()?;
+    }
+    let login_uid = fs::read_to_string(dir.join("loginuid"))
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        .filter(|u| *u != u32::MAX);
+    // stat: "pid (comm) state ppid pgrp ..."; comm may hold spaces and parens.
+    let stat = fs::read_to_string(dir.join("stat")).ok()?;
+    let pgid = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()?;
+    Some(ProcInfo {
+        pid,
+        uids,
+        login_uid,
+        pgid,
+        zombie,
+    })
+}
+
+fn all_processes() -> Vec<ProcInfo> {
     fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let status = fs::read_to_string(e.path().join("status")).ok()?;
-            // A zombie is dead already; only its parent's wait() removes it.
-            if status
-                .lines()
-                .any(|l| l.starts_with("State:") && l.contains("Z (zombie)"))
-            {
-                return None;
-            }
-            let real: u32 = status
-                .lines()
-                .find_map(|l| l.strip_prefix("Uid:"))?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()?;
-            (real == uid).then_some(pid)
-        })
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter_map(proc_info)
         .collect()
 }
 
-/// SIGKILLs every process of `uid` until none is left (forks included).
-fn kill_all(uid: u32) -> Result<(), String> {
+/// Live processes running as `uid` (by any of their uids), from /proc.
+pub fn processes_of(uid: u32) -> Vec<i32> {
+    all_processes()
+        .into_iter()
+        .filter(|p| !p.zombie && p.uids.contains(&uid))
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// How many scans in a row must find nothing before the processes of a
+/// session count as gone (a process that forks and exits in a loop can
+/// fall between one scan's listing and its reads).
+const CLEAN_SCANS: u32 = 3;
+
+/// Ends every process of `uid`, and every process its SSH sessions started
+/// as root through sudo (they carry its login uid), until none is left.
+///
+/// The user's own processes die all at once: a thread of this agent drops
+/// to `uid` (Linux keeps credentials per thread) and sends `kill(-1,
+/// SIGKILL)`, which the kernel delivers to every process that uid may
+/// signal in one pass, so a process forking as fast as it can has no gap
+/// to slip through. Root processes of its sessions are killed with their
+/// whole process group (also one pass), found through any member, even a
+/// dead one not yet reaped.
+pub fn end_processes(uid: u32) -> Result<(), String> {
     if uid == 0 {
         return Err("refusing to kill root's processes".into());
     }
+    let me = std::process::id() as i32;
+    let my_group = rustix::process::getpgrp().as_raw_nonzero().get();
     let deadline = Instant::now() + Duration::from_secs(5);
+    let mut clean = 0;
     loop {
-        let pids = processes_of(uid);
-        if pids.is_empty() {
+        // Always one pass as the uid: it cannot miss a hopping process.
+        kill_everything_of(uid);
+        let found: Vec<ProcInfo> = all_processes()
+            .into_iter()
+            .filter(|p| p.pid != me && (p.uids.contains(&uid) || p.login_uid == Some(uid)))
+            .collect();
+        let mut groups: Vec<i32> = found
+            .iter()
+            .map(|p| p.pgid)
+            .filter(|g| *g > 1 && *g != my_group)
+            .collect();
+        groups.sort_unstable();
+        groups.dedup();
+        for g in groups {
+            if let Some(g) = rustix::process::Pid::from_raw(g) {
+                let _ = rustix::process::kill_process_group(g, rustix::process::Signal::KILL);
+            }
+        }
+        let live: Vec<i32> = found.iter().filter(|p| !p.zombie).map(|p| p.pid).collect();
+        for pid in &live {
+            if let Some(pid) = rustix::process::Pid::from_raw(*pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+        clean = if live.is_empty() { clean + 1 } else { 0 };
+        if clean >= CLEAN_SCANS {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(format!("processes of uid {uid} survive SIGKILL: {pids:?}"));
+            return Err(format!(
+                "processes of uid {uid} survive SIGKILL: {live:?}; the account is kept until they are gone"
+            ));
         }
-        for pid in pids {
-            if let Some(p) = rustix::process::Pid::from_raw(pid) {
-                let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// `kill(-1, SIGKILL)` as `uid`, from a thread that gives up root for good
+/// (all its uids become `uid`, which also clears its capabilities).
+fn kill_everything_of(uid: u32) {
+    let worker = std::thread::spawn(move || {
+        let u = rustix::process::Uid::from_raw(uid);
+        if rustix::thread::set_thread_res_uid(u, u, u).is_err() {
+            return;
+        }
+        // kill(-1): every process this thread may signal, except its own
+        // process. (rustix spells kill(-pgid); the group "1" is -1.)
+        let _ = rustix::process::kill_process_group(
+            rustix::process::Pid::INIT,
+            rustix::process::Signal::KILL,
+        );
+    });
+    let _ = worker.join();
 }
 
 /// Reads the sshd public host keys named in the config (missing ones are skipped).

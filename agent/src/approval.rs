@@ -153,21 +153,21 @@ pub fn ssh_fingerprint(key: &[u8; 32]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use support_protocol::approval_box::{seal_approval, Approver, TunnelAddresses};
     use support_protocol::bounded::{BoundedString, BoundedVec, FixedBytes};
     use support_protocol::certificate::{Role, SigningSeed, SupportCa};
     use support_protocol::tunnel_keys::AdminTunnelKeys;
 
-    struct Fixture {
-        device: DeviceTunnelKeys,
+    pub(crate) struct Fixture {
+        pub(crate) device: DeviceTunnelKeys,
         ca: SupportCa,
         signer: SigningSeed,
-        config: Config,
+        pub(crate) config: Config,
     }
 
-    fn fixture() -> Fixture {
+    pub(crate) fn fixture() -> Fixture {
         let file = format!(
             "control_plane = \"http://127.0.0.1:1\"\ncontrol_plane_keys = [\"{}\"]\nsupport_ca_keys = [\"{}\"]\n",
             hex::encode([1u8; 32]),
@@ -182,7 +182,7 @@ mod tests {
         }
     }
 
-    fn sealed(f: &Fixture, seq: u32) -> SealedApproval {
+    pub(crate) fn sealed(f: &Fixture, seq: u32) -> SealedApproval {
         let cert = f.ca.certify(
             BoundedString::new("alice").expect("fits"),
             f.signer.public(),

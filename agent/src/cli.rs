@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::config::{parse_duration, parse_ports, Config, Overrides, DEFAULT_PATH};
 use crate::daemon::Daemon;
-use crate::owner_log::LogLine;
+use crate::owner_log;
 use crate::runtime::TunnelStatus;
 use crate::socket::{self, SocketRequest, SocketResponse};
 use crate::state::StateDir;
@@ -311,8 +311,7 @@ fn request(args: &Args, config: Config) -> Result<(), String> {
     // Give the stop notice a moment to reach the control plane; if it does
     // not, the record keeps it and the next start of the agent sends it.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while d.ctx.state.records().0.iter().any(|r| r.id == id) && std::time::Instant::now() < deadline
-    {
+    while d.any_running() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
@@ -320,7 +319,13 @@ fn request(args: &Args, config: Config) -> Result<(), String> {
 
 fn describe(s: &TunnelStatus) -> String {
     match s.phase.as_str() {
-        "pending" => "waiting for support to approve...".to_string(),
+        "pending" => match s.stale_at {
+            Some(t) => format!(
+                "waiting for support to approve (goes stale at {} if nobody does)",
+                crate::util::format_time(t)
+            ),
+            None => "waiting for support to approve...".to_string(),
+        },
         "connecting" => format!(
             "approved by {}; opening the tunnel...",
             s.approver.as_deref().unwrap_or("?")
@@ -330,6 +335,7 @@ fn describe(s: &TunnelStatus) -> String {
             s.approver.as_deref().unwrap_or("?"),
             s.user.as_deref().unwrap_or("?")
         ),
+        "ending" => format!("ending: {}", s.ended.as_deref().unwrap_or("?")),
         "ended" => format!("ended: {}", s.ended.as_deref().unwrap_or("?")),
         other => other.to_string(),
     }
@@ -350,11 +356,14 @@ fn status(args: &Args, config: &Config) -> Result<(), String> {
         Some(r) => (daemon_answer(r)?.tunnels.unwrap_or_default(), true),
         None => {
             let state = StateDir::existing(&config.state_dir);
-            let tunnels = state
-                .read_status()
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Vec<TunnelStatus>>(&b).ok())
-                .unwrap_or_default();
+            let tunnels = match state.read_status() {
+                Ok(b) => serde_json::from_slice::<Vec<TunnelStatus>>(&b).unwrap_or_default(),
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Err(
+                    "the daemon is not running, and only root can read the status it last wrote"
+                        .into(),
+                ),
+                Err(_) => Vec::new(),
+            };
             (tunnels, false)
         }
     };
@@ -385,26 +394,29 @@ fn status(args: &Args, config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-fn read_log(state: &StateDir, id: &str) -> Vec<LogLine> {
-    std::fs::read_to_string(state.log_path(id))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
+/// Asks the daemon, or (root, no daemon) reads the state directory itself.
+fn from_daemon_or_files<T>(
+    config: &Config,
+    req: SocketRequest,
+    from_answer: impl FnOnce(SocketResponse) -> T,
+    from_files: impl FnOnce(&StateDir) -> Result<T, String>,
+) -> Result<T, String> {
+    match socket::call(&config.socket, &req)? {
+        Some(r) => Ok(from_answer(daemon_answer(r)?)),
+        None if rustix::process::geteuid().is_root() => {
+            from_files(&StateDir::existing(&config.state_dir))
+        }
+        None => Err("the daemon is not running; without it only root can read the records".into()),
+    }
 }
 
 fn list(args: &Args, config: &Config) -> Result<(), String> {
-    let state = StateDir::existing(&config.state_dir);
-    let ids = state.logged_tunnels();
-    let rows: Vec<serde_json::Value> = ids
-        .iter()
-        .map(|id| {
-            let lines = read_log(&state, id);
-            let first = lines.first().map(|l| l.at).unwrap_or(0);
-            let last = lines.last().map(|l| l.render()).unwrap_or_default();
-            serde_json::json!({ "id": id, "requested_at": first, "last": last })
-        })
-        .collect();
+    let rows = from_daemon_or_files(
+        config,
+        SocketRequest::List {},
+        |r| r.list.unwrap_or_default(),
+        |state| Ok(owner_log::list(state)),
+    )?;
     if args.json {
         println!(
             "{}",
@@ -414,28 +426,20 @@ fn list(args: &Args, config: &Config) -> Result<(), String> {
         println!("This device has no support tunnels on record.");
     } else {
         for r in rows {
-            println!(
-                "{}  {}",
-                r["id"].as_str().unwrap_or(""),
-                r["last"].as_str().unwrap_or("")
-            );
+            println!("{}  {}", r.id, r.last);
         }
     }
     Ok(())
 }
 
 fn log(args: &Args, config: &Config) -> Result<(), String> {
-    let state = StateDir::existing(&config.state_dir);
-    let ids = state.logged_tunnels();
-    let id = match args.positional.first() {
-        Some(p) => crate::daemon::resolve(p, ids.iter())
-            .map_err(|_| format!("no tunnel {p} on record (see support-agent list)"))?,
-        None => ids
-            .last()
-            .cloned()
-            .ok_or("this device has no support tunnels on record")?,
-    };
-    let lines = read_log(&state, &id);
+    let want = args.positional.first().cloned();
+    let (id, lines) = from_daemon_or_files(
+        config,
+        SocketRequest::Log { id: want.clone() },
+        |r| (r.id.unwrap_or_default(), r.log.unwrap_or_default()),
+        |state| owner_log::read_tunnel(state, want.as_deref()),
+    )?;
     if args.json {
         println!(
             "{}",

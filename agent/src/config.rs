@@ -18,6 +18,13 @@ use serde::Deserialize;
 pub const DEFAULT_PATH: &str = "/etc/support-tunnel/agent.toml";
 /// The longest a tunnel may last when the config does not say (DESIGN section 4).
 pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// How long a request stays approvable when the config does not say.
+pub const DEFAULT_PENDING_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// The longest a request may stay approvable (DESIGN section 4).
+pub const MAX_PENDING_WINDOW: Duration = Duration::from_secs(14 * 24 * 3600);
+/// The uids support users get, in turn: a range no other account uses, so
+/// a uid is not handed out again until 100,000 tunnels later.
+pub const DEFAULT_SUPPORT_UIDS: (u32, u32) = (2_100_000_000, 2_100_099_999);
 
 /// Why the configuration cannot be used.
 #[derive(Debug)]
@@ -53,6 +60,20 @@ struct File {
     home_base: Option<PathBuf>,
     host_keys: Option<Vec<PathBuf>>,
     hooks: Option<Hooks>,
+    pending_window: Option<toml::Value>,
+    pre_up_failure: Option<PreUpFailure>,
+    support_uids: Option<String>,
+}
+
+/// What a failing `pre_up` hook does.
+#[derive(Deserialize, Default, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PreUpFailure {
+    /// The tunnel ends as failed (the default).
+    #[default]
+    Abort,
+    /// The failure is logged and the tunnel comes up anyway (the original's behaviour).
+    Continue,
 }
 
 /// Hook scripts, run as root with the tunnel's values (never through a shell).
@@ -100,6 +121,12 @@ pub struct Config {
     pub host_keys: Vec<PathBuf>,
     /// Hook scripts.
     pub hooks: Hooks,
+    /// How long a request stays approvable (the control plane follows it).
+    pub pending_window: Duration,
+    /// What a failing `pre_up` hook does.
+    pub pre_up_failure: PreUpFailure,
+    /// The uid range support users are given, in turn (inclusive).
+    pub support_uids: (u32, u32),
 }
 
 /// Where a setting may be overridden from (flags first, then environment).
@@ -216,6 +243,12 @@ impl Config {
                     .collect()
             }),
             hooks: f.hooks.unwrap_or_default(),
+            pending_window: dur(f.pending_window, DEFAULT_PENDING_WINDOW, "pending_window")?,
+            pre_up_failure: f.pre_up_failure.unwrap_or_default(),
+            support_uids: match f.support_uids {
+                None => DEFAULT_SUPPORT_UIDS,
+                Some(s) => parse_uid_range(&s).map_err(|e| bad(format!("support_uids: {e}")))?,
+            },
         })
     }
 
@@ -235,6 +268,9 @@ impl Config {
         }
         if self.max_duration > Duration::from_secs(u64::from(u32::MAX)) {
             return Err(bad("max_duration is too long"));
+        }
+        if self.pending_window > MAX_PENDING_WINDOW {
+            return Err(bad("pending_window is longer than 14 days"));
         }
         if self.default_duration > self.max_duration {
             return Err(bad("default_duration is longer than max_duration"));
@@ -309,6 +345,31 @@ pub fn parse_key(s: &str) -> Result<[u8; 32], String> {
 /// "90s", "15m", "24h", "7d", or plain seconds (see `support_protocol::duration_text`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     support_protocol::duration_text::parse(s).map(|secs| Duration::from_secs(u64::from(secs)))
+}
+
+/// "2100000000-2100099999" -> the inclusive range; it must hold at least
+/// 1,000 uids and stay clear of root and of the usual account ranges.
+pub fn parse_uid_range(s: &str) -> Result<(u32, u32), String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("'{s}' is not a range like 2100000000-2100099999"))?;
+    let num = |t: &str| {
+        t.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("'{t}' is not a uid"))
+    };
+    let (lo, hi) = (num(a)?, num(b)?);
+    if lo < 100_000 || hi < lo || hi - lo < 999 || hi >= u32::MAX - 1 {
+        return Err(format!(
+            "'{s}' must hold at least 1,000 uids, all above 100000 (clear of the ranges useradd uses)"
+        ));
+    }
+    Ok((lo, hi))
+}
+
+/// The pending window in whole seconds.
+pub fn pending_window_secs(c: &Config) -> u32 {
+    c.pending_window.as_secs().min(u64::from(u32::MAX)) as u32
 }
 
 /// "22,80" -> [22, 80].

@@ -12,17 +12,33 @@ use std::time::{Duration, Instant};
 use crate::access;
 use crate::config::Config;
 use crate::lifecycle::{self, Mailbox, Registered, Supervisor};
+use crate::owner_log;
 use crate::repair::{self, Repaired};
 use crate::runtime::Ctx;
 use crate::socket::{self, SocketRequest, SocketResponse};
 use crate::state::{Phase, StateDir, StateLock};
-use support_protocol::control_channel::StaticKeypair;
 
-/// At most this many non-root socket clients are served at once; root (the
-/// owner's CLI) is always served, so a flood cannot block the kill switch.
-const MAX_CLIENTS: usize = 8;
-/// How long a stop waits for the teardown to finish.
+/// Socket clients served at once from the owner's group (the web UI); root
+/// (the owner's CLI) is always served, so a flood cannot block the kill switch.
+const MAX_OWNER_CLIENTS: usize = 8;
+/// Socket clients served at once from support sessions, which have their
+/// own budget: they can never take the owner's slots.
+const MAX_SUPPORT_CLIENTS: usize = 2;
+/// How long a stop waits for the access to be removed.
 const STOP_WAIT: Duration = Duration::from_secs(10);
+
+/// Who is calling on the socket, decided before the caller takes a slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Caller {
+    /// root: always served.
+    Root,
+    /// A member of the owner's group (the device's web UI).
+    Owner,
+    /// A support user of this device; may look at its own tunnel only.
+    Support(u32),
+    /// Anyone else.
+    Outsider,
+}
 
 struct Running {
     mailbox: Mailbox,
@@ -60,59 +76,29 @@ impl Daemon {
         let mut report = repair::remove_orphans(&self.ctx, &live);
         report.problems.extend(unreadable);
         for rec in records {
-            match rec.phase {
-                Phase::Ended => self.resume_notice(rec),
-                _ if self.ctx.state.seed(&rec.id).is_none() => {
-                    let _ = self.ctx.state.remove(&rec.id);
-                }
-                _ => {
-                    let id = rec.id.clone();
-                    if let Err(e) = self.supervise(rec, 3600) {
-                        report.problems.push(format!("tunnel {id}: {e}"));
-                    } else {
-                        report.done.push(format!("resumed tunnel {id}"));
+            // Every record goes back to its machine: a live one resumes, an
+            // ending one finishes its teardown (hooks included), an ended
+            // one delivers its stop notice.
+            let (id, phase) = (rec.id.clone(), rec.phase.clone());
+            match self.supervise(rec, false) {
+                Err(e) => report.problems.push(format!("tunnel {id}: {e}")),
+                Ok(()) => match phase {
+                    Phase::Pending | Phase::Connected(_) => {
+                        report.done.push(format!("resumed tunnel {id}"))
                     }
-                }
+                    Phase::Ending(_) => report
+                        .done
+                        .push(format!("finishing the end of tunnel {id}")),
+                    Phase::Ended(_) => {}
+                },
             }
         }
         report
     }
 
-    /// An ended tunnel whose stop notice was not delivered yet: deliver it.
-    fn resume_notice(&self, rec: crate::state::TunnelRecord) {
-        let done = rec.end.as_ref().is_none_or(|e| e.notified);
-        let cred = rec
-            .credential
-            .as_deref()
-            .and_then(|h| hex::decode(h).ok())
-            .and_then(|b| <[u8; 32]>::try_from(b).ok());
-        match (done, cred) {
-            (false, Some(c)) => {
-                let reason = rec
-                    .end
-                    .as_ref()
-                    .map(|e| e.reason.clone())
-                    .unwrap_or(support_protocol::messages::StopReason::Owner);
-                lifecycle::spawn_stop_notice(
-                    self.ctx.clone(),
-                    rec,
-                    StaticKeypair::from_secret(c),
-                    reason,
-                );
-            }
-            _ => {
-                let _ = self.ctx.state.remove(&rec.id);
-            }
-        }
-    }
-
-    fn supervise(
-        &self,
-        rec: crate::state::TunnelRecord,
-        stale_after_secs: u32,
-    ) -> Result<(), String> {
+    fn supervise(&self, rec: crate::state::TunnelRecord, stop_first: bool) -> Result<(), String> {
         let id = rec.id.clone();
-        let (mailbox, thread) = Supervisor::spawn(self.ctx.clone(), rec, stale_after_secs)?;
+        let (mailbox, thread) = Supervisor::spawn(self.ctx.clone(), rec, stop_first)?;
         self.lock_tunnels().insert(id, Running { mailbox, thread });
         Ok(())
     }
@@ -132,61 +118,80 @@ impl Daemon {
         let duration = duration_secs.unwrap_or(c.default_duration.as_secs() as u32);
         let ports = ports.unwrap_or_else(|| c.default_ports.clone());
         let reg = lifecycle::register(&self.ctx, duration, &ports, note)?;
-        self.supervise(reg.record.clone(), reg.stale_after_secs)?;
+        self.supervise(reg.record.clone(), false)?;
         Ok(reg)
     }
 
-    /// Stops one tunnel (or all) and waits for the teardown. Returns what stopped.
+    /// Stops one tunnel (or all live ones) and returns once each one's
+    /// access is removed; says so truthfully when it is not.
     pub fn stop(&self, id: Option<&str>) -> Result<Vec<String>, String> {
-        let targets: Vec<(String, Running)> = {
-            let mut map = self.lock_tunnels();
+        let targets: Vec<(String, Mailbox)> = {
+            let map = self.lock_tunnels();
+            let live: Vec<&String> = map
+                .iter()
+                .filter(|(_, r)| !r.mailbox.has_ended())
+                .map(|(k, _)| k)
+                .collect();
             let ids: Vec<String> = match id {
-                Some(id) => {
-                    let id = resolve(id, map.keys())?;
-                    vec![id]
-                }
-                None => map.keys().cloned().collect(),
+                Some(id) => vec![resolve(id, live.into_iter())?],
+                None => live.into_iter().cloned().collect(),
             };
             ids.into_iter()
-                .filter_map(|i| map.remove(&i).map(|r| (i, r)))
+                .filter_map(|i| map.get(&i).map(|r| (i, r.mailbox.clone())))
                 .collect()
         };
         let mut stopped = Vec::new();
-        for (id, r) in targets {
-            if r.thread.is_finished() {
-                continue;
+        let mut problems = Vec::new();
+        for (id, mailbox) in targets {
+            match mailbox.stop(STOP_WAIT) {
+                Ok(()) => stopped.push(id),
+                Err(e) => problems.push(format!("tunnel {id}: {e}")),
             }
-            r.mailbox.stop();
-            let deadline = Instant::now() + STOP_WAIT;
-            while !r.thread.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            stopped.push(id);
         }
-        Ok(stopped)
+        if problems.is_empty() {
+            Ok(stopped)
+        } else {
+            Err(problems.join("; "))
+        }
     }
 
-    /// True while any tunnel is supervised.
+    /// True while any tunnel is live (not ended).
+    pub fn any_live(&self) -> bool {
+        self.lock_tunnels().values().any(|r| !r.mailbox.has_ended())
+    }
+
+    /// True while any supervisor still has work (a stop notice, say).
     pub fn any_running(&self) -> bool {
         let mut map = self.lock_tunnels();
         map.retain(|_, r| !r.thread.is_finished());
         !map.is_empty()
     }
 
-    fn handle(&self, stream: &UnixStream, uid: u32) -> SocketResponse {
-        if !self.allowed(uid) {
-            return SocketResponse::error("only root and the support group may use the agent");
-        }
+    fn handle(&self, stream: &UnixStream, caller: Caller) -> SocketResponse {
         let req = match socket::read_request(stream) {
             Ok(r) => r,
             Err(e) => return SocketResponse::error(e),
         };
-        if self.is_support_user(uid) && !matches!(req, SocketRequest::Status {}) {
-            // Support users are in the group too; they may look, not act:
-            // a session could otherwise grant itself a fresh tunnel.
-            return SocketResponse::error(
-                "a support session cannot request support or change tunnels; only the owner can",
-            );
+        if let Caller::Support(uid) = caller {
+            // Support users are in the group too; they may look at their own
+            // tunnel, not act, and not read the owner's records: a session
+            // could otherwise grant itself a fresh tunnel.
+            return match req {
+                SocketRequest::Status {} => SocketResponse {
+                    ok: true,
+                    tunnels: Some(
+                        self.ctx
+                            .statuses()
+                            .into_iter()
+                            .filter(|s| s.user.is_some() && s.user == access::user_of_uid(uid))
+                            .collect(),
+                    ),
+                    ..SocketResponse::default()
+                },
+                _ => SocketResponse::error(
+                    "a support session cannot request support, change tunnels or read the owner's records; only the owner can",
+                ),
+            };
         }
         match req {
             SocketRequest::Request {
@@ -206,6 +211,22 @@ impl Daemon {
             SocketRequest::Status {} => SocketResponse {
                 ok: true,
                 tunnels: Some(self.ctx.statuses()),
+                ..SocketResponse::default()
+            },
+            SocketRequest::Log { id } => {
+                match owner_log::read_tunnel(&self.ctx.state, id.as_deref()) {
+                    Ok((id, lines)) => SocketResponse {
+                        ok: true,
+                        id: Some(id),
+                        log: Some(lines),
+                        ..SocketResponse::default()
+                    },
+                    Err(e) => SocketResponse::error(e),
+                }
+            }
+            SocketRequest::List {} => SocketResponse {
+                ok: true,
+                list: Some(owner_log::list(&self.ctx.state)),
                 ..SocketResponse::default()
             },
             SocketRequest::Stop { id } => match self.stop(id.as_deref()) {
@@ -230,23 +251,25 @@ impl Daemon {
         }
     }
 
-    fn allowed(&self, uid: u32) -> bool {
+    /// Who `uid` is, from /etc/passwd and /etc/group.
+    fn classify(&self, uid: u32) -> Caller {
         if uid == 0 {
-            return true;
+            return Caller::Root;
         }
         let Some(gid) = self.ctx.gid else {
-            return false;
+            return Caller::Outsider;
         };
         let Some(user) = access::users().into_iter().find(|u| u.id == uid) else {
-            return false;
+            return Caller::Outsider;
         };
-        user.gid == gid || access::group_members(&self.ctx.config.group).contains(&user.name)
-    }
-
-    fn is_support_user(&self, uid: u32) -> bool {
-        access::users()
-            .iter()
-            .any(|u| u.id == uid && u.info.starts_with("support-tunnel "))
+        if user.info.starts_with("support-tunnel ") {
+            return Caller::Support(uid);
+        }
+        if user.gid == gid || access::group_members(&self.ctx.config.group).contains(&user.name) {
+            Caller::Owner
+        } else {
+            Caller::Outsider
+        }
     }
 
     /// Serves the socket until `exit_when_idle` finds no tunnel left (or forever).
@@ -266,9 +289,10 @@ impl Daemon {
         listener
             .set_nonblocking(true)
             .map_err(|e| format!("socket: {e}"))?;
-        let clients = Arc::new(AtomicUsize::new(0));
+        let owner_clients = Arc::new(AtomicUsize::new(0));
+        let support_clients = Arc::new(AtomicUsize::new(0));
         loop {
-            if stop.load(Ordering::SeqCst) || (exit_when_idle && !self.any_running()) {
+            if stop.load(Ordering::SeqCst) || (exit_when_idle && !self.any_live()) {
                 let _ = std::fs::remove_file(&path);
                 return Ok(());
             }
@@ -278,25 +302,46 @@ impl Daemon {
                     let uid = rustix::net::sockopt::socket_peercred(&stream)
                         .map(|c| c.uid.as_raw())
                         .unwrap_or(u32::MAX);
-                    if uid != 0 && clients.load(Ordering::SeqCst) >= MAX_CLIENTS {
-                        socket::write_response(
-                            &stream,
-                            &SocketResponse::error("the agent is busy; try again"),
-                        );
-                        continue;
+                    // Classified before it takes a slot: each kind of caller
+                    // has its own budget, and root needs none.
+                    let caller = self.classify(uid);
+                    let (budget, limit) = match caller {
+                        Caller::Root => (None, 0),
+                        Caller::Owner => (Some(owner_clients.clone()), MAX_OWNER_CLIENTS),
+                        Caller::Support(_) => (Some(support_clients.clone()), MAX_SUPPORT_CLIENTS),
+                        Caller::Outsider => {
+                            socket::write_response(
+                                &stream,
+                                &SocketResponse::error(
+                                    "only root and the support group may use the agent",
+                                ),
+                            );
+                            continue;
+                        }
+                    };
+                    if let Some(b) = &budget {
+                        if b.load(Ordering::SeqCst) >= limit {
+                            socket::write_response(
+                                &stream,
+                                &SocketResponse::error("the agent is busy; try again"),
+                            );
+                            continue;
+                        }
+                        b.fetch_add(1, Ordering::SeqCst);
                     }
-                    clients.fetch_add(1, Ordering::SeqCst);
                     let me = self.clone();
-                    let count = clients.clone();
+                    let count = budget.clone();
                     let spawned = std::thread::Builder::new()
                         .name("socket-client".into())
                         .spawn(move || {
-                            let r = me.handle(&stream, uid);
+                            let r = me.handle(&stream, caller);
                             socket::write_response(&stream, &r);
-                            count.fetch_sub(1, Ordering::SeqCst);
+                            if let Some(c) = count {
+                                c.fetch_sub(1, Ordering::SeqCst);
+                            }
                         });
-                    if spawned.is_err() {
-                        clients.fetch_sub(1, Ordering::SeqCst);
+                    if let (Err(_), Some(b)) = (spawned, budget) {
+                        b.fetch_sub(1, Ordering::SeqCst);
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -320,31 +365,50 @@ pub fn open_state(config: Config) -> Result<(Arc<Ctx>, StateLock), String> {
         .map_err(|e| format!("state dir {}: {e}", config.state_dir.display()))?;
     let lock = StateLock::acquire(&state)?;
     let gid = access::ensure_group(&config.group)?;
+    // Older versions let the group read the logs and the status; close that.
     state
-        .share_with(gid)
+        .make_private()
         .map_err(|e| format!("state dir {}: {e}", config.state_dir.display()))?;
     Ok((Ctx::new(config, state, Some(gid)), lock))
 }
 
-/// Without a daemon: ends live tunnels (`id`, or all) on the spot.
+/// Without a daemon: ends live tunnels (`id`, or all) on the spot, and
+/// finishes any teardown a crash interrupted. Each end runs the same
+/// machine as in the daemon; the stop notice gets a few seconds, and if it
+/// does not get through the record keeps it for the daemon's next start.
 pub fn stop_offline(config: Config, id: Option<&str>) -> Result<Vec<String>, String> {
     let (ctx, _lock) = open_state(config)?;
     let (records, _) = ctx.state.records();
-    let live: Vec<_> = records
+    let targets: Vec<_> = records
         .into_iter()
-        .filter(|r| r.phase != Phase::Ended && ctx.state.seed(&r.id).is_some())
+        .filter(|r| r.is_live() || matches!(r.phase, Phase::Ending(_)))
         .collect();
-    let ids: Vec<String> = live.iter().map(|r| r.id.clone()).collect();
+    let ids: Vec<String> = targets.iter().map(|r| r.id.clone()).collect();
     let wanted = match id {
         Some(id) => vec![resolve(id, ids.iter())?],
         None => ids,
     };
     let mut done = Vec::new();
-    for mut rec in live.into_iter().filter(|r| wanted.contains(&r.id)) {
-        lifecycle::end_offline(&ctx, &mut rec);
-        done.push(rec.id);
+    let mut problems = Vec::new();
+    let mut threads = Vec::new();
+    for rec in targets.into_iter().filter(|r| wanted.contains(&r.id)) {
+        let id = rec.id.clone();
+        let (mailbox, thread) = Supervisor::spawn(ctx.clone(), rec, true)?;
+        match mailbox.stop(STOP_WAIT) {
+            Ok(()) => done.push(id),
+            Err(e) => problems.push(format!("tunnel {id}: {e}")),
+        }
+        threads.push(thread);
     }
-    Ok(done)
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if problems.is_empty() {
+        Ok(done)
+    } else {
+        Err(problems.join("; "))
+    }
 }
 
 /// Without a daemon: removes what belongs to no live tunnel.

@@ -53,6 +53,11 @@ impl TunnelClock {
         Duration::from_millis(total.saturating_sub(used) as u64)
     }
 
+    /// The instant the duration is used up.
+    pub fn expires_at(&self) -> Instant {
+        self.started + Duration::from_secs(self.duration.saturating_sub(self.used_at_start))
+    }
+
     /// True once the duration is used up.
     pub fn expired(&self, now: Instant) -> bool {
         self.remaining(now).is_zero()

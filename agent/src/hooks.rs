@@ -11,7 +11,43 @@ use crate::config::check_owner_and_mode;
 /// How long a hook may run before it is killed.
 const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// When a hook runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookStage {
+    /// Before the support access and the peer come up.
+    PreUp,
+    /// After they are up.
+    PostUp,
+    /// At the end, after the access is gone (the owner's stop never waits for it).
+    PreDown,
+    /// Last.
+    PostDown,
+}
+
+impl HookStage {
+    /// The stage's name, as the hook receives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            HookStage::PreUp => "pre-up",
+            HookStage::PostUp => "post-up",
+            HookStage::PreDown => "pre-down",
+            HookStage::PostDown => "post-down",
+        }
+    }
+
+    /// The configured script of this stage.
+    pub fn script(self, hooks: &crate::config::Hooks) -> Option<&Path> {
+        match self {
+            HookStage::PreUp => hooks.pre_up.as_deref(),
+            HookStage::PostUp => hooks.post_up.as_deref(),
+            HookStage::PreDown => hooks.pre_down.as_deref(),
+            HookStage::PostDown => hooks.post_down.as_deref(),
+        }
+    }
+}
+
 /// The values a hook receives.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HookValues {
     /// The tunnel id.
     pub tunnel_id: String,

@@ -12,11 +12,13 @@ mod daemon;
 mod expiry;
 mod hooks;
 mod lifecycle;
+mod machine;
 mod owner_log;
 mod repair;
 mod runtime;
 mod socket;
 mod state;
+mod time_floor;
 mod util;
 
 /// A lower bound on "now" that needs no clock: when this release was made.

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::state::StateDir;
 use crate::util::{format_duration, format_time};
 
 /// One line of the log.
@@ -172,6 +173,56 @@ impl LogLine {
         };
         format!("{}  {what}", format_time(self.at))
     }
+}
+
+/// One tunnel in `list`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ListRow {
+    /// The tunnel id.
+    pub id: String,
+    /// When its record begins (wall clock).
+    pub requested_at: u64,
+    /// Its last line, rendered.
+    pub last: String,
+}
+
+fn read_lines(state: &StateDir, id: &str) -> Vec<LogLine> {
+    std::fs::read_to_string(state.log_path(id))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The record of tunnel `id` (a unique prefix will do), or of the newest.
+pub fn read_tunnel(state: &StateDir, id: Option<&str>) -> Result<(String, Vec<LogLine>), String> {
+    let ids = state.logged_tunnels();
+    let id = match id {
+        Some(p) => crate::daemon::resolve(p, ids.iter())
+            .map_err(|_| format!("no tunnel {p} on record (see support-agent list)"))?,
+        None => ids
+            .last()
+            .cloned()
+            .ok_or("this device has no support tunnels on record")?,
+    };
+    let lines = read_lines(state, &id);
+    Ok((id, lines))
+}
+
+/// Every tunnel on record, newest last.
+pub fn list(state: &StateDir) -> Vec<ListRow> {
+    state
+        .logged_tunnels()
+        .into_iter()
+        .map(|id| {
+            let lines = read_lines(state, &id);
+            ListRow {
+                requested_at: lines.first().map(|l| l.at).unwrap_or(0),
+                last: lines.last().map(|l| l.render()).unwrap_or_default(),
+                id,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

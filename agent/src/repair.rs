@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use crate::access;
 use crate::runtime::Ctx;
-use crate::state::{Phase, StateDir, TunnelRecord};
+use crate::state::{StateDir, TunnelRecord};
 
 /// What a repair found and did.
 #[derive(Debug, Default)]
@@ -21,7 +21,7 @@ pub struct Repaired {
 pub fn live_ids(state: &StateDir, records: &[TunnelRecord]) -> HashSet<String> {
     records
         .iter()
-        .filter(|r| r.phase != Phase::Ended && state.seed(&r.id).is_some())
+        .filter(|r| r.is_live() && state.seed(&r.id).is_some())
         .map(|r| r.id.clone())
         .collect()
 }

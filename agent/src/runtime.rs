@@ -21,6 +21,9 @@ pub struct TunnelStatus {
     pub phase: String,
     /// When requested (wall clock).
     pub requested_at: u64,
+    /// When a pending request goes stale if nobody approves it (wall clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_at: Option<u64>,
     /// The approver, once approved.
     pub approver: Option<String>,
     /// The support user, once created.
@@ -68,7 +71,7 @@ impl Ctx {
             entry,
         };
         let json = serde_json::to_string(&line).unwrap_or_default();
-        if let Err(e) = self.state.append_log(id, &json, self.gid) {
+        if let Err(e) = self.state.append_log(id, &json) {
             eprintln!("support-agent: cannot write the owner log of {id}: {e}");
         }
     }
@@ -90,7 +93,7 @@ impl Ctx {
             map.values().cloned().collect::<Vec<_>>()
         };
         let json = serde_json::to_vec_pretty(&snapshot).unwrap_or_default();
-        if let Err(e) = self.state.write_status(&json, self.gid) {
+        if let Err(e) = self.state.write_status(&json) {
             eprintln!("support-agent: cannot write the status file: {e}");
         }
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::owner_log::{ListRow, LogLine};
 use crate::runtime::TunnelStatus;
 
 /// The longest request line read from the socket.
@@ -30,6 +31,13 @@ pub enum SocketRequest {
     },
     /// Every tunnel's status.
     Status {},
+    /// The owner's record of one tunnel (the newest when absent).
+    Log {
+        /// The tunnel (or a unique prefix of its id).
+        id: Option<String>,
+    },
+    /// Every tunnel on record, newest last.
+    List {},
     /// Stop one tunnel, or all.
     Stop {
         /// The tunnel (all when absent).
@@ -59,6 +67,12 @@ pub struct SocketResponse {
     /// Tunnels' status.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tunnels: Option<Vec<TunnelStatus>>,
+    /// The owner's record of the tunnel `id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<Vec<LogLine>>,
+    /// Every tunnel on record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub list: Option<Vec<ListRow>>,
     /// What a stop or repair did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub done: Option<Vec<String>>,

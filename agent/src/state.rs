@@ -4,14 +4,17 @@
 //! ```text
 //! STATE/tunnels/<id>.key    0600 root        the tunnel's seed: written once, wiped at the end
 //! STATE/tunnels/<id>.json   0600 root        request, accepted approval, time used (rewritten often)
-//! STATE/status.json         0640 root:group  what status/list show without the daemon
-//! STATE/log/<id>.log        0640 root:group  the owner's record (JSON lines), kept after the end
+//! STATE/status.json         0600 root        what `status` shows root without the daemon
+//! STATE/log/<id>.log        0600 root        the owner's record (JSON lines), kept after the end
+//! STATE/next-uid            0600 root        the uid the next support user gets
 //! STATE/floor               0600 root        the time floor (newest issued_at accepted)
 //! STATE/agent.lock                           held by the process that runs tunnels
 //! ```
 //!
 //! Every write is atomic (temp file, fsync, rename), so a kill -9 at any
-//! moment leaves each file either old or new.
+//! moment leaves each file either old or new. Nothing here is readable by
+//! the support group: support users are in it too. The owner's web UI reads
+//! status and logs through the daemon's socket, which knows who asks.
 
 use std::fs;
 use std::io::{self, Write};
@@ -19,74 +22,104 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use support_protocol::messages::StopReason;
 use support_protocol::TunnelId;
 
 use crate::util::{ensure_dir, wipe_file, write_atomic};
 
-/// Where a tunnel is, as the agent keeps it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// Where a tunnel is, as the agent keeps it. Each phase carries exactly
+/// what that phase needs, so a record cannot say "ended" and still hold an
+/// approval to resume.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
 pub enum Phase {
     /// Registered, waiting for an approval.
     Pending,
-    /// An approval was accepted; the support access and the peer are coming up
-    /// (or are up: the agent was restarted before it finished).
-    Connecting,
-    /// Up.
-    Connected,
+    /// An approval was accepted. Saved before the support access is
+    /// created, so after a crash the tunnel is resumed (or repaired).
+    Connected(Live),
+    /// The end is decided and saved; the teardown may not have finished.
+    /// A restart finishes it and never resumes the tunnel.
+    Ending(Ending),
     /// Torn down; only the stop notice for the control plane may remain.
-    Ended,
+    Ended(EndNote),
 }
 
-/// One tunnel's record.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TunnelRecord {
-    /// The tunnel id (hex).
-    pub id: String,
-    /// The control-channel credential (hex), kept after the end only until
-    /// the stop notice is delivered. It opens nothing but this tunnel's record.
-    pub credential: Option<String>,
-    /// Requested duration.
-    pub duration_secs: u32,
-    /// Requested ports.
-    pub ports: Vec<u16>,
-    /// The owner's note.
-    pub note: String,
-    /// Wall-clock time of the request (display only).
-    pub requested_at: u64,
-    /// Where it is.
-    pub phase: Phase,
-    /// The newest approval accepted.
-    pub accepted_seq: Option<u32>,
-    /// That approval, encoded (hex), to resume after a restart.
-    pub approval: Option<String>,
+/// An accepted approval and the time used under it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Live {
+    /// The approval's sequence number.
+    pub accepted_seq: u32,
+    /// The approval, encoded (hex), to re-verify and resume after a restart.
+    pub approval: String,
     /// Connected time used so far, counted on the monotonic clock.
     pub used_secs: u64,
     /// The wall clock when `used_secs` was saved (see `expiry`).
     pub checkpoint_wall: u64,
     /// The control plane acknowledged "connected".
     pub reported_connected: bool,
-    /// Why it ended, once it has; and whether the control plane was told.
-    pub end: Option<EndNote>,
+    /// The device's tunnel address (for the hooks).
+    pub address: [u8; 4],
+    /// The tunnel network's prefix length (for the hooks).
+    pub prefix_len: u8,
+}
+
+/// A decided end whose teardown may still be running.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ending {
+    /// Why it ends.
+    pub reason: StopReason,
+    /// Whether the control plane still has to be told.
+    pub notify: bool,
+    /// The approval it ran under, if one was accepted (support access may exist).
+    pub live: Option<Live>,
 }
 
 /// How a tunnel ended.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndNote {
     /// Why, as the stop notice carries it.
-    pub reason: support_protocol::messages::StopReason,
+    pub reason: StopReason,
     /// The same, readable.
     pub text: String,
     /// Wall-clock time (display only).
     pub at: u64,
     /// The control plane has been told (or told us).
     pub notified: bool,
+    /// The control-channel credential (hex), kept only until the stop notice
+    /// is delivered. It opens nothing but this tunnel's record.
+    pub credential: Option<String>,
+}
+
+/// One tunnel's record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelRecord {
+    /// The tunnel id (hex).
+    pub id: String,
+    /// Requested duration.
+    pub duration_secs: u32,
+    /// Requested ports.
+    pub ports: Vec<u16>,
+    /// The owner's note.
+    pub note: String,
+    /// Wall-clock time of the request (display, and the pending window after a restart).
+    pub requested_at: u64,
+    /// How long the request stays approvable.
+    pub pending_window_secs: u32,
+    /// Where it is.
+    #[serde(flatten)]
+    pub phase: Phase,
 }
 
 impl TunnelRecord {
     /// The id parsed.
     pub fn tunnel_id(&self) -> Option<TunnelId> {
         self.id.parse().ok()
+    }
+
+    /// True while the tunnel may hold support access legitimately.
+    pub fn is_live(&self) -> bool {
+        matches!(self.phase, Phase::Pending | Phase::Connected(_))
     }
 }
 
@@ -101,15 +134,26 @@ impl StateDir {
     pub fn open(root: &Path) -> io::Result<StateDir> {
         ensure_dir(root, 0o755)?;
         ensure_dir(&root.join("tunnels"), 0o700)?;
-        ensure_dir(&root.join("log"), 0o750)?;
+        ensure_dir(&root.join("log"), 0o700)?;
         Ok(StateDir {
             root: root.to_path_buf(),
         })
     }
 
-    /// Lets `gid` (the support group) read the status and the owner logs.
-    pub fn share_with(&self, gid: u32) -> io::Result<()> {
-        std::os::unix::fs::chown(self.root.join("log"), Some(0), Some(gid))
+    /// Makes the log directory and the status root's alone (older versions
+    /// let the support group read them, and support users are in it).
+    pub fn make_private(&self) -> io::Result<()> {
+        let log = self.root.join("log");
+        std::os::unix::fs::chown(&log, Some(0), Some(0))?;
+        fs::set_permissions(&log, fs::Permissions::from_mode(0o700))?;
+        for e in fs::read_dir(&log)?.flatten() {
+            fs::set_permissions(e.path(), fs::Permissions::from_mode(0o600))?;
+        }
+        let status = self.root.join("status.json");
+        if status.exists() {
+            fs::set_permissions(&status, fs::Permissions::from_mode(0o600))?;
+        }
+        Ok(())
     }
 
     /// Opens an existing directory read-only (status readers in the group).
@@ -203,14 +247,9 @@ impl StateDir {
         wipe_file(&self.record_path(id))
     }
 
-    /// Writes the group-readable status (0640).
-    pub fn write_status(&self, json: &[u8], gid: Option<u32>) -> io::Result<()> {
-        let p = self.root.join("status.json");
-        write_atomic(&p, json, 0o640)?;
-        if let Some(g) = gid {
-            std::os::unix::fs::chown(&p, Some(0), Some(g))?;
-        }
-        Ok(())
+    /// Writes the status (0600: the socket serves it to the owner's group).
+    pub fn write_status(&self, json: &[u8]) -> io::Result<()> {
+        write_atomic(&self.root.join("status.json"), json, 0o600)
     }
 
     /// Reads the status file.
@@ -223,18 +262,15 @@ impl StateDir {
         self.root.join("log").join(format!("{id}.log"))
     }
 
-    /// Appends one line to a tunnel's owner log (0640, group-readable) and syncs it.
-    pub fn append_log(&self, id: &str, line: &str, gid: Option<u32>) -> io::Result<()> {
+    /// Appends one line to a tunnel's owner log (0600) and syncs it.
+    pub fn append_log(&self, id: &str, line: &str) -> io::Result<()> {
         let p = self.log_path(id);
         let mut f = fs::OpenOptions::new()
             .append(true)
             .create(true)
-            .mode(0o640)
+            .mode(0o600)
             .open(&p)?;
-        f.set_permissions(fs::Permissions::from_mode(0o640))?;
-        if let Some(g) = gid {
-            std::os::unix::fs::chown(&p, Some(0), Some(g))?;
-        }
+        f.set_permissions(fs::Permissions::from_mode(0o600))?;
         f.write_all(line.as_bytes())?;
         f.write_all(b"\n")?;
         f.sync_data()
@@ -277,6 +313,23 @@ impl StateDir {
             write_atomic(&self.root.join("floor"), t.to_string().as_bytes(), 0o600)?;
         }
         Ok(())
+    }
+
+    /// The uid the next support user should get (0 before the first).
+    pub fn next_support_uid(&self) -> u32 {
+        fs::read_to_string(self.root.join("next-uid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Saves the uid the next support user should get.
+    pub fn set_next_support_uid(&self, uid: u32) -> io::Result<()> {
+        write_atomic(
+            &self.root.join("next-uid"),
+            uid.to_string().as_bytes(),
+            0o600,
+        )
     }
 
     /// The lock file path.

@@ -279,3 +279,48 @@ fn garbage_and_an_unreachable_control_plane_are_clear_errors() {
     assert!(!out.status.success());
     assert!(err.contains("control plane is unreachable"), "{err}");
 }
+
+#[test]
+fn transient_refusals_are_retried_not_taken_as_delivered() {
+    let lab = lab();
+    let code = lab.request();
+    // The connected report meets "rate limited" then "unavailable" first.
+    lab.fake.seen.lock().expect("lock").transient_errors = 2;
+    let ok = lab.honest(&code, &Terms::default());
+    lab.fake.serve(TunnelState::Approved(ApprovalSeq(1)), ok);
+    wait_for(
+        "the connected report to get through",
+        Duration::from_secs(20),
+        || {
+            lab.fake
+                .seen
+                .lock()
+                .expect("lock")
+                .connected
+                .contains(&code.tunnel_id)
+        },
+    );
+    assert_eq!(lab.fake.seen.lock().expect("lock").turned_away, 2);
+    // So does the stop notice.
+    lab.fake.seen.lock().expect("lock").transient_errors = 2;
+    let out = lab.device.run(&["stop", "--all"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(
+        "the stop notice to get through",
+        Duration::from_secs(20),
+        || {
+            lab.fake
+                .seen
+                .lock()
+                .expect("lock")
+                .stopped
+                .iter()
+                .any(|(id, _)| *id == code.tunnel_id)
+        },
+    );
+    assert_eq!(lab.fake.seen.lock().expect("lock").turned_away, 4);
+}

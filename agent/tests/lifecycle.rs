@@ -158,8 +158,16 @@ fn an_admin_stop_seen_on_the_long_poll_tears_down() {
         || !user_exists(&user),
     );
     assert_no_access_left(&user);
-    let log = String::from_utf8_lossy(&w.device.run(&["log"]).stdout).to_string();
-    assert!(log.contains("ended (stopped by support)"), "{log}");
+    // The user goes before the end is logged (hooks run in between): wait
+    // for the log line itself.
+    wait_for(
+        "the owner log to record the end",
+        Duration::from_secs(10),
+        || {
+            String::from_utf8_lossy(&w.device.run(&["log"]).stdout)
+                .contains("ended (stopped by support)")
+        },
+    );
 }
 
 #[test]
@@ -334,6 +342,12 @@ fn hooks_get_the_tunnel_values_as_arguments_and_environment() {
     let w = World::new(&settings, None);
     let s = w.connect(&[], &Terms::default());
     assert!(w.device.run(&["stop", "--all"]).status.success());
+    // The stop answers once the access is gone; the down hooks follow.
+    wait_for("the post-down hook", Duration::from_secs(20), || {
+        std::fs::read_to_string(&out)
+            .map(|t| t.contains("post-down"))
+            .unwrap_or(false)
+    });
     let text = std::fs::read_to_string(&out).expect("hooks ran");
     let lines: Vec<&str> = text.lines().collect();
     let id = s.id.to_string();
@@ -417,4 +431,52 @@ fn request_wait_runs_the_whole_lifecycle_in_the_foreground() {
     wait_for("the control plane to hear", Duration::from_secs(10), || {
         cp.state(&eng.cp_key, s.id) == TunnelState::Stopped
     });
+}
+
+#[test]
+fn an_approval_from_the_future_cannot_lock_other_certificates_out() {
+    let w = World::new(&DeviceSettings::default(), None);
+    // Alice's laptop clock is 60 days ahead (inside her 90-day certificate).
+    let terms = Terms {
+        issued_at: Some(now() + 60 * 86400),
+        ..Terms::default()
+    };
+    let a = w.connect(&[], &terms);
+    assert!(w.device.run(&["stop", "--all"]).status.success());
+    assert_no_access_left(&a.user());
+    // Bob's certificate ends in 30 days: still good, and the device takes it.
+    let bob = w.eng.colleague(&w.cp, "bob", 30);
+    let (_, code) = w.device.request(&[]);
+    let mut s = approve(&w.cp, &bob, &code, &Terms::default());
+    wait_connected(&w.cp, &bob, &s, &w.sshd.host_key);
+    s.connect();
+    assert!(ssh(&bob, &s, &w.sshd.host_key, "true").status.success());
+}
+
+#[test]
+fn a_request_stays_approvable_for_the_devices_pending_window() {
+    let settings = DeviceSettings {
+        extra: "pending_window = \"3d\"".into(),
+        ..DeviceSettings::default()
+    };
+    let w = World::new(&settings, None);
+    let before = now();
+    let (id, code) = w.device.request(&[]);
+    let summary = w.cp.show(&w.eng.cp_key, id).summary;
+    assert_eq!(
+        summary.expires_at - summary.created_at,
+        3 * 86400,
+        "the control plane keeps it as long as the device asked"
+    );
+    let status = w.device.run(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+    let stale_at = v["tunnels"][0]["stale_at"]
+        .as_u64()
+        .expect("stale_at shown");
+    assert!(stale_at.abs_diff(before + 3 * 86400) <= 5, "{v}");
+    let text = String::from_utf8_lossy(&w.device.run(&["status"]).stdout).to_string();
+    assert!(text.contains("goes stale at"), "{text}");
+    // Still approvable later: approve now, and it connects.
+    let s = approve(&w.cp, &w.eng, &code, &Terms::default());
+    wait_connected(&w.cp, &w.eng, &s, &w.sshd.host_key);
 }

@@ -38,6 +38,17 @@ fn a_config_file_others_could_change_is_refused() {
     assert!(err.contains("suddo"), "unknown keys are named: {err}");
 }
 
+/// The agent binary, copied where every user can run it: the checkout (and
+/// its target directory) may be one only root can enter (/root, mktemp -d).
+fn reachable_agent(w: &World) -> std::path::PathBuf {
+    let copy = w.device.dir.path().join("support-agent");
+    if !copy.exists() {
+        std::fs::copy(agent_bin(), &copy).expect("copy the agent");
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    copy
+}
+
 /// A throwaway Unix user, removed on drop.
 struct TempUser(String);
 
@@ -58,7 +69,9 @@ impl TempUser {
 
     fn agent(&self, w: &World, args: &[&str]) -> std::process::Output {
         Command::new("runuser")
-            .args(["-u", &self.0, "--", &agent_bin(), "--config"])
+            .args(["-u", &self.0, "--"])
+            .arg(reachable_agent(w))
+            .arg("--config")
             .arg(&w.device.config)
             .args(args)
             .output()
@@ -110,6 +123,8 @@ fn the_local_socket_serves_root_and_the_support_group_only() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("tunnel {id}")));
     let out = outsider.agent(&w, &["log"]);
     assert!(!out.status.success(), "the owner log is not world-readable");
+    let out = member.agent(&w, &["list", "--json"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&id.to_string()));
 
     // A support session (in the group, made by the agent) cannot request a
     // new tunnel for itself: only the owner can.
@@ -177,4 +192,97 @@ fn requests_beyond_the_config_are_refused_with_the_reason() {
         assert!(!out.status.success(), "{args:?}");
         assert!(err.contains(expect), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn support_sessions_cannot_starve_the_owners_socket() {
+    let w = world();
+    let fake_support = TempUser::new(&[
+        "--gid",
+        "support",
+        "--comment",
+        "support-tunnel 00000000 0000000000000000",
+    ]);
+    // A support session holds a dozen idle connections to the socket.
+    let mut holder = Command::new("runuser")
+        .args(["-u", &fake_support.0, "--", "python3", "-c"])
+        .arg(
+            "import socket, sys, time\n\
+             s = [socket.socket(socket.AF_UNIX) for _ in range(12)]\n\
+             [c.connect(sys.argv[1]) for c in s]\n\
+             print('ready', flush=True)\n\
+             time.sleep(30)",
+        )
+        .arg(w.device.socket())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("ready");
+    assert_eq!(line.trim(), "ready");
+    // The owner's web UI (a group member) is still served at once.
+    let member = TempUser::new(&["--groups", "support"]);
+    let out = member.agent(&w, &["status", "--json"]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"daemon_running\": true"));
+}
+
+#[test]
+fn support_sessions_cannot_read_the_owners_records() {
+    let w = world();
+    let s = w.connect(&[], &Terms::default());
+    let agent = reachable_agent(&w);
+    let state = w.device.state_dir();
+    for cmd in [
+        format!("cat {}/log/{}.log", state.display(), s.id),
+        format!("cat {}/status.json", state.display()),
+        format!("ls {}/log", state.display()),
+        format!(
+            "{} --config {} log {}",
+            agent.display(),
+            w.device.config.display(),
+            s.id
+        ),
+        format!(
+            "{} --config {} list",
+            agent.display(),
+            w.device.config.display()
+        ),
+    ] {
+        let out = ssh(&w.eng, &s, &w.sshd.host_key, &cmd);
+        assert!(!out.status.success(), "{cmd} must fail for a support user");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!text.contains("approved"), "{cmd}: {text}");
+    }
+    // Its own tunnel's status, and nothing else, is what it may see.
+    let out = ssh(
+        &w.eng,
+        &s,
+        &w.sshd.host_key,
+        &format!(
+            "{} --config {} status --json",
+            agent.display(),
+            w.device.config.display()
+        ),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let tunnels = v["tunnels"].as_array().expect("tunnels");
+    assert_eq!(tunnels.len(), 1, "{v}");
+    assert_eq!(tunnels[0]["id"], s.id.to_string());
+    assert!(w.device.run(&["stop", "--all"]).status.success());
 }

@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support_protocol::approval_box::SealedApproval;
+use support_protocol::bounded::BoundedString;
 use support_protocol::control_channel::{Api, ServerKeys, StaticKeypair};
 use support_protocol::messages::{
-    DeviceCall, DeviceReply, DeviceRequest, DeviceResponse, TunnelRequest,
+    ApiError, DeviceCall, DeviceReply, DeviceRequest, DeviceResponse, ErrorCode, TunnelRequest,
 };
 use support_protocol::state::TunnelState;
 use support_protocol::TunnelId;
@@ -37,6 +38,11 @@ pub struct Seen {
     pub requests: Vec<TunnelRequest>,
     pub connected: Vec<TunnelId>,
     pub stopped: Vec<(TunnelId, String)>,
+    /// Connected reports and stop notices answered with a transient error.
+    pub turned_away: u32,
+    /// How many more connected reports and stop notices to answer with a
+    /// transient error (unavailable, then rate-limited, alternating).
+    pub transient_errors: u32,
 }
 
 pub struct FakeControlPlane {
@@ -118,6 +124,17 @@ impl Drop for FakeControlPlane {
     }
 }
 
+/// Takes one transient error from the budget, if any is left.
+fn transient(seen: &Mutex<Seen>) -> bool {
+    let mut s = seen.lock().expect("lock");
+    if s.transient_errors == 0 {
+        return false;
+    }
+    s.transient_errors -= 1;
+    s.turned_away += 1;
+    true
+}
+
 fn handle(
     mut stream: TcpStream,
     keys: &ServerKeys,
@@ -161,6 +178,24 @@ fn handle(
                 std::thread::sleep(Duration::from_millis(300));
             }
             DeviceResponse::Poll { state, approval }
+        }
+        DeviceRequest::Connected(_) | DeviceRequest::Stopped(_) if transient(seen) => {
+            let reply = DeviceReply {
+                request_id: call.request_id,
+                result: Err(ApiError {
+                    code: if seen.lock().expect("lock").turned_away % 2 == 1 {
+                        ErrorCode::Unavailable
+                    } else {
+                        ErrorCode::RateLimited
+                    },
+                    message: BoundedString::new("try again later").expect("fits"),
+                }),
+            };
+            let bytes = support_protocol::encode(&reply).expect("encodes");
+            return match incoming.respond(&bytes) {
+                Ok(b) => respond(&mut stream, 200, &b),
+                Err(_) => respond(&mut stream, 500, b"respond"),
+            };
         }
         DeviceRequest::Connected(n) => {
             seen.lock().expect("lock").connected.push(n.tunnel_id);

@@ -33,6 +33,7 @@ pub use support_testkit::world::*;
 /// key, an enrolled control-plane key, an SSH key made by ssh-keygen.
 pub struct Engineer {
     pub ca: SupportCa,
+    ca_seed: [u8; 32],
     pub signing: SigningSeed,
     pub cert: ApproverCertificate,
     pub cp_key: StaticKeypair,
@@ -50,7 +51,8 @@ impl Engineer {
 
     /// An engineer not enrolled at any control plane.
     pub fn offline() -> Engineer {
-        let ca = SupportCa(SigningSeed::new(random32()));
+        let ca_seed = random32();
+        let ca = SupportCa(SigningSeed::new(ca_seed));
         let signing = SigningSeed::new(random32());
         let now = now();
         let cert = ca.certify(
@@ -67,6 +69,37 @@ impl Engineer {
         let ssh_public = ed25519_from_openssh(&ssh_keygen(&ssh_key));
         Engineer {
             ca,
+            ca_seed,
+            signing,
+            cert,
+            cp_key,
+            ssh_key,
+            ssh_public,
+            _dir: dir,
+        }
+    }
+
+    /// Another engineer of the same support organization, enrolled at
+    /// `cp`, whose certificate is valid from an hour ago for `days`.
+    pub fn colleague(&self, cp: &ControlPlane, name: &str, days: u64) -> Engineer {
+        let signing = SigningSeed::new(random32());
+        let now = now();
+        let cert = self.ca.certify(
+            BoundedString::new(name).expect("fits"),
+            signing.public(),
+            Role::Approver,
+            8,
+            now - 3600,
+            now + days * 86400,
+        );
+        let cp_key = StaticKeypair::from_secret(random32());
+        cp.enroll(name, &cp_key);
+        let dir = tempdir();
+        let ssh_key = dir.path().join("id_ed25519");
+        let ssh_public = ed25519_from_openssh(&ssh_keygen(&ssh_key));
+        Engineer {
+            ca: SupportCa(SigningSeed::new(self.ca_seed)),
+            ca_seed: self.ca_seed,
             signing,
             cert,
             cp_key,
@@ -97,6 +130,8 @@ pub struct Terms {
     pub duration_secs: u32,
     pub ports: Vec<u16>,
     pub seq: u32,
+    /// The approval's `issued_at` (the approver's clock); now when absent.
+    pub issued_at: Option<u64>,
 }
 
 impl Default for Terms {
@@ -105,6 +140,7 @@ impl Default for Terms {
             duration_secs: 600,
             ports: vec![22],
             seq: 1,
+            issued_at: None,
         }
     }
 }
@@ -206,7 +242,7 @@ pub fn seal_for(
         kem_ciphertext: FixedBytes(ct),
         duration_secs: terms.duration_secs,
         ports: BoundedVec::try_from(&terms.ports[..]).expect("fits"),
-        issued_at: now(),
+        issued_at: terms.issued_at.unwrap_or_else(now),
     };
     let approval = seal_approval(
         &contents,

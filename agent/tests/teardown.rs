@@ -1,0 +1,410 @@
+//! DESIGN invariant 8 under pressure, on real parts: the owner's stop ends
+//! everything a session started (a fork-hopping process, as the user and as
+//! root through sudo), never waits for a hook, is never undone by a crash,
+//! and the hooks run on every path that ends a tunnel.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use support_protocol::state::TunnelState;
+
+/// The uid of `user`, from /etc/passwd.
+fn uid_of(user: &str) -> u32 {
+    std::fs::read_to_string("/etc/passwd")
+        .expect("passwd")
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f[0] == user).then(|| f[2].parse().expect("uid"))
+        })
+        .unwrap_or_else(|| panic!("no user {user}"))
+}
+
+/// What /proc says about one process: live or not, its uids, its login uid.
+struct Proc {
+    pid: u32,
+    zombie: bool,
+    uids: Vec<u32>,
+    login: Option<u32>,
+    pgid: i32,
+}
+
+/// Every process, zombies included (a process that forks and exits in a
+/// loop is mostly seen through the dead it leaves).
+fn processes() -> Vec<Proc> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("proc").flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(e.path().join("status")) else {
+            continue;
+        };
+        let uids: Vec<u32> = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .map(|l| {
+                l.split_whitespace()
+                    .filter_map(|v| v.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let login = std::fs::read_to_string(e.path().join("loginuid"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
+        let pgid = std::fs::read_to_string(e.path().join("stat"))
+            .ok()
+            .and_then(|t| {
+                t.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse().ok())
+            })
+            .unwrap_or(0);
+        out.push(Proc {
+            pid,
+            pgid,
+            zombie: status.contains("Z (zombie)"),
+            uids,
+            login,
+        });
+    }
+    out
+}
+
+/// Pids of processes (zombies included) of `uid` or of its sessions (login uid).
+fn of_session(uid: u32) -> std::collections::BTreeSet<u32> {
+    processes()
+        .into_iter()
+        .filter(|p| p.uids.contains(&uid) || p.login == Some(uid))
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// Fails if anything of `uid`'s sessions lives: no live process now, and
+/// no new process appears while watching (a survivor that forks in a loop
+/// makes new ones all the time, even if no single scan catches it alive).
+fn assert_nothing_of_the_session_runs(uid: u32, why: &str) {
+    let live: Vec<u32> = processes()
+        .into_iter()
+        .filter(|p| !p.zombie && (p.uids.contains(&uid) || p.login == Some(uid)))
+        .map(|p| p.pid)
+        .collect();
+    assert!(
+        live.is_empty(),
+        "{why}: processes of uid {uid} live: {live:?}"
+    );
+    let before = of_session(uid);
+    std::thread::sleep(Duration::from_millis(500));
+    let new: Vec<u32> = of_session(uid).difference(&before).copied().collect();
+    assert!(
+        new.is_empty(),
+        "{why}: new processes of uid {uid} keep appearing: {new:?}"
+    );
+}
+
+/// Kills whatever a failed run of the fork test left, so a failure here
+/// never leaves a fork bomb running on the machine.
+struct HopperGuard {
+    uid: u32,
+    marker: String,
+}
+
+impl Drop for HopperGuard {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            let _ = Command::new("setpriv")
+                .args([
+                    &format!("--reuid={}", self.uid),
+                    &format!("--regid={}", self.uid),
+                    "--clear-groups",
+                    "kill",
+                    "-KILL",
+                    "-1",
+                ])
+                .status();
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-f", &self.marker])
+                .status();
+            let uid = self.uid;
+            for p in processes()
+                .iter()
+                .filter(|p| p.login == Some(uid) && p.pgid > 1)
+            {
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{}", p.pgid)])
+                    .status();
+            }
+            if !processes()
+                .iter()
+                .any(|p| !p.zombie && (p.uids.contains(&uid) || p.login == Some(uid)))
+            {
+                return;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_fork_hopping_session_with_and_without_sudo_does_not_outlive_the_owners_stop() {
+    let w = World::new(&DeviceSettings::default(), None);
+    let s = w.connect(&[], &Terms::default());
+    let user = s.user();
+    let uid = uid_of(&user);
+    let marker = format!("hopper-{}", s.id);
+    let _guard = HopperGuard {
+        uid,
+        marker: marker.clone(),
+    };
+    // One process that forks and exits as fast as it can, as the support
+    // user; and the same as root, started through sudo from the session.
+    let hop = |name: &str| {
+        format!("perl -e '$0=\"{name}\"; while(1){{ exit if fork; }}' </dev/null >/dev/null 2>&1 &")
+    };
+    let script = format!(
+        "nohup {} sudo -n nohup {} echo started",
+        hop(&format!("{marker}-user")),
+        hop(&format!("{marker}-root"))
+    );
+    let out = ssh(&w.eng, &s, &w.sshd.host_key, &script);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Both run: each leaves new processes behind all the time.
+    let hopping = |pick: &dyn Fn(&Proc) -> bool| {
+        let pids = |ps: Vec<Proc>| -> std::collections::BTreeSet<u32> {
+            ps.into_iter().filter(|p| pick(p)).map(|p| p.pid).collect()
+        };
+        let a = pids(processes());
+        wait_for("new processes", Duration::from_secs(10), || {
+            pids(processes()).difference(&a).next().is_some()
+        });
+    };
+    hopping(&|p: &Proc| p.uids.first() == Some(&uid));
+    hopping(&|p: &Proc| p.uids.first() == Some(&0) && p.login == Some(uid));
+
+    let out = w.device.run(&["stop", &s.id.to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // When the stop returns, nothing of the session runs: no process of the
+    // uid (by any of its uids), none started as root from its sessions.
+    assert_nothing_of_the_session_runs(uid, "after the stop");
+    assert_no_access_left(&user);
+
+    // The next support user gets another uid.
+    let s2 = w.connect(&[], &Terms::default());
+    let uid2 = uid_of(&s2.user());
+    assert_ne!(uid2, uid, "a uid is not handed out again");
+    assert!(w.device.run(&["stop", "--all"]).status.success());
+}
+
+/// A hook that appends `STAGE ID` to `out`; at the first pre-down it marks
+/// `started` and then blocks for `block_secs`.
+fn blocking_hook(dir: &Path, block_secs: u32) -> (PathBuf, PathBuf, PathBuf) {
+    let out = dir.join("hook.out");
+    let started = dir.join("pre-down.started");
+    let hook = dir.join("hook");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\necho \"$1 $2\" >> {out}\nif [ \"$1\" = pre-down ] && [ ! -e {started} ]; then touch {started}; sleep {block_secs}; fi\n",
+            out = out.display(),
+            started = started.display()
+        ),
+    )
+    .expect("hook");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    (hook, out, started)
+}
+
+fn hook_settings(hook: &Path) -> DeviceSettings {
+    let h = hook.display();
+    DeviceSettings {
+        extra: format!(
+            "[hooks]\npre_up = \"{h}\"\npost_up = \"{h}\"\npre_down = \"{h}\"\npost_down = \"{h}\""
+        ),
+        ..DeviceSettings::default()
+    }
+}
+
+fn hook_lines(out: &Path) -> Vec<String> {
+    std::fs::read_to_string(out)
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+fn wait_for_log(w: &World, id: &str, needle: &str) {
+    wait_for(
+        &format!("the owner log to say {needle:?}"),
+        Duration::from_secs(20),
+        || String::from_utf8_lossy(&w.device.run(&["log", id]).stdout).contains(needle),
+    );
+}
+
+#[test]
+fn the_owners_stop_never_waits_for_a_hook() {
+    let dir = tempdir();
+    let (hook, out, _) = blocking_hook(dir.path(), 20);
+    let w = World::new(&hook_settings(&hook), None);
+    let s = w.connect(&[], &Terms::default());
+    let user = s.user();
+    let t = Instant::now();
+    let stop = w.device.run(&["stop", "--all"]);
+    let took = t.elapsed();
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "the stop answered in {took:?}, behind a 20 s pre-down hook"
+    );
+    assert_no_access_left(&user);
+    // The hooks still run, after the access is gone, in their order.
+    wait_for("the post-down hook", Duration::from_secs(30), || {
+        hook_lines(&out).iter().any(|l| l.starts_with("post-down"))
+    });
+    let stages: Vec<String> = hook_lines(&out)
+        .iter()
+        .map(|l| l.split(' ').next().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(stages, ["pre-up", "post-up", "pre-down", "post-down"]);
+    wait_for_log(&w, &s.id.to_string(), "stopped by the owner");
+}
+
+#[test]
+fn a_crash_during_the_teardown_never_undoes_the_owners_stop() {
+    let dir = tempdir();
+    let (hook, out, started) = blocking_hook(dir.path(), 60);
+    let mut w = World::new(&hook_settings(&hook), None);
+    let s = w.connect(&[], &Terms::default());
+    let user = s.user();
+    assert!(w.device.run(&["stop", "--all"]).status.success());
+    // The agent dies (power loss) while the teardown's pre-down hook runs.
+    wait_for(
+        "the pre-down hook to start",
+        Duration::from_secs(10),
+        || started.exists(),
+    );
+    w.device.crash();
+    let _ = Command::new("pkill")
+        .args(["-KILL", "-f", &hook.display().to_string()])
+        .status();
+    w.device.start_daemon(None);
+    // The restart finishes the end: no user again, no tunnel resumed, the
+    // hooks complete, the control plane hears.
+    wait_for("the post-down hook", Duration::from_secs(20), || {
+        hook_lines(&out).iter().any(|l| l.starts_with("post-down"))
+    });
+    assert_no_access_left(&user);
+    wait_for(
+        "the control plane to hear of the stop",
+        Duration::from_secs(20),
+        || w.cp.state(&w.eng.cp_key, s.id) == TunnelState::Stopped,
+    );
+    wait_for_log(&w, &s.id.to_string(), "ended (stopped by the owner)");
+    let log = std::fs::read_to_string(w.device.state_dir().join(format!("log/{}.log", s.id)))
+        .expect("log");
+    assert!(!log.contains("resumed"), "{log}");
+    assert!(
+        !ssh_with_timeout(&w.eng, &s, &w.sshd.host_key, "true", 3)
+            .status
+            .success(),
+        "no access came back"
+    );
+}
+
+#[test]
+fn down_hooks_run_on_an_offline_stop_and_on_a_repair_after_a_crash() {
+    let dir = tempdir();
+    let (hook, out, started) = blocking_hook(dir.path(), 0);
+    std::fs::write(&started, "").expect("no blocking here");
+    let mut w = World::new(&hook_settings(&hook), None);
+    let ran = |id: &str, stage: &str| {
+        hook_lines(&out)
+            .iter()
+            .any(|l| *l == format!("{stage} {id}"))
+    };
+
+    // The daemon is down; the owner stops with the CLI alone.
+    let a = w.connect(&[], &Terms::default());
+    w.device.crash();
+    let stop = w.device.run(&["stop", "--all"]);
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    assert_no_access_left(&a.user());
+    let id = a.id.to_string();
+    wait_for(
+        "down hooks of the offline stop",
+        Duration::from_secs(20),
+        || ran(&id, "pre-down") && ran(&id, "post-down"),
+    );
+
+    // Support stops while the agent is down; the restart repairs.
+    w.device.start_daemon(None);
+    let b = w.connect(&[], &Terms::default());
+    w.device.crash();
+    stop_at_cp(&w.cp, &w.eng, b.id);
+    w.device.start_daemon(None);
+    let id = b.id.to_string();
+    wait_for("down hooks of the repair", Duration::from_secs(20), || {
+        ran(&id, "pre-down") && ran(&id, "post-down")
+    });
+    assert_no_access_left(&b.user());
+}
+
+#[test]
+fn a_failing_pre_up_hook_aborts_or_continues_as_configured() {
+    let dir = tempdir();
+    let hook = dir.path().join("fail");
+    std::fs::write(&hook, "#!/bin/sh\nexit 3\n").expect("hook");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let h = hook.display();
+
+    // continue: logged for the owner, and the tunnel comes up (the original's way).
+    let w = World::new(
+        &DeviceSettings {
+            extra: format!("pre_up_failure = \"continue\"\n[hooks]\npre_up = \"{h}\""),
+            ..DeviceSettings::default()
+        },
+        None,
+    );
+    let s = w.connect(&[], &Terms::default());
+    assert!(ssh(&w.eng, &s, &w.sshd.host_key, "true").status.success());
+    wait_for_log(&w, &s.id.to_string(), "pre-up hook");
+    assert!(w.device.run(&["stop", "--all"]).status.success());
+    drop(w);
+
+    // abort (the default): the tunnel fails and no access is left.
+    let w = World::new(
+        &DeviceSettings {
+            extra: format!("[hooks]\npre_up = \"{h}\""),
+            ..DeviceSettings::default()
+        },
+        None,
+    );
+    let (_, code) = w.device.request(&[]);
+    let s = approve(&w.cp, &w.eng, &code, &Terms::default());
+    wait_for(
+        "the control plane to hear the failure",
+        Duration::from_secs(20),
+        || w.cp.state(&w.eng.cp_key, s.id) == TunnelState::Failed,
+    );
+    assert_no_access_left(&s.user());
+    wait_for_log(&w, &s.id.to_string(), "failed: pre-up hook");
+}
