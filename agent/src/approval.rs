@@ -3,7 +3,9 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 
-use support_protocol::approval_box::{ApprovalContents, RelayEndpoint, SealedApproval, Trust};
+use support_protocol::approval_box::{
+    ApprovalContents, ApprovalError, LimitError, RelayEndpoint, SealedApproval, Trust,
+};
 use support_protocol::hybrid_psk::{derive_psk, PskInputs};
 use support_protocol::tunnel_keys::DeviceTunnelKeys;
 use support_protocol::ApprovalSeq;
@@ -32,10 +34,37 @@ pub struct Accepted {
     pub box_hash: [u8; 32],
 }
 
+/// Why an approval was refused: the box and its signature, or its terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The certificate, the signature or the box did not verify.
+    Unverified {
+        /// The approval's number.
+        seq: ApprovalSeq,
+        /// What failed.
+        error: ApprovalError,
+    },
+    /// It asks for more than the device requested or allows.
+    BeyondLimits {
+        /// The approval's number.
+        seq: ApprovalSeq,
+        /// What it asks for too much of.
+        error: LimitError,
+    },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Unverified { seq, error } => write!(f, "{error} ({seq})"),
+            Refusal::BeyondLimits { seq, error } => write!(f, "approval refused: {error} ({seq})"),
+        }
+    }
+}
+
 /// Verifies `sealed` for this device: certificate chain to a pinned CA,
 /// signature, box, newer than `accepted`, ports and duration within both the
-/// request and the config, then derives the PSK. The error is the reason,
-/// for the owner's log and the stop notice.
+/// request and the config, then derives the PSK.
 pub fn accept(
     sealed: &SealedApproval,
     keys: &DeviceTunnelKeys,
@@ -43,7 +72,7 @@ pub fn accept(
     config: &Config,
     time_floor: u64,
     accepted: Option<ApprovalSeq>,
-) -> Result<Accepted, String> {
+) -> Result<Accepted, Refusal> {
     let public = keys.public_keys();
     let contents = sealed
         .open(
@@ -56,7 +85,10 @@ pub fn accept(
                 accepted,
             },
         )
-        .map_err(|e| format!("approval {}: {e}", sealed.approval_seq))?;
+        .map_err(|error| Refusal::Unverified {
+            seq: sealed.approval_seq,
+            error,
+        })?;
     contents
         .check_limits(
             requested.ports,
@@ -64,7 +96,10 @@ pub fn accept(
             &config.allowed_ports(),
             config.max_duration_secs(),
         )
-        .map_err(|e| format!("approval {}: {e}", sealed.approval_seq))?;
+        .map_err(|error| Refusal::BeyondLimits {
+            seq: sealed.approval_seq,
+            error,
+        })?;
     let shared = Zeroizing::new(keys.kem().decapsulate(&contents.kem_ciphertext.0));
     let psk = derive_psk(&PskInputs {
         one_time_secret: &keys.one_time_secret(),
@@ -243,7 +278,16 @@ pub(crate) mod tests {
         )
         .err()
         .expect("older refused");
-        assert!(e.contains("not newer"), "{e}");
+        assert!(
+            matches!(
+                e,
+                Refusal::Unverified {
+                    error: ApprovalError::NotNewer { .. },
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let e = accept(
             &sealed(&f, 2),
             &f.device,
@@ -254,7 +298,7 @@ pub(crate) mod tests {
         )
         .err()
         .expect("same refused");
-        assert!(e.contains("not newer"), "{e}");
+        assert!(e.to_string().contains("not newer"), "{e}");
     }
 
     #[test]
@@ -264,7 +308,17 @@ pub(crate) mod tests {
         let e = accept(&sealed(&f, 1), &f.device, &REQ, &f.config, floor, None)
             .err()
             .expect("refused");
-        assert!(e.contains("expired"), "{e}");
+        assert!(
+            matches!(
+                e,
+                Refusal::Unverified {
+                    error: ApprovalError::Certificate(_),
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("expired"), "{e}");
     }
 
     #[test]
@@ -274,13 +328,28 @@ pub(crate) mod tests {
         let e = accept(&sealed(&f, 1), &f.device, &REQ, &f.config, 0, None)
             .err()
             .expect("refused");
-        assert!(e.contains("at most 300 s"), "{e}");
+        assert!(
+            matches!(
+                e,
+                Refusal::BeyondLimits {
+                    error: LimitError::DurationNotAllowed { max: 300, .. },
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let mut f = fixture();
         f.config.ports.clear();
         let e = accept(&sealed(&f, 1), &f.device, &REQ, &f.config, 0, None)
             .err()
             .expect("refused");
-        assert!(e.contains("port 22"), "{e}");
+        assert_eq!(
+            e,
+            Refusal::BeyondLimits {
+                seq: ApprovalSeq(1),
+                error: LimitError::PortNotAllowed(22)
+            }
+        );
     }
 
     #[test]

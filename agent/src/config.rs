@@ -427,6 +427,57 @@ mod tests {
     }
 
     #[test]
+    fn the_example_defaults_hold_when_uncommented() {
+        let text = include_str!("../dist/agent.toml").replace("<64 hex digits>", &"ab".repeat(32));
+        let (head, tail) = text
+            .split_once("# Everything in this block")
+            .expect("block");
+        let (block, rest) = tail.split_once("\n\n").expect("end of block");
+        let uncommented: String = block
+            .lines()
+            .skip(1)
+            .map(|l| l.trim_start_matches("# ").to_string() + "\n")
+            .collect();
+        let c = Config::parse(&format!("{head}{uncommented}{rest}")).expect("the defaults parse");
+        assert_eq!(c.pending_window, DEFAULT_PENDING_WINDOW);
+        assert_eq!(c.support_uids, DEFAULT_SUPPORT_UIDS);
+        assert_eq!(c.pre_up_failure, PreUpFailure::Abort);
+        assert!(c.sudo);
+    }
+
+    #[test]
+    fn pending_windows_and_uid_ranges_are_bounded() {
+        let base = format!(
+            "control_plane = \"http://x\"\ncontrol_plane_keys = [\"{k}\"]\nsupport_ca_keys = [\"{k}\"]\n",
+            k = "ab".repeat(32)
+        );
+        let with = |extra: &str| Config::parse(&format!("{base}{extra}"));
+        assert_eq!(
+            with("pending_window = \"14d\"")
+                .expect("14 days")
+                .pending_window,
+            MAX_PENDING_WINDOW
+        );
+        let e = with("pending_window = \"15d\"").expect_err("refused");
+        assert!(e.0.contains("longer than 14 days"), "{e}");
+        assert_eq!(
+            with("support_uids = \"300000-301000\"")
+                .expect("ok")
+                .support_uids,
+            (300_000, 301_000)
+        );
+        for bad in ["0-100000", "300000-300010", "5-4", "x-y", "300000"] {
+            let e = with(&format!("support_uids = \"{bad}\"")).expect_err("refused");
+            assert!(e.0.contains("support_uids"), "{bad}: {e}");
+        }
+        let e = with("pre_up_failure = \"ignore\"").expect_err("refused");
+        assert!(
+            e.0.contains("pre_up_failure") || e.0.contains("unknown variant"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn file_defaults_and_unknown_keys() {
         let f: File = toml::from_str("control_plane = \"http://x\"").expect("parses");
         let c = Config::from_file(f).expect("valid");

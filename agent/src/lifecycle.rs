@@ -435,8 +435,8 @@ impl Supervisor {
     fn execute(&mut self, action: Action) -> Option<Input> {
         let id = self.id();
         match action {
-            Action::Save => {
-                if let Err(e) = self.ctx.state.save(self.machine.record()) {
+            Action::Save(record) => {
+                if let Err(e) = self.ctx.state.save(&record) {
                     eprintln!("support-agent: tunnel {id}: cannot save its record: {e}");
                 }
             }

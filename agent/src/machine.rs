@@ -95,8 +95,8 @@ pub enum Answer {
 /// What the driver must do, in order.
 #[derive(Debug)]
 pub enum Action {
-    /// Persist `record()`.
-    Save,
+    /// Persist this record (the state at the moment the action was decided).
+    Save(Box<TunnelRecord>),
     /// Raise the device's time floor to this (never lowers it).
     RaiseTimeFloor(u64),
     /// Append to the owner's log.
@@ -283,7 +283,12 @@ impl Machine {
         }
     }
 
-    /// The record as it should be saved.
+    fn save(&mut self) {
+        self.actions
+            .push_back(Action::Save(Box::new(self.rec.clone())));
+    }
+
+    /// The record as it stands.
     pub fn record(&self) -> &TunnelRecord {
         &self.rec
     }
@@ -524,7 +529,7 @@ impl Machine {
             prefix_len: a.prefix_len,
         });
         // Saved before any change, so a crash from here on is resumed or repaired.
-        self.actions.push_back(Action::Save);
+        self.save();
         self.bring_up(now, wall, acc, 0);
     }
 
@@ -642,7 +647,7 @@ impl Machine {
             live.checkpoint_wall = wall;
             reported = live.reported_connected;
         }
-        self.actions.push_back(Action::Save);
+        self.save();
         let address = std::net::Ipv4Addr::from(acc.contents.addresses.device).to_string();
         self.actions.push_back(Action::Log(Entry::Up {
             user: self.user(),
@@ -692,7 +697,7 @@ impl Machine {
                 expiry_wall: expiry,
             });
         }
-        self.actions.push_back(Action::Save);
+        self.save();
     }
 
     fn backoff(&mut self, attempt: u32) -> Duration {
@@ -724,7 +729,7 @@ impl Machine {
                 if let Phase::Connected(live) = &mut self.rec.phase {
                     live.reported_connected = true;
                 }
-                self.actions.push_back(Action::Save);
+                self.save();
             }
             Answer::Retry(text) => {
                 let wait = self.backoff(attempt - 1);
@@ -792,9 +797,10 @@ impl Machine {
             reason,
             notify,
             live,
+            credential: None,
         };
         self.rec.phase = Phase::Ending(ending.clone());
-        self.actions.push_back(Action::Save);
+        self.save();
         self.teardown(ending);
     }
 
@@ -818,45 +824,49 @@ impl Machine {
         let Stage::Removing { hooks } = std::mem::replace(&mut self.stage, Stage::Done) else {
             return;
         };
-        let Phase::Ending(e) = self.rec.phase.clone() else {
+        let Phase::Ending(mut e) = self.rec.phase.clone() else {
             return;
         };
         if let Err(what) = &result {
+            // The access may still exist: stay `ending`, so the next start
+            // (or `stop`) tries again; never claim it is gone.
             self.actions
                 .push_back(Action::Log(Entry::Problem { what: what.clone() }));
+            self.actions.push_back(Action::AccessGone(result));
+            self.actions.push_back(Action::Finished);
+            return;
         }
-        self.actions.push_back(Action::AccessGone(result.clone()));
+        // The secrets go with the access, before the stop is answered; only
+        // the credential stays, for the stop notice.
+        if e.notify && e.credential.is_none() {
+            e.credential = self
+                .keys
+                .as_ref()
+                .map(|k| hex::encode(k.credential().secret()));
+        }
+        self.rec.phase = Phase::Ending(e.clone());
+        self.save();
+        self.actions.push_back(Action::WipeSeed);
+        self.actions.push_back(Action::AccessGone(Ok(())));
         if let Some(v) = hooks {
             self.actions
                 .push_back(Action::RunHook(HookStage::PreDown, v.clone()));
             self.actions
                 .push_back(Action::RunHook(HookStage::PostDown, v));
         }
-        if result.is_err() {
-            // The access may still exist: stay `ending`, so the next start
-            // (or `repair`) tries again; never claim it is gone.
-            self.actions.push_back(Action::Finished);
-            return;
-        }
-        self.actions.push_back(Action::WipeSeed);
         let text = reason_text(&e.reason);
         self.actions.push_back(Action::Log(Entry::Ended {
             reason: text.clone(),
         }));
-        let credential = self
-            .keys
-            .as_ref()
-            .filter(|_| e.notify)
-            .map(|k| hex::encode(k.credential().secret()));
         self.rec.phase = Phase::Ended(EndNote {
             reason: e.reason.clone(),
             text,
             at: self.wall,
             notified: !e.notify,
-            credential,
+            credential: e.credential.filter(|_| e.notify),
         });
         if e.notify {
-            self.actions.push_back(Action::Save);
+            self.save();
             self.actions.push_back(Action::SendStopped(e.reason));
             self.stage = Stage::Ended {
                 notice: Some(Retry {
@@ -930,7 +940,7 @@ mod tests {
     fn names(m: &mut Machine) -> Vec<&'static str> {
         std::iter::from_fn(|| m.poll_action())
             .map(|a| match a {
-                Action::Save => "save",
+                Action::Save(_) => "save",
                 Action::RaiseTimeFloor(_) => "raise-floor",
                 Action::Log(Entry::Refused { .. }) => "log-refused",
                 Action::Log(Entry::Ended { .. }) => "log-ended",
@@ -1016,8 +1026,9 @@ mod tests {
                 "log-refused",
                 "save",
                 "stop-polling",
-                "access-gone",
+                "save",
                 "wipe-seed",
+                "access-gone",
                 "log-ended",
                 "save",
                 "send-stopped"
@@ -1197,10 +1208,11 @@ mod tests {
         assert_eq!(
             names(&mut m),
             [
+                "save",
+                "wipe-seed",
                 "access-gone",
                 "pre-down",
                 "post-down",
-                "wipe-seed",
                 "log-ended",
                 "save",
                 "send-stopped"
@@ -1227,10 +1239,41 @@ mod tests {
         let done = names(&mut r);
         assert!(!done.contains(&"create-access") && !done.contains(&"start-peer"));
         assert_eq!(
-            done[..3],
-            ["access-gone", "pre-down", "post-down"],
+            done[..5],
+            ["save", "wipe-seed", "access-gone", "pre-down", "post-down"],
             "hooks on this path too"
         );
+    }
+
+    #[test]
+    fn a_crash_after_the_seed_is_wiped_still_runs_the_hooks_and_tells_the_control_plane() {
+        let f = fixture();
+        let t0 = Instant::now();
+        let mut m = up(&f, t0);
+        m.handle(t0, WALL, Input::OwnerStop);
+        let _ = names(&mut m);
+        m.handle(t0, WALL, Input::AccessRemoved(Ok(())));
+        // What was saved just before the seed was wiped; then the crash.
+        let saved = std::iter::from_fn(|| m.poll_action())
+            .find_map(|a| match a {
+                Action::Save(r) => Some(*r),
+                _ => None,
+            })
+            .expect("saved");
+        let Phase::Ending(e) = &saved.phase else {
+            panic!("{:?}", saved.phase)
+        };
+        assert!(e.credential.is_some(), "the credential outlives the seed");
+        let mut r = Machine::new(saved, None, f.config.clone(), t0, WALL, 0, 3);
+        assert_eq!(names(&mut r), ["stop-polling", "remove-access"]);
+        r.handle(t0, WALL, Input::AccessRemoved(Ok(())));
+        let done = names(&mut r);
+        assert!(done.contains(&"pre-down") && done.contains(&"post-down"));
+        assert_eq!(done.last(), Some(&"send-stopped"));
+        let Phase::Ended(note) = &r.record().phase else {
+            panic!()
+        };
+        assert!(note.credential.is_some() && !note.notified);
     }
 
     #[test]

@@ -73,6 +73,10 @@ pub struct Ending {
     pub notify: bool,
     /// The approval it ran under, if one was accepted (support access may exist).
     pub live: Option<Live>,
+    /// The control-channel credential (hex), kept for the stop notice once
+    /// the seed is wiped.
+    #[serde(default)]
+    pub credential: Option<String>,
 }
 
 /// How a tunnel ended.

@@ -81,7 +81,27 @@ impl TempUser {
 
 impl Drop for TempUser {
     fn drop(&mut self) {
-        let _ = Command::new("userdel").arg(&self.0).status();
+        // Whatever still runs as it (a helper a test started) goes first:
+        // userdel refuses a user with processes.
+        for _ in 0..100 {
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-u", &self.0])
+                .status();
+            let alive = Command::new("pgrep")
+                .args(["-u", &self.0])
+                .stdout(std::process::Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if !alive {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = Command::new("userdel")
+            .args(["--force", "--remove", &self.0])
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 }
 

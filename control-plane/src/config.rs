@@ -15,8 +15,10 @@ pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     /// Data directory.
     pub data: Option<PathBuf>,
-    /// Pending-request and unconnected-approval window, seconds.
+    /// Unconnected-approval window, seconds.
     pub approval_window_secs: Option<u64>,
+    /// The longest a pending request is kept, whatever the device asks, seconds.
+    pub max_pending_window_secs: Option<u32>,
     /// How long an ended tunnel's record is kept, seconds.
     pub retention_secs: Option<u64>,
     /// Longest duration a device may request, seconds.

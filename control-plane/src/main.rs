@@ -132,9 +132,12 @@ struct ServeArgs {
     /// The data directory [default: /var/lib/support-control-plane].
     #[arg(long, env = "SUPPORT_CP_DATA")]
     data: Option<PathBuf>,
-    /// Seconds a pending request (or an approval nobody connected with) stays live [default: 3600].
+    /// Seconds an approval nobody connected with stays live [default: 3600].
     #[arg(long, env = "SUPPORT_CP_APPROVAL_WINDOW")]
     approval_window_secs: Option<u64>,
+    /// The longest a pending request is kept, seconds; each device asks for its own window (24 h by default) within this [default: 1209600].
+    #[arg(long, env = "SUPPORT_CP_MAX_PENDING_WINDOW")]
+    max_pending_window_secs: Option<u32>,
     /// Seconds an ended tunnel's record is kept; its audit records stay [default: 2592000].
     #[arg(long, env = "SUPPORT_CP_RETENTION")]
     retention_secs: Option<u64>,
@@ -307,6 +310,10 @@ fn serve(args: ServeArgs) -> Result<()> {
             .approval_window_secs
             .or(file.approval_window_secs)
             .unwrap_or(defaults.approval_window_secs),
+        max_pending_window_secs: args
+            .max_pending_window_secs
+            .or(file.max_pending_window_secs)
+            .unwrap_or(defaults.max_pending_window_secs),
         max_duration_secs: args
             .max_duration_secs
             .or(file.max_duration_secs)

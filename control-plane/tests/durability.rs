@@ -192,8 +192,9 @@ fn after_kill_9_during_a_burst_every_acknowledged_request_is_stored() {
 }
 
 #[test]
-fn pending_requests_go_stale_after_the_approval_window_and_wake_their_poll() {
-    let server = Server::start(&["--approval-window-secs", "2"]);
+fn pending_requests_go_stale_after_the_pending_window_and_wake_their_poll() {
+    // The operator's cap (2 s) is below the device's window (24 h).
+    let server = Server::start(&["--max-pending-window-secs", "2"]);
     let c = server.client();
     let d = Device::new();
     ok_device(d.create(&c));
@@ -316,4 +317,36 @@ fn ended_tunnels_are_deleted_after_the_retention_period_and_their_audit_stays() 
         AdminResponse::Audit(r) => assert_eq!(r.len(), 2),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_request_is_kept_for_the_devices_window_within_the_bounds() {
+    let server = Server::start(&["--max-pending-window-secs", "864000"]);
+    let c = server.client();
+    let admin = admin_key();
+    server.enroll("op", &admin, "viewer");
+    let kept = |asked: u32| {
+        let mut d = Device::new();
+        d.request = d.request.clone().with_pending_window(&d.keys, asked);
+        match ok_device(d.create(&c)) {
+            DeviceResponse::Created {
+                stale_after_secs, ..
+            } => {
+                let shown = match ok_admin(c.admin_req(&admin, AdminRequest::Show(d.id()))) {
+                    AdminResponse::Show(t) => t.summary.expires_at - t.summary.created_at,
+                    other => panic!("{other:?}"),
+                };
+                assert_eq!(
+                    u64::from(stale_after_secs),
+                    shown,
+                    "the device is told what is kept"
+                );
+                shown
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(kept(3 * 86400), 3 * 86400, "the device's own window");
+    assert_eq!(kept(30 * 86400), 10 * 86400, "the operator's cap");
+    assert_eq!(kept(1), 60, "the protocol's floor");
 }

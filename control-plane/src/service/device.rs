@@ -5,7 +5,7 @@ use support_protocol::audit::{Actor, AuditAction};
 use support_protocol::messages::device::{ConnectedNotice, PollRequest, StoppedNotice};
 use support_protocol::messages::{
     ApiError, DeviceCall, DeviceReply, DeviceRequest, DeviceResponse, ErrorCode, StopReason,
-    TunnelRequest,
+    TunnelRequest, MAX_PENDING_WINDOW_SECS, MIN_PENDING_WINDOW_SECS,
 };
 use support_protocol::state::{Event, TunnelState};
 use support_protocol::TunnelId;
@@ -61,6 +61,15 @@ impl Service {
     ) -> Result<DeviceResponse, ApiError> {
         let r = self.own_tunnel(caller, tunnel_id)?;
         Ok(poll_response(&r))
+    }
+
+    /// How long a request is kept: the device's window, within the
+    /// protocol's bounds and the operator's cap.
+    fn pending_window(&self, req: &TunnelRequest) -> u32 {
+        req.body
+            .pending_window_secs
+            .clamp(MIN_PENDING_WINDOW_SECS, MAX_PENDING_WINDOW_SECS)
+            .min(self.config.max_pending_window_secs)
     }
 
     fn own_tunnel(&self, caller: Caller, id: TunnelId) -> Result<TunnelRecord, ApiError> {
@@ -133,13 +142,8 @@ impl Service {
             state: TunnelState::Pending,
             created_at: now,
             // The device decides how long its request stays approvable (the
-            // owner may send the code tonight, support approve tomorrow),
-            // within the protocol's bounds.
-            expires_at: now
-                + u64::from(req.body.pending_window_secs.clamp(
-                    support_protocol::messages::MIN_PENDING_WINDOW_SECS,
-                    support_protocol::messages::MAX_PENDING_WINDOW_SECS,
-                )),
+            // owner may send the code tonight, support approve tomorrow).
+            expires_at: now + u64::from(self.pending_window(req)),
             approval: None,
             report: None,
             stop_reason: None,

@@ -20,8 +20,10 @@ pub use device::DeviceOutcome;
 /// Tunables of the service.
 #[derive(Clone, Debug)]
 pub struct ServiceConfig {
-    /// How long a pending request, or an approval the device has not acted on, stays live.
+    /// How long an approval the device has not acted on stays live.
     pub approval_window_secs: u64,
+    /// The longest a pending request is kept; the device asks for its own window within it.
+    pub max_pending_window_secs: u32,
     /// The longest duration a device may request.
     pub max_duration_secs: u32,
     /// The most live (not ended) tunnels at once: nobody can fill the store.
@@ -36,6 +38,7 @@ impl Default for ServiceConfig {
     fn default() -> Self {
         Self {
             approval_window_secs: 3600,
+            max_pending_window_secs: support_protocol::messages::MAX_PENDING_WINDOW_SECS,
             max_duration_secs: 30 * 24 * 3600,
             max_live_tunnels: 50_000,
             long_poll_max_secs: 25,
