@@ -274,18 +274,17 @@ impl Supervisor {
     ) -> Result<(Mailbox, JoinHandle<()>), String> {
         let seed = ctx.state.seed(&rec.id);
         let keys = seed.as_ref().map(|s| DeviceTunnelKeys::from_seed(**s));
-        let credential = keys
-            .as_ref()
-            .map(|k| k.credential())
-            .or_else(|| match &rec.phase {
-                Phase::Ended(note) => note
-                    .credential
-                    .as_deref()
-                    .and_then(|h| hex::decode(h).ok())
-                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                    .map(StaticKeypair::from_secret),
-                _ => None,
-            });
+        // Once the seed is wiped, the record keeps the credential for the stop notice.
+        let kept = match &rec.phase {
+            Phase::Ended(note) => note.credential.as_deref(),
+            Phase::Ending(e) => e.credential.as_deref(),
+            _ => None,
+        };
+        let credential = keys.as_ref().map(|k| k.credential()).or_else(|| {
+            kept.and_then(|h| hex::decode(h).ok())
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .map(StaticKeypair::from_secret)
+        });
         let known = match &rec.phase {
             Phase::Connected(l) if l.reported_connected => {
                 TunnelState::Connected(ApprovalSeq(l.accepted_seq))

@@ -768,6 +768,11 @@ impl Machine {
             // Taken, or refused for good (the tunnel already ended or was
             // purged there): nothing is left to tell.
             Answer::Accepted | Answer::Refused { .. } => {
+                if let Answer::Refused { text, .. } = &answer {
+                    self.actions.push_back(Action::Log(Entry::Problem {
+                        what: format!("the control plane refused the stop notice: {text}"),
+                    }));
+                }
                 if let Phase::Ended(note) = &mut self.rec.phase {
                     note.notified = true;
                     note.credential = None;

@@ -308,11 +308,23 @@ fn a_crash_during_the_teardown_never_undoes_the_owners_stop() {
         hook_lines(&out).iter().any(|l| l.starts_with("post-down"))
     });
     assert_no_access_left(&user);
-    wait_for(
-        "the control plane to hear of the stop",
-        Duration::from_secs(20),
-        || w.cp.state(&w.eng.cp_key, s.id) == TunnelState::Stopped,
-    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while w.cp.state(&w.eng.cp_key, s.id) != TunnelState::Stopped {
+        assert!(
+            Instant::now() < deadline,
+            "the control plane never heard of the stop: it says {:?}; the agent said:\n{}\nits log:\n{}\nrecords: {:?}",
+            w.cp.state(&w.eng.cp_key, s.id),
+            w.device.daemon_stderr(),
+            String::from_utf8_lossy(&w.device.run(&["log", &s.id.to_string()]).stdout),
+            std::fs::read_dir(w.device.state_dir().join("tunnels"))
+                .map(|d| d
+                    .flatten()
+                    .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                    .collect::<Vec<_>>())
+                .unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     wait_for_log(&w, &s.id.to_string(), "ended (stopped by the owner)");
     let log = std::fs::read_to_string(w.device.state_dir().join(format!("log/{}.log", s.id)))
         .expect("log");
