@@ -189,11 +189,12 @@ struct Retry {
 }
 
 impl Retry {
-    fn now(now: Instant, give_up: Option<Duration>) -> Retry {
+    /// The first attempt is under way; the next is due when it fails.
+    fn in_flight(give_up: Option<Instant>) -> Retry {
         Retry {
-            due: Some(now),
+            due: None,
             attempt: 0,
-            give_up: give_up.map(|d| now + d),
+            give_up,
         }
     }
 }
@@ -272,11 +273,7 @@ impl Machine {
                     self.actions
                         .push_back(Action::SendStopped(note.reason.clone()));
                     Stage::Ended {
-                        notice: Some(Retry {
-                            due: None,
-                            attempt: 0,
-                            give_up: Some(now + NOTICE_GIVE_UP),
-                        }),
+                        notice: Some(Retry::in_flight(Some(now + NOTICE_GIVE_UP))),
                     }
                 };
             }
@@ -303,7 +300,7 @@ impl Machine {
         match &self.stage {
             Stage::Pending { stale_at } => Some(*stale_at),
             Stage::Up(r) => {
-                let expiry = r.next_checkpoint.min(self.expiry_instant(r));
+                let expiry = r.next_checkpoint.min(r.clock.expires_at());
                 Some(match r.report.as_ref().and_then(|x| x.due) {
                     Some(d) => d.min(expiry),
                     None => expiry,
@@ -315,10 +312,6 @@ impl Machine {
             },
             _ => None,
         }
-    }
-
-    fn expiry_instant(&self, r: &Running) -> Instant {
-        r.clock.expires_at()
     }
 
     /// True once the machine has nothing left to do.
@@ -576,15 +569,15 @@ impl Machine {
         if clock.expired(now) {
             return self.end(StopReason::Expired, true);
         }
-        let _ = wall;
-        if let Some(v) = self.hook_values() {
-            self.actions.push_back(Action::RunHook(HookStage::PreUp, v));
-        }
         self.stage = Stage::BringingUp {
             acc: Box::new(acc),
             used,
             step: UpStep::PreUp,
         };
+        match self.hook_values() {
+            Some(v) => self.actions.push_back(Action::RunHook(HookStage::PreUp, v)),
+            None => self.on_step(now, wall, UpStep::PreUp, Ok(())),
+        }
     }
 
     fn on_step(&mut self, now: Instant, wall: u64, done: UpStep, result: Result<(), String>) {
@@ -654,7 +647,7 @@ impl Machine {
             address,
             remaining_secs: remaining,
         }));
-        let report = (!reported).then(|| Retry::now(now, None));
+        let report = (!reported).then(|| Retry::in_flight(None));
         if report.is_some() {
             self.actions.push_back(Action::SendConnected {
                 seq: acc.seq,
@@ -667,10 +660,7 @@ impl Machine {
             clock,
             next_checkpoint: now + CHECKPOINT,
             remaining_shown: remaining,
-            report: report.map(|mut r| {
-                r.due = None;
-                r
-            }),
+            report,
             peer_up: true,
         }));
     }
@@ -874,11 +864,7 @@ impl Machine {
             self.save();
             self.actions.push_back(Action::SendStopped(e.reason));
             self.stage = Stage::Ended {
-                notice: Some(Retry {
-                    due: None,
-                    attempt: 0,
-                    give_up: Some(self.now + NOTICE_GIVE_UP),
-                }),
+                notice: Some(Retry::in_flight(Some(self.now + NOTICE_GIVE_UP))),
             };
         } else {
             self.actions.push_back(Action::RemoveRecord);
