@@ -1347,7 +1347,7 @@ mod tests {
                 gone: true,
             }),
         );
-        assert_eq!(names(&mut m), ["remove-record", "finished"]);
+        assert_eq!(names(&mut m), ["log-problem", "remove-record", "finished"]);
         assert!(m.is_finished());
     }
 

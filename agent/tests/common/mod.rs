@@ -51,17 +51,29 @@ impl Engineer {
 
     /// An engineer not enrolled at any control plane.
     pub fn offline() -> Engineer {
-        let ca_seed = random32();
+        Engineer::certified(random32(), "alice", 7, 90)
+    }
+
+    /// Another engineer of the same support organization, enrolled at
+    /// `cp`, whose certificate is valid from an hour ago for `days`.
+    pub fn colleague(&self, cp: &ControlPlane, name: &str, days: u64) -> Engineer {
+        let e = Engineer::certified(self.ca_seed, name, 8, days);
+        cp.enroll(name, &e.cp_key);
+        e
+    }
+
+    /// An engineer certified by the CA of `ca_seed` from an hour ago for `days`.
+    fn certified(ca_seed: [u8; 32], name: &str, serial: u64, days: u64) -> Engineer {
         let ca = SupportCa(SigningSeed::new(ca_seed));
         let signing = SigningSeed::new(random32());
         let now = now();
         let cert = ca.certify(
-            BoundedString::new("alice").expect("fits"),
+            BoundedString::new(name).expect("fits"),
             signing.public(),
             Role::Approver,
-            7,
+            serial,
             now - 3600,
-            now + 90 * 86400,
+            now + days * 86400,
         );
         let cp_key = StaticKeypair::from_secret(random32());
         let dir = tempdir();
@@ -70,36 +82,6 @@ impl Engineer {
         Engineer {
             ca,
             ca_seed,
-            signing,
-            cert,
-            cp_key,
-            ssh_key,
-            ssh_public,
-            _dir: dir,
-        }
-    }
-
-    /// Another engineer of the same support organization, enrolled at
-    /// `cp`, whose certificate is valid from an hour ago for `days`.
-    pub fn colleague(&self, cp: &ControlPlane, name: &str, days: u64) -> Engineer {
-        let signing = SigningSeed::new(random32());
-        let now = now();
-        let cert = self.ca.certify(
-            BoundedString::new(name).expect("fits"),
-            signing.public(),
-            Role::Approver,
-            8,
-            now - 3600,
-            now + days * 86400,
-        );
-        let cp_key = StaticKeypair::from_secret(random32());
-        cp.enroll(name, &cp_key);
-        let dir = tempdir();
-        let ssh_key = dir.path().join("id_ed25519");
-        let ssh_public = ed25519_from_openssh(&ssh_keygen(&ssh_key));
-        Engineer {
-            ca: SupportCa(SigningSeed::new(self.ca_seed)),
-            ca_seed: self.ca_seed,
             signing,
             cert,
             cp_key,
