@@ -400,6 +400,21 @@ impl World {
     pub fn connect(&self, request_args: &[&str], terms: &Terms) -> Session {
         let (_, code) = self.device.request(request_args);
         let mut s = approve(&self.cp, &self.eng, &code, terms);
+        // Waited for here with what explains a failure (the agent's own words).
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !matches!(
+            self.cp.state(&self.eng.cp_key, s.id),
+            TunnelState::Connected(_)
+        ) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the device did not report connected in 30 s: the control plane says {:?}; the agent said:\n{}\nits log:\n{}",
+                self.cp.state(&self.eng.cp_key, s.id),
+                self.device.daemon_stderr(),
+                String::from_utf8_lossy(&self.device.run(&["log", &s.id.to_string()]).stdout),
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         wait_connected(&self.cp, &self.eng, &s, &self.sshd.host_key);
         s.connect();
         s
