@@ -259,6 +259,9 @@ fn add_user(
             "--uid",
             &uid,
             "--create-home",
+            // No lastlog/faillog entries: they sit at the uid's offset in
+            // those files, which for this range would only grow sparse files.
+            "--no-log-init",
             "--home-dir",
             path_str(home)?,
             "--gid",
