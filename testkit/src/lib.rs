@@ -5,6 +5,7 @@
 
 pub mod http;
 pub mod relay;
+pub mod wan;
 pub mod world;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -223,6 +224,11 @@ impl Host {
     /// The wireguard-go interface name, once up.
     pub fn wg_iface(&self) -> Option<String> {
         self.wg.as_ref().map(|(i, _)| i.clone())
+    }
+
+    /// The wireguard-go process (`ip netns exec` execs it), once up.
+    pub fn wg_pid(&self) -> Option<u32> {
+        self.wg.as_ref().map(|(_, c)| c.id())
     }
 }
 

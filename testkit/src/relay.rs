@@ -50,7 +50,7 @@ impl RelayThread {
             let _ = support_relay::serve(
                 &socket,
                 &config,
-                Instant::now() + Duration::from_secs(600),
+                Instant::now() + Duration::from_secs(6 * 3600),
                 &stop,
                 &mut |_| {},
             );
