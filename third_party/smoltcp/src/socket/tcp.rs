@@ -405,6 +405,116 @@ pub enum CongestionControl {
     Cubic,
 }
 
+/// Loss-recovery counters of one connection (support-tunnel patch).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Duplicate ACKs received.
+    pub dup_acks: u32,
+    /// Loss recoveries entered on the third duplicate ACK (fast retransmit).
+    pub fast_retransmits: u32,
+    /// Segments retransmitted to fill a hole during a recovery.
+    pub hole_retransmits: u32,
+    /// Retransmission timeouts (everything unacknowledged is sent again).
+    pub timeouts: u32,
+}
+
+/// Maximum SACK ranges remembered during one recovery (support-tunnel patch).
+const SACK_SCOREBOARD: usize = 32;
+
+/// A fast recovery in progress (support-tunnel patch): instead of sending
+/// everything from the first unacknowledged byte again, only the holes are
+/// retransmitted, one segment per incoming ACK, found from the receiver's
+/// SACK blocks (or, without SACK, at each partial ACK as in NewReno).
+#[derive(Debug, Clone, Copy)]
+struct Recovery {
+    /// The last sequence number sent when the recovery began: it ends once
+    /// that is acknowledged.
+    high: TcpSeqNumber,
+    /// Holes below this were already retransmitted in this recovery.
+    rtx_next: TcpSeqNumber,
+    /// A hole to retransmit at the next dispatch.
+    pending: Option<TcpSeqNumber>,
+    /// When the holes were last scanned from the cumulative ACK up: a hole
+    /// still open a round trip after that lost its retransmission too.
+    scanned_at: Instant,
+    /// What the receiver reported holding above the cumulative ACK.
+    sacked: [Option<(TcpSeqNumber, TcpSeqNumber)>; SACK_SCOREBOARD],
+}
+
+impl Recovery {
+    fn new(high: TcpSeqNumber, una: TcpSeqNumber, now: Instant) -> Recovery {
+        Recovery {
+            high,
+            rtx_next: una,
+            pending: None,
+            scanned_at: now,
+            sacked: [None; SACK_SCOREBOARD],
+        }
+    }
+
+    /// Records a SACK block, merging overlapping ones; a full board forgets its lowest.
+    fn add(&mut self, mut left: TcpSeqNumber, mut right: TcpSeqNumber) {
+        for slot in self.sacked.iter_mut() {
+            if let Some((l, r)) = *slot {
+                if l <= right && left <= r {
+                    left = left.min(l);
+                    right = right.max(r);
+                    *slot = None;
+                }
+            }
+        }
+        if let Some(slot) = self.sacked.iter_mut().find(|s| s.is_none()) {
+            *slot = Some((left, right));
+            return;
+        }
+        let mut lowest = 0;
+        for (i, slot) in self.sacked.iter().enumerate() {
+            if let (Some((l, _)), Some((m, _))) = (slot, self.sacked[lowest]) {
+                if *l < m {
+                    lowest = i;
+                }
+            }
+        }
+        self.sacked[lowest] = Some((left, right));
+    }
+
+    /// Forgets what the cumulative ACK has passed.
+    fn prune(&mut self, una: TcpSeqNumber) {
+        for slot in self.sacked.iter_mut() {
+            if let Some((l, r)) = *slot {
+                *slot = if r <= una { None } else { Some((l.max(una), r)) };
+            }
+        }
+    }
+
+    /// The end of the SACK block holding `seq`, if one does.
+    fn covering(&self, seq: TcpSeqNumber) -> Option<TcpSeqNumber> {
+        self.sacked
+            .iter()
+            .flatten()
+            .find(|(l, r)| *l <= seq && seq < *r)
+            .map(|(_, r)| *r)
+    }
+
+    /// The start of the first SACK block above `seq`.
+    fn next_sacked(&self, seq: TcpSeqNumber) -> Option<TcpSeqNumber> {
+        self.sacked
+            .iter()
+            .flatten()
+            .filter(|(l, _)| *l > seq)
+            .map(|(l, _)| *l)
+            .reduce(|a, b| a.min(b))
+    }
+
+    fn highest_sacked(&self) -> Option<TcpSeqNumber> {
+        self.sacked
+            .iter()
+            .flatten()
+            .map(|(_, r)| *r)
+            .reduce(|a, b| a.max(b))
+    }
+}
+
 /// A Transmission Control Protocol socket.
 ///
 /// A TCP socket may passively listen for connections or actively connect to another endpoint.
@@ -466,6 +576,11 @@ pub struct Socket<'a> {
     /// The number of packets received directly after
     /// each other which have the same ACK number.
     local_rx_dup_acks: u8,
+
+    /// The fast recovery in progress, if any (support-tunnel patch).
+    recovery: Option<Recovery>,
+    /// Loss-recovery counters (support-tunnel patch).
+    stats: Stats,
 
     /// Duration for Delayed ACK. If None no ACKs will be delayed.
     ack_delay: Option<Duration>,
@@ -543,6 +658,8 @@ impl<'a> Socket<'a> {
             local_rx_last_ack: None,
             local_rx_last_seq: None,
             local_rx_dup_acks: 0,
+            recovery: None,
+            stats: Stats::default(),
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
@@ -817,6 +934,73 @@ impl<'a> Socket<'a> {
         self.state
     }
 
+    /// Loss-recovery counters of the current connection (support-tunnel patch).
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The hole to retransmit now, if a recovery has one that is still unacknowledged.
+    fn pending_retransmit(&self) -> Option<TcpSeqNumber> {
+        let seq = self.recovery?.pending?;
+        (seq >= self.local_seq_no && seq < self.local_seq_no + self.tx_buffer.len()
+            && seq < self.remote_last_seq)
+            .then_some(seq)
+    }
+
+    /// Enters, advances or ends a fast recovery after an ACK (support-tunnel patch).
+    fn recovery_on_ack(&mut self, now: Instant, sack: &[Option<(u32, u32)>; 3], dup: bool) {
+        if self.recovery.is_none() {
+            if !(dup && self.local_rx_dup_acks == 3) {
+                return;
+            }
+            self.recovery = Some(Recovery::new(self.remote_last_seq, self.local_seq_no, now));
+            self.stats.fast_retransmits += 1;
+            self.congestion_controller.inner_mut().on_retransmit(now);
+            net_debug!("started fast recovery up to {}", self.remote_last_seq);
+        }
+        let una = self.local_seq_no;
+        let Some(rec) = self.recovery.as_mut() else {
+            return;
+        };
+        if una >= rec.high || self.tx_buffer.is_empty() {
+            net_debug!("fast recovery done");
+            self.recovery = None;
+            return;
+        }
+        for (l, r) in sack.iter().flatten() {
+            let (l, r) = (TcpSeqNumber(*l as i32), TcpSeqNumber(*r as i32));
+            if l < r && r > una && r <= self.remote_last_seq {
+                rec.add(l.max(una), r);
+            }
+        }
+        rec.prune(una);
+        let next_hole = |rec: &Recovery| {
+            let mut hole = rec.rtx_next.max(una);
+            while let Some(end) = rec.covering(hole) {
+                hole = end;
+            }
+            let wanted = match rec.highest_sacked() {
+                Some(top) => hole < top,
+                // No SACK: NewReno, the first unacknowledged segment once per ACK point.
+                None => hole == una,
+            };
+            wanted.then_some(hole)
+        };
+        let mut hole = next_hole(rec);
+        // Every hole was sent again, yet a round trip later the receiver
+        // still reports data above one: that retransmission was lost too.
+        // Scan again from the cumulative ACK rather than wait for the timer.
+        let round_trip = Duration::from_millis(u64::from(self.rtte.rtt + self.rtte.rtt / 4 + 5));
+        if hole.is_none() && dup && now >= rec.scanned_at + round_trip {
+            rec.rtx_next = una;
+            rec.scanned_at = now;
+            hole = next_hole(rec);
+        }
+        if let Some(hole) = hole.filter(|h| *h < self.remote_last_seq) {
+            rec.pending = Some(hole);
+        }
+    }
+
     fn reset(&mut self) {
         let rx_cap_log2 =
             mem::size_of::<usize>() * 8 - self.rx_buffer.capacity().leading_zeros() as usize;
@@ -842,6 +1026,8 @@ impl<'a> Socket<'a> {
         self.remote_last_ts = None;
         self.ack_delay_timer = AckDelayTimer::Idle;
         self.challenge_ack_timer = Instant::from_secs(0);
+        self.recovery = None;
+        self.stats = Stats::default();
 
         #[cfg(feature = "async")]
         {
@@ -1423,6 +1609,18 @@ impl<'a> Socket<'a> {
                     .map(|(left, right)| (left as u32, right as u32))
                     .next();
             }
+
+            // support-tunnel patch: the other two blocks the option has room
+            // for carry the lowest other ranges, so a sender sees every hole
+            // near the cumulative ACK even when ACKs are lost.
+            let first = reply_repr.sack_ranges[0];
+            let mut others = self
+                .assembler
+                .iter_data(reply_repr.ack_number.map(|s| s.0 as usize).unwrap_or(0))
+                .map(|(left, right)| (left as u32, right as u32))
+                .filter(|r| Some(*r) != first);
+            reply_repr.sack_ranges[1] = others.next();
+            reply_repr.sack_ranges[2] = others.next();
         }
 
         // Since the sACK option may have changed the length of the payload, update that.
@@ -1847,6 +2045,14 @@ impl<'a> Socket<'a> {
             (State::Established, TcpControl::None) => {
                 if !self.timer.is_retransmit() || ack_all {
                     self.timer.set_for_idle(cx.now(), self.keep_alive);
+                } else if ack_len > 0 {
+                    // support-tunnel patch: an ACK of new data restarts the
+                    // retransmission timer (RFC 6298, 5.3); otherwise a long
+                    // window times out while it is being acknowledged.
+                    self.timer = Timer::Retransmit {
+                        expires_at: cx.now() + self.rtte.retransmission_timeout(),
+                        delay: self.rtte.retransmission_timeout(),
+                    };
                 }
             }
 
@@ -1976,10 +2182,11 @@ impl<'a> Socket<'a> {
                     if repr.payload.is_empty()
                         && last_rx_ack == ack_number
                         && ack_number < self.remote_last_seq
-                        && !is_window_update =>
+                        && (!is_window_update || repr.sack_ranges[0].is_some()) =>
                 {
                     // Increment duplicate ACK count
                     self.local_rx_dup_acks = self.local_rx_dup_acks.saturating_add(1);
+                    self.stats.dup_acks = self.stats.dup_acks.saturating_add(1);
 
                     // Inform congestion controller of duplicate ACK
                     self.congestion_controller
@@ -1997,10 +2204,8 @@ impl<'a> Socket<'a> {
                         }
                     );
 
-                    if self.local_rx_dup_acks == 3 {
-                        self.timer.set_for_fast_retransmit();
-                        net_debug!("started fast retransmit");
-                    }
+                    // support-tunnel patch: the third duplicate starts a
+                    // recovery (below) instead of resending everything.
                 }
                 // No duplicate ACK -> Reset state and update last received ACK
                 _ => {
@@ -2022,6 +2227,8 @@ impl<'a> Socket<'a> {
             if self.remote_last_seq < self.local_seq_no {
                 self.remote_last_seq = self.local_seq_no
             }
+            let dup = self.local_rx_dup_acks > 0;
+            self.recovery_on_ack(cx.now(), &repr.sack_ranges, dup);
         }
 
         // update last remote tsval
@@ -2247,6 +2454,12 @@ impl<'a> Socket<'a> {
         }
     }
 
+    fn dispatch_retransmit_flags(&self, repr: &mut TcpRepr, offset: usize) {
+        if offset + repr.payload.len() == self.tx_buffer.len() && !repr.payload.is_empty() {
+            repr.control = TcpControl::Psh;
+        }
+    }
+
     pub(crate) fn dispatch<F, E>(&mut self, cx: &mut Context, emit: F) -> Result<(), E>
     where
         F: FnOnce(&mut Context, (IpRepr, TcpRepr)) -> Result<(), E>,
@@ -2280,10 +2493,23 @@ impl<'a> Socket<'a> {
                 // If a retransmit timer expired, we should resend data starting at the last ACK.
                 net_debug!("retransmitting at t+{}", retransmit_delta);
 
-                // Rewind "last sequence number sent", as if we never
-                // had sent them. This will cause all data in the queue
-                // to be sent again.
-                self.remote_last_seq = self.local_seq_no;
+                let data_unacked = !self.tx_buffer.is_empty();
+                if let (Some(rec), true) = (self.recovery.as_mut(), data_unacked) {
+                    // support-tunnel patch: in a recovery the receiver told
+                    // us what it holds; send the holes again from the
+                    // cumulative ACK, not the whole window.
+                    rec.rtx_next = self.local_seq_no;
+                    rec.scanned_at = cx.now();
+                    rec.pending = Some(self.local_seq_no);
+                } else {
+                    // Only a FIN (or SYN) is outstanding, or no recovery
+                    // knows better: upstream's way.
+                    self.recovery = None;
+                    // Rewind "last sequence number sent", as if we never
+                    // had sent them. This will cause all data in the queue
+                    // to be sent again.
+                    self.remote_last_seq = self.local_seq_no;
+                }
 
                 // Clear the `should_retransmit` state. If we can't retransmit right
                 // now for whatever reason (like zero window), this avoids an
@@ -2293,6 +2519,7 @@ impl<'a> Socket<'a> {
 
                 // Inform RTTE, so that it can avoid bogus measurements.
                 self.rtte.on_retransmit();
+                self.stats.timeouts = self.stats.timeouts.saturating_add(1);
 
                 // Inform the congestion controller that we're retransmitting.
                 self.congestion_controller
@@ -2301,8 +2528,13 @@ impl<'a> Socket<'a> {
             }
         }
 
+        // support-tunnel patch: a hole to fill goes before new data.
+        let retransmit = self.pending_retransmit();
+
         // Decide whether we're sending a packet.
-        if self.seq_to_transmit(cx) {
+        if retransmit.is_some() {
+            tcp_trace!("outgoing segment will fill a hole");
+        } else if self.seq_to_transmit(cx) {
             // If we have data to transmit and it fits into partner's window, do it.
             tcp_trace!("outgoing segment will send data or flags");
         } else if self.ack_to_transmit() && self.delayed_ack_expired(cx.now()) {
@@ -2422,6 +2654,25 @@ impl<'a> Socket<'a> {
                 let offset = self.remote_last_seq - self.local_seq_no;
                 repr.payload = self.tx_buffer.get_allocated(offset, size);
 
+                if let Some(seq) = retransmit {
+                    // One segment at the hole, ending where the receiver's
+                    // data resumes; no FIN (a lost FIN waits for the timer).
+                    let mss = self
+                        .remote_mss
+                        .min(cx.ip_mtu() - ip_repr.header_len() - TCP_HEADER_LEN);
+                    let offset = seq - self.local_seq_no;
+                    let end = self
+                        .recovery
+                        .and_then(|r| r.next_sacked(seq))
+                        .unwrap_or(self.remote_last_seq)
+                        .min(self.remote_last_seq);
+                    let size = mss.min(end - seq).min(self.tx_buffer.len() - offset);
+                    repr.seq_number = seq;
+                    repr.payload = self.tx_buffer.get_allocated(offset, size);
+                    repr.control = TcpControl::None;
+                    self.dispatch_retransmit_flags(&mut repr, offset);
+                }
+
                 // If we've sent everything we had in the buffer, follow it with the PSH or FIN
                 // flags, depending on whether the transmit half of the connection is open.
                 if offset + repr.payload.len() == self.tx_buffer.len() {
@@ -2516,11 +2767,23 @@ impl<'a> Socket<'a> {
         }
 
         // We've sent a packet successfully, so we can update the internal state now.
-        self.remote_last_seq = repr.seq_number + repr.segment_len();
+        if retransmit.is_some() {
+            // A hole was filled: what was sent beyond it stays sent.
+            let end = repr.seq_number + repr.segment_len();
+            if let Some(rec) = self.recovery.as_mut() {
+                rec.rtx_next = end;
+                rec.pending = None;
+            }
+            self.stats.hole_retransmits = self.stats.hole_retransmits.saturating_add(1);
+            // Karn: no RTT sample may span a retransmission.
+            self.rtte.timestamp = None;
+        } else {
+            self.remote_last_seq = repr.seq_number + repr.segment_len();
+        }
         self.remote_last_ack = repr.ack_number;
         self.remote_last_win = repr.window_len;
 
-        if repr.segment_len() > 0 {
+        if repr.segment_len() > 0 && retransmit.is_none() {
             self.rtte
                 .on_send(cx.now(), repr.seq_number + repr.segment_len());
             self.congestion_controller
@@ -2560,7 +2823,7 @@ impl<'a> Socket<'a> {
         } else if self.state == State::Closed {
             // Socket was aborted, we have an RST packet to transmit.
             PollAt::Now
-        } else if self.seq_to_transmit(cx) {
+        } else if self.seq_to_transmit(cx) || self.pending_retransmit().is_some() {
             // We have a data or flag packet to transmit.
             PollAt::Now
         } else if self.window_to_update() {
