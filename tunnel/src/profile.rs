@@ -22,23 +22,27 @@ pub struct BufferProfile {
 }
 
 impl BufferProfile {
-    /// The device's default: sized for a home uplink (256 KiB in flight covers
-    /// 20 Mbit/s at 100 ms) and a memory budget of a few MB at 20 connections.
+    /// The device's default. A window must cover the bandwidth-delay
+    /// product: 2 MiB keeps 100 Mbit/s at 150 ms in flight, each way (with
+    /// 64 KiB a 50 ms path ran at 1.2 MB/s). The buffers are allocated
+    /// zeroed, so the pages a connection never fills are never made
+    /// resident: an SSH session costs what it moves, a bulk transfer up to
+    /// 4 MiB while it runs (ARCHITECTURE.md, "The data plane").
     pub const DEVICE: BufferProfile = BufferProfile {
         name: "device",
-        tcp_rx: 64 * 1024,
-        tcp_tx: 256 * 1024,
+        tcp_rx: 2 * 1024 * 1024,
+        tcp_tx: 2 * 1024 * 1024,
         max_connections: 32,
         listen_pool: 4,
         idle_timeout: std::time::Duration::from_secs(2 * 3600),
-        udp_buffer: 1024 * 1024,
+        udp_buffer: 4 * 1024 * 1024,
     };
 
-    /// The admin's: a laptop moving logs or images at LAN speed.
+    /// The admin's: a laptop moving logs or images, also far away.
     pub const ADMIN: BufferProfile = BufferProfile {
         name: "admin",
         tcp_rx: 2 * 1024 * 1024,
-        tcp_tx: 1024 * 1024,
+        tcp_tx: 2 * 1024 * 1024,
         max_connections: 64,
         listen_pool: 4,
         idle_timeout: std::time::Duration::from_secs(2 * 3600),

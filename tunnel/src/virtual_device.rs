@@ -10,8 +10,10 @@ use smoltcp::time::Instant;
 
 use crate::TUNNEL_MTU;
 
-/// The most packets queued in either direction before new ones are dropped
-/// (TCP recovers; memory stays bounded).
+/// The most packets queued in either direction. Beyond it, packets from the
+/// tunnel are dropped (TCP recovers), and smoltcp is told the device is busy
+/// so it holds its own packets until the engine has encrypted the queue: a
+/// window bigger than the queue must not be cut short by our own drop.
 pub const MAX_QUEUED: usize = 1024;
 
 type Pool = Rc<RefCell<Vec<Vec<u8>>>>;
@@ -98,6 +100,9 @@ impl Device for VirtualDevice {
     type TxToken<'a> = Tx<'a>;
 
     fn receive(&mut self, _: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        if self.tx.len() >= MAX_QUEUED {
+            return None;
+        }
         let p = self.rx.pop_front()?;
         Some((
             Rx(p, self.pool.clone()),
@@ -106,7 +111,7 @@ impl Device for VirtualDevice {
     }
 
     fn transmit(&mut self, _: Instant) -> Option<Self::TxToken<'_>> {
-        Some(Tx(&mut self.tx, self.pool.clone()))
+        (self.tx.len() < MAX_QUEUED).then(|| Tx(&mut self.tx, self.pool.clone()))
     }
 
     fn capabilities(&self) -> DeviceCapabilities {

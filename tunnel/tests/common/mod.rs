@@ -28,6 +28,7 @@ pub fn public(private: &[u8; 32]) -> [u8; 32] {
 }
 
 pub use support_testkit::relay::RelayThread;
+pub use support_testkit::wan::{Impairment, WanStage};
 
 /// A UDP hop that stands for a NAT in front of one peer: it can rebind to
 /// a new source port (roaming) or drop everything (the peer "dies").
@@ -152,6 +153,52 @@ pub fn source_server() -> SocketAddr {
         }
     });
     addr
+}
+
+/// A device-side sink: each connection sends 8 bytes (length), then that
+/// many bytes; the sink answers their SHA-256.
+pub fn sink_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("binds");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut len = [0u8; 8];
+                if s.read_exact(&mut len).is_err() {
+                    return;
+                }
+                let mut left = u64::from_le_bytes(len) as usize;
+                let mut h = Sha256::new();
+                let mut buf = vec![0u8; 256 * 1024];
+                while left > 0 {
+                    match s.read(&mut buf[..left.min(256 * 1024)]) {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => {
+                            h.update(&buf[..k]);
+                            left -= k;
+                        }
+                    }
+                }
+                let _ = s.write_all(&h.finalize());
+            });
+        }
+    });
+    addr
+}
+
+/// Sends `n` pattern bytes through `via` to the sink and returns the hash it computed.
+pub fn push(via: SocketAddr, seed: u64, n: usize, timeout: Duration) -> std::io::Result<[u8; 32]> {
+    let mut s = TcpStream::connect(via)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    s.write_all(&(n as u64).to_le_bytes())?;
+    for c in pattern(seed, n) {
+        s.write_all(&c)?;
+    }
+    let mut h = [0u8; 32];
+    s.read_exact(&mut h)?;
+    Ok(h)
 }
 
 /// Retries a 1 MB fetch through `via` until its checksum matches or `limit`
@@ -298,6 +345,42 @@ impl Pair {
             anat,
             dnat,
         )
+    }
+
+    /// Both peers reach the relay through one WAN stage: the device forwards
+    /// port 22 to the source service and port 24 to the sink.
+    pub fn through_wan(keys: Keys, imp: Impairment) -> (Pair, WanStage) {
+        let relay = RelayThread::start(public(&keys.device), public(&keys.admin));
+        let stage = WanStage::start("127.0.0.1:0".parse().expect("addr"), relay.addr, imp)
+            .expect("stage starts");
+        let (source, sink) = (source_server(), sink_server());
+        let (dtx, drx) = mpsc::channel();
+        let (atx, arx) = mpsc::channel();
+        let forwards = vec![
+            Forward {
+                port: 22,
+                target: source,
+            },
+            Forward {
+                port: 24,
+                target: sink,
+            },
+        ];
+        let dcfg = device_config(&keys, stage.addr, forwards);
+        let acfg = admin_config(&keys, stage.addr);
+        let (device, dt) = Engine::spawn(dcfg, Some(dtx)).expect("device starts");
+        let (admin, at) = Engine::spawn(acfg, Some(atx)).expect("admin starts");
+        let pair = Pair {
+            relay,
+            device,
+            admin,
+            device_events: drx,
+            admin_events: arx,
+            source,
+            keys,
+            threads: vec![dt, at],
+        };
+        (pair, stage)
     }
 
     /// Admin side: a loopback listener forwarding to `port` on the device.
