@@ -396,7 +396,8 @@ struct Ours {
 }
 
 impl Ours {
-    fn start(relay: &RelayThread, stage: &WanStage, keys: ([u8; 32], [u8; 32], [u8; 32])) -> Ours {
+    /// Our device peer (a child process) and admin peer, both reaching the relay through `stage`.
+    fn start(stage: &WanStage, keys: ([u8; 32], [u8; 32], [u8; 32])) -> Ours {
         let (dk, ak, psk) = keys;
         let exe = std::env::current_exe().expect("exe");
         let (server, service) = spawn_server(Command::new(&exe), "127.0.0.1:0");
@@ -417,7 +418,6 @@ impl Ours {
         BufReader::new(device.stdout.take().expect("stdout"))
             .read_line(&mut line)
             .expect("ready");
-        let _ = relay;
         let config = EngineConfig {
             private_key: ak,
             peer_public: public(&dk),
@@ -652,7 +652,7 @@ fn main() {
     // The first cell's network is in place before the handshakes: they must cope too.
     let first = cells().first().map_or(Impairment::NONE, |c| impairment(*c));
     ours_stage.set(first);
-    let mut ours = Ours::start(&ours_relay, &ours_stage, (dk, ak, psk));
+    let mut ours = Ours::start(&ours_stage, (dk, ak, psk));
 
     let mut pair = (root && have_wg).then(|| {
         let (kd, ka) = (support_testkit::wg_key(), support_testkit::wg_key());
