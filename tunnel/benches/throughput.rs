@@ -12,6 +12,9 @@
 //!
 //! `cargo bench -p support-tunnel --bench throughput`
 
+mod common;
+use common::{hex32, public, random32};
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
@@ -24,24 +27,6 @@ use support_tunnel::{BufferProfile, Engine, EngineConfig, Forward, Role};
 
 const DEVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 const ADMIN_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
-
-fn random32() -> [u8; 32] {
-    let mut b = [0u8; 32];
-    let _ = getrandom::getrandom(&mut b);
-    b
-}
-
-fn public(k: &[u8; 32]) -> [u8; 32] {
-    x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*k)).to_bytes()
-}
-
-fn hex32(s: &str) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap_or(0);
-    }
-    out
-}
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()

@@ -18,6 +18,9 @@
 //! pair; scripts/setup installs it). `BENCH_CELLS=1:0,50:0.01` picks cells
 //! (round trip in ms : loss per crossing).
 
+mod common;
+use common::{hex32, public, random32};
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -81,26 +84,6 @@ fn take_counts() -> String {
 
 fn env(k: &str) -> String {
     std::env::var(k).unwrap_or_default()
-}
-
-fn random32() -> [u8; 32] {
-    let mut b = [0u8; 32];
-    let _ = getrandom::getrandom(&mut b);
-    b
-}
-
-fn public(k: &[u8; 32]) -> [u8; 32] {
-    x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*k)).to_bytes()
-}
-
-fn hex32(s: &str) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    if let Ok(v) = hex::decode(s) {
-        if v.len() == 32 {
-            out.copy_from_slice(&v);
-        }
-    }
-    out
 }
 
 fn b64_32(s: &str) -> [u8; 32] {
