@@ -1,5 +1,5 @@
 //! The HTTP front: `POST /v1/device`, `POST /v1/admin`, `GET /healthz`,
-//! `GET /metrics`. Our own accept loop around warp's filters, so that the
+//! `GET /metrics` (on its own private address with `--metrics-listen`). Our own accept loop around warp's filters, so that the
 //! connection cap, header-read timeout, per-request timeout and graceful
 //! shutdown are ours to set.
 
@@ -21,6 +21,7 @@ use support_protocol::RequestId;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower_service::Service as _;
+use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response as WarpResponse;
 use warp::{Filter, Rejection, Reply};
@@ -329,10 +330,20 @@ fn with_state(
     warp::any().map(move || state.clone())
 }
 
-/// The routes.
-pub fn routes(
-    state: Arc<AppState>,
-) -> impl Filter<Extract = (WarpResponse,), Error = Infallible> + Clone {
+/// Which routes a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Routes {
+    /// The API and `/healthz`, and `/metrics` when it has no address of its own.
+    Api {
+        /// Whether `/metrics` is served here too.
+        with_metrics: bool,
+    },
+    /// Only `/metrics` and `/healthz` (the `--metrics-listen` address).
+    Metrics,
+}
+
+/// The filter for `which` routes.
+pub fn routes(state: Arc<AppState>, which: Routes) -> BoxedFilter<(WarpResponse,)> {
     let call = |path: &'static str| {
         warp::post()
             .and(warp::path("v1"))
@@ -361,7 +372,7 @@ pub fn routes(
         .and(warp::path("healthz"))
         .and(warp::path::end())
         .map(|| plain(StatusCode::OK, "ok"));
-    let metrics = with_state(state)
+    let metrics = with_state(state.clone())
         .and(warp::get())
         .and(warp::path("metrics"))
         .and(warp::path::end())
@@ -384,15 +395,25 @@ pub fn routes(
             );
             r
         });
-    device_route
-        .or(admin_route)
-        .unify()
-        .or(health)
-        .unify()
-        .or(metrics)
-        .unify()
-        .recover(rejection)
-        .unify()
+    let metrics = metrics.or(health).unify();
+    let filter = match which {
+        Routes::Metrics => metrics.boxed(),
+        Routes::Api { with_metrics: true } => device_route
+            .or(admin_route)
+            .unify()
+            .or(metrics)
+            .unify()
+            .boxed(),
+        Routes::Api {
+            with_metrics: false,
+        } => device_route
+            .or(admin_route)
+            .unify()
+            .or(health)
+            .unify()
+            .boxed(),
+    };
+    filter.recover(rejection).unify().boxed()
 }
 
 async fn rejection(r: Rejection) -> Result<WarpResponse, Infallible> {
@@ -415,9 +436,10 @@ async fn rejection(r: Rejection) -> Result<WarpResponse, Infallible> {
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
+    which: Routes,
     shutdown: impl Future<Output = ()>,
 ) {
-    let filter = routes(state.clone());
+    let filter = routes(state.clone(), which);
     let conns = Arc::new(Semaphore::new(state.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);

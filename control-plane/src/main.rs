@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use support_control_plane::config::FileConfig;
+use support_control_plane::config::{parse_duration_arg, FileConfig};
 use support_control_plane::http::{self, AppState};
 use support_control_plane::metrics::Metrics;
 use support_control_plane::operator::{self, Command};
@@ -129,21 +129,24 @@ struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8443].
     #[arg(long, env = "SUPPORT_CP_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Serve `/metrics` here (a private address) instead of on --listen.
+    #[arg(long, env = "SUPPORT_CP_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// The data directory [default: /var/lib/support-control-plane].
     #[arg(long, env = "SUPPORT_CP_DATA")]
     data: Option<PathBuf>,
-    /// Seconds an approval nobody connected with stays live [default: 3600].
-    #[arg(long, env = "SUPPORT_CP_APPROVAL_WINDOW")]
-    approval_window_secs: Option<u64>,
-    /// The longest a pending request is kept, seconds; each device asks for its own window (24 h by default) within this [default: 1209600].
-    #[arg(long, env = "SUPPORT_CP_MAX_PENDING_WINDOW")]
-    max_pending_window_secs: Option<u32>,
-    /// Seconds an ended tunnel's record is kept; its audit records stay [default: 2592000].
-    #[arg(long, env = "SUPPORT_CP_RETENTION")]
-    retention_secs: Option<u64>,
-    /// Longest tunnel duration a device may request, seconds [default: 2592000].
-    #[arg(long, env = "SUPPORT_CP_MAX_DURATION")]
-    max_duration_secs: Option<u32>,
+    /// How long an approval nobody connected with stays live, e.g. 1h [default: 1h].
+    #[arg(long, alias = "approval-window-secs", env = "SUPPORT_CP_APPROVAL_WINDOW", value_parser = parse_duration_arg)]
+    approval_window: Option<u64>,
+    /// The longest a pending request is kept; each device asks for its own window (24h by default) within this [default: 14d].
+    #[arg(long, alias = "max-pending-window-secs", env = "SUPPORT_CP_MAX_PENDING_WINDOW", value_parser = parse_duration_arg)]
+    max_pending_window: Option<u64>,
+    /// How long an ended tunnel's record is kept; its audit records stay [default: 30d].
+    #[arg(long, alias = "retention-secs", env = "SUPPORT_CP_RETENTION", value_parser = parse_duration_arg)]
+    retention: Option<u64>,
+    /// The longest tunnel a device may request [default: 30d].
+    #[arg(long, alias = "max-duration-secs", env = "SUPPORT_CP_MAX_DURATION", value_parser = parse_duration_arg)]
+    max_duration: Option<u64>,
     /// Most concurrent connections (long-polls included) [default: 20000].
     #[arg(long, env = "SUPPORT_CP_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
@@ -307,25 +310,25 @@ fn serve(args: ServeArgs) -> Result<()> {
     let defaults = ServiceConfig::default();
     let config = ServiceConfig {
         approval_window_secs: args
-            .approval_window_secs
-            .or(file.approval_window_secs)
+            .approval_window
+            .or(file.approval_window)
             .unwrap_or(defaults.approval_window_secs),
         max_pending_window_secs: args
-            .max_pending_window_secs
-            .or(file.max_pending_window_secs)
-            .unwrap_or(defaults.max_pending_window_secs),
+            .max_pending_window
+            .or(file.max_pending_window)
+            .map_or(defaults.max_pending_window_secs, clamp_u32),
         max_duration_secs: args
-            .max_duration_secs
-            .or(file.max_duration_secs)
-            .unwrap_or(defaults.max_duration_secs),
+            .max_duration
+            .or(file.max_duration)
+            .map_or(defaults.max_duration_secs, clamp_u32),
         max_live_tunnels: args
             .max_live_tunnels
             .or(file.max_live_tunnels)
             .unwrap_or(defaults.max_live_tunnels),
         long_poll_max_secs: defaults.long_poll_max_secs,
         retention_secs: args
-            .retention_secs
-            .or(file.retention_secs)
+            .retention
+            .or(file.retention)
             .unwrap_or(defaults.retention_secs),
     };
     let limiter = RateLimiter::new(
@@ -345,6 +348,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     } else {
         args.trusted_proxies
     };
+    let metrics_listen = args.metrics_listen.or(file.metrics_listen);
     let max_connections = args
         .max_connections
         .or(file.max_connections)
@@ -400,16 +404,69 @@ fn serve(args: ServeArgs) -> Result<()> {
                 }
             })
         };
+        let metrics_task = match metrics_listen {
+            Some(addr) => {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("listening for /metrics on {addr}"))?;
+                let at = l.local_addr()?;
+                tracing::info!(%at, "serving /metrics");
+                let state = state.clone();
+                Some((
+                    at,
+                    tokio::spawn(http::serve(
+                        l,
+                        state,
+                        http::Routes::Metrics,
+                        std::future::pending(),
+                    )),
+                ))
+            }
+            None => None,
+        };
         tracing::info!(%local, data = %data.display(), "support-control-plane serving");
         // Tests and supervisors read this line to learn the bound address.
         println!("listening on {local}");
-        http::serve(listener, state, shutdown_signal()).await;
+        if let Some((at, _)) = &metrics_task {
+            println!("metrics on {at}");
+        }
+        notify_systemd(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&format!("serving on {local}")),
+        ]);
+        let routes = http::Routes::Api {
+            with_metrics: metrics_task.is_none(),
+        };
+        http::serve(listener, state, routes, async {
+            shutdown_signal().await;
+            notify_systemd(&[sd_notify::NotifyState::Stopping]);
+        })
+        .await;
+        if let Some((_, t)) = metrics_task {
+            t.abort();
+        }
         sweeper.abort();
         operator_task.abort();
         let _ = std::fs::remove_file(operator::socket_path(&data));
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Tells systemd (`Type=notify`) about readiness and stopping; nothing
+/// without `NOTIFY_SOCKET`, and a failure is logged, never fatal.
+fn notify_systemd(states: &[sd_notify::NotifyState]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    if let Err(e) = sd_notify::notify(false, states) {
+        tracing::warn!(error = %e, "could not notify systemd");
+    }
+}
+
+/// A setting in seconds that the service keeps as `u32`.
+fn clamp_u32(secs: u64) -> u32 {
+    u32::try_from(secs).unwrap_or(u32::MAX)
 }
 
 async fn shutdown_signal() {

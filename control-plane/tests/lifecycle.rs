@@ -232,7 +232,7 @@ fn settings_come_from_the_config_file_and_flags_override_it() {
     let config = dir.path().join("cp.toml");
     std::fs::write(
         &config,
-        "max_pending_window_secs = 120\nlog_format = \"json\"\n",
+        "max_pending_window = \"2m\"\nlog_format = \"json\"\n",
     )
     .expect("writes config");
     let server = Server::start(&["--config", path_str(&config)]);
@@ -243,12 +243,7 @@ fn settings_come_from_the_config_file_and_flags_override_it() {
         } => assert!((110..=120).contains(&stale_after_secs)),
         other => panic!("{other:?}"),
     }
-    let server = Server::start(&[
-        "--config",
-        path_str(&config),
-        "--max-pending-window-secs",
-        "60",
-    ]);
+    let server = Server::start(&["--config", path_str(&config), "--max-pending-window", "1m"]);
     match ok_device(d.create(&server.client())) {
         DeviceResponse::Created {
             stale_after_secs, ..

@@ -14,6 +14,8 @@ pub struct Request {
     pub path: String,
     /// The `authorization` header, if any.
     pub authorization: Option<String>,
+    /// Every header, names lowercased, in order.
+    pub headers: Vec<(String, String)>,
     /// The body.
     pub body: Vec<u8>,
 }
@@ -37,14 +39,16 @@ pub fn read_request(stream: &mut TcpStream) -> Option<Request> {
         let mut lines = head.lines();
         let mut first = lines.next()?.split_whitespace();
         let (method, path) = (first.next()?.to_string(), first.next()?.to_string());
-        let (mut len, mut authorization) = (0, None);
+        let (mut len, mut authorization, mut headers) = (0, None, Vec::new());
         for l in lines {
             let (k, v) = l.split_once(':')?;
-            match k.trim().to_ascii_lowercase().as_str() {
-                "content-length" => len = v.trim().parse().ok()?,
-                "authorization" => authorization = Some(v.trim().to_string()),
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
+            match k.as_str() {
+                "content-length" => len = v.parse().ok()?,
+                "authorization" => authorization = Some(v.clone()),
                 _ => {}
             }
+            headers.push((k, v));
         }
         while buf.len() < end + 4 + len {
             let n = stream.read(&mut chunk).ok()?;
@@ -57,6 +61,7 @@ pub fn read_request(stream: &mut TcpStream) -> Option<Request> {
             method,
             path,
             authorization,
+            headers,
             body: buf[end + 4..end + 4 + len].to_vec(),
         });
     }
