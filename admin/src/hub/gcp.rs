@@ -2,14 +2,18 @@
 //! list by label, delete; a firewall rule for the relay's UDP port).
 //!
 //! The VM is Debian; its `startup-script` fetches the relay binary from an
-//! operator-configured URL, checks its sha256, and runs it under systemd,
+//! operator-configured URL (the artifacts bucket, read with the hub service
+//! account's token), checks its sha256, and runs it under systemd,
 //! hardened. The VM has a maximum run duration with delete on termination,
-//! so it goes away even if nobody runs `gc`. Its metadata holds only public
-//! keys (DESIGN invariant 4).
+//! so it goes away even if nobody runs `gc`: a relay that ends early is
+//! restarted, and the VM is deleted at that deadline or by `stop`/`gc`,
+//! whichever comes first. Its metadata holds only public keys (DESIGN
+//! invariant 4).
 //!
-//! Credentials: `GOOGLE_APPLICATION_CREDENTIALS` (a service-account JSON,
-//! exchanged for an OAuth token with an RS256-signed JWT), else
-//! `gcloud auth print-access-token`.
+//! The network, the hub firewall rule and the hub service account belong to
+//! `infra/` (OpenTofu): the provider only checks that the rule exists. The
+//! names below are the ones `infra/` declares (`scripts/check-infra` reads
+//! both).
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -19,11 +23,28 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use support_protocol::TunnelId;
 
+use super::credentials;
 use super::{b64, Hub, HubSpec, Provider};
 
-const LABEL: &str = "support-tunnel";
-const TAG: &str = "support-hub";
-const SCOPE: &str = "https://www.googleapis.com/auth/compute";
+/// The label every hub carries, its value the tunnel id (`gc` lists by it).
+pub const LABEL: &str = "support-tunnel";
+/// The network tag the hub firewall rule targets.
+pub const TAG: &str = "support-hub";
+/// The relay's UDP port unless `[gcp] port` says otherwise.
+pub const DEFAULT_PORT: u16 = 51820;
+/// The network `infra/` creates for hubs (not `default`, whose
+/// `default-allow-ssh` rule would open SSH on every hub).
+pub const DEFAULT_NETWORK: &str = "global/networks/support-tunnel";
+/// The subnetwork `infra/` creates in the zone's region.
+pub const DEFAULT_SUBNETWORK: &str = "support-hubs";
+/// The hub firewall rule's name is this and the port.
+pub const FIREWALL_PREFIX: &str = "support-hub-udp-";
+/// The hubs' service account: `<id>@<project>.iam.gserviceaccount.com`.
+pub const HUB_SERVICE_ACCOUNT_ID: &str = "support-hub";
+/// Where a release's relay binary lives in the artifacts bucket.
+pub const RELAY_OBJECT: &str = "relay/{version}/support-relay";
+/// The only scope a hub's token has: reading the relay binary.
+const HUB_SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_only";
 
 /// `[gcp]` in admin.toml.
 #[derive(Deserialize, Debug, Clone)]
@@ -41,8 +62,12 @@ pub struct GcpSettings {
     pub machine_type: Option<String>,
     /// Boot image [default: Debian 12].
     pub image: Option<String>,
-    /// Network [default: global/networks/default].
+    /// Network [default: global/networks/support-tunnel, from infra/].
     pub network: Option<String>,
+    /// Subnetwork [default: regions/<the zone's region>/subnetworks/support-hubs].
+    pub subnetwork: Option<String>,
+    /// The hubs' service account [default: support-hub@<project>.iam.gserviceaccount.com].
+    pub service_account: Option<String>,
     /// The relay's UDP port [default: 51820].
     pub port: Option<u16>,
     /// The API base [default: https://compute.googleapis.com] (tests point it at a fake).
@@ -67,6 +92,18 @@ impl Gcp {
         };
         if !safe(&s.relay_url) || !s.relay_url.starts_with("https://") {
             return Err("gcp.relay_url must be an https:// URL without quotes or spaces".into());
+        }
+        if let Some(object) = s
+            .relay_url
+            .strip_prefix("https://storage.googleapis.com/")
+            .and_then(|rest| rest.split_once('/').map(|(_, object)| object))
+        {
+            if !is_relay_object(object) {
+                return Err(format!(
+                    "gcp.relay_url: the object in the artifacts bucket should be {RELAY_OBJECT} \
+                     (as scripts/release uploads it and `tofu output admin_toml` prints it)"
+                ));
+            }
         }
         if s.relay_sha256.len() != 64 || !s.relay_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err("gcp.relay_sha256 must be 64 hex digits (sha256sum of the relay)".into());
@@ -107,7 +144,7 @@ impl Gcp {
     }
 
     fn port(&self) -> u16 {
-        self.s.port.unwrap_or(51820)
+        self.s.port.unwrap_or(DEFAULT_PORT)
     }
 
     fn request(
@@ -119,7 +156,7 @@ impl Gcp {
         let auth = {
             let mut cached = self.token.lock().unwrap_or_else(|p| p.into_inner());
             if cached.is_none() {
-                *cached = Some(token(&self.agent)?);
+                *cached = Some(credentials::access_token(&self.agent)?);
             }
             format!("Bearer {}", cached.as_deref().unwrap_or_default())
         };
@@ -145,39 +182,89 @@ impl Gcp {
         Ok((status, v))
     }
 
-    fn ensure_firewall(&self) -> Result<(), String> {
-        let base = format!(
-            "{}/compute/v1/projects/{}/global/firewalls",
+    /// The hub firewall rule: `infra/` creates it; engineers need no right
+    /// to change firewalls, only to read this one.
+    fn check_firewall(&self) -> Result<(), String> {
+        let name = self.firewall_name();
+        let url = format!(
+            "{}/compute/v1/projects/{}/global/firewalls/{name}",
             self.api(),
             self.s.project
         );
-        let name = format!("{TAG}-udp-{}", self.port());
-        let (status, _) = self.request("GET", &format!("{base}/{name}"), None)?;
-        if status == 200 {
-            return Ok(());
+        let (status, v) = self.request("GET", &url, None)?;
+        match status {
+            200 => {}
+            404 => {
+                return Err(format!(
+                    "the hub firewall rule {name} does not exist in project {}: it belongs to the \
+                     deployment; run `tofu apply` in infra/ (network.tf creates it, with \
+                     relay_port = {})",
+                    self.s.project,
+                    self.port()
+                ))
+            }
+            _ => {
+                return Err(api_error(
+                    &format!("reading the firewall rule {name}"),
+                    status,
+                    &v,
+                ))
+            }
         }
-        let body = json!({
-            "name": name,
-            "network": self.network(),
-            "direction": "INGRESS",
-            "targetTags": [TAG],
-            "allowed": [{"IPProtocol": "udp", "ports": [self.port().to_string()]}],
-            "sourceRanges": ["0.0.0.0/0"],
-            "description": "support-tunnel hubs: the relay's UDP port only",
+        let port = self.port().to_string();
+        let targets_hubs = v["targetTags"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t == TAG));
+        let admits_port = v["allowed"].as_array().is_some_and(|a| {
+            a.iter().any(|r| {
+                r["IPProtocol"] == "udp"
+                    && r["ports"]
+                        .as_array()
+                        .is_some_and(|p| p.iter().any(|p| p.as_str() == Some(port.as_str())))
+            })
         });
-        let (status, v) = self.request("POST", &base, Some(&body))?;
-        if status == 200 || status == 409 {
-            Ok(())
-        } else {
-            Err(api_error("creating the firewall rule", status, &v))
+        let on_network = v["network"]
+            .as_str()
+            .is_some_and(|n| n.ends_with(self.network().as_str()));
+        if !(targets_hubs && admits_port && on_network && v["disabled"] != true) {
+            return Err(format!(
+                "the firewall rule {name} does not admit udp/{port} to the tag {TAG} on {}: \
+                 it was changed outside infra/; run `tofu apply` there",
+                self.network()
+            ));
         }
+        Ok(())
+    }
+
+    fn firewall_name(&self) -> String {
+        format!("{FIREWALL_PREFIX}{}", self.port())
     }
 
     fn network(&self) -> String {
         self.s
             .network
             .clone()
-            .unwrap_or_else(|| "global/networks/default".into())
+            .unwrap_or_else(|| DEFAULT_NETWORK.into())
+    }
+
+    fn subnetwork(&self) -> String {
+        self.s.subnetwork.clone().unwrap_or_else(|| {
+            let region = self
+                .s
+                .zone
+                .rsplit_once('-')
+                .map_or(self.s.zone.as_str(), |(r, _)| r);
+            format!("regions/{region}/subnetworks/{DEFAULT_SUBNETWORK}")
+        })
+    }
+
+    fn service_account(&self) -> String {
+        self.s.service_account.clone().unwrap_or_else(|| {
+            format!(
+                "{HUB_SERVICE_ACCOUNT_ID}@{}.iam.gserviceaccount.com",
+                self.s.project
+            )
+        })
     }
 
     /// The instance body: everything in it is public.
@@ -199,7 +286,12 @@ impl Gcp {
             }],
             "networkInterfaces": [{
                 "network": self.network(),
+                "subnetwork": self.subnetwork(),
                 "accessConfigs": [{"type": "ONE_TO_ONE_NAT", "name": "External NAT"}],
+            }],
+            "serviceAccounts": [{
+                "email": self.service_account(),
+                "scopes": [HUB_SCOPE],
             }],
             "scheduling": {
                 "provisioningModel": "STANDARD",
@@ -222,7 +314,18 @@ impl Gcp {
 # the two keys below are WireGuard PUBLIC keys.
 set -eu
 tmp=$(mktemp)
-curl -fsSL --retry 5 --proto '=https' -o "$tmp" '{url}'
+url='{url}'
+case "$url" in
+https://storage.googleapis.com/*)
+  # The artifacts bucket is private: read it as the hub's service account
+  # (its only permission). The token goes to Google's storage API only.
+  token=$(curl -fsS --retry 5 -H 'Metadata-Flavor: Google' \
+    http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token \
+    | sed -n 's/.*"access_token" *: *"\([^"]*\)".*/\1/p')
+  curl -fsSL --retry 5 --proto '=https' -H "Authorization: Bearer $token" -o "$tmp" "$url" ;;
+*)
+  curl -fsSL --retry 5 --proto '=https' -o "$tmp" "$url" ;;
+esac
 echo '{sha}  '"$tmp" | sha256sum -c -
 install -m 0755 "$tmp" /usr/local/bin/support-relay
 rm -f "$tmp"
@@ -231,7 +334,11 @@ cat > /etc/systemd/system/support-relay.service <<'UNIT'
 Description=support-tunnel relay for tunnel {id}
 [Service]
 ExecStart=/usr/local/bin/support-relay --device-key {dk} --admin-key {ak} --lifetime {life} --listen 0.0.0.0:{port} --tunnel {id}
-ExecStopPost=/usr/bin/systemctl poweroff
+# A crash restarts it; the VM itself is deleted at its maxRunDuration (the
+# same lifetime) or by `support-admin stop`/`gc`, never by the relay, which
+# runs as a dynamic user that may not power anything off.
+Restart=on-failure
+RestartSec=1
 DynamicUser=yes
 NoNewPrivileges=yes
 ProtectSystem=strict
@@ -263,6 +370,17 @@ systemctl start support-relay
     }
 }
 
+/// Whether `object` is [`RELAY_OBJECT`] for some version.
+fn is_relay_object(object: &str) -> bool {
+    let (before, after) = RELAY_OBJECT
+        .split_once("{version}")
+        .unwrap_or((RELAY_OBJECT, ""));
+    object
+        .strip_prefix(before)
+        .and_then(|rest| rest.strip_suffix(after))
+        .is_some_and(|version| !version.is_empty() && !version.contains('/'))
+}
+
 /// `support-hub-<id>`.
 pub fn instance_name(id: TunnelId) -> String {
     format!("{TAG}-{id}")
@@ -283,7 +401,7 @@ impl Provider for Gcp {
 
     fn launch(&self, spec: &HubSpec, progress: &mut dyn FnMut(&str)) -> Result<Hub, String> {
         progress("checking the hub firewall rule");
-        self.ensure_firewall()?;
+        self.check_firewall()?;
         progress("creating the hub VM");
         let (status, v) = self.request(
             "POST",
@@ -369,95 +487,79 @@ impl Provider for Gcp {
     }
 }
 
-/// An OAuth access token from the standard places.
-fn token(agent: &ureq::Agent) -> Result<String, String> {
-    if let Some(path) = std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS") {
-        return service_account_token(agent, std::path::Path::new(&path));
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(relay_url: &str) -> GcpSettings {
+        GcpSettings {
+            project: "acme".into(),
+            zone: "europe-west1-b".into(),
+            relay_url: relay_url.into(),
+            relay_sha256: "ab".repeat(32),
+            machine_type: None,
+            image: None,
+            network: None,
+            subnetwork: None,
+            service_account: None,
+            port: None,
+            api: None,
+        }
     }
-    let out = std::process::Command::new("gcloud")
-        .args(["auth", "print-access-token"])
-        .output()
-        .map_err(|_| "no GCP credentials: set GOOGLE_APPLICATION_CREDENTIALS to a service-account JSON, or log in with gcloud".to_string())?;
-    if !out.status.success() {
-        return Err(format!(
-            "gcloud auth print-access-token failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+
+    #[test]
+    fn a_relay_in_the_artifacts_bucket_must_be_where_the_release_puts_it() {
+        let ok = "https://storage.googleapis.com/acme-support-artifacts/relay/0.2.0/support-relay";
+        assert!(Gcp::new(settings(ok)).is_ok());
+        for bad in [
+            "https://storage.googleapis.com/acme-support-artifacts/support-relay",
+            "https://storage.googleapis.com/acme-support-artifacts/relay//support-relay",
+            "https://storage.googleapis.com/acme-support-artifacts/relay/a/b/support-relay",
+        ] {
+            let e = Gcp::new(settings(bad)).err().expect(bad);
+            assert!(e.contains("relay/{version}/support-relay"), "{e}");
+        }
+        // Elsewhere (an operator's own server), any https path.
+        assert!(Gcp::new(settings("https://downloads.example.com/relay")).is_ok());
     }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
 
-#[derive(Deserialize)]
-struct ServiceAccount {
-    client_email: String,
-    private_key: String,
-    token_uri: Option<String>,
-}
+    #[test]
+    fn defaults_are_infra_s_network_subnetwork_and_hub_account() {
+        let g = Gcp::new(settings("https://example.com/r")).expect("valid");
+        assert_eq!(g.network(), "global/networks/support-tunnel");
+        assert_eq!(
+            g.subnetwork(),
+            "regions/europe-west1/subnetworks/support-hubs"
+        );
+        assert_eq!(
+            g.service_account(),
+            "support-hub@acme.iam.gserviceaccount.com"
+        );
+        assert_eq!(g.firewall_name(), "support-hub-udp-51820");
+    }
 
-fn b64url(data: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
-}
-
-/// The JWT-bearer grant (RFC 7523) with the service account's RSA key.
-fn service_account_token(agent: &ureq::Agent, path: &std::path::Path) -> Result<String, String> {
-    use base64::Engine as _;
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let sa: ServiceAccount = serde_json::from_str(&text)
-        .map_err(|e| format!("{} is not a service-account key: {e}", path.display()))?;
-    let der: Vec<u8> = sa
-        .private_key
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .collect::<String>()
-        .pipe(|b| base64::engine::general_purpose::STANDARD.decode(b))
-        .map_err(|_| "the service account's private key is not PEM".to_string())?;
-    let key = ring::signature::RsaKeyPair::from_pkcs8(&der)
-        .map_err(|e| format!("the service account's private key is unusable: {e}"))?;
-    let aud = sa
-        .token_uri
-        .unwrap_or_else(|| "https://oauth2.googleapis.com/token".into());
-    let now = crate::ca::now();
-    let header = b64url(br#"{"alg":"RS256","typ":"JWT"}"#);
-    let claims = b64url(
-        json!({"iss": sa.client_email, "scope": SCOPE, "aud": aud, "iat": now, "exp": now + 3600})
-            .to_string()
-            .as_bytes(),
-    );
-    let signing_input = format!("{header}.{claims}");
-    let mut sig = vec![0u8; key.public().modulus_len()];
-    key.sign(
-        &ring::signature::RSA_PKCS1_SHA256,
-        &ring::rand::SystemRandom::new(),
-        signing_input.as_bytes(),
-        &mut sig,
-    )
-    .map_err(|_| "signing the token request failed".to_string())?;
-    let jwt = format!("{signing_input}.{}", b64url(&sig));
-    let form =
-        format!("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={jwt}");
-    let mut resp = agent
-        .post(&aud)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .send(form.as_bytes())
-        .map_err(|e| format!("the token endpoint is unreachable: {e}"))?;
-    let status = resp.status().as_u16();
-    let mut body = String::new();
-    resp.body_mut()
-        .as_reader()
-        .take(1 << 20)
-        .read_to_string(&mut body)
-        .map_err(|e| e.to_string())?;
-    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    v.get("access_token")
-        .and_then(Value::as_str)
-        .map(String::from)
-        .ok_or_else(|| format!("the token endpoint answered {status} without a token"))
-}
-
-trait Pipe: Sized {
-    fn pipe<R>(self, f: impl FnOnce(Self) -> R) -> R {
-        f(self)
+    #[test]
+    fn the_startup_script_reads_the_bucket_with_the_hub_token_only_from_google() {
+        let spec = HubSpec {
+            tunnel_id: TunnelId(7),
+            device_key: [1; 32],
+            admin_key: [2; 32],
+            lifetime_secs: 600,
+        };
+        let gcs = Gcp::new(settings(
+            "https://storage.googleapis.com/acme-support-artifacts/relay/0.2.0/support-relay",
+        ))
+        .expect("valid");
+        let script = gcs.startup_script(&spec);
+        assert!(script.contains("Metadata-Flavor: Google"), "{script}");
+        // Elsewhere the token is never fetched or sent: the script's URL
+        // switch sends it only to storage.googleapis.com.
+        let case = script
+            .find("https://storage.googleapis.com/*)")
+            .expect("case");
+        let token_use = script.find("Authorization: Bearer $token").expect("use");
+        let other = script.find("\n*)").expect("other branch");
+        assert!(case < token_use && token_use < other);
+        assert!(!script[other..].contains("token"), "{script}");
     }
 }
-impl<T> Pipe for T {}

@@ -3,6 +3,7 @@
 //! Nothing a provider is given is secret: the relay needs only the two
 //! WireGuard public keys (DESIGN invariant 4).
 
+mod credentials;
 pub mod gcp;
 pub mod local;
 

@@ -1,7 +1,10 @@
-//! A local fake of the Compute Engine REST API and Google's token endpoint
-//! (GCP cannot be reached here). It records every request exactly, checks
-//! the token request's RS256 signature, and, like a real hub VM would,
-//! runs the relay the startup script describes (our relay, on loopback).
+//! A local fake of the Compute Engine REST API, Google's token endpoint and
+//! the metadata server (GCP cannot be reached here). It records every
+//! request exactly, checks the token requests (a service account's RS256
+//! signature, a user's refresh token, the metadata header), and, like a
+//! real hub VM would, runs the relay the startup script describes (our
+//! relay, on loopback). The hub firewall rule is there only when a test
+//! adds it, as `tofu apply` would.
 
 use std::collections::HashMap;
 use std::net::{TcpListener, TcpStream};
@@ -11,7 +14,18 @@ use serde_json::{json, Value};
 use support_testkit::http;
 use support_testkit::relay::RelayThread;
 
+/// The token for a service-account key.
 pub const TOKEN: &str = "fake-access-token-7f3a";
+/// The token for the `authorized_user` refresh token below.
+pub const USER_TOKEN: &str = "fake-user-token-19c2";
+/// The token the metadata server hands out.
+pub const METADATA_TOKEN: &str = "fake-metadata-token-55d0";
+/// The `authorized_user` file's secrets (`gcloud auth application-default login`).
+pub const USER_CLIENT_ID: &str =
+    "764086051850-6qr4p6gpi6hn506pt8ejuq83di341hur.apps.googleusercontent.com";
+pub const USER_CLIENT_SECRET: &str = "d-FL95Q19q7MQmFpd7hHD0Ty";
+pub const USER_REFRESH_TOKEN: &str = "1//0gRefresh+Token/with=chars";
+const METADATA_PATH: &str = "/computeMetadata/v1/instance/service-accounts/default/token";
 
 /// One request as the fake received it.
 #[derive(Clone, Debug)]
@@ -19,6 +33,7 @@ pub struct Seen {
     pub method: String,
     pub path: String,
     pub authorization: Option<String>,
+    pub headers: Vec<(String, String)>,
     pub body: String,
 }
 
@@ -78,6 +93,26 @@ impl FakeGcp {
             .collect()
     }
 
+    /// The hub firewall rule as `tofu apply` creates it (infra/network.tf)
+    /// and the API returns it.
+    pub fn add_firewall(&self, project: &str, port: u16) {
+        let name = format!("support-hub-udp-{port}");
+        self.state.lock().expect("lock").firewalls.insert(
+            name.clone(),
+            json!({
+                "kind": "compute#firewall",
+                "name": name,
+                "network": format!("https://www.googleapis.com/compute/v1/projects/{project}/global/networks/support-tunnel"),
+                "direction": "INGRESS",
+                "priority": 1000,
+                "targetTags": ["support-hub"],
+                "allowed": [{"IPProtocol": "udp", "ports": [port.to_string()]}],
+                "sourceRanges": ["0.0.0.0/0"],
+                "disabled": false,
+            }),
+        );
+    }
+
     /// An instance created behind support-admin's back (a lost record).
     pub fn add_instance(&self, name: &str, tunnel: &str) {
         self.state.lock().expect("lock").instances.insert(
@@ -89,6 +124,41 @@ impl FakeGcp {
 
 fn reply(stream: &mut TcpStream, status: u16, body: &Value) {
     http::respond(stream, status, body.to_string().as_bytes());
+}
+
+fn form_value(form: &str, name: &str) -> Option<String> {
+    let raw = form
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))?;
+    let mut out = Vec::new();
+    let b = raw.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            out.push(u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).ok()?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(if b[i] == b'+' { b' ' } else { b[i] });
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The refresh-token grant of an `authorized_user` file.
+fn check_refresh(form: &str) -> Result<(), String> {
+    let want = [
+        ("grant_type", "refresh_token"),
+        ("client_id", USER_CLIENT_ID),
+        ("client_secret", USER_CLIENT_SECRET),
+        ("refresh_token", USER_REFRESH_TOKEN),
+    ];
+    for (k, v) in want {
+        if form_value(form, k).as_deref() != Some(v) {
+            return Err(format!("{k} is not {v:?} in {form}"));
+        }
+    }
+    Ok(())
 }
 
 fn check_jwt(form: &str, der: &[u8], token_url: &str) -> Result<(), String> {
@@ -150,31 +220,43 @@ fn handle(
         method: method.clone(),
         path: path.clone(),
         authorization: auth.clone(),
+        headers: request.headers.clone(),
         body: body.clone(),
     });
+    let token = |t: &str| json!({"access_token": t, "expires_in": 3600, "token_type": "Bearer"});
     if path == "/token" {
-        return match check_jwt(&body, der, token_url) {
-            Ok(()) => reply(
-                &mut stream,
-                200,
-                &json!({"access_token": TOKEN, "expires_in": 3600, "token_type": "Bearer"}),
-            ),
+        let issued = if form_value(&body, "grant_type").as_deref() == Some("refresh_token") {
+            check_refresh(&body).map(|()| USER_TOKEN)
+        } else {
+            check_jwt(&body, der, token_url).map(|()| TOKEN)
+        };
+        return match issued {
+            Ok(t) => reply(&mut stream, 200, &token(t)),
             Err(e) => reply(&mut stream, 400, &json!({"error": e})),
         };
     }
-    if auth.as_deref() != Some(&format!("Bearer {TOKEN}")) {
+    if path == METADATA_PATH {
+        let flavor = request
+            .headers
+            .iter()
+            .any(|(k, v)| k == "metadata-flavor" && v == "Google");
+        return match (method.as_str(), flavor) {
+            ("GET", true) => reply(&mut stream, 200, &token(METADATA_TOKEN)),
+            _ => reply(
+                &mut stream,
+                403,
+                &json!({"error": "Metadata-Flavor: Google is required"}),
+            ),
+        };
+    }
+    let known = [TOKEN, USER_TOKEN, METADATA_TOKEN].map(|t| format!("Bearer {t}"));
+    if !auth.as_ref().is_some_and(|a| known.contains(a)) {
         return reply(&mut stream, 401, &json!({"error": {"message": "no token"}}));
     }
     let fw = format!("/compute/v1/projects/{project}/global/firewalls");
     let zone_base = format!("/compute/v1/projects/{project}/zones/{zone}/instances");
     let not_found = json!({"error": {"message": "not found"}});
     match (method.as_str(), path.as_str()) {
-        ("POST", p) if p == fw => {
-            let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-            let name = v["name"].as_str().unwrap_or_default().to_string();
-            st.firewalls.insert(name, v);
-            reply(&mut stream, 200, &json!({"kind": "compute#operation"}));
-        }
         ("GET", p) if p.starts_with(&format!("{fw}/")) => {
             let name = &p[fw.len() + 1..];
             match st.firewalls.get(name) {

@@ -3,6 +3,7 @@
 //! CA and an engineer are made with the CLI itself.
 #![allow(dead_code)]
 
+pub mod discovery;
 pub mod fake_gcp;
 
 use std::path::{Path, PathBuf};
