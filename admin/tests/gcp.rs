@@ -259,12 +259,14 @@ fn gcp_hubs_are_launched_used_and_deleted_with_exactly_these_requests() {
     }
 
     // gc finds a hub VM no record knows, by its label, and deletes it.
+    // What is not a hub (no label) is never touched.
     fake.add_instance("support-hub-orphan", &id);
+    fake.add_other_instance("support-control-plane");
     let out = admin_gcp(&lab, &sa0, &["gc"]);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     ok(&out);
     assert!(err.contains("orphan hub support-hub-orphan (gcp)"), "{err}");
-    assert!(fake.instance_names().is_empty());
+    assert_eq!(fake.instance_names(), ["support-control-plane"]);
 }
 
 /// `[gcp]` pointing at the fake.
@@ -349,9 +351,14 @@ fn gc_with(eng: &Engineer, fake: &FakeGcp, env: &[(&str, &str)]) -> (Output, Opt
 fn application_default_credentials_come_from_every_place_google_s_libraries_look() {
     let cp = ControlPlane::start(&[]);
     let eng = Engineer::new(&cp, None, "alice");
-    let fake = FakeGcp::start(Vec::new(), PROJECT, ZONE);
-    eng.append_toml(&gcp_toml(&fake, DEFAULT_PORT_FOR_TEST));
     let dir = tempdir();
+    let (sa, der) = service_account(dir.path(), "http://unused/token");
+    let fake = FakeGcp::start(der, PROJECT, ZONE);
+    let mut sa_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&sa).expect("sa")).expect("json");
+    sa_json["token_uri"] = serde_json::json!(format!("{}/token", fake.url));
+    std::fs::write(&sa, sa_json.to_string()).expect("sa");
+    eng.append_toml(&gcp_toml(&fake, DEFAULT_PORT_FOR_TEST));
     let bearer = |t: &str| Some(format!("Bearer {t}"));
 
     // 1. GOOGLE_APPLICATION_CREDENTIALS naming a user's authorized_user file
@@ -399,6 +406,41 @@ fn application_default_credentials_come_from_every_place_google_s_libraries_look
         .headers
         .iter()
         .any(|(k, v)| k == "metadata-flavor" && v == "Google"));
+
+    // The order: the variable before the well-known file, the file before
+    // the metadata server.
+    let (out, token) = gc_with(
+        &eng,
+        &fake,
+        &[
+            ("GOOGLE_APPLICATION_CREDENTIALS", path_str(&sa)),
+            ("CLOUDSDK_CONFIG", path_str(&gcloud)),
+            ("GCE_METADATA_HOST", host),
+        ],
+    );
+    ok(&out);
+    assert_eq!(token, bearer(TOKEN));
+    let (out, token) = gc_with(
+        &eng,
+        &fake,
+        &[
+            ("CLOUDSDK_CONFIG", path_str(&gcloud)),
+            ("GCE_METADATA_HOST", host),
+        ],
+    );
+    ok(&out);
+    assert_eq!(token, bearer(USER_TOKEN));
+
+    // A VM without a service account (the metadata server answers 404) has
+    // no credential there: the chain goes on (to gcloud, absent here).
+    fake.metadata_without_account();
+    let (out, _) = gc_with(&eng, &fake, &[("GCE_METADATA_HOST", host)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("gcloud auth application-default login"),
+        "{err}"
+    );
 
     // 4. Nothing anywhere: a clear error naming what to do.
     let (out, _) = gc_with(&eng, &fake, &[("GCE_METADATA_HOST", "127.0.0.1:9")]);

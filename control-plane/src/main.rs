@@ -195,11 +195,55 @@ fn operate(data: &Path, cmd: Command) -> Result<()> {
         print!("{}", ensure_newline(&answer.text));
         return Ok(());
     }
+    check_owner(data)?;
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
     let store = RedbStore::open(&store_path(data))?;
     let text = operator::execute(&store, data, None, &cmd)?;
     print!("{}", ensure_newline(&text));
     Ok(())
+}
+
+/// Refuses to write into a data directory that belongs to another user
+/// (root running a command on the service's directory): the files it made
+/// would be root's, and the service, running as its own user, could not
+/// open them at its next start.
+fn check_owner(data: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(data) else {
+        return Ok(());
+    };
+    let me = effective_uid()?;
+    if meta.uid() == me {
+        return Ok(());
+    }
+    let owner = user_name(meta.uid()).unwrap_or_else(|| meta.uid().to_string());
+    bail!(
+        "{} belongs to {owner}, and files written now would belong to uid {me}, which the \
+         service could not open; run this as its owner: sudo -u {owner} support-control-plane ...",
+        data.display()
+    )
+}
+
+/// This process's effective uid (from /proc: the crate has no libc calls).
+fn effective_uid() -> Result<u32> {
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .and_then(|euid| euid.parse().ok())
+        .context("no effective uid in /proc/self/status")
+}
+
+/// The name of `uid` in /etc/passwd.
+fn user_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        (f.nth(1)?.parse() == Ok(uid)).then(|| name.to_string())
+    })
 }
 
 fn ensure_newline(s: &str) -> String {
@@ -227,6 +271,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Keys(KeysCmd::Rotate(d)) => {
+            check_owner(&d.data)?;
             let public = server_keys::rotate(&d.data)?;
             println!("{}", hex::encode(public));
             eprintln!("new current key above; older keys stay served until `keys retire`");
@@ -236,6 +281,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Keys(KeysCmd::Retire { data, public_key }) => {
+            check_owner(&data.data)?;
             server_keys::retire(&data.data, &operator::parse_key(&public_key)?)?;
             let _ = operator::send(&data.data, &Command::ReloadKeys)?;
             eprintln!(

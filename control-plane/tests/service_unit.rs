@@ -286,3 +286,37 @@ fn the_backup_script_copies_the_live_store_uploads_it_create_only_and_keeps_the_
     sigterm(&child);
     assert!(child.0.wait().expect("exits").success());
 }
+
+/// Root running an offline command on the service's data directory would
+/// leave a store the service (its own user) cannot open: refused, with the
+/// command to use instead, and nothing written.
+#[test]
+fn offline_commands_refuse_a_data_directory_another_user_owns() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("dir");
+    // nobody (65534) owns it; the tests run as root, so this is the case.
+    std::os::unix::fs::chown(&data, Some(65534), Some(65534)).expect("chown (tests run as root)");
+    for args in [
+        &["admins", "add", "alice", &"ab".repeat(32)][..],
+        &["keys", "rotate"][..],
+    ] {
+        let out = Command::new(BIN)
+            .args(args)
+            .args(["--data", path_str(&data)])
+            .env("SUPPORT_CP_LOG", "warn")
+            .output()
+            .expect("runs");
+        assert!(!out.status.success(), "{args:?} ran");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("sudo -u nobody support-control-plane"),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(&data).expect("dir").count(),
+        0,
+        "something was written"
+    );
+}

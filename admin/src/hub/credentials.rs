@@ -1,5 +1,5 @@
 //! Google's Application Default Credentials, in the order Google's own
-//! libraries try them:
+//! libraries try them (1 to 3):
 //!
 //! 1. `GOOGLE_APPLICATION_CREDENTIALS`: a service-account key (exchanged
 //!    with an RS256-signed JWT, RFC 7523) or a user's `authorized_user`
@@ -9,7 +9,8 @@
 //!    `application_default_credentials.json`);
 //! 3. the metadata server, when running on Google Cloud (`GCE_METADATA_HOST`
 //!    overrides its address, as in Google's libraries);
-//! 4. `gcloud auth print-access-token`.
+//! 4. last, outside ADC proper: the gcloud CLI's own login
+//!    (`gcloud auth print-access-token`).
 //!
 //! Written here rather than taken from a crate: the maintained ones
 //! (`gcp_auth`, `google-cloud-auth`) are async and bring hyper and a second
@@ -224,6 +225,10 @@ fn from_metadata_server() -> Result<Option<String>, String> {
         return Ok(None);
     };
     let status = resp.status().as_u16();
+    if status == 404 {
+        // A VM without a service account: no credentials here.
+        return Ok(None);
+    }
     token_from(status, &mut resp, "the metadata server").map(Some)
 }
 

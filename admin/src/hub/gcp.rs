@@ -211,29 +211,13 @@ impl Gcp {
                 ))
             }
         }
-        let port = self.port().to_string();
-        let targets_hubs = v["targetTags"]
-            .as_array()
-            .is_some_and(|t| t.iter().any(|t| t == TAG));
-        let admits_port = v["allowed"].as_array().is_some_and(|a| {
-            a.iter().any(|r| {
-                r["IPProtocol"] == "udp"
-                    && r["ports"]
-                        .as_array()
-                        .is_some_and(|p| p.iter().any(|p| p.as_str() == Some(port.as_str())))
-            })
-        });
-        let on_network = v["network"]
-            .as_str()
-            .is_some_and(|n| n.ends_with(self.network().as_str()));
-        if !(targets_hubs && admits_port && on_network && v["disabled"] != true) {
-            return Err(format!(
-                "the firewall rule {name} does not admit udp/{port} to the tag {TAG} on {}: \
-                 it was changed outside infra/; run `tofu apply` there",
-                self.network()
-            ));
+        match firewall_problem(&v, &self.network(), self.port()) {
+            None => Ok(()),
+            Some(problem) => Err(format!(
+                "the firewall rule {name} {problem}: it was changed outside infra/; run \
+                 `tofu apply` there"
+            )),
         }
-        Ok(())
     }
 
     fn firewall_name(&self) -> String {
@@ -322,7 +306,9 @@ https://storage.googleapis.com/*)
   token=$(curl -fsS --retry 5 -H 'Metadata-Flavor: Google' \
     http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token \
     | sed -n 's/.*"access_token" *: *"\([^"]*\)".*/\1/p')
-  curl -fsSL --retry 5 --proto '=https' -H "Authorization: Bearer $token" -o "$tmp" "$url" ;;
+  # The header goes through stdin, not the command line (/proc/*/cmdline).
+  printf 'Authorization: Bearer %s\n' "$token" |
+    curl -fsS --retry 5 --proto '=https' -H @- -o "$tmp" "$url" ;;
 *)
   curl -fsSL --retry 5 --proto '=https' -o "$tmp" "$url" ;;
 esac
@@ -367,6 +353,58 @@ systemctl start support-relay
             life = spec.lifetime_secs,
             port = self.port(),
         )
+    }
+}
+
+/// What keeps the hub firewall rule `rule` (as the API returns it) from
+/// admitting devices and engineers to the relay's UDP `port` on hubs in
+/// `network`, if anything.
+fn firewall_problem(rule: &Value, network: &str, port: u16) -> Option<String> {
+    // "global/networks/X", "projects/P/global/networks/X" or a full URL.
+    let network_name = |n: &str| {
+        n.rsplit_once("/networks/")
+            .map(|(_, name)| name.to_string())
+    };
+    let port_in = |spec: &Value| {
+        let spec = spec.as_str().unwrap_or_default();
+        match spec.split_once('-') {
+            Some((lo, hi)) => {
+                lo.parse::<u16>().is_ok_and(|lo| lo <= port)
+                    && hi.parse::<u16>().is_ok_and(|hi| port <= hi)
+            }
+            None => spec.parse::<u16>() == Ok(port),
+        }
+    };
+    let admits_port = rule["allowed"].as_array().is_some_and(|a| {
+        a.iter().any(|r| {
+            matches!(r["IPProtocol"].as_str(), Some("udp" | "17" | "all"))
+                && r["ports"]
+                    .as_array()
+                    .is_none_or(|p| p.is_empty() || p.iter().any(port_in))
+        })
+    });
+    if rule["direction"].as_str().unwrap_or("INGRESS") != "INGRESS" {
+        Some("is not an ingress rule".into())
+    } else if rule["disabled"] == true {
+        Some("is disabled".into())
+    } else if !rule["targetTags"]
+        .as_array()
+        .is_some_and(|t| t.iter().any(|t| t == TAG))
+    {
+        Some(format!("does not target the tag {TAG}"))
+    } else if !admits_port {
+        Some(format!("does not admit udp/{port}"))
+    } else if network_name(rule["network"].as_str().unwrap_or_default()) != network_name(network)
+        || network_name(network).is_none()
+    {
+        Some(format!("is not on the hubs' network {network}"))
+    } else if !rule["sourceRanges"]
+        .as_array()
+        .is_some_and(|r| r.iter().any(|r| r == "0.0.0.0/0"))
+    {
+        Some("does not admit 0.0.0.0/0 (devices and engineers connect from anywhere)".into())
+    } else {
+        None
     }
 }
 
@@ -507,6 +545,74 @@ mod tests {
         }
     }
 
+    fn rule() -> Value {
+        json!({
+            "name": "support-hub-udp-51820",
+            "network": "https://www.googleapis.com/compute/v1/projects/acme/global/networks/support-tunnel",
+            "direction": "INGRESS",
+            "targetTags": ["support-hub"],
+            "allowed": [{"IPProtocol": "udp", "ports": ["51820"]}],
+            "sourceRanges": ["0.0.0.0/0"],
+            "disabled": false,
+        })
+    }
+
+    #[test]
+    fn the_hub_firewall_rule_must_admit_the_relay_port_to_hubs_from_anywhere() {
+        let net = "global/networks/support-tunnel";
+        assert_eq!(firewall_problem(&rule(), net, 51820), None);
+        assert_eq!(
+            firewall_problem(
+                &rule(),
+                "projects/acme/global/networks/support-tunnel",
+                51820
+            ),
+            None
+        );
+        let mut range = rule();
+        range["allowed"] = json!([{"IPProtocol": "udp", "ports": ["51000-52000"]}]);
+        assert_eq!(firewall_problem(&range, net, 51820), None);
+        let changed = |pointer: &str, v: Value| {
+            let mut r = rule();
+            *r.pointer_mut(pointer).expect("field") = v;
+            r
+        };
+        for (r, net, why) in [
+            (
+                changed("/direction", json!("EGRESS")),
+                net,
+                "not an ingress rule",
+            ),
+            (changed("/disabled", json!(true)), net, "disabled"),
+            (
+                changed("/targetTags", json!(["web"])),
+                net,
+                "does not target",
+            ),
+            (
+                changed("/allowed/0/ports", json!(["51821"])),
+                net,
+                "udp/51820",
+            ),
+            (
+                changed("/allowed/0/IPProtocol", json!("tcp")),
+                net,
+                "udp/51820",
+            ),
+            (
+                changed("/sourceRanges", json!(["10.0.0.0/8"])),
+                net,
+                "0.0.0.0/0",
+            ),
+            (rule(), "global/networks/tunnel", "hubs' network"),
+            (rule(), "global/networks/default", "hubs' network"),
+            (rule(), "support-tunnel", "hubs' network"),
+        ] {
+            let problem = firewall_problem(&r, net, 51820).unwrap_or_default();
+            assert!(problem.contains(why), "{r} on {net}: {problem:?}");
+        }
+    }
+
     #[test]
     fn a_relay_in_the_artifacts_bucket_must_be_where_the_release_puts_it() {
         let ok = "https://storage.googleapis.com/acme-support-artifacts/relay/0.2.0/support-relay";
@@ -557,7 +663,7 @@ mod tests {
         let case = script
             .find("https://storage.googleapis.com/*)")
             .expect("case");
-        let token_use = script.find("Authorization: Bearer $token").expect("use");
+        let token_use = script.find("Authorization: Bearer %s").expect("use");
         let other = script.find("\n*)").expect("other branch");
         assert!(case < token_use && token_use < other);
         assert!(!script[other..].contains("token"), "{script}");

@@ -43,6 +43,7 @@ struct State {
     firewalls: HashMap<String, Value>,
     instances: HashMap<String, Value>,
     relays: HashMap<String, RelayThread>,
+    metadata_404: bool,
 }
 
 pub struct FakeGcp {
@@ -110,6 +111,20 @@ impl FakeGcp {
                 "sourceRanges": ["0.0.0.0/0"],
                 "disabled": false,
             }),
+        );
+    }
+
+    /// From now on the metadata server answers as on a VM without a
+    /// service account (404).
+    pub fn metadata_without_account(&self) {
+        self.state.lock().expect("lock").metadata_404 = true;
+    }
+
+    /// An instance that is not a hub (the control-plane VM): no hub label.
+    pub fn add_other_instance(&self, name: &str) {
+        self.state.lock().expect("lock").instances.insert(
+            name.to_string(),
+            json!({"name": name, "labels": {"role": "control-plane"}, "status": "RUNNING"}),
         );
     }
 
@@ -241,6 +256,7 @@ fn handle(
             .iter()
             .any(|(k, v)| k == "metadata-flavor" && v == "Google");
         return match (method.as_str(), flavor) {
+            ("GET", true) if st.metadata_404 => reply(&mut stream, 404, &json!({})),
             ("GET", true) => reply(&mut stream, 200, &token(METADATA_TOKEN)),
             _ => reply(
                 &mut stream,
@@ -280,7 +296,26 @@ fn handle(
             reply(&mut stream, 200, &json!({"kind": "compute#operation"}));
         }
         ("GET", p) if p.starts_with(&format!("{zone_base}?")) => {
-            let items: Vec<Value> = st.instances.values().cloned().collect();
+            // The one filter Compute Engine is asked for: "has the label".
+            let query = &p[zone_base.len() + 1..];
+            let filter = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("filter="))
+                .and_then(|f| form_value(&format!("f={f}"), "f"));
+            let Some(label) = filter
+                .as_deref()
+                .and_then(|f| f.strip_prefix("labels."))
+                .and_then(|f| f.strip_suffix(":*"))
+            else {
+                let e = json!({"error": {"message": format!("unsupported filter {filter:?}")}});
+                return reply(&mut stream, 400, &e);
+            };
+            let items: Vec<Value> = st
+                .instances
+                .values()
+                .filter(|v| v["labels"].get(label).is_some())
+                .cloned()
+                .collect();
             reply(&mut stream, 200, &json!({"items": items}));
         }
         ("GET", p) if p.starts_with(&format!("{zone_base}/")) => {
