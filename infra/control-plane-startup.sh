@@ -72,7 +72,9 @@ write_if_changed() { # path content
 changed=0
 write_if_changed /etc/systemd/system/support-control-plane.service.d/listen.conf "# Written by the VM's startup script (infra/control-plane-startup.sh).
 [Service]
-Environment=SUPPORT_CP_LISTEN=0.0.0.0:$LISTEN_PORT"
+Environment=SUPPORT_CP_LISTEN=0.0.0.0:$LISTEN_PORT
+# The counters stay on the VM (an agent here scrapes them), off the internet.
+Environment=SUPPORT_CP_METRICS_LISTEN=127.0.0.1:9464"
 write_if_changed /etc/systemd/system/support-control-plane-backup.service.d/bucket.conf "# Written by the VM's startup script: where the backup timer puts copies.
 [Service]
 Environment=SUPPORT_CP_BACKUP_URL=$BACKUP_URL"
@@ -90,7 +92,9 @@ deb="$tmp/support-control-plane.deb"
 # The bucket may still be empty right after the first `tofu apply`: keep
 # trying for an hour (the object appears when scripts/release uploads it).
 for attempt in $(seq 1 120); do
-  if curl -fsS --retry 3 --proto '=https' -H "Authorization: Bearer $(token)" -o "$deb" "$PACKAGE_URL"; then
+  # The header goes through stdin, not the command line (/proc/*/cmdline).
+  if printf 'Authorization: Bearer %s\n' "$(token)" |
+    curl -fsS --retry 3 --proto '=https' -H @- -o "$deb" "$PACKAGE_URL"; then
     break
   fi
   rm -f "$deb"

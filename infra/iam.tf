@@ -68,18 +68,32 @@ locals {
   # "Required permissions" (which field of instances.insert needs which
   # permission). Listed again, with what is deliberately left out, in
   # infra/README.md.
-  engineer_permissions = [
+  #
+  # Split in two roles: what names no instance (checking the firewall rule,
+  # listing, using the hub subnet) on the project; everything that creates,
+  # reads, changes or deletes an instance or disk only where its name starts
+  # with "support-hub-" (how the admin names hubs: support-hub-<tunnel id>),
+  # through an IAM condition. Without it, setMetadata/setTags/setLabels on
+  # the project would let an engineer change the control-plane VM (its
+  # startup script, the tag its firewall rules target, or the hub label gc
+  # deletes by).
+  engineer_project_permissions = [
     # approve: GET projects/P/global/firewalls/support-hub-udp-<port>
     # (checks the rule exists; it never creates it).
     "compute.firewalls.get",
-    # approve: POST projects/P/zones/Z/instances (instances.insert).
-    "compute.instances.create",
-    # ... its boot disk, created from initializeParams.sourceImage.
-    "compute.disks.create",
-    # ... networkInterfaces[].subnetwork (support-hubs).
+    # gc: GET .../instances?filter=labels.support-tunnel:*
+    "compute.instances.list",
+    # approve, instances.insert: networkInterfaces[].subnetwork (support-hubs).
     "compute.subnetworks.use",
     # ... accessConfigs ONE_TO_ONE_NAT: an ephemeral external address.
     "compute.subnetworks.useExternalIp",
+  ]
+  engineer_hub_permissions = [
+    # approve: POST projects/P/zones/Z/instances (instances.insert).
+    "compute.instances.create",
+    # ... its boot disk, created from initializeParams.sourceImage (named
+    # like the instance).
+    "compute.disks.create",
     # ... metadata.items: the startup-script.
     "compute.instances.setMetadata",
     # ... tags.items: support-hub (what the firewall rule targets).
@@ -91,19 +105,28 @@ locals {
     "compute.instances.setServiceAccount",
     # approve: GET .../instances/NAME (waits for RUNNING and the address).
     "compute.instances.get",
-    # gc: GET .../instances?filter=labels.support-tunnel:*
-    "compute.instances.list",
     # stop, gc, and approve's cleanup: DELETE .../instances/NAME (the boot
     # disk goes with it: autoDelete).
     "compute.instances.delete",
   ]
+  # The hubs' names: "<hub tag>-<tunnel id>" (admin/src/hub/gcp.rs,
+  # instance_name); scripts/check-infra checks the prefix against it.
+  hub_name_prefix = "support-hub-"
 }
 
 resource "google_project_iam_custom_role" "engineer" {
   role_id     = "supportTunnelEngineer"
   title       = "support-tunnel engineer"
-  description = "What support-admin approve/stop/gc need to run hubs: create, read, list and delete VMs; check the hub firewall rule."
-  permissions = local.engineer_permissions
+  description = "What support-admin approve/stop/gc need beyond hub VMs themselves: check the hub firewall rule, list VMs, use the hub subnet."
+  permissions = local.engineer_project_permissions
+  stage       = "GA"
+}
+
+resource "google_project_iam_custom_role" "engineer_hubs" {
+  role_id     = "supportTunnelHubs"
+  title       = "support-tunnel engineer: hub VMs"
+  description = "Create, read, change and delete hub VMs and their boot disks; bound only on names starting with support-hub-."
+  permissions = local.engineer_hub_permissions
   stage       = "GA"
 }
 
@@ -111,6 +134,17 @@ resource "google_project_iam_member" "engineers" {
   project = var.project
   role    = google_project_iam_custom_role.engineer.name
   member  = var.engineers_group
+}
+
+resource "google_project_iam_member" "engineers_hubs" {
+  project = var.project
+  role    = google_project_iam_custom_role.engineer_hubs.name
+  member  = var.engineers_group
+  condition {
+    title       = "support-tunnel hubs only"
+    description = "Instances and disks named ${local.hub_name_prefix}*: never the control-plane VM or anything else in the project."
+    expression  = "resource.name.extract(\"/instances/{name}\").startsWith(\"${local.hub_name_prefix}\") || resource.name.extract(\"/disks/{name}\").startsWith(\"${local.hub_name_prefix}\")"
+  }
 }
 
 # actAs on the hub service account ONLY: engineers can start VMs that run as

@@ -3,7 +3,7 @@
 # account, network tag) are fixed, not variables: see README.md.
 
 variable "project" {
-  description = "The GCP project id. A project of its own for support-tunnel is best: the engineers' role is granted on the whole project."
+  description = "The GCP project id. A project of its own for support-tunnel is best: engineers may list every VM in it and create support-hub-* VMs."
   type        = string
 
   validation {
@@ -119,7 +119,7 @@ variable "control_plane_disk_size_gb" {
 }
 
 variable "control_plane_package_url" {
-  description = "https URL of the support-control-plane .deb in the artifacts bucket, e.g. https://storage.googleapis.com/<project>-support-artifacts/packages/0.1.0/support-control-plane_0.1.0_amd64.deb (scripts/release uploads it and prints this)."
+  description = "https URL of the support-control-plane .deb in the artifacts bucket, e.g. https://storage.googleapis.com/<project>-support-artifacts/packages/0.1.0/support-control-plane_0.1.0-1_amd64.deb (where the upload commands scripts/release prints put it)."
   type        = string
 
   validation {
@@ -139,7 +139,7 @@ variable "control_plane_package_sha256" {
 }
 
 variable "control_plane_deletion_protection" {
-  description = "Refuse to delete the control-plane VM (engineers' role holds compute.instances.delete on the project; this stops it from reaching the control plane). Set false before `tofu destroy`."
+  description = "Refuse to delete the control-plane VM (defense in depth: engineers' instance rights are already limited to support-hub-* names). Set false before `tofu destroy`."
   type        = bool
   default     = true
 }

@@ -137,6 +137,12 @@ def compare(infra_dir, gcp_rs):
             c["DEFAULT_SUBNETWORK"] == sub_name,
             f'DEFAULT_SUBNETWORK "{c["DEFAULT_SUBNETWORK"]}" == infra\'s subnetwork "{sub_name}"',
         )
+        # The IAM condition that keeps engineers' instance rights on hubs.
+        prefix = infra.env.get("local.hub_name_prefix")
+        expect(
+            prefix == c["TAG"] + "-",
+            f'local.hub_name_prefix {prefix!r} == TAG + "-" (hubs are named {c["TAG"]}-<tunnel id>)',
+        )
         # Port.
         port = infra.variables.get("relay_port", {}).get("default")
         expect(port == c["DEFAULT_PORT"], f"var.relay_port default {port} == DEFAULT_PORT {c['DEFAULT_PORT']}")

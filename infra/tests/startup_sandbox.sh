@@ -8,7 +8,9 @@
 # 64 MiB loop device as the data disk, the data directory and fstab under a
 # temp dir, and stubs for curl (metadata token, download), apt-get,
 # systemctl and sleep that only record their calls. Needs root and a free
-# loop device; without them it says so and passes (it is an extra).
+# loop device; without them it says so and passes (an extra for a developer
+# without root), unless SUPPORT_REQUIRE_SANDBOX=1 (the test command) makes
+# that a failure.
 #
 # Usage: startup_sandbox.sh INFRA_DIR PYTHON
 set -euo pipefail
@@ -16,6 +18,10 @@ infra=$(cd "$1" && pwd)
 py=$2
 
 if [ "$(id -u)" -ne 0 ] || ! loop=$(losetup -f 2>/dev/null) || [ ! -e "$loop" ]; then
+  if [ "${SUPPORT_REQUIRE_SANDBOX:-}" = 1 ]; then
+    echo "  FAIL startup-script sandbox: needs root and a loop device (SUPPORT_REQUIRE_SANDBOX=1)"
+    exit 1
+  fi
   echo "  skip startup-script sandbox: needs root and a loop device"
   exit 0
 fi
@@ -37,7 +43,9 @@ sha=$(sha256sum "$sim/package.deb" | cut -d' ' -f1)
 
 cat > "$sim/bin/curl" <<EOF
 #!/bin/bash
-echo "curl \$*" >> "$sim/calls"
+# A header given on stdin (-H @-) is recorded with the call.
+hdr=""; for a in "\$@"; do [ "\$a" = @- ] && hdr=" \$(cat)"; done
+echo "curl \$*\$hdr" >> "$sim/calls"
 out=""; while [ \$# -gt 0 ]; do [ "\$1" = -o ] && out=\$2; shift; done
 if [ -n "\$out" ]; then cp "$sim/package.deb" "\$out"; else echo '{"access_token":"tok","expires_in":3599}'; fi
 EOF
@@ -61,9 +69,19 @@ values = {
 }
 text = re.sub(r"(?<!\$)\$\{(\w+)\}", lambda m: values[m.group(1)], open(template).read())
 text = text.replace("$${", "${")
-text = text.replace("/dev/disk/by-id/google-support-cp-data", f"{sim}/device")
-text = text.replace("/etc/fstab", f"{sim}/fstab")
-text = text.replace('mount "$DATA_DIR"', f'mount -T {sim}/fstab "$DATA_DIR"')
+# Every path into the sandbox must be found: a template that changed them
+# must fail here, never run as root against the host's disk or fstab.
+for real, fake in [
+    ("/dev/disk/by-id/google-support-cp-data", f"{sim}/device"),
+    ("/etc/fstab", f"{sim}/fstab"),
+    ('mount "$DATA_DIR"', f'mount -T {sim}/fstab "$DATA_DIR"'),
+]:
+    if real not in text:
+        sys.exit(f"startup_sandbox: {real!r} is no longer in the startup script; update the sandbox")
+    text = text.replace(real, fake)
+for left in ["/etc/fstab", "/dev/disk/"]:
+    if left in text:
+        sys.exit(f"startup_sandbox: {left!r} still in the rendered script")
 print(text)
 EOF
 
@@ -79,6 +97,7 @@ for boot in 1 2; do
   mountpoint -q "$sim/data" || fail "boot $boot: data disk not mounted"
   [ "$(grep -c " $sim/data ext4 " "$sim/fstab")" = 1 ] || fail "boot $boot: fstab should have exactly one line for the data disk"
   grep -q 'Environment=SUPPORT_CP_LISTEN=0.0.0.0:8080' /etc/systemd/system/support-control-plane.service.d/listen.conf || fail "listen drop-in"
+  grep -q 'Environment=SUPPORT_CP_METRICS_LISTEN=127.0.0.1:' /etc/systemd/system/support-control-plane.service.d/listen.conf || fail "metrics stay on the VM"
   grep -q 'Environment=SUPPORT_CP_BACKUP_URL=gs://p-support-backups/backups' /etc/systemd/system/support-control-plane-backup.service.d/bucket.conf || fail "backup drop-in"
   grep -q "^apt-get install .*$sim\|^apt-get install .*/support-control-plane.deb" "$sim/calls" || fail "boot $boot: package not installed"
   grep -q '^curl .*Authorization: Bearer tok' "$sim/calls" || fail "boot $boot: download without the VM's token"
