@@ -57,6 +57,18 @@ fn service_account(dir: &std::path::Path, token_url: &str) -> (std::path::PathBu
     (path, std::fs::read(&der).expect("der"))
 }
 
+/// A service-account key whose token endpoint is a fake that checks it.
+fn key_and_fake(dir: &std::path::Path) -> (std::path::PathBuf, FakeGcp) {
+    // The token endpoint's URL is only known once the fake runs; the key first.
+    let (sa, der) = service_account(dir, "http://unused/token");
+    let fake = FakeGcp::start(der, PROJECT, ZONE);
+    let mut sa_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&sa).expect("sa")).expect("json");
+    sa_json["token_uri"] = serde_json::json!(format!("{}/token", fake.url));
+    std::fs::write(&sa, sa_json.to_string()).expect("sa");
+    (sa, fake)
+}
+
 fn admin_gcp(lab: &Lab, sa: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(ADMIN)
         .arg("--home")
@@ -73,13 +85,7 @@ fn admin_gcp(lab: &Lab, sa: &std::path::Path, args: &[&str]) -> std::process::Ou
 fn gcp_hubs_are_launched_used_and_deleted_with_exactly_these_requests() {
     let lab = Lab::new(&DeviceSettings::default());
     let keys_dir = tempdir();
-    // The token endpoint's URL is only known once the fake runs; the key first.
-    let (sa0, der) = service_account(keys_dir.path(), "http://unused/token");
-    let fake = FakeGcp::start(der, PROJECT, ZONE);
-    let mut sa_json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&sa0).expect("sa")).expect("json");
-    sa_json["token_uri"] = serde_json::json!(format!("{}/token", fake.url));
-    std::fs::write(&sa0, sa_json.to_string()).expect("sa");
+    let (sa0, fake) = key_and_fake(keys_dir.path());
     let port = support_testkit::free_udp_port();
     fake.add_firewall(PROJECT, port);
     lab.eng.append_toml(&format!(
@@ -283,12 +289,7 @@ fn gcp_toml(fake: &FakeGcp, port: u16) -> String {
 fn approve_without_the_hub_firewall_rule_spends_nothing_and_says_which_apply_creates_it() {
     let lab = Lab::new(&DeviceSettings::default());
     let keys_dir = tempdir();
-    let (sa0, der) = service_account(keys_dir.path(), "http://unused/token");
-    let fake = FakeGcp::start(der, PROJECT, ZONE);
-    let mut sa_json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&sa0).expect("sa")).expect("json");
-    sa_json["token_uri"] = serde_json::json!(format!("{}/token", fake.url));
-    std::fs::write(&sa0, sa_json.to_string()).expect("sa");
+    let (sa0, fake) = key_and_fake(keys_dir.path());
     let port = support_testkit::free_udp_port();
     lab.eng.append_toml(&gcp_toml(&fake, port));
 
@@ -352,12 +353,7 @@ fn application_default_credentials_come_from_every_place_google_s_libraries_look
     let cp = ControlPlane::start(&[]);
     let eng = Engineer::new(&cp, None, "alice");
     let dir = tempdir();
-    let (sa, der) = service_account(dir.path(), "http://unused/token");
-    let fake = FakeGcp::start(der, PROJECT, ZONE);
-    let mut sa_json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&sa).expect("sa")).expect("json");
-    sa_json["token_uri"] = serde_json::json!(format!("{}/token", fake.url));
-    std::fs::write(&sa, sa_json.to_string()).expect("sa");
+    let (sa, fake) = key_and_fake(dir.path());
     eng.append_toml(&gcp_toml(&fake, DEFAULT_PORT_FOR_TEST));
     let bearer = |t: &str| Some(format!("Bearer {t}"));
 
