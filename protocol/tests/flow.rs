@@ -10,7 +10,7 @@ use support_protocol::connected_report::{ConnectedReport, ReportError};
 use support_protocol::hybrid_psk::{derive_psk, PskInputs};
 use support_protocol::ids::ApprovalSeq;
 use support_protocol::one_time_code::OneTimeCode;
-use support_protocol::request_tag;
+use support_protocol::request_tag::{self, TagMismatch};
 use support_protocol::TunnelId;
 
 fn trust<'a>(cas: &'a [[u8; 32]]) -> Trust<'a> {
@@ -162,34 +162,59 @@ fn a_control_plane_that_alters_the_request_is_caught_by_the_tag() {
     let secret = &f.code.secret;
     let mut r = f.request.clone();
     r.body.ports = ports(&[22, 80, 8080]);
-    assert!(request_tag::verify(secret, &r).is_err(), "ports");
+    assert_eq!(request_tag::verify(secret, &r), Err(TagMismatch), "ports");
     let mut r = f.request.clone();
     r.body.duration_secs += 1;
-    assert!(request_tag::verify(secret, &r).is_err(), "duration");
+    assert_eq!(
+        request_tag::verify(secret, &r),
+        Err(TagMismatch),
+        "duration"
+    );
     let mut r = f.request.clone();
     r.body.facts.hostname = s("evil");
-    assert!(request_tag::verify(secret, &r).is_err(), "facts");
+    assert_eq!(request_tag::verify(secret, &r), Err(TagMismatch), "facts");
     let mut r = f.request.clone();
     r.body.wireguard.0[5] ^= 1;
-    assert!(request_tag::verify(secret, &r).is_err(), "wireguard key");
+    assert_eq!(
+        request_tag::verify(secret, &r),
+        Err(TagMismatch),
+        "wireguard key"
+    );
     let mut r = f.request.clone();
     r.body.credential.0[5] ^= 1;
-    assert!(request_tag::verify(secret, &r).is_err(), "credential");
+    assert_eq!(
+        request_tag::verify(secret, &r),
+        Err(TagMismatch),
+        "credential"
+    );
     let mut r = f.request.clone();
     r.body.kem.0[1000] ^= 1;
-    assert!(request_tag::verify(secret, &r).is_err(), "kem key");
+    assert_eq!(request_tag::verify(secret, &r), Err(TagMismatch), "kem key");
     let mut r = f.request.clone();
     r.body.tunnel_id = TunnelId(r.body.tunnel_id.0 ^ 1);
-    assert!(request_tag::verify(secret, &r).is_err(), "tunnel id");
+    assert_eq!(
+        request_tag::verify(secret, &r),
+        Err(TagMismatch),
+        "tunnel id"
+    );
     // Every byte of the tag itself.
     for i in 0..32 {
         let mut r = f.request.clone();
         r.tag.0 .0[i] ^= 0x01;
-        assert!(request_tag::verify(secret, &r).is_err(), "tag byte {i}");
+        assert_eq!(
+            request_tag::verify(secret, &r),
+            Err(TagMismatch),
+            "tag byte {i}"
+        );
     }
     // Another tunnel's code does not verify this request.
     let other = Fixture::new(4);
-    assert!(request_tag::verify(&other.code.secret, &f.request).is_err());
+    assert_eq!(
+        request_tag::verify(&other.code.secret, &f.request),
+        Err(TagMismatch)
+    );
+    // The unaltered request verifies (so the refusals above are about the change).
+    assert_eq!(request_tag::verify(secret, &f.request), Ok(()));
 }
 
 #[test]
@@ -207,21 +232,32 @@ fn flipping_any_byte_of_the_sealed_approval_makes_the_device_refuse_it() {
     };
     assert!(open(&sealed).is_ok());
     let bytes = support_protocol::encode(&sealed).expect("encodes");
-    let mut refused = 0;
+    // Flips that still decode must be refused by `open`; those that do not
+    // decode are refused by the codec. Both kinds are counted, so a codec
+    // that refused everything (and left `open` untested) fails below.
+    let (mut opened_and_refused, mut undecodable) = (0usize, 0usize);
     for i in 0..bytes.len() {
         for bit in [0x01u8, 0x80] {
             let mut b = bytes.clone();
             b[i] ^= bit;
-            // Either it no longer decodes, or it decodes and is refused.
-            if let Ok(s) =
-                support_protocol::decode::<support_protocol::approval_box::SealedApproval>(&b)
-            {
-                assert!(open(&s).is_err(), "byte {i} bit {bit:#x} accepted");
+            match support_protocol::decode::<support_protocol::approval_box::SealedApproval>(&b) {
+                Ok(s) => {
+                    let refusal = open(&s).err();
+                    assert!(refusal.is_some(), "byte {i} bit {bit:#x} accepted");
+                    opened_and_refused += 1;
+                }
+                Err(_) => undecodable += 1,
             }
-            refused += 1;
         }
     }
-    assert_eq!(refused, bytes.len() * 2);
+    assert_eq!(opened_and_refused + undecodable, bytes.len() * 2);
+    // The sealed box and signature are fixed-size bytes: nearly every flip
+    // there still decodes, and it is `open` that must refuse it.
+    assert!(
+        opened_and_refused > bytes.len(),
+        "only {opened_and_refused} of {} flips reached open()",
+        bytes.len() * 2
+    );
 }
 
 #[test]
@@ -340,14 +376,15 @@ fn a_wrong_device_clock_does_not_matter_only_the_time_floor_does() {
         time_floor: NOW + 91 * DAY,
         accepted: None,
     };
-    assert!(sealed
-        .open(
+    assert!(matches!(
+        sealed.open(
             f.device.tunnel_id(),
             &f.device.public_keys(),
             &f.device.one_time_secret(),
             &t
-        )
-        .is_err());
+        ),
+        Err(ApprovalError::Certificate(CertificateError::Expired { .. }))
+    ));
 }
 
 #[test]
@@ -370,14 +407,15 @@ fn an_approval_for_another_tunnel_or_an_older_one_is_refused() {
     // A box relabelled with another sequence number does not open either.
     let mut relabelled = f.seal(1);
     relabelled.approval_seq = ApprovalSeq(5);
-    assert!(relabelled
-        .open(
+    assert_eq!(
+        relabelled.open(
             f.device.tunnel_id(),
             &f.device.public_keys(),
             &f.device.one_time_secret(),
             &trust(&cas)
-        )
-        .is_err());
+        ),
+        Err(ApprovalError::BadSignature)
+    );
     // Replaying approval 2 after 3 was accepted.
     let t = Trust {
         accepted: Some(ApprovalSeq(3)),
@@ -410,15 +448,15 @@ fn an_approval_for_another_tunnel_or_an_older_one_is_refused() {
     // request's keys and re-served the approval) fails to open.
     let mut keys = f.device.public_keys();
     keys.wireguard[0] ^= 1;
-    assert!(f
-        .seal(1)
-        .open(
+    assert_eq!(
+        f.seal(1).open(
             f.device.tunnel_id(),
             &keys,
             &f.device.one_time_secret(),
             &trust(&cas)
-        )
-        .is_err());
+        ),
+        Err(ApprovalError::BadSignature)
+    );
 }
 
 #[test]
