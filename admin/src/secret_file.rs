@@ -2,9 +2,7 @@
 //! passphrase (PBKDF2-HMAC-SHA256, 600,000 iterations, ChaCha20-Poly1305),
 //! and overwritten with zeros before removal.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
 use std::path::Path;
 
 use chacha20poly1305::aead::{Aead, KeyInit};
@@ -21,43 +19,27 @@ pub fn random<const N: usize>() -> [u8; N] {
     b
 }
 
-/// Writes `data` to `path` (mode `mode`) via a temp file, fsync and rename.
+/// Writes `data` to `path` (mode `mode`) atomically and durably
+/// (`support_durable`: temp file, fsync, rename, fsync of the directory).
 pub fn write(path: &Path, data: &[u8], mode: u32) -> Result<(), String> {
     let dir = path.parent().ok_or("no parent directory")?;
     fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let tmp = dir.join(format!(".tmp-{}", hex::encode(random::<8>())));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(|e| format!("{}: {e}", path.display()))
+    support_durable::write_atomic(path, data, mode).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Overwrites with zeros, then removes. Missing is fine.
+/// Overwrites with zeros, then removes (a directory: all it holds). Missing is fine.
 pub fn wipe(path: &Path) {
-    if let Ok(m) = fs::metadata(path) {
-        if m.is_file() {
-            if let Ok(mut f) = OpenOptions::new().write(true).open(path) {
-                let _ = f.write_all(&vec![0u8; m.len() as usize]);
-                let _ = f.sync_all();
-            }
-            let _ = fs::remove_file(path);
-        } else if m.is_dir() {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {
             for e in fs::read_dir(path).into_iter().flatten().flatten() {
                 wipe(&e.path());
             }
             let _ = fs::remove_dir(path);
         }
+        Ok(_) => {
+            let _ = support_durable::wipe_file(path);
+        }
+        Err(_) => {}
     }
 }
 

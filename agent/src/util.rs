@@ -1,8 +1,8 @@
 //! Small helpers: randomness, durable file writes, wall-clock formatting, base64.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -29,50 +29,8 @@ pub fn wall_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Writes `data` to `path` atomically and durably: a temp file in the same
-/// directory with `mode`, fsync, rename over `path`, fsync the directory.
-/// A crash leaves either the old or the new file, never a torn one.
-pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no directory"))?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.{:016x}.tmp", random_below(u64::MAX)));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        // The umask may have narrowed `mode`; set it exactly.
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// Overwrites a file with zeros before removing it. Best effort on flash
-/// storage (wear levelling may keep old blocks), but it keeps secrets out of
-/// a later undelete of the file system.
-pub fn wipe_file(path: &Path) -> io::Result<()> {
-    match fs::metadata(path) {
-        Ok(m) => {
-            if let Ok(mut f) = OpenOptions::new().write(true).open(path) {
-                let _ = f.write_all(&vec![0u8; m.len() as usize]);
-                let _ = f.sync_all();
-            }
-            fs::remove_file(path)
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
+/// Atomic, durable writes and wiping: shared with the engineer's CLI.
+pub use support_durable::{wipe_file, write_atomic};
 
 /// Creates `dir` (and parents) with `mode` if missing, and sets `mode` on it.
 pub fn ensure_dir(dir: &Path, mode: u32) -> io::Result<()> {
@@ -175,19 +133,5 @@ mod tests {
         assert_eq!(base64(b"f"), "Zg==");
         assert_eq!(base64(b"fo"), "Zm8=");
         assert_eq!(base64(b"foobar"), "Zm9vYmFy");
-    }
-
-    #[test]
-    fn atomic_write_sets_mode() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let p = dir.path().join("x");
-        write_atomic(&p, b"one", 0o600).expect("writes");
-        write_atomic(&p, b"two", 0o640).expect("replaces");
-        assert_eq!(fs::read(&p).expect("reads"), b"two");
-        let mode = fs::metadata(&p).expect("meta").permissions().mode() & 0o777;
-        assert_eq!(mode, 0o640);
-        assert_eq!(fs::read_dir(dir.path()).expect("lists").count(), 1);
-        wipe_file(&p).expect("wipes");
-        assert!(!p.exists());
     }
 }
