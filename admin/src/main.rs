@@ -136,7 +136,7 @@ enum Command {
     Forward {
         /// Tunnel id (or unique prefix).
         id: String,
-        /// [LOCAL_PORT:]DEVICE_PORT, e.g. 8080:80 or 22.
+        /// LOCAL_PORT:DEVICE_PORT, or DEVICE_PORT alone, e.g. 8080:80 or 22.
         spec: String,
     },
     /// Print an OpenSSH config block for this tunnel (key and pinned host key included).

@@ -50,11 +50,12 @@ mod tests {
         assert_eq!(parse(" 2h "), Ok(7200));
         assert_eq!(parse("600"), Ok(600));
         assert_eq!(parse("1d"), Ok(86400));
-        assert!(parse("0h").is_err());
-        assert!(parse("3w").is_err());
-        assert!(parse("h").is_err());
-        assert!(parse("99999999999d").is_err());
-        assert!(parse("4294967296").is_err());
+        let refusal = |s: &str| parse(s).expect_err(s);
+        assert_eq!(refusal("0h"), "a duration of zero is not allowed");
+        assert_eq!(refusal("3w"), "'3w': unknown unit 'w' (use s, m, h or d)");
+        assert_eq!(refusal("h"), "'h' is not a duration (e.g. 90m, 24h, 7d)");
+        assert_eq!(refusal("99999999999d"), "'99999999999d' is too long");
+        assert_eq!(refusal("4294967296"), "'4294967296' is too long");
     }
 
     #[test]

@@ -148,7 +148,7 @@ pub struct Stats {
     pub dropped: u64,
 }
 
-/// Where one datagram goes: nowhere, or up to [`MAX_FANOUT`] addresses.
+/// Where one datagram goes: nowhere, or up to `MAX_FANOUT` addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Targets {
     addrs: [Option<SocketAddr>; MAX_FANOUT],

@@ -66,11 +66,11 @@ pub struct GcpSettings {
     pub network: Option<String>,
     /// Subnetwork [default: regions/<the zone's region>/subnetworks/support-hubs].
     pub subnetwork: Option<String>,
-    /// The hubs' service account [default: support-hub@<project>.iam.gserviceaccount.com].
+    /// The hubs' service account (default: `support-hub@<project>.iam.gserviceaccount.com`).
     pub service_account: Option<String>,
     /// The relay's UDP port [default: 51820].
     pub port: Option<u16>,
-    /// The API base [default: https://compute.googleapis.com] (tests point it at a fake).
+    /// The API base (default: `https://compute.googleapis.com`; tests point it at a fake).
     pub api: Option<String>,
 }
 
