@@ -13,7 +13,7 @@
 //! `cargo bench -p support-tunnel --bench throughput`
 
 mod common;
-use common::{hex32, public, random32};
+use common::{device_peer_config, hex32, public, random32, ADMIN_IP, DEVICE_IP};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -23,10 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support_relay::relay::RelayConfig;
-use support_tunnel::{BufferProfile, Engine, EngineConfig, Forward, Role};
-
-const DEVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
-const ADMIN_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
+use support_tunnel::{BufferProfile, Engine, EngineConfig, Role};
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -92,25 +89,7 @@ fn device_peer_child() {
     } else {
         BufferProfile::DEVICE
     };
-    let config = EngineConfig {
-        private_key: hex32(&env("BENCH_KEY")),
-        peer_public: hex32(&env("BENCH_PEER")),
-        psk: hex32(&env("BENCH_PSK")),
-        endpoint: env("BENCH_ENDPOINT").parse().expect("endpoint"),
-        bind: "127.0.0.1:0".parse().expect("addr"),
-        local_ip: DEVICE_IP,
-        peer_ip: ADMIN_IP,
-        prefix_len: 28,
-        keepalive_secs: 10,
-        profile,
-        role: Role::Device {
-            forwards: vec![Forward {
-                port: 22,
-                target: env("BENCH_TARGET").parse().expect("target"),
-            }],
-        },
-        random: 1,
-    };
+    let config = device_peer_config(profile);
     let (_h, _t) = Engine::spawn(config, None).expect("engine");
     println!("ready");
     let mut sink = String::new();

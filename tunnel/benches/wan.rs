@@ -19,7 +19,7 @@
 //! (round trip in ms : loss per crossing).
 
 mod common;
-use common::{hex32, public, random32};
+use common::{device_peer_config, hex32, public, random32, ADMIN_IP, DEVICE_IP};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -30,10 +30,8 @@ use std::time::{Duration, Instant};
 
 use support_testkit::relay::RelayThread;
 use support_testkit::wan::{Impairment, WanStage};
-use support_tunnel::{BufferProfile, Engine, EngineConfig, EngineHandle, Forward, Role};
+use support_tunnel::{BufferProfile, Engine, EngineConfig, EngineHandle, Role};
 
-const DEVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
-const ADMIN_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
 const ECHO_EVERY: Duration = Duration::from_millis(20);
 
 /// Counts smoltcp's debug messages by their first words (BENCH_TCP_LOG=1):
@@ -316,25 +314,7 @@ fn run_client(
 
 /// The child process for our device peer, so its CPU time is its own.
 fn device_peer_child() {
-    let config = EngineConfig {
-        private_key: hex32(&env("BENCH_KEY")),
-        peer_public: hex32(&env("BENCH_PEER")),
-        psk: hex32(&env("BENCH_PSK")),
-        endpoint: env("BENCH_ENDPOINT").parse().expect("endpoint"),
-        bind: "127.0.0.1:0".parse().expect("addr"),
-        local_ip: DEVICE_IP,
-        peer_ip: ADMIN_IP,
-        prefix_len: 28,
-        keepalive_secs: 10,
-        profile: device_profile(),
-        role: Role::Device {
-            forwards: vec![Forward {
-                port: 22,
-                target: env("BENCH_TARGET").parse().expect("target"),
-            }],
-        },
-        random: 1,
-    };
+    let config = device_peer_config(device_profile());
     count_tcp_events();
     let (_h, _t) = Engine::spawn(config, None).expect("engine");
     println!("ready");
