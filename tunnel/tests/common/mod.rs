@@ -129,62 +129,58 @@ pub fn pattern_sha(seed: u64, n: usize) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// A device-side service: each connection first sends 8 bytes (seed) + 8
-/// bytes (length) to ask, then receives that many pattern bytes.
-pub fn source_server() -> SocketAddr {
+/// A loopback TCP service that runs `serve` on each connection in a thread of its own.
+fn serve_each(serve: fn(TcpStream)) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("binds");
     let addr = l.local_addr().expect("addr");
     std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            std::thread::spawn(move || {
-                let mut req = [0u8; 16];
-                if s.read_exact(&mut req).is_err() {
-                    return;
-                }
-                let seed = u64::from_le_bytes(req[..8].try_into().unwrap_or_default());
-                let n = u64::from_le_bytes(req[8..].try_into().unwrap_or_default()) as usize;
-                for c in pattern(seed, n) {
-                    if s.write_all(&c).is_err() {
-                        return;
-                    }
-                }
-            });
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || serve(s));
         }
     });
     addr
 }
 
+/// A device-side service: each connection first sends 8 bytes (seed) + 8
+/// bytes (length) to ask, then receives that many pattern bytes.
+pub fn source_server() -> SocketAddr {
+    serve_each(|mut s| {
+        let mut req = [0u8; 16];
+        if s.read_exact(&mut req).is_err() {
+            return;
+        }
+        let seed = u64::from_le_bytes(req[..8].try_into().unwrap_or_default());
+        let n = u64::from_le_bytes(req[8..].try_into().unwrap_or_default()) as usize;
+        for c in pattern(seed, n) {
+            if s.write_all(&c).is_err() {
+                return;
+            }
+        }
+    })
+}
+
 /// A device-side sink: each connection sends 8 bytes (length), then that
 /// many bytes; the sink answers their SHA-256.
 pub fn sink_server() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("binds");
-    let addr = l.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            std::thread::spawn(move || {
-                let mut len = [0u8; 8];
-                if s.read_exact(&mut len).is_err() {
-                    return;
-                }
-                let mut left = u64::from_le_bytes(len) as usize;
-                let mut h = Sha256::new();
-                let mut buf = vec![0u8; 256 * 1024];
-                while left > 0 {
-                    match s.read(&mut buf[..left.min(256 * 1024)]) {
-                        Ok(0) | Err(_) => return,
-                        Ok(k) => {
-                            h.update(&buf[..k]);
-                            left -= k;
-                        }
-                    }
-                }
-                let _ = s.write_all(&h.finalize());
-            });
+    serve_each(|mut s| {
+        let mut len = [0u8; 8];
+        if s.read_exact(&mut len).is_err() {
+            return;
         }
-    });
-    addr
+        let mut left = u64::from_le_bytes(len) as usize;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        while left > 0 {
+            match s.read(&mut buf[..left.min(256 * 1024)]) {
+                Ok(0) | Err(_) => return,
+                Ok(k) => {
+                    h.update(&buf[..k]);
+                    left -= k;
+                }
+            }
+        }
+        let _ = s.write_all(&h.finalize());
+    })
 }
 
 /// Sends `n` pattern bytes through `via` to the sink and returns the hash it computed.
