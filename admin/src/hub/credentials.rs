@@ -16,7 +16,6 @@
 //! (`gcp_auth`, `google-cloud-auth`) are async and bring hyper and a second
 //! TLS stack into a CLI that makes three blocking HTTPS calls with ureq.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -183,13 +182,7 @@ fn token_from(
     resp: &mut ureq::http::Response<ureq::Body>,
     who: &str,
 ) -> Result<String, String> {
-    let mut body = String::new();
-    resp.body_mut()
-        .as_reader()
-        .take(1 << 20)
-        .read_to_string(&mut body)
-        .map_err(|e| e.to_string())?;
-    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let v = super::json_body(resp, 1 << 20)?;
     match v.get("access_token").and_then(Value::as_str) {
         Some(t) if status == 200 => Ok(t.to_string()),
         _ => {

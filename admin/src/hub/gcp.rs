@@ -15,7 +15,6 @@
 //! names below are the ones `infra/` declares (`scripts/check-infra` reads
 //! both).
 
-use std::io::Read;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -172,14 +171,7 @@ impl Gcp {
         };
         let mut resp = resp.map_err(|e| format!("the Compute Engine API is unreachable: {e}"))?;
         let status = resp.status().as_u16();
-        let mut text = String::new();
-        resp.body_mut()
-            .as_reader()
-            .take(4 << 20)
-            .read_to_string(&mut text)
-            .map_err(|e| e.to_string())?;
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Ok((status, v))
+        Ok((status, super::json_body(&mut resp, 4 << 20)?))
     }
 
     /// The hub firewall rule: `infra/` creates it; engineers need no right

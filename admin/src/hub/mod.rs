@@ -48,3 +48,19 @@ pub fn b64(key: &[u8; 32]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(key)
 }
+
+/// An HTTP answer's body as JSON (`Null` when it is not JSON), reading at
+/// most `limit` bytes of it.
+pub(crate) fn json_body(
+    resp: &mut ureq::http::Response<ureq::Body>,
+    limit: u64,
+) -> Result<serde_json::Value, String> {
+    use std::io::Read;
+    let mut text = String::new();
+    resp.body_mut()
+        .as_reader()
+        .take(limit)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+}
