@@ -362,7 +362,15 @@ impl<'a> Iterator for AssemblerIter<'a> {
             self.left += contig.hole_size;
             self.right = self.left + contig.data_size;
             data_range = if self.left < self.right {
-                let data_range = (self.left + self.offset, self.right + self.offset);
+                // support-tunnel patch: the offset is a TCP sequence number
+                // (an i32 cast to usize), so the sum wraps near 2^32 on 32-bit
+                // targets and near 2^64 for a negative number on 64-bit ones;
+                // the caller truncates to u32. Plain `+` panicked in debug
+                // builds whenever an ACK number was within a window of the wrap.
+                let data_range = (
+                    self.left.wrapping_add(self.offset),
+                    self.right.wrapping_add(self.offset),
+                );
                 self.left = self.right;
                 Some(data_range)
             } else {
@@ -392,6 +400,18 @@ mod test {
             }
             Assembler { contigs }
         }
+    }
+
+    #[test]
+    fn iter_data_wraps_at_a_sequence_number_near_the_end_of_the_space() {
+        // support-tunnel patch: an ACK number of -2 (as i32), cast to usize.
+        let assr = Assembler::from(vec![(2, 4), (1, 3)]);
+        let offset = (-2i32) as usize;
+        let ranges: Vec<(u32, u32)> = assr
+            .iter_data(offset)
+            .map(|(l, r)| (l as u32, r as u32))
+            .collect();
+        assert_eq!(ranges, vec![(0, 4), (5, 8)]);
     }
 
     macro_rules! contigs {
