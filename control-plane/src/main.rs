@@ -25,9 +25,13 @@ use support_control_plane::store::{AdminRole, Store};
 /// expires tunnels and keeps a hash-chained audit log. It never sees a
 /// private key, PSK or one-time secret and cannot grant access by itself.
 ///
-/// First start:  support-control-plane serve --listen 127.0.0.1:8443 --data /var/lib/support-cp
+/// First start:  support-control-plane serve --listen 127.0.0.1:8080 --data /var/lib/support-cp
 /// Then pin:     support-control-plane public-key --data /var/lib/support-cp
 /// Enroll:       support-control-plane admins add alice <KEY from support-admin init>
+/// The port the API listens on by default. The agent's and the admin's
+/// example configs and infra/ use the same one (a test checks).
+pub const DEFAULT_PORT: u16 = 8080;
+
 #[derive(Parser)]
 #[command(version, verbatim_doc_comment)]
 struct Cli {
@@ -126,7 +130,7 @@ struct ServeArgs {
     /// A TOML config file (flags and environment override it).
     #[arg(long, env = "SUPPORT_CP_CONFIG")]
     config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8443].
+    /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "SUPPORT_CP_LISTEN")]
     listen: Option<SocketAddr>,
     /// Serve `/metrics` here (a private address) instead of on --listen.
@@ -348,7 +352,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     let listen = args
         .listen
         .or(file.listen)
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8443)));
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)));
     let data = args
         .data
         .or(file.data)
@@ -524,5 +528,31 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM"),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupt"),
+    }
+}
+
+#[cfg(test)]
+mod default_port_tests {
+    use super::DEFAULT_PORT;
+
+    #[test]
+    fn every_example_config_names_the_default_port() {
+        let port = format!(":{DEFAULT_PORT}");
+        let agent = include_str!("../../agent/dist/agent.toml");
+        let line = agent
+            .lines()
+            .find(|l| l.starts_with("control_plane ="))
+            .expect("the agent example names a control plane");
+        assert!(line.contains(&port), "{line}");
+        let cp = include_str!("../dist/control-plane.toml");
+        assert!(cp.contains(&format!("# listen = \"127.0.0.1{port}\"")));
+        let infra = include_str!("../../infra/variables.tf");
+        let (_, var) = infra
+            .split_once("variable \"control_plane_port\"")
+            .expect("infra has the port variable");
+        assert!(
+            var.contains(&format!("default     = {DEFAULT_PORT}\n")),
+            "infra/variables.tf control_plane_port"
+        );
     }
 }
