@@ -63,6 +63,7 @@ struct File {
     pending_window: Option<toml::Value>,
     pre_up_failure: Option<PreUpFailure>,
     support_uids: Option<String>,
+    log_level: Option<String>,
 }
 
 /// What a failing `pre_up` hook does.
@@ -127,6 +128,8 @@ pub struct Config {
     pub pre_up_failure: PreUpFailure,
     /// The uid range support users are given, in turn (inclusive).
     pub support_uids: (u32, u32),
+    /// The least important journal lines written (`--verbose` makes it debug).
+    pub log_level: crate::journal::Level,
 }
 
 /// Where a setting may be overridden from (flags first, then environment).
@@ -249,12 +252,29 @@ impl Config {
                 None => DEFAULT_SUPPORT_UIDS,
                 Some(s) => parse_uid_range(&s).map_err(|e| bad(format!("support_uids: {e}")))?,
             },
+            log_level: match f.log_level {
+                None => crate::journal::Level::Info,
+                Some(s) => crate::journal::Level::parse(&s).ok_or_else(|| {
+                    bad(format!(
+                        "log_level: '{s}' is not one of error, warning, info, debug"
+                    ))
+                })?,
+            },
         })
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if !self.control_plane.starts_with("http://") && !self.control_plane.starts_with("https://")
-        {
+        if self.control_plane.starts_with("https://") {
+            return Err(bad(format!(
+                "control_plane is '{}', but the agent speaks plain http:// only. Every call is \
+                 already encrypted and authenticated end to end by the Noise channel to the pinned \
+                 control_plane_keys, so TLS would add nothing but ~1 MB to the agent and a \
+                 certificate store to keep current; write http://HOST:PORT (the control plane's \
+                 port, 8080 by default)",
+                self.control_plane
+            )));
+        }
+        if !self.control_plane.starts_with("http://") {
             return Err(bad(format!(
                 "control_plane must be an http:// URL (the channel is Noise-encrypted to the pinned keys), got '{}'",
                 self.control_plane
@@ -427,6 +447,21 @@ mod tests {
     }
 
     #[test]
+    fn https_is_refused_at_load_with_the_reason() {
+        let text = include_str!("../dist/agent.toml")
+            .replace("<64 hex digits>", &"ab".repeat(32))
+            .replace("http://", "https://");
+        let e = Config::parse(&text).expect_err("https is refused").0;
+        assert!(e.contains("speaks plain http:// only"), "{e}");
+        assert!(e.contains("Noise channel"), "{e}");
+        let text = include_str!("../dist/agent.toml")
+            .replace("<64 hex digits>", &"ab".repeat(32))
+            .replace("default_ports", "log_level = \"chatty\"\ndefault_ports");
+        let e = Config::parse(&text).expect_err("bad level").0;
+        assert!(e.contains("log_level: 'chatty'"), "{e}");
+    }
+
+    #[test]
     fn the_example_defaults_hold_when_uncommented() {
         let text = include_str!("../dist/agent.toml").replace("<64 hex digits>", &"ab".repeat(32));
         let (head, tail) = text
@@ -442,6 +477,7 @@ mod tests {
         assert_eq!(c.pending_window, DEFAULT_PENDING_WINDOW);
         assert_eq!(c.support_uids, DEFAULT_SUPPORT_UIDS);
         assert_eq!(c.pre_up_failure, PreUpFailure::Abort);
+        assert_eq!(c.log_level, crate::journal::Level::Info);
         assert!(c.sudo);
     }
 

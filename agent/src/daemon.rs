@@ -11,12 +11,15 @@ use std::time::{Duration, Instant};
 
 use crate::access;
 use crate::config::Config;
+use crate::journal::{debug, error, info};
 use crate::lifecycle::{self, Mailbox, Registered, Supervisor};
+use crate::notify::Notifier;
 use crate::owner_log;
 use crate::repair::{self, Repaired};
-use crate::runtime::Ctx;
-use crate::socket::{self, SocketRequest, SocketResponse};
+use crate::runtime::{Ctx, TunnelStatus};
+use crate::socket::{self, ErrorCode, Failure, Replier, SocketRequest, SocketResponse};
 use crate::state::{Phase, StateDir, StateLock};
+use crate::util::wall_now;
 
 /// Socket clients served at once from the owner's group (the web UI); root
 /// (the owner's CLI) is always served, so a flood cannot block the kill switch.
@@ -26,6 +29,8 @@ const MAX_OWNER_CLIENTS: usize = 8;
 const MAX_SUPPORT_CLIENTS: usize = 2;
 /// How long a stop waits for the access to be removed.
 const STOP_WAIT: Duration = Duration::from_secs(10);
+/// How often a `watch` with nothing to say checks that its client is still there.
+const WATCH_CHECK: Duration = Duration::from_secs(5);
 
 /// Who is calling on the socket, decided before the caller takes a slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,9 +67,19 @@ impl Daemon {
             tunnels: Mutex::new(HashMap::new()),
             _lock: lock,
         });
+        let group = &daemon.ctx.config.group;
+        if let Some(why) = crate::group_grants::refusal(
+            group,
+            &crate::group_grants::group_grants(group, daemon.ctx.gid),
+        ) {
+            error!("support cannot be given on this device: {why}");
+        }
         let report = daemon.repair_and_resume();
-        for line in report.done.iter().chain(&report.problems) {
-            eprintln!("support-agent: repair: {line}");
+        for line in &report.done {
+            info!("repair: {line}");
+        }
+        for line in &report.problems {
+            error!("repair: {line}");
         }
         Ok(daemon)
     }
@@ -113,18 +128,19 @@ impl Daemon {
         duration_secs: Option<u32>,
         ports: Option<Vec<u16>>,
         note: &str,
-    ) -> Result<Registered, String> {
+    ) -> Result<Registered, Failure> {
         let c = &self.ctx.config;
         let duration = duration_secs.unwrap_or(c.default_duration.as_secs() as u32);
         let ports = ports.unwrap_or_else(|| c.default_ports.clone());
         let reg = lifecycle::register(&self.ctx, duration, &ports, note)?;
         self.supervise(reg.record.clone(), false)?;
+        info!("tunnel {}: support requested", reg.record.id);
         Ok(reg)
     }
 
     /// Stops one tunnel (or all live ones) and returns once each one's
     /// access is removed; says so truthfully when it is not.
-    pub fn stop(&self, id: Option<&str>) -> Result<Vec<String>, String> {
+    pub fn stop(&self, id: Option<&str>) -> Result<Vec<String>, Failure> {
         let targets: Vec<(String, Mailbox)> = {
             let map = self.lock_tunnels();
             let live: Vec<&String> = map
@@ -151,7 +167,7 @@ impl Daemon {
         if problems.is_empty() {
             Ok(stopped)
         } else {
-            Err(problems.join("; "))
+            Err(problems.join("; ").into())
         }
     }
 
@@ -167,18 +183,67 @@ impl Daemon {
         !map.is_empty()
     }
 
-    fn handle(&self, stream: &UnixStream, caller: Caller) -> SocketResponse {
-        let req = match socket::read_request(stream) {
-            Ok(r) => r,
-            Err(e) => return SocketResponse::error(e),
+    /// Reads one request from `stream` and answers it in the client's framing.
+    fn serve_client(&self, stream: &UnixStream, caller: Caller) {
+        let (framing, req) = socket::read_request(stream);
+        debug!("socket: {caller:?} ({framing:?}) asks {req:?}");
+        let mut reply = Replier::new(stream, framing);
+        match req {
+            Err(f) => reply.answer(&SocketResponse::failure(f)),
+            Ok(SocketRequest::Watch { id }) if !matches!(caller, Caller::Support(_)) => {
+                self.watch(id.as_deref(), &mut reply, stream)
+            }
+            Ok(req) => reply.answer(&self.handle(req, caller)),
+        }
+    }
+
+    /// Streams one tunnel's status: now, then at each change, until it has ended.
+    fn watch(&self, id: Option<&str>, reply: &mut Replier<'_>, stream: &UnixStream) {
+        let statuses = self.ctx.statuses();
+        let found = match id {
+            Some(p) => resolve(p, statuses.iter().map(|s| &s.id)),
+            None => statuses
+                .iter()
+                .rev()
+                .filter(|s| s.phase != "ended")
+                .max_by_key(|s| s.requested_at)
+                .map(|s| s.id.clone())
+                .ok_or_else(|| Failure::new(ErrorCode::NotFound, "no live tunnel to watch")),
         };
+        let id = match found {
+            Ok(id) => id,
+            Err(f) => return reply.answer(&SocketResponse::failure(f)),
+        };
+        let mut last: Option<TunnelStatus> = None;
+        let mut seen = self.ctx.generation();
+        loop {
+            let now = self.ctx.statuses().into_iter().find(|s| s.id == id);
+            if let Some(s) = now.filter(|s| Some(s) != last.as_ref()) {
+                let ended = s.phase == "ended";
+                let line = SocketResponse {
+                    id: Some(id.clone()),
+                    tunnel: Some(s.clone()),
+                    ..SocketResponse::default()
+                };
+                if !reply.stream_line(&line) || ended {
+                    return;
+                }
+                last = Some(s);
+            }
+            seen = self.ctx.wait_change(seen, WATCH_CHECK);
+            if client_gone(stream) {
+                return;
+            }
+        }
+    }
+
+    fn handle(&self, req: SocketRequest, caller: Caller) -> SocketResponse {
         if let Caller::Support(uid) = caller {
             // Support users are in the group too; they may look at their own
             // tunnel, not act, and not read the owner's records: a session
             // could otherwise grant itself a fresh tunnel.
             return match req {
                 SocketRequest::Status {} => SocketResponse {
-                    ok: true,
                     tunnels: Some(
                         self.ctx
                             .statuses()
@@ -189,6 +254,7 @@ impl Daemon {
                     ..SocketResponse::default()
                 },
                 _ => SocketResponse::error(
+                    ErrorCode::Forbidden,
                     "a support session cannot request support, change tunnels or read the owner's records; only the owner can",
                 ),
             };
@@ -200,54 +266,54 @@ impl Daemon {
                 note,
             } => match self.request(duration_secs, ports, note.as_deref().unwrap_or("")) {
                 Ok(r) => SocketResponse {
-                    ok: true,
                     id: Some(r.record.id.clone()),
                     code: Some(r.code.to_string()),
                     stale_after_secs: Some(r.stale_after_secs),
+                    stale_at: Some(r.record.requested_at + u64::from(r.stale_after_secs)),
                     ..SocketResponse::default()
                 },
-                Err(e) => SocketResponse::error(e),
+                Err(e) => SocketResponse::failure(e),
             },
             SocketRequest::Status {} => SocketResponse {
-                ok: true,
                 tunnels: Some(self.ctx.statuses()),
                 ..SocketResponse::default()
             },
             SocketRequest::Log { id } => {
                 match owner_log::read_tunnel(&self.ctx.state, id.as_deref()) {
                     Ok((id, lines)) => SocketResponse {
-                        ok: true,
                         id: Some(id),
                         log: Some(lines),
                         ..SocketResponse::default()
                     },
-                    Err(e) => SocketResponse::error(e),
+                    Err(e) => SocketResponse::error(ErrorCode::NotFound, e),
                 }
             }
             SocketRequest::List {} => SocketResponse {
-                ok: true,
                 list: Some(owner_log::list(&self.ctx.state)),
                 ..SocketResponse::default()
             },
             SocketRequest::Stop { id } => match self.stop(id.as_deref()) {
                 Ok(done) => SocketResponse {
-                    ok: true,
                     done: Some(done),
                     ..SocketResponse::default()
                 },
-                Err(e) => SocketResponse::error(e),
+                Err(e) => SocketResponse::failure(e),
             },
             SocketRequest::Repair {} => {
                 let (records, _) = self.ctx.state.records();
                 let live = repair::live_ids(&self.ctx.state, &records);
                 let r = repair::remove_orphans(&self.ctx, &live);
-                SocketResponse {
-                    ok: r.problems.is_empty(),
-                    error: (!r.problems.is_empty()).then(|| r.problems.join("; ")),
-                    done: Some(r.done),
-                    ..SocketResponse::default()
-                }
+                let mut answer = match r.problems.is_empty() {
+                    true => SocketResponse::default(),
+                    false => SocketResponse::error(ErrorCode::Failed, r.problems.join("; ")),
+                };
+                answer.done = Some(r.done);
+                answer
             }
+            SocketRequest::Watch { .. } => SocketResponse::error(
+                ErrorCode::Forbidden,
+                "a support session cannot watch tunnels",
+            ),
         }
     }
 
@@ -291,8 +357,19 @@ impl Daemon {
             .map_err(|e| format!("socket: {e}"))?;
         let owner_clients = Arc::new(AtomicUsize::new(0));
         let support_clients = Arc::new(AtomicUsize::new(0));
+        let mut systemd = Notifier::from_env();
+        if let Some(n) = &mut systemd {
+            n.ready(&self.ctx.statuses(), wall_now());
+        }
+        info!("listening on {}", path.display());
         loop {
+            if let Some(n) = &mut systemd {
+                n.tick(&self.ctx.statuses(), wall_now());
+            }
             if stop.load(Ordering::SeqCst) || (exit_when_idle && !self.any_live()) {
+                if let Some(n) = &systemd {
+                    n.stopping();
+                }
                 let _ = std::fs::remove_file(&path);
                 return Ok(());
             }
@@ -310,21 +387,17 @@ impl Daemon {
                         Caller::Owner => (Some(owner_clients.clone()), MAX_OWNER_CLIENTS),
                         Caller::Support(_) => (Some(support_clients.clone()), MAX_SUPPORT_CLIENTS),
                         Caller::Outsider => {
-                            socket::write_response(
+                            refuse(
                                 &stream,
-                                &SocketResponse::error(
-                                    "only root and the support group may use the agent",
-                                ),
+                                ErrorCode::Forbidden,
+                                "only root and the support group may use the agent",
                             );
                             continue;
                         }
                     };
                     if let Some(b) = &budget {
                         if b.load(Ordering::SeqCst) >= limit {
-                            socket::write_response(
-                                &stream,
-                                &SocketResponse::error("the agent is busy; try again"),
-                            );
+                            refuse(&stream, ErrorCode::Busy, "the agent is busy; try again");
                             continue;
                         }
                         b.fetch_add(1, Ordering::SeqCst);
@@ -334,8 +407,7 @@ impl Daemon {
                     let spawned = std::thread::Builder::new()
                         .name("socket-client".into())
                         .spawn(move || {
-                            let r = me.handle(&stream, caller);
-                            socket::write_response(&stream, &r);
+                            me.serve_client(&stream, caller);
                             if let Some(c) = count {
                                 c.fetch_sub(1, Ordering::SeqCst);
                             }
@@ -348,12 +420,19 @@ impl Daemon {
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 Err(e) => {
-                    eprintln!("support-agent: socket accept: {e}");
+                    error!("socket accept: {e}");
                     std::thread::sleep(Duration::from_millis(200));
                 }
             }
         }
     }
+}
+
+/// Answers a caller who is not served, in a line a JSON-lines client reads.
+/// (Refused before its request is read: an HTTP client sees the line as a
+/// malformed response and fails, which is what it should do.)
+fn refuse(stream: &UnixStream, code: ErrorCode, text: &str) {
+    Replier::new(stream, socket::Framing::Line).answer(&SocketResponse::error(code, text));
 }
 
 /// Opens the state directory and takes its lock (one process runs tunnels).
@@ -385,7 +464,7 @@ pub fn stop_offline(config: Config, id: Option<&str>) -> Result<Vec<String>, Str
         .collect();
     let ids: Vec<String> = targets.iter().map(|r| r.id.clone()).collect();
     let wanted = match id {
-        Some(id) => vec![resolve(id, ids.iter())?],
+        Some(id) => vec![resolve(id, ids.iter()).map_err(|f| f.text)?],
         None => ids,
     };
     let mut done = Vec::new();
@@ -421,13 +500,30 @@ pub fn repair_offline(config: Config) -> Result<Repaired, String> {
 }
 
 /// A full id, or a unique prefix of one.
-pub fn resolve<'a>(id: &str, known: impl Iterator<Item = &'a String>) -> Result<String, String> {
+pub fn resolve<'a>(id: &str, known: impl Iterator<Item = &'a String>) -> Result<String, Failure> {
     let matches: Vec<&String> = known.filter(|k| k.starts_with(id)).collect();
     match matches.as_slice() {
         [one] => Ok((*one).clone()),
-        [] => Err(format!("no running tunnel {id}")),
-        _ => Err(format!(
-            "{id} matches more than one tunnel; give more digits"
+        [] => Err(Failure::new(
+            ErrorCode::NotFound,
+            format!("no running tunnel {id}"),
+        )),
+        _ => Err(Failure::new(
+            ErrorCode::Ambiguous,
+            format!("{id} matches more than one tunnel; give more digits"),
         )),
     }
+}
+
+/// True once the client at the other end of `stream` has hung up.
+fn client_gone(stream: &UnixStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        rustix::net::recv(
+            stream,
+            &mut byte,
+            rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT
+        ),
+        Ok((0, _)) | Err(rustix::io::Errno::CONNRESET) | Err(rustix::io::Errno::PIPE)
+    )
 }

@@ -29,10 +29,13 @@ use zeroize::Zeroizing;
 use crate::access::{self, Grant};
 use crate::config::pending_window_secs;
 use crate::control::{Backoff, CallError};
+use crate::group_grants;
 use crate::hooks::{self, HookStage};
+use crate::journal::{debug, error};
 use crate::machine::{Action, Answer, Input, Machine};
 use crate::owner_log::Entry;
 use crate::runtime::Ctx;
+use crate::socket::{ErrorCode as SocketError, Failure};
 use crate::state::{Phase, TunnelRecord};
 use crate::util::{bounded, random, wall_now};
 
@@ -126,24 +129,30 @@ pub fn register(
     duration_secs: u32,
     ports: &[u16],
     note: &str,
-) -> Result<Registered, String> {
+) -> Result<Registered, Failure> {
     let c = &ctx.config;
+    let bad = |text: String| Failure::new(SocketError::BadRequest, text);
+    if let Some(why) =
+        group_grants::refusal(&c.group, &group_grants::group_grants(&c.group, ctx.gid))
+    {
+        return Err(why.into());
+    }
     if duration_secs == 0 || duration_secs > c.max_duration_secs() {
-        return Err(format!(
+        return Err(bad(format!(
             "a duration of {} is not allowed here (at most {})",
             crate::util::format_duration(u64::from(duration_secs)),
             crate::util::format_duration(u64::from(c.max_duration_secs()))
-        ));
+        )));
     }
     if let Some(p) = ports.iter().find(|p| !c.ports.contains_key(p)) {
-        return Err(format!(
+        return Err(bad(format!(
             "port {p} is not in this device's allowlist (allowed: {:?})",
             c.allowed_ports()
-        ));
+        )));
     }
-    let note =
-        BoundedString::<256>::new(note).map_err(|e| format!("the note cannot be used: {e}"))?;
-    let ports_b = BoundedVec::try_from(ports).map_err(|e| format!("too many ports: {e}"))?;
+    let note = BoundedString::<256>::new(note)
+        .map_err(|e| bad(format!("the note cannot be used: {e}")))?;
+    let ports_b = BoundedVec::try_from(ports).map_err(|e| bad(format!("too many ports: {e}")))?;
     let keys = DeviceTunnelKeys::from_seed(random());
     let window = pending_window_secs(c);
     let request = TunnelRequest::new(&keys, device_facts(), duration_secs, ports_b, note.clone())
@@ -174,10 +183,13 @@ pub fn register(
         }) if tunnel_id == keys.tunnel_id() => stale_after_secs.min(window),
         other => {
             let _ = ctx.state.remove(&id);
-            return Err(match other {
-                Err(e) => e.to_string(),
-                Ok(r) => format!("the control plane answered the request with {r:?}"),
-            });
+            return Err(Failure::new(
+                SocketError::ControlPlane,
+                match other {
+                    Err(e) => e.to_string(),
+                    Ok(r) => format!("the control plane answered the request with {r:?}"),
+                },
+            ));
         }
     };
     if stale_after_secs < window {
@@ -305,6 +317,10 @@ impl Supervisor {
         if stop_first {
             machine.handle(now, wall_now(), Input::OwnerStop);
         }
+        // Published before the caller learns the id, so a `watch` or
+        // `status` right after a `request` finds the tunnel.
+        let status = machine.status();
+        ctx.update(&status.id.clone(), |s| *s = status);
         let mailbox = Mailbox {
             tx: tx.clone(),
             stop: Arc::new(AtomicBool::new(stop_first)),
@@ -390,6 +406,19 @@ impl Supervisor {
     }
 
     fn poll_input(&self, r: Result<DeviceResponse, CallError>) -> Input {
+        match &r {
+            Ok(DeviceResponse::Poll { state, approval }) => debug!(
+                "tunnel {}: poll answered: {state:?}{}",
+                self.id(),
+                if approval.is_some() {
+                    ", with an approval"
+                } else {
+                    ""
+                }
+            ),
+            Ok(_) => {}
+            Err(e) => debug!("tunnel {}: poll failed: {e}", self.id()),
+        }
         match r {
             Ok(DeviceResponse::Poll { state, approval }) => Input::Polled {
                 state,
@@ -419,6 +448,7 @@ impl Supervisor {
     }
 
     fn log(&self, entry: Entry) {
+        journal_echo(&self.id(), &entry);
         self.ctx.log(&self.id(), entry);
     }
 
@@ -436,12 +466,12 @@ impl Supervisor {
         match action {
             Action::Save(record) => {
                 if let Err(e) = self.ctx.state.save(&record) {
-                    eprintln!("support-agent: tunnel {id}: cannot save its record: {e}");
+                    error!("tunnel {id}: cannot save its record: {e}");
                 }
             }
             Action::RaiseTimeFloor(t) => {
                 if let Err(e) = self.ctx.state.raise_time_floor(t) {
-                    eprintln!("support-agent: cannot save the time floor: {e}");
+                    error!("cannot save the time floor: {e}");
                 }
             }
             Action::Log(entry) => self.log(entry),
@@ -458,13 +488,19 @@ impl Supervisor {
                 admin_ssh,
                 expiry_wall,
             } => {
-                let r = match self.grant(&admin_ssh, expiry_wall) {
-                    Some(g) => access::create(&self.ctx.config, &self.ctx.state, &g)
+                let group = &self.ctx.config.group;
+                let grants = group_grants::group_grants(group, self.ctx.gid);
+                let r = match (
+                    group_grants::refusal(group, &grants),
+                    self.grant(&admin_ssh, expiry_wall),
+                ) {
+                    (Some(why), _) => Err(why),
+                    (None, Some(g)) => access::create(&self.ctx.config, &self.ctx.state, &g)
                         .map_err(|e| format!("cannot create the support access: {e}")),
-                    None => Err("the tunnel id is unreadable".into()),
+                    (None, None) => Err("the tunnel id is unreadable".into()),
                 };
                 if let Err(e) = &r {
-                    eprintln!("support-agent: tunnel {id}: {e}");
+                    error!("tunnel {id}: {e}");
                 }
                 return Some(Input::AccessCreated(r));
             }
@@ -512,7 +548,7 @@ impl Supervisor {
                     None => Err("the tunnel id is unreadable".into()),
                 };
                 if let Err(e) = &r {
-                    eprintln!("support-agent: tunnel {id}: {e}");
+                    error!("tunnel {id}: {e}");
                 }
                 return Some(Input::AccessRemoved(r));
             }
@@ -523,7 +559,7 @@ impl Supervisor {
             }
             Action::WipeSeed => {
                 if let Err(e) = self.ctx.state.wipe_seed(&id) {
-                    eprintln!("support-agent: tunnel {id}: cannot wipe its seed: {e}");
+                    error!("tunnel {id}: cannot wipe its seed: {e}");
                 }
             }
             Action::SendStopped(reason) => {
@@ -644,7 +680,7 @@ impl Supervisor {
                 }
             });
         if let Err(e) = spawned {
-            eprintln!("support-agent: cannot start the poll thread: {e}");
+            error!("cannot start the poll thread: {e}");
         }
     }
 }
@@ -722,4 +758,12 @@ fn sleep_unless(stop: &AtomicBool, d: Duration) {
     while Instant::now() < until && !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
     }
+}
+
+/// Every entry of the owner's log also goes to the system journal, at its priority.
+fn journal_echo(id: &str, entry: &Entry) {
+    crate::journal::write(
+        entry.priority(),
+        format_args!("tunnel {id}: {}", entry.describe()),
+    );
 }

@@ -331,12 +331,18 @@ impl Machine {
             (Phase::Connected(_), Stage::Up(r)) if r.peer_up => (
                 "connected",
                 Some(self.user()),
-                Some(r.remaining_shown),
+                // The expiry OpenSSH and sudo enforce: it moves only when the wall clock jumps.
+                Some((r.remaining_shown, r.written_expiry.saturating_sub(1))),
                 None,
             ),
             (Phase::Connected(_), _) => ("connecting", None, None, None),
             (Phase::Ending(e), _) => ("ending", None, None, Some(reason_text(&e.reason))),
             (Phase::Ended(n), _) => ("ended", None, None, Some(n.text.clone())),
+        };
+        let reason = match &self.rec.phase {
+            Phase::Ending(e) => Some(&e.reason),
+            Phase::Ended(n) => Some(&n.reason),
+            _ => None,
         };
         TunnelStatus {
             id: self.rec.id.clone(),
@@ -345,8 +351,10 @@ impl Machine {
             stale_at: (phase == "pending").then_some(self.stale_at_wall).flatten(),
             approver: self.approver.clone(),
             user,
-            remaining_secs: remaining,
+            remaining_secs: remaining.map(|r| r.0),
+            expires_at: remaining.map(|r| r.1),
             ended,
+            end_reason: reason.map(|r| end_reason(r, self.approver.is_some()).into()),
             control_plane_error: self.control_plane_error.clone(),
         }
     }
@@ -881,6 +889,19 @@ pub fn reason_text(r: &StopReason) -> String {
         StopReason::Expired => "expired".into(),
         StopReason::Refused(why) => format!("refused: {}", why.as_str()),
         StopReason::Failed(why) => format!("failed: {}", why.as_str()),
+    }
+}
+
+/// A stop reason as one stable word for programs (agent/SOCKET.md):
+/// `stale` is an expiry before any approval was accepted.
+pub fn end_reason(r: &StopReason, approved: bool) -> &'static str {
+    match r {
+        StopReason::Owner => "owner",
+        StopReason::Admin => "support",
+        StopReason::Expired if approved => "expired",
+        StopReason::Expired => "stale",
+        StopReason::Refused(_) => "refused",
+        StopReason::Failed(_) => "failed",
     }
 }
 

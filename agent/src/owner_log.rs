@@ -113,7 +113,25 @@ pub enum Entry {
 impl LogLine {
     /// One readable line for `support-agent log`.
     pub fn render(&self) -> String {
-        let what = match &self.entry {
+        format!("{}  {}", format_time(self.at), self.entry.describe())
+    }
+}
+
+impl Entry {
+    /// How important the entry is in the system journal.
+    pub fn priority(&self) -> crate::journal::Level {
+        use crate::journal::Level;
+        match self {
+            Entry::Refused { .. } | Entry::ConnectionRefused { .. } | Entry::Problem { .. } => {
+                Level::Warning
+            }
+            _ => Level::Info,
+        }
+    }
+
+    /// The entry in words.
+    pub fn describe(&self) -> String {
+        match self {
             Entry::Requested {
                 duration_secs,
                 ports,
@@ -170,8 +188,7 @@ impl LogLine {
             }
             Entry::Problem { what } => format!("problem: {what}"),
             Entry::Ended { reason } => format!("ended ({reason})"),
-        };
-        format!("{}  {what}", format_time(self.at))
+        }
     }
 }
 

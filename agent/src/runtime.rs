@@ -2,7 +2,8 @@
 //! owner's log writer and the live status table.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +23,7 @@ pub struct TunnelStatus {
     /// When requested (wall clock).
     pub requested_at: u64,
     /// When a pending request goes stale if nobody approves it (wall clock).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub stale_at: Option<u64>,
     /// The approver, once approved.
     pub approver: Option<String>,
@@ -30,8 +31,14 @@ pub struct TunnelStatus {
     pub user: Option<String>,
     /// Seconds left, while connected.
     pub remaining_secs: Option<u64>,
-    /// Why it ended.
+    /// When it expires (wall clock), while connected.
+    #[serde(default)]
+    pub expires_at: Option<u64>,
+    /// Why it ended, for people.
     pub ended: Option<String>,
+    /// Why it ended, for programs: owner, support, expired, stale, refused, failed.
+    #[serde(default)]
+    pub end_reason: Option<String>,
     /// The last control-plane problem, if the last call failed.
     pub control_plane_error: Option<String>,
 }
@@ -48,7 +55,15 @@ pub struct Ctx {
     pub instance: String,
     /// The support group's gid.
     pub gid: Option<u32>,
-    status: Mutex<BTreeMap<String, TunnelStatus>>,
+    status: Mutex<StatusTable>,
+    changed: Condvar,
+}
+
+/// Every tunnel's status, and a counter of changes for watchers.
+#[derive(Default)]
+struct StatusTable {
+    tunnels: BTreeMap<String, TunnelStatus>,
+    generation: u64,
 }
 
 impl Ctx {
@@ -60,7 +75,8 @@ impl Ctx {
             config,
             state,
             gid,
-            status: Mutex::new(BTreeMap::new()),
+            status: Mutex::new(StatusTable::default()),
+            changed: Condvar::new(),
         })
     }
 
@@ -72,36 +88,60 @@ impl Ctx {
         };
         let json = serde_json::to_string(&line).unwrap_or_default();
         if let Err(e) = self.state.append_log(id, &json) {
-            eprintln!("support-agent: cannot write the owner log of {id}: {e}");
+            crate::journal::error!("cannot write the owner log of {id}: {e}");
         }
     }
 
     /// Updates a tunnel's status and rewrites the status file.
     pub fn update(&self, id: &str, f: impl FnOnce(&mut TunnelStatus)) {
         let snapshot = {
-            let mut map = self.status.lock().unwrap_or_else(|p| p.into_inner());
-            let s = map.entry(id.to_string()).or_insert_with(|| TunnelStatus {
-                id: id.to_string(),
-                ..TunnelStatus::default()
-            });
+            let mut table = self.lock_status();
+            let s = table
+                .tunnels
+                .entry(id.to_string())
+                .or_insert_with(|| TunnelStatus {
+                    id: id.to_string(),
+                    ..TunnelStatus::default()
+                });
             let before = s.clone();
             f(s);
             if *s == before {
                 // Unchanged: no write (status changes on every poll would wear the flash).
                 return;
             }
-            map.values().cloned().collect::<Vec<_>>()
+            table.generation += 1;
+            self.changed.notify_all();
+            table.tunnels.values().cloned().collect::<Vec<_>>()
         };
         let json = serde_json::to_vec_pretty(&snapshot).unwrap_or_default();
         if let Err(e) = self.state.write_status(&json) {
-            eprintln!("support-agent: cannot write the status file: {e}");
+            crate::journal::error!("cannot write the status file: {e}");
         }
     }
 
     /// Every tunnel's status.
     pub fn statuses(&self) -> Vec<TunnelStatus> {
-        let map = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        map.values().cloned().collect()
+        self.lock_status().tunnels.values().cloned().collect()
+    }
+
+    /// Counts status changes: compare with [`Ctx::wait_change`]'s answer.
+    pub fn generation(&self) -> u64 {
+        self.lock_status().generation
+    }
+
+    /// Waits until some status changes after `seen` (a generation), or
+    /// `timeout` passes; returns the generation now.
+    pub fn wait_change(&self, seen: u64, timeout: Duration) -> u64 {
+        let table = self.lock_status();
+        let (table, _) = self
+            .changed
+            .wait_timeout_while(table, timeout, |t| t.generation == seen)
+            .unwrap_or_else(|p| p.into_inner());
+        table.generation
+    }
+
+    fn lock_status(&self) -> std::sync::MutexGuard<'_, StatusTable> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -5,6 +5,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 
@@ -305,4 +306,50 @@ fn support_sessions_cannot_read_the_owners_records() {
     assert_eq!(tunnels.len(), 1, "{v}");
     assert_eq!(tunnels[0]["id"], s.id.to_string());
     assert!(w.device.run(&["stop", "--all"]).status.success());
+}
+
+/// A sudoers drop-in, removed on drop.
+struct SudoersRule(std::path::PathBuf);
+
+impl Drop for SudoersRule {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn a_sudoers_rule_for_the_whole_group_stops_support_users_being_made() {
+    // A group of this test's own, so the rule grants nobody real anything.
+    let group = format!(
+        "stg{:08x}",
+        u32::from_le_bytes(random32()[..4].try_into().expect("4"))
+    );
+    let w = World::new(
+        &DeviceSettings {
+            extra: format!("group = \"{group}\"\n"),
+            ..DeviceSettings::default()
+        },
+        None,
+    );
+    let (id, code) = w.device.request(&["--duration", "30m"]);
+    // AmpliPi installed such a rule for the original (099_support-nopasswd).
+    let rule = SudoersRule(format!("/etc/sudoers.d/zz-{group}").into());
+    std::fs::write(&rule.0, format!("%{group} ALL=(ALL) NOPASSWD: ALL\n")).expect("write");
+    let _s = approve(&w.cp, &w.eng, &code, &Terms::default());
+    wait_for("the tunnel to fail", Duration::from_secs(30), || {
+        String::from_utf8_lossy(&w.device.run(&["status", "--json"]).stdout)
+            .contains("\"end_reason\": \"failed\"")
+    });
+    let log = String::from_utf8_lossy(&w.device.run(&["log", &id.to_string()]).stdout).to_string();
+    assert!(log.contains("grants the whole"), "{log}");
+    assert!(!user_exists(&id.support_user()), "no user was made");
+
+    let out = w.device.run(&["request"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("zz-{group}: %{group} ALL=(ALL) NOPASSWD: ALL")),
+        "{err}"
+    );
+    assert!(err.contains("migrate-from-original"), "{err}");
 }

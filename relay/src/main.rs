@@ -50,53 +50,78 @@ fn key(v: &str, what: &str) -> Result<[u8; 32], String> {
         .map_err(|_| format!("{what} must decode to 32 bytes"))
 }
 
-fn parse(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
-    let mut listen: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 51820));
+/// Parses the command line: every flag once, no positional argument.
+/// `Ok(None)` after printing help or the version.
+fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Option<Args>, String> {
+    let mut p = lexopt::Parser::from_args(args);
+    let mut listen: Option<SocketAddr> = None;
     let (mut device, mut admin, mut lifetime) = (None, None, None);
-    let (mut per_source, mut total) = (20u32, 200u32);
+    let (mut per_source, mut total) = (None, None);
     let mut tunnel = None;
-    while let Some(a) = it.next() {
-        let mut val = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
-        match a.as_str() {
-            "-h" | "--help" => {
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        let flag = match arg {
+            lexopt::Arg::Short('h') | lexopt::Arg::Long("help") => {
                 print!("{HELP}");
                 return Ok(None);
             }
-            "-V" | "--version" => {
+            lexopt::Arg::Short('V') | lexopt::Arg::Long("version") => {
                 println!("support-relay {}", env!("CARGO_PKG_VERSION"));
                 return Ok(None);
             }
-            "--listen" => {
-                listen = val("--listen")?
-                    .parse()
-                    .map_err(|_| "--listen needs ADDR:PORT".to_string())?
+            lexopt::Arg::Long(f) => format!("--{f}"),
+            lexopt::Arg::Short(c) => return Err(format!("unknown option -{c}")),
+            lexopt::Arg::Value(v) => {
+                return Err(format!(
+                    "unexpected argument '{}': every setting is a --flag",
+                    v.to_string_lossy()
+                ))
             }
+        };
+        let value = p
+            .value()
+            .map_err(|_| format!("{flag} needs a value"))?
+            .into_string()
+            .map_err(|_| format!("{flag}: not valid UTF-8"))?;
+        let slot_taken = match flag.as_str() {
+            "--listen" => listen
+                .replace(
+                    value
+                        .parse()
+                        .map_err(|_| "--listen needs ADDR:PORT".to_string())?,
+                )
+                .is_some(),
             "--tunnel" => {
-                let id = val("--tunnel")?;
-                if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                if value.len() != 16 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err("--tunnel needs a tunnel id (16 hex digits)".into());
                 }
-                tunnel = Some(id);
+                tunnel.replace(value).is_some()
             }
-            "--device-key" => device = Some(key(&val("--device-key")?, "--device-key")?),
-            "--admin-key" => admin = Some(key(&val("--admin-key")?, "--admin-key")?),
+            "--device-key" => device.replace(key(&value, "--device-key")?).is_some(),
+            "--admin-key" => admin.replace(key(&value, "--admin-key")?).is_some(),
             "--lifetime" => {
-                let secs: u64 = val("--lifetime")?
+                let secs: u64 = value
                     .parse()
                     .map_err(|_| "--lifetime needs whole seconds".to_string())?;
-                lifetime = Some(Duration::from_secs(secs));
+                lifetime.replace(Duration::from_secs(secs)).is_some()
             }
-            "--handshakes-per-source" => {
-                per_source = val(&a)?
-                    .parse()
-                    .map_err(|_| format!("{a} needs a number"))?;
-            }
-            "--handshakes-total" => {
-                total = val(&a)?
-                    .parse()
-                    .map_err(|_| format!("{a} needs a number"))?
-            }
-            other => return Err(format!("unknown argument {other:?}; see --help")),
+            "--handshakes-per-source" => per_source
+                .replace(
+                    value
+                        .parse()
+                        .map_err(|_| format!("{flag} needs a number"))?,
+                )
+                .is_some(),
+            "--handshakes-total" => total
+                .replace(
+                    value
+                        .parse()
+                        .map_err(|_| format!("{flag} needs a number"))?,
+                )
+                .is_some(),
+            _ => return Err(format!("unknown option {flag}")),
+        };
+        if slot_taken {
+            return Err(format!("{flag} is given twice"));
         }
     }
     let device_key = device.ok_or("--device-key is required")?;
@@ -105,13 +130,13 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
         return Err("the device and admin keys must differ".into());
     }
     Ok(Some(Args {
-        listen,
+        listen: listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 51820))),
         tunnel,
         config: RelayConfig {
             device_key,
             admin_key,
-            handshakes_per_source: per_source,
-            handshakes_total: total,
+            handshakes_per_source: per_source.unwrap_or(20),
+            handshakes_total: total.unwrap_or(200),
         },
         lifetime: lifetime
             .ok_or("--lifetime is required (the relay always ends with its tunnel)")?,
@@ -119,11 +144,11 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse(std::env::args().skip(1)) {
+    let args = match parse(std::env::args_os().skip(1)) {
         Ok(Some(a)) => a,
         Ok(None) => return ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("support-relay: {e}");
+            eprintln!("support-relay: {e}\nSee: support-relay --help");
             return ExitCode::from(2);
         }
     };
@@ -160,4 +185,38 @@ fn run(args: &Args) -> std::io::Result<()> {
     )?;
     eprintln!("support-relay: lifetime over; exiting ({stats:?})");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(args: &[&str]) -> Result<Option<Args>, String> {
+        parse(args.iter().map(std::ffi::OsString::from))
+    }
+
+    #[test]
+    fn the_command_line_is_strict() {
+        let k1 = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+        let k2 = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+        let base = ["--device-key", k1, "--admin-key", k2, "--lifetime", "5"];
+        let a = parse_str(&base).expect("ok").expect("args");
+        assert_eq!(a.listen, SocketAddr::from(([0, 0, 0, 0], 51820)));
+        assert_eq!(a.config.handshakes_per_source, 20);
+        let with = |extra: &[&str]| {
+            let mut v: Vec<&str> = base.to_vec();
+            v.extend_from_slice(extra);
+            parse_str(&v).err().unwrap_or_default()
+        };
+        let a = parse_str(&[&base[..], &["--listen=127.0.0.1:9"]].concat())
+            .expect("ok")
+            .expect("args");
+        assert_eq!(a.listen, SocketAddr::from(([127, 0, 0, 1], 9)));
+        assert!(with(&["stray"]).contains("unexpected argument 'stray'"));
+        assert!(with(&["--lifetime", "9"]).contains("--lifetime is given twice"));
+        assert!(with(&["--bogus", "1"]).contains("unknown option --bogus"));
+        assert!(with(&["-x"]).contains("unknown option -x"));
+        assert!(with(&["--tunnel"]).contains("--tunnel needs a value"));
+        assert!(with(&["--tunnel", "zz"]).contains("16 hex digits"));
+    }
 }

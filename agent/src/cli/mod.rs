@@ -1,223 +1,105 @@
-//! Command-line parsing and the commands. When the daemon runs, commands go
-//! through its socket; otherwise they work on the state directory directly.
+//! The command line: its grammar (`args`), its help (`help`), and the
+//! commands. When the daemon runs, commands go through its socket;
+//! otherwise they work on the state directory directly.
 
+mod args;
+mod help;
+
+use std::io::BufReader;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{parse_duration, parse_ports, Config, Overrides, DEFAULT_PATH};
+use args::{Command, RequestArgs};
+
+use crate::config::{parse_duration, parse_ports, Config, DEFAULT_PATH};
 use crate::daemon::Daemon;
+use crate::journal;
 use crate::owner_log;
 use crate::runtime::TunnelStatus;
-use crate::socket::{self, SocketRequest, SocketResponse};
+use crate::socket::{self, ErrorCode, SocketRequest, SocketResponse};
 use crate::state::StateDir;
 use crate::util::format_duration;
 
-const HELP: &str = "\
-support-agent: lets support reach this device, only when its owner asks, for a limited time.
-
-Usage: support-agent [OPTIONS] <COMMAND>
-
-Commands:
-  request   Ask for support: prints the one-time code to give to support
-  daemon    Run the service that waits for approval, connects, and tears down
-  status    Show the tunnels and what they are doing
-  list      List every tunnel this device has had
-  log       Show the owner's record of a tunnel: who approved, which key, connections
-  stop      End a tunnel now (or --all): the owner's kill switch
-  repair    Remove anything left behind by ended tunnels (safe to run any time)
-
-Options:
-  --config PATH         Config file [default: /etc/support-tunnel/agent.toml]
-  --control-plane URL   Override the control plane's URL
-  --state-dir DIR       Override the state directory
-  --socket PATH         Override the daemon's socket
-  -h, --help            Help (also: support-agent <COMMAND> --help)
-  -V, --version         Version
-
-How it works: `request` registers with the control plane and shows a code.
-Send the code to support yourself (chat, e-mail, phone). Support approves
-with it and a key the support organization certified; this device checks
-that approval itself before it changes anything, then opens SSH (and any
-other allowlisted port) to that engineer only, until the time is up or you
-run `support-agent stop`.
-";
-
-const REQUEST_HELP: &str = "\
-support-agent request: ask for support and show the one-time code.
-
-Usage: support-agent request [--duration D] [--ports LIST] [--note TEXT] [--wait]
-
-  --duration D    How long support may stay (e.g. 2h, 90m, 1d); at most the
-                  config's max_duration [default: the config's default_duration]
-  --ports LIST    Device ports support may reach, e.g. 22,80; each must be in
-                  the config's [ports] allowlist [default: default_ports]
-  --note TEXT     A note for support (what is wrong)
-  --wait          Stay in the foreground until the tunnel ends (for setups
-                  without the daemon); Ctrl-C stops the tunnel
-
-The code is printed here only: it is never logged. Anyone holding it can
-approve nothing without a key certified by the support organization, but
-give it only to support.
-";
-
-const DAEMON_HELP: &str = "\
-support-agent daemon: the service behind every tunnel.
-
-Usage: support-agent daemon
-
-At start it removes whatever an earlier run left behind and resumes live
-tunnels. It then waits for approvals (long poll), verifies them, brings up
-the tunnel and the support user, and ends everything at stop or expiry. It
-serves a local socket (root and the support group) for request, status and
-stop. Run it under systemd with the shipped support-agent.service.
-";
-
-const STATUS_HELP: &str = "\
-support-agent status: the tunnels and what they are doing.
-
-Usage: support-agent status [--json]
-";
-
-const LIST_HELP: &str = "\
-support-agent list: every tunnel this device has a record of, newest last.
-
-Usage: support-agent list [--json]
-";
-
-const LOG_HELP: &str = "\
-support-agent log: the owner's record of a tunnel: who approved it (as the
-support organization certified them), which SSH key, each connection with
-its port, times and bytes, and how it ended.
-
-Usage: support-agent log [ID] [--json]     (default: the newest tunnel)
-";
-
-const STOP_HELP: &str = "\
-support-agent stop: end a tunnel now. The support user, its processes, its
-key and its sudo entry are removed within seconds; support is told.
-
-Usage: support-agent stop [ID | --all]     (ID may be a unique prefix)
-";
-
-const REPAIR_HELP: &str = "\
-support-agent repair: remove support users, keys and sudo entries that
-belong to no live tunnel (after a crash, say). Safe to run any time.
-
-Usage: support-agent repair
-";
-
-/// Parsed command line.
-#[derive(Default, Debug)]
-struct Args {
-    command: Option<String>,
-    positional: Vec<String>,
-    config: Option<PathBuf>,
-    overrides: Overrides,
-    duration: Option<String>,
-    ports: Option<String>,
-    note: Option<String>,
-    wait: bool,
-    json: bool,
-    all: bool,
-    help: bool,
-    version: bool,
-}
-
-fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut a = Args::default();
-    while let Some(arg) = it.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |n: &str| -> Result<String, String> {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .ok_or_else(|| format!("{n} needs a value"))
-        };
-        match name.as_str() {
-            "--config" => a.config = Some(value(&name)?.into()),
-            "--control-plane" => a.overrides.control_plane = Some(value(&name)?),
-            "--state-dir" => a.overrides.state_dir = Some(value(&name)?.into()),
-            "--socket" => a.overrides.socket = Some(value(&name)?.into()),
-            "--duration" => a.duration = Some(value(&name)?),
-            "--ports" => a.ports = Some(value(&name)?),
-            "--note" => a.note = Some(value(&name)?),
-            "--wait" => a.wait = true,
-            "--json" => a.json = true,
-            "--all" => a.all = true,
-            "-h" | "--help" => a.help = true,
-            "-V" | "--version" => a.version = true,
-            f if f.starts_with('-') => return Err(format!("unknown option {f}; see --help")),
-            _ if a.command.is_none() => a.command = Some(arg),
-            _ => a.positional.push(arg),
-        }
-    }
-    Ok(a)
-}
+/// Exit status of a usage error.
+const USAGE: u8 = 2;
+/// Exit status of a followed request the device refused, or that failed.
+const REFUSED: u8 = 3;
+/// Exit status of a followed request nobody approved in time.
+const STALE: u8 = 4;
 
 /// Runs the command line.
 pub fn main() -> ExitCode {
-    let args = match parse(std::env::args().skip(1)) {
+    let args = match args::parse(std::env::args_os().skip(1)) {
         Ok(a) => a,
-        Err(e) => return fail(&e),
+        Err(e) => {
+            eprintln!("support-agent: {e}\nSee: support-agent --help");
+            return ExitCode::from(USAGE);
+        }
     };
-    if args.version {
-        println!(
-            "support-agent {} (protocol version {})",
-            env!("CARGO_PKG_VERSION"),
-            support_protocol::PROTOCOL_VERSION
-        );
-        return ExitCode::SUCCESS;
-    }
-    let help = match args.command.as_deref() {
-        None => Some(HELP),
-        Some("request") => Some(REQUEST_HELP),
-        Some("daemon") => Some(DAEMON_HELP),
-        Some("status") => Some(STATUS_HELP),
-        Some("list") => Some(LIST_HELP),
-        Some("log") => Some(LOG_HELP),
-        Some("stop") => Some(STOP_HELP),
-        Some("repair") => Some(REPAIR_HELP),
-        Some("help") => Some(HELP),
-        Some(other) => return fail(&format!("unknown command '{other}'; see --help")),
+    let config_path = || {
+        args.config
+            .clone()
+            .or_else(|| std::env::var_os("SUPPORT_AGENT_CONFIG").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
     };
-    if args.help || args.command.is_none() || args.command.as_deref() == Some("help") {
-        print!("{}", help.unwrap_or(HELP));
-        return ExitCode::SUCCESS;
-    }
-    let path = args
-        .config
-        .clone()
-        .or_else(|| std::env::var_os("SUPPORT_AGENT_CONFIG").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
-    let config = match Config::load(&path, &args.overrides) {
-        Ok(c) => c,
-        Err(e) => return fail(&e.0),
+    let load = || -> Result<Config, String> {
+        let c = Config::load(&config_path(), &args.overrides).map_err(|e| e.0)?;
+        journal::set_level(match args.verbose {
+            true => journal::Level::Debug,
+            false => c.log_level,
+        });
+        Ok(c)
     };
-    let result = match args.command.as_deref().unwrap_or_default() {
-        "request" => request(&args, config),
-        "daemon" => daemon(config),
-        "status" => status(&args, &config),
-        "list" => list(&args, &config),
-        "log" => log(&args, &config),
-        "stop" => stop(&args, &config),
-        "repair" => repair(&config),
-        _ => Err("unreachable".into()),
+    let result = match args.command {
+        Command::Version => {
+            println!(
+                "support-agent {} (protocol version {}, socket protocol version {})",
+                env!("CARGO_PKG_VERSION"),
+                support_protocol::PROTOCOL_VERSION,
+                socket::VERSION
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Help(ref c) => {
+            print!("{}", help::text(c.as_deref()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate {
+            dry_run,
+            yes,
+            ref root,
+        } => crate::migrate::run(&crate::migrate::Options {
+            root: root.clone().unwrap_or_else(|| PathBuf::from("/")),
+            dry_run,
+            assume_yes: yes,
+        })
+        .map(|()| ExitCode::SUCCESS),
+        ref command => load().and_then(|config| run(command, config)),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e),
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("support-agent: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
-fn fail(e: &str) -> ExitCode {
-    eprintln!("support-agent: {e}");
-    ExitCode::FAILURE
+fn run(command: &Command, config: Config) -> Result<ExitCode, String> {
+    let done = |r: Result<(), String>| r.map(|()| ExitCode::SUCCESS);
+    match command {
+        Command::Request(r) => request(r, config),
+        Command::Daemon => done(daemon(config)),
+        Command::Status { json } => done(status(*json, &config)),
+        Command::List { json } => done(list(*json, &config)),
+        Command::Log { id, json } => done(log(id.clone(), *json, &config)),
+        Command::Stop { id } => done(stop(id.clone(), &config)),
+        Command::Repair => done(repair(&config)),
+        Command::Help(_) | Command::Version | Command::Migrate { .. } => Ok(ExitCode::SUCCESS),
+    }
 }
 
 fn daemon_answer(r: SocketResponse) -> Result<SocketResponse, String> {
@@ -228,19 +110,40 @@ fn daemon_answer(r: SocketResponse) -> Result<SocketResponse, String> {
     }
 }
 
-fn print_code(id: &str, code: &str, stale_after_secs: u32) {
-    println!("Support request registered. Give this code to support, and only to them:");
-    println!();
-    println!("{code}");
-    println!();
-    println!(
-        "tunnel {id}; the request goes stale in {} if nobody approves it.",
-        format_duration(u64::from(stale_after_secs))
-    );
-    println!("Stop it at any time with: support-agent stop {id}");
+/// What `request` prints once the request is registered.
+struct Registration {
+    id: String,
+    code: String,
+    stale_after_secs: u32,
+    stale_at: u64,
 }
 
-fn request(args: &Args, config: Config) -> Result<(), String> {
+impl Registration {
+    fn print(&self, json: bool) {
+        if json {
+            let v = serde_json::json!({
+                "id": self.id,
+                "code": self.code,
+                "stale_after_secs": self.stale_after_secs,
+                "stale_at": self.stale_at,
+            });
+            println!("{v}");
+            return;
+        }
+        println!("Support request registered. Give this code to support, and only to them:");
+        println!();
+        println!("{}", self.code);
+        println!();
+        println!(
+            "tunnel {}; the request goes stale in {} if nobody approves it.",
+            self.id,
+            format_duration(u64::from(self.stale_after_secs))
+        );
+        println!("Stop it at any time with: support-agent stop {}", self.id);
+    }
+}
+
+fn request(args: &RequestArgs, config: Config) -> Result<ExitCode, String> {
     let duration = args
         .duration
         .as_deref()
@@ -249,72 +152,174 @@ fn request(args: &Args, config: Config) -> Result<(), String> {
         .map(|d| d.as_secs() as u32);
     let ports = args.ports.as_deref().map(parse_ports).transpose()?;
     let note = args.note.clone().unwrap_or_default();
-    if !args.wait {
-        let req = SocketRequest::Request {
-            duration_secs: duration,
-            ports: ports.clone(),
-            note: Some(note.clone()),
+    let req = SocketRequest::Request {
+        duration_secs: duration,
+        ports: ports.clone(),
+        note: Some(note.clone()),
+    };
+    if let Some(r) = socket::call(&config.socket, &req)? {
+        let r = daemon_answer(r)?;
+        let reg = Registration {
+            id: r.id.unwrap_or_default(),
+            code: r.code.unwrap_or_default(),
+            stale_after_secs: r.stale_after_secs.unwrap_or(0),
+            stale_at: r.stale_at.unwrap_or(0),
         };
-        if let Some(r) = socket::call(&config.socket, &req)? {
-            let r = daemon_answer(r)?;
-            print_code(
-                r.id.as_deref().unwrap_or("?"),
-                r.code.as_deref().unwrap_or("?"),
-                r.stale_after_secs.unwrap_or(0),
-            );
-            return Ok(());
+        if !(args.follow || args.wait) {
+            reg.print(args.json);
+            return Ok(ExitCode::SUCCESS);
         }
+        let stop_on_signal = match args.wait {
+            true => Some(stop_flag()?),
+            false => None,
+        };
+        return follow_daemon(&config, &reg, args.json, stop_on_signal);
+    }
+    if !args.wait {
         return Err(
-            "the daemon is not running (start support-agent.service), or use request --wait to stay in the foreground"
+            "the daemon is not running (start support-agent.service), or use request --wait to run the tunnel in the foreground"
                 .into(),
         );
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone()).map_err(|e| e.to_string())?;
-    }
+    let stop = stop_flag()?;
     let d = Daemon::start(config)?;
-    let reg = d.request(duration, ports, &note)?;
-    print_code(&reg.record.id, &reg.code, reg.stale_after_secs);
-    println!("Waiting in the foreground; Ctrl-C ends the tunnel.");
+    let reg = d.request(duration, ports, &note).map_err(|f| f.text)?;
+    Registration {
+        id: reg.record.id.clone(),
+        code: reg.code.to_string(),
+        stale_after_secs: reg.stale_after_secs,
+        stale_at: reg.record.requested_at + u64::from(reg.stale_after_secs),
+    }
+    .print(args.json);
+    if !args.json {
+        println!("Waiting in the foreground; Ctrl-C ends the tunnel.");
+    }
     let id = reg.record.id.clone();
     drop(reg);
     let watcher = {
         let d = d.clone();
-        let stop = stop.clone();
-        let id = id.clone();
+        let json = args.json;
         std::thread::spawn(move || {
-            let mut last = String::new();
+            let mut follower = Follower::new(json);
+            let mut seen = d.ctx.generation();
             loop {
-                if stop.load(Ordering::SeqCst) {
-                    println!("stopping...");
+                if stop.swap(false, Ordering::SeqCst) {
+                    if !json {
+                        println!("stopping...");
+                    }
                     let _ = d.stop(Some(&id));
-                    return;
                 }
                 if let Some(s) = d.ctx.statuses().into_iter().find(|s| s.id == id) {
-                    let line = describe(&s);
-                    if line != last {
-                        println!("{line}");
-                        last = line;
-                    }
-                    if s.phase == "ended" {
-                        return;
+                    if let Some(code) = follower.show(&s) {
+                        return code;
                     }
                 }
-                std::thread::sleep(Duration::from_millis(200));
+                seen = d.ctx.wait_change(seen, Duration::from_millis(200));
             }
         })
     };
     let never = AtomicBool::new(false);
     d.serve(true, &never)?;
-    let _ = watcher.join();
+    let code = watcher.join().unwrap_or(ExitCode::FAILURE);
     // Give the stop notice a moment to reach the control plane; if it does
     // not, the record keeps it and the next start of the agent sends it.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while d.any_running() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(())
+    Ok(code)
+}
+
+/// A flag raised by SIGINT or SIGTERM.
+fn stop_flag() -> Result<Arc<AtomicBool>, String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).map_err(|e| e.to_string())?;
+    }
+    Ok(stop)
+}
+
+/// Follows the registered tunnel through the daemon's `watch` until it has
+/// ended. The code is shown once the watch runs, so every phase after it is
+/// seen. With `stop_on_signal`, a signal stops the tunnel (and following
+/// goes on until it has ended).
+fn follow_daemon(
+    config: &Config,
+    reg: &Registration,
+    json: bool,
+    stop_on_signal: Option<Arc<AtomicBool>>,
+) -> Result<ExitCode, String> {
+    let id = reg.id.as_str();
+    let stream = socket::connect(&config.socket)?.ok_or("the daemon went away")?;
+    socket::send(
+        &stream,
+        &SocketRequest::Watch {
+            id: Some(id.into()),
+        },
+    )?;
+    if let Some(flag) = stop_on_signal {
+        let (socket_path, id) = (config.socket.clone(), id.to_string());
+        std::thread::spawn(move || loop {
+            if flag.swap(false, Ordering::SeqCst) {
+                let _ = socket::call(
+                    &socket_path,
+                    &SocketRequest::Stop {
+                        id: Some(id.clone()),
+                    },
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        });
+    }
+    let mut reader = BufReader::new(stream);
+    let mut follower = Follower::new(json);
+    let mut next = socket::receive(&mut reader)?;
+    reg.print(json);
+    while let Some(answer) = next {
+        let answer = daemon_answer(answer)?;
+        if let Some(code) = answer.tunnel.as_ref().and_then(|s| follower.show(s)) {
+            return Ok(code);
+        }
+        next = socket::receive(&mut reader)?;
+    }
+    Err("the daemon closed the watch before the tunnel ended".into())
+}
+
+/// Prints each new phase of a followed tunnel; knows the exit status at the end.
+struct Follower {
+    json: bool,
+    last: String,
+}
+
+impl Follower {
+    fn new(json: bool) -> Follower {
+        Follower {
+            json,
+            last: String::new(),
+        }
+    }
+
+    /// Shows `s` if it says something new; the exit status once it has ended.
+    fn show(&mut self, s: &TunnelStatus) -> Option<ExitCode> {
+        let line = match self.json {
+            true => serde_json::to_string(s).unwrap_or_default(),
+            false => describe(s),
+        };
+        if line != self.last {
+            println!("{line}");
+            self.last = line;
+        }
+        (s.phase == "ended").then(|| exit_status(s.end_reason.as_deref()))
+    }
+}
+
+/// The exit status of a followed request, by how it ended.
+fn exit_status(end_reason: Option<&str>) -> ExitCode {
+    match end_reason {
+        Some("refused" | "failed") => ExitCode::from(REFUSED),
+        Some("stale") => ExitCode::from(STALE),
+        _ => ExitCode::SUCCESS,
+    }
 }
 
 fn describe(s: &TunnelStatus) -> String {
@@ -343,15 +348,11 @@ fn describe(s: &TunnelStatus) -> String {
 
 fn daemon(config: Config) -> Result<(), String> {
     let d = Daemon::start(config)?;
-    eprintln!(
-        "support-agent: daemon running; socket {}",
-        d.ctx.config.socket.display()
-    );
     let never = AtomicBool::new(false);
     d.serve(false, &never)
 }
 
-fn status(args: &Args, config: &Config) -> Result<(), String> {
+fn status(json: bool, config: &Config) -> Result<(), String> {
     let (tunnels, live) = match socket::call(&config.socket, &SocketRequest::Status {})? {
         Some(r) => (daemon_answer(r)?.tunnels.unwrap_or_default(), true),
         None => {
@@ -367,7 +368,7 @@ fn status(args: &Args, config: &Config) -> Result<(), String> {
             (tunnels, false)
         }
     };
-    if args.json {
+    if json {
         let v = serde_json::json!({ "daemon_running": live, "tunnels": tunnels });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());
@@ -410,14 +411,14 @@ fn from_daemon_or_files<T>(
     }
 }
 
-fn list(args: &Args, config: &Config) -> Result<(), String> {
+fn list(json: bool, config: &Config) -> Result<(), String> {
     let rows = from_daemon_or_files(
         config,
         SocketRequest::List {},
         |r| r.list.unwrap_or_default(),
         |state| Ok(owner_log::list(state)),
     )?;
-    if args.json {
+    if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&rows).unwrap_or_default()
@@ -432,15 +433,14 @@ fn list(args: &Args, config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-fn log(args: &Args, config: &Config) -> Result<(), String> {
-    let want = args.positional.first().cloned();
+fn log(want: Option<String>, json: bool, config: &Config) -> Result<(), String> {
     let (id, lines) = from_daemon_or_files(
         config,
         SocketRequest::Log { id: want.clone() },
         |r| (r.id.unwrap_or_default(), r.log.unwrap_or_default()),
         |state| owner_log::read_tunnel(state, want.as_deref()),
     )?;
-    if args.json {
+    if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&lines).unwrap_or_default()
@@ -454,11 +454,7 @@ fn log(args: &Args, config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-fn stop(args: &Args, config: &Config) -> Result<(), String> {
-    let id = args.positional.first().cloned();
-    if id.is_none() && !args.all {
-        return Err("say which tunnel to stop (support-agent stop ID), or --all".into());
-    }
+fn stop(id: Option<String>, config: &Config) -> Result<(), String> {
     let req = SocketRequest::Stop { id: id.clone() };
     match socket::call(&config.socket, &req)? {
         Some(r) => {
@@ -490,12 +486,12 @@ fn repair(config: &Config) -> Result<(), String> {
         Some(r) => r,
         None => {
             let r = crate::daemon::repair_offline(config.clone())?;
-            SocketResponse {
-                ok: r.problems.is_empty(),
-                error: (!r.problems.is_empty()).then(|| r.problems.join("; ")),
-                done: Some(r.done),
-                ..SocketResponse::default()
-            }
+            let mut answer = match r.problems.is_empty() {
+                true => SocketResponse::default(),
+                false => SocketResponse::error(ErrorCode::Failed, r.problems.join("; ")),
+            };
+            answer.done = Some(r.done);
+            answer
         }
     };
     for line in r.done.iter().flatten() {
@@ -508,25 +504,5 @@ fn repair(config: &Config) -> Result<(), String> {
         Ok(())
     } else {
         Err(r.error.unwrap_or_default())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(s: &[&str]) -> Result<Args, String> {
-        parse(s.iter().map(|s| s.to_string()))
-    }
-
-    #[test]
-    fn parses_flags_anywhere() {
-        let a = args(&["--state-dir=/x", "request", "--ports", "22,80", "--wait"]).expect("ok");
-        assert_eq!(a.command.as_deref(), Some("request"));
-        assert_eq!(a.ports.as_deref(), Some("22,80"));
-        assert!(a.wait);
-        assert_eq!(a.overrides.state_dir, Some(PathBuf::from("/x")));
-        assert!(args(&["request", "--duration"]).is_err());
-        assert!(args(&["request", "--bogus"]).is_err());
     }
 }

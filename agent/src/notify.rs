@@ -1,0 +1,137 @@
+//! systemd's notification protocol (sd_notify(3)): READY once the socket
+//! listens, a STATUS line that follows the tunnels, and the watchdog's
+//! keep-alive. Without `NOTIFY_SOCKET` (not under systemd) it does nothing.
+
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use crate::runtime::TunnelStatus;
+use crate::util::format_duration;
+
+/// The link to systemd.
+pub struct Notifier {
+    socket: UnixDatagram,
+    target: std::os::unix::net::SocketAddr,
+    watchdog: Option<Duration>,
+    next_ping: Instant,
+    last_status: String,
+}
+
+impl Notifier {
+    /// The notifier systemd asked for, if any.
+    pub fn from_env() -> Option<Notifier> {
+        let path = std::env::var_os("NOTIFY_SOCKET")?;
+        let target = address(&path.to_string_lossy())?;
+        let socket = UnixDatagram::unbound().ok()?;
+        // WATCHDOG_PID, when set, names the process that must ping.
+        let for_us = std::env::var("WATCHDOG_PID")
+            .ok()
+            .is_none_or(|p| p.parse() == Ok(std::process::id()));
+        let watchdog = std::env::var("WATCHDOG_USEC")
+            .ok()
+            .and_then(|u| u.parse::<u64>().ok())
+            .filter(|&u| u > 0 && for_us)
+            .map(|u| Duration::from_micros(u) / 2);
+        Some(Notifier {
+            socket,
+            target,
+            watchdog,
+            next_ping: Instant::now(),
+            last_status: String::new(),
+        })
+    }
+
+    /// Sends `state` (newline-separated `KEY=value` assignments).
+    pub fn send(&self, state: &str) {
+        if let Err(e) = self.socket.send_to_addr(state.as_bytes(), &self.target) {
+            crate::journal::warning!("cannot notify systemd: {e}");
+        }
+    }
+
+    /// READY=1 with a first status.
+    pub fn ready(&mut self, tunnels: &[TunnelStatus], now: u64) {
+        self.last_status = status_line(tunnels, now);
+        self.send(&format!("READY=1\nSTATUS={}", self.last_status));
+    }
+
+    /// Sends STATUS when it changed, and the watchdog ping when due.
+    pub fn tick(&mut self, tunnels: &[TunnelStatus], now: u64) {
+        let line = status_line(tunnels, now);
+        if line != self.last_status {
+            self.send(&format!("STATUS={line}"));
+            self.last_status = line;
+        }
+        if let Some(every) = self.watchdog {
+            if Instant::now() >= self.next_ping {
+                self.send("WATCHDOG=1");
+                self.next_ping = Instant::now() + every;
+            }
+        }
+    }
+
+    /// STOPPING=1.
+    pub fn stopping(&self) {
+        self.send("STOPPING=1");
+    }
+}
+
+fn address(path: &str) -> Option<std::os::unix::net::SocketAddr> {
+    match path.strip_prefix('@') {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).ok()
+        }
+        None if path.starts_with('/') => std::os::unix::net::SocketAddr::from_pathname(path).ok(),
+        None => None,
+    }
+}
+
+/// One line for `systemctl status`: the live tunnels, or that there are none.
+pub fn status_line(tunnels: &[TunnelStatus], now: u64) -> String {
+    let live: Vec<String> = tunnels
+        .iter()
+        .filter(|t| t.phase != "ended")
+        .map(|t| {
+            let who = t.approver.as_deref().unwrap_or("?");
+            match t.phase.as_str() {
+                "pending" => format!("{}: waiting for approval", short(&t.id)),
+                "connecting" => format!("{}: approved by {who}, connecting", short(&t.id)),
+                "connected" => format!(
+                    "connected: {who}, user {}, {} left",
+                    t.user.as_deref().unwrap_or("?"),
+                    format_duration(t.expires_at.unwrap_or(now).saturating_sub(now) / 60 * 60)
+                ),
+                other => format!("{}: {other}", short(&t.id)),
+            }
+        })
+        .collect();
+    if live.is_empty() {
+        "no support tunnel".into()
+    } else {
+        live.join("; ")
+    }
+}
+
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(status_line(&[], 0), "no support tunnel");
+        let t = TunnelStatus {
+            id: "0123456789abcdef".into(),
+            phase: "connected".into(),
+            approver: Some("alice".into()),
+            user: Some("support-01234567".into()),
+            expires_at: Some(1000 + 4350),
+            ..TunnelStatus::default()
+        };
+        let line = status_line(&[t], 1000);
+        assert_eq!(line, "connected: alice, user support-01234567, 1h 12m left");
+    }
+}
