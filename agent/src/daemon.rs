@@ -19,7 +19,6 @@ use crate::repair::{self, Repaired};
 use crate::runtime::{Ctx, TunnelStatus};
 use crate::socket::{self, ErrorCode, Failure, Replier, SocketRequest, SocketResponse};
 use crate::state::{Phase, StateDir, StateLock};
-use crate::util::wall_now;
 
 /// Socket clients served at once from the owner's group (the web UI); root
 /// (the owner's CLI) is always served, so a flood cannot block the kill switch.
@@ -31,6 +30,11 @@ const MAX_SUPPORT_CLIENTS: usize = 2;
 const STOP_WAIT: Duration = Duration::from_secs(10);
 /// How often a `watch` with nothing to say checks that its client is still there.
 const WATCH_CHECK: Duration = Duration::from_secs(5);
+/// How long an answer may wait for a client that does not read.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Tunnels pending or connected at once. Each holds two threads, and the
+/// unit allows 64 tasks: a flood of requests must not leave none for a stop.
+const MAX_LIVE_TUNNELS: usize = 4;
 
 /// Who is calling on the socket, decided before the caller takes a slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,6 +133,17 @@ impl Daemon {
         ports: Option<Vec<u16>>,
         note: &str,
     ) -> Result<Registered, Failure> {
+        let live = self
+            .lock_tunnels()
+            .values()
+            .filter(|r| !r.mailbox.has_ended())
+            .count();
+        if live >= MAX_LIVE_TUNNELS {
+            return Err(Failure::new(
+                ErrorCode::Busy,
+                format!("{live} tunnels are already pending or open; stop one first"),
+            ));
+        }
         let c = &self.ctx.config;
         let duration = duration_secs.unwrap_or(c.default_duration.as_secs() as u32);
         let ports = ports.unwrap_or_else(|| c.default_ports.clone());
@@ -187,6 +202,8 @@ impl Daemon {
     fn serve_client(&self, stream: &UnixStream, caller: Caller) {
         let (framing, req) = socket::read_request(stream);
         debug!("socket: {caller:?} ({framing:?}) asks {req:?}");
+        // A client that stops reading cannot hold this thread and its slot.
+        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
         let mut reply = Replier::new(stream, framing);
         match req {
             Err(f) => reply.answer(&SocketResponse::failure(f)),
@@ -217,8 +234,13 @@ impl Daemon {
         let mut last: Option<TunnelStatus> = None;
         let mut seen = self.ctx.generation();
         loop {
-            let now = self.ctx.statuses().into_iter().find(|s| s.id == id);
-            if let Some(s) = now.filter(|s| Some(s) != last.as_ref()) {
+            let Some(now) = self.ctx.statuses().into_iter().find(|s| s.id == id) else {
+                return reply.answer(&SocketResponse::error(
+                    ErrorCode::NotFound,
+                    format!("tunnel {id} is no longer known"),
+                ));
+            };
+            if let Some(s) = Some(now).filter(|s| Some(s) != last.as_ref()) {
                 let ended = s.phase == "ended";
                 let line = SocketResponse {
                     id: Some(id.clone()),
@@ -358,13 +380,13 @@ impl Daemon {
         let owner_clients = Arc::new(AtomicUsize::new(0));
         let support_clients = Arc::new(AtomicUsize::new(0));
         let mut systemd = Notifier::from_env();
-        if let Some(n) = &mut systemd {
-            n.ready(&self.ctx.statuses(), wall_now());
+        if let Some(n) = &systemd {
+            n.ready(self.ctx.clone());
         }
         info!("listening on {}", path.display());
         loop {
             if let Some(n) = &mut systemd {
-                n.tick(&self.ctx.statuses(), wall_now());
+                n.watchdog();
             }
             if stop.load(Ordering::SeqCst) || (exit_when_idle && !self.any_live()) {
                 if let Some(n) = &systemd {
@@ -515,15 +537,21 @@ pub fn resolve<'a>(id: &str, known: impl Iterator<Item = &'a String>) -> Result<
     }
 }
 
-/// True once the client at the other end of `stream` has hung up.
+/// True once the client at the other end of `stream` has closed it. A
+/// Unix stream socket reports POLLHUP only when the peer has closed both
+/// ways, so a client that merely half-closes (`socat`) keeps its watch, and
+/// bytes it sent after its request do not hide its leaving.
 fn client_gone(stream: &UnixStream) -> bool {
-    let mut byte = [0u8; 1];
-    matches!(
-        rustix::net::recv(
-            stream,
-            &mut byte,
-            rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT
-        ),
-        Ok((0, _)) | Err(rustix::io::Errno::CONNRESET) | Err(rustix::io::Errno::PIPE)
-    )
+    use rustix::event::{PollFd, PollFlags};
+    let mut fds = [PollFd::new(stream, PollFlags::empty())];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    match rustix::event::poll(&mut fds, Some(&zero)) {
+        Ok(_) => fds[0]
+            .revents()
+            .intersects(PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL),
+        Err(_) => true,
+    }
 }

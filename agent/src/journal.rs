@@ -75,11 +75,14 @@ pub fn write(level: Level, args: fmt::Arguments<'_>) {
     if !enabled(level) {
         return;
     }
+    // One record per line: a newline inside a message (a hostile note, a
+    // tool's error text) must not start a record with a priority of its own.
+    let text = args.to_string().replace('\n', "\\n").replace('\r', "\\r");
     let line = if to_journal() {
         // journald adds the identifier and reads the priority off the prefix.
-        format!("<{}>{}{args}\n", level as u8, level.word())
+        format!("<{}>{}{text}\n", level as u8, level.word())
     } else {
-        format!("support-agent: {}{args}\n", level.word())
+        format!("support-agent: {}{text}\n", level.word())
     };
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }

@@ -274,11 +274,12 @@ fn symlink_meta(path: &Path) -> Result<Option<fs::Metadata>, String> {
     }
 }
 
-/// Non-empty, non-comment lines, whitespace collapsed.
+/// Non-empty, non-comment lines, whitespace collapsed. sudo's `#include`
+/// and `#includedir` are directives, not comments: they count as content.
 fn effective_lines(text: &str) -> Vec<String> {
     text.lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter(|l| !l.is_empty() && (!l.starts_with('#') || l.starts_with("#include")))
         .collect()
 }
 
@@ -924,6 +925,16 @@ mod tests {
         assert!(!original_iface("support-0123"));
         assert!(!original_iface("support-vpn"));
         assert!(!original_iface("support-1a"));
+    }
+
+    #[test]
+    fn include_directives_are_content_not_comments() {
+        let lines =
+            effective_lines("# a comment\n%support  ALL=(ALL) NOPASSWD: ALL\n#include /etc/x\n");
+        assert_eq!(
+            lines,
+            ["%support ALL=(ALL) NOPASSWD: ALL", "#include /etc/x"]
+        );
     }
 
     #[test]

@@ -3,10 +3,11 @@
 //! keep-alive. Without `NOTIFY_SOCKET` (not under systemd) it does nothing.
 
 use std::os::unix::net::UnixDatagram;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::runtime::TunnelStatus;
-use crate::util::format_duration;
+use crate::runtime::{Ctx, TunnelStatus};
+use crate::util::{format_duration, wall_now};
 
 /// The link to systemd.
 pub struct Notifier {
@@ -14,7 +15,6 @@ pub struct Notifier {
     target: std::os::unix::net::SocketAddr,
     watchdog: Option<Duration>,
     next_ping: Instant,
-    last_status: String,
 }
 
 impl Notifier {
@@ -37,7 +37,6 @@ impl Notifier {
             target,
             watchdog,
             next_ping: Instant::now(),
-            last_status: String::new(),
         })
     }
 
@@ -48,19 +47,38 @@ impl Notifier {
         }
     }
 
-    /// READY=1 with a first status.
-    pub fn ready(&mut self, tunnels: &[TunnelStatus], now: u64) {
-        self.last_status = status_line(tunnels, now);
-        self.send(&format!("READY=1\nSTATUS={}", self.last_status));
+    /// READY=1 with the first status, then a thread that sends STATUS at
+    /// every change of the tunnels (and each minute, for the time left).
+    pub fn ready(&self, ctx: Arc<Ctx>) {
+        let mut last = status_line(&ctx.statuses(), wall_now());
+        self.send(&format!("READY=1\nSTATUS={last}"));
+        let Ok(socket) = self.socket.try_clone() else {
+            return;
+        };
+        let status = Notifier {
+            socket,
+            target: self.target.clone(),
+            watchdog: None,
+            next_ping: self.next_ping,
+        };
+        let _ = std::thread::Builder::new()
+            .name("systemd-status".into())
+            .spawn(move || {
+                let mut seen = ctx.generation();
+                loop {
+                    seen = ctx.wait_change(seen, Duration::from_secs(60));
+                    let line = status_line(&ctx.statuses(), wall_now());
+                    if line != last {
+                        status.send(&format!("STATUS={line}"));
+                        last = line;
+                    }
+                }
+            });
     }
 
-    /// Sends STATUS when it changed, and the watchdog ping when due.
-    pub fn tick(&mut self, tunnels: &[TunnelStatus], now: u64) {
-        let line = status_line(tunnels, now);
-        if line != self.last_status {
-            self.send(&format!("STATUS={line}"));
-            self.last_status = line;
-        }
+    /// The watchdog's ping, when due: called from the socket loop, so a
+    /// hung loop stops the pings and systemd restarts the agent.
+    pub fn watchdog(&mut self) {
         if let Some(every) = self.watchdog {
             if Instant::now() >= self.next_ping {
                 self.send("WATCHDOG=1");

@@ -282,7 +282,8 @@ pub fn read_request(mut stream: &UnixStream) -> (Framing, Result<SocketRequest, 
             return (framing, Err(too_slow()));
         }
         let _ = stream.set_read_timeout(Some(left));
-        match stream.read(&mut chunk) {
+        let room = (MAX_REQUEST - bytes.len().min(MAX_REQUEST)).clamp(1, chunk.len());
+        match stream.read(&mut chunk[..room]) {
             Ok(0) => {
                 let e = match framing {
                     Framing::Line => {
@@ -336,7 +337,7 @@ fn complete(bytes: &[u8], framing: Framing) -> Result<bool, Failure> {
             Some(end) => {
                 let head = String::from_utf8_lossy(&bytes[..end]);
                 let length = content_length(&head)?;
-                if end + length > MAX_REQUEST {
+                if length > MAX_REQUEST.saturating_sub(end) {
                     return Err(too_long());
                 }
                 Ok(bytes.len() >= end + length)
@@ -387,7 +388,8 @@ fn parse(bytes: &[u8], framing: Framing) -> Result<SocketRequest, Failure> {
             let head = String::from_utf8_lossy(&bytes[..end]);
             let mut words = head.lines().next().unwrap_or("").split(' ');
             let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-            let body = &bytes[end..];
+            let length = content_length(&head).unwrap_or(0);
+            let body = bytes.get(end..end + length).unwrap_or_default();
             http_request(method, target, body)
         }
     }
@@ -580,6 +582,11 @@ mod tests {
         );
         let huge = b"POST /v1 HTTP/1.1\r\nContent-Length: 999999\r\n\r\n";
         assert!(complete(huge, Framing::Http).is_err());
+        let max = format!(
+            "POST /v1 HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            usize::MAX
+        );
+        assert!(complete(max.as_bytes(), Framing::Http).is_err());
         let chunked = b"POST /v1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert!(complete(chunked, Framing::Http).is_err());
     }

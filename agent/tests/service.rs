@@ -57,6 +57,7 @@ fn until(sock: &UnixDatagram, what: &str, want: impl Fn(&str) -> bool) -> Vec<St
         sock.set_read_timeout(Some(left)).expect("timeout");
         let n = match sock.recv(&mut buf) {
             Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => panic!("no notification {what}: {e}; saw {seen:?}"),
         };
         let msg = String::from_utf8_lossy(&buf[..n]).to_string();

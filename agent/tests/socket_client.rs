@@ -311,3 +311,19 @@ fn request_follow_exits_by_how_the_tunnel_ended() {
         "{seen:?}"
     );
 }
+
+#[test]
+fn a_flood_of_requests_is_capped_and_the_kill_switch_still_works() {
+    let w = World::new(&DeviceSettings::default(), None);
+    for _ in 0..4 {
+        py(&w, &["request"]).expect("request");
+    }
+    let e = py(&w, &["request"]).expect_err("a fifth at once");
+    assert_eq!(e["error_code"], "busy", "{e}");
+    assert!(e["error"].as_str().expect("text").contains("stop one first"), "{e}");
+    let out = w.device.run(&["stop", "--all"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stopped = String::from_utf8_lossy(&out.stdout).matches("stopped ").count();
+    assert_eq!(stopped, 4);
+    py(&w, &["request"]).expect("room again once they ended");
+}

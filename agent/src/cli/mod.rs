@@ -23,6 +23,16 @@ use crate::socket::{self, ErrorCode, SocketRequest, SocketResponse};
 use crate::state::StateDir;
 use crate::util::format_duration;
 
+/// `println!` that ignores a closed stdout: a foreground tunnel
+/// (`request --wait | head`) must not die, leaving its access, because
+/// nobody reads its output any more.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 /// Exit status of a usage error.
 const USAGE: u8 = 2;
 /// Exit status of a followed request the device refused, or that failed.
@@ -55,7 +65,7 @@ pub fn main() -> ExitCode {
     };
     let result = match args.command {
         Command::Version => {
-            println!(
+            out!(
                 "support-agent {} (protocol version {}, socket protocol version {})",
                 env!("CARGO_PKG_VERSION"),
                 support_protocol::PROTOCOL_VERSION,
@@ -127,19 +137,19 @@ impl Registration {
                 "stale_after_secs": self.stale_after_secs,
                 "stale_at": self.stale_at,
             });
-            println!("{v}");
+            out!("{v}");
             return;
         }
-        println!("Support request registered. Give this code to support, and only to them:");
-        println!();
-        println!("{}", self.code);
-        println!();
-        println!(
+        out!("Support request registered. Give this code to support, and only to them:");
+        out!();
+        out!("{}", self.code);
+        out!();
+        out!(
             "tunnel {}; the request goes stale in {} if nobody approves it.",
             self.id,
             format_duration(u64::from(self.stale_after_secs))
         );
-        println!("Stop it at any time with: support-agent stop {}", self.id);
+        out!("Stop it at any time with: support-agent stop {}", self.id);
     }
 }
 
@@ -192,7 +202,7 @@ fn request(args: &RequestArgs, config: Config) -> Result<ExitCode, String> {
     }
     .print(args.json);
     if !args.json {
-        println!("Waiting in the foreground; Ctrl-C ends the tunnel.");
+        out!("Waiting in the foreground; Ctrl-C ends the tunnel.");
     }
     let id = reg.record.id.clone();
     drop(reg);
@@ -205,7 +215,7 @@ fn request(args: &RequestArgs, config: Config) -> Result<ExitCode, String> {
             loop {
                 if stop.swap(false, Ordering::SeqCst) {
                     if !json {
-                        println!("stopping...");
+                        out!("stopping...");
                     }
                     let _ = d.stop(Some(&id));
                 }
@@ -230,10 +240,14 @@ fn request(args: &RequestArgs, config: Config) -> Result<ExitCode, String> {
     Ok(code)
 }
 
-/// A flag raised by SIGINT or SIGTERM.
+/// A flag raised by SIGINT, SIGTERM or SIGHUP (the terminal closed).
 fn stop_flag() -> Result<Arc<AtomicBool>, String> {
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
         signal_hook::flag::register(sig, stop.clone()).map_err(|e| e.to_string())?;
     }
     Ok(stop)
@@ -306,7 +320,7 @@ impl Follower {
             false => describe(s),
         };
         if line != self.last {
-            println!("{line}");
+            out!("{line}");
             self.last = line;
         }
         (s.phase == "ended").then(|| exit_status(s.end_reason.as_deref()))
@@ -370,15 +384,15 @@ fn status(json: bool, config: &Config) -> Result<(), String> {
     };
     if json {
         let v = serde_json::json!({ "daemon_running": live, "tunnels": tunnels });
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        out!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());
     }
     if !live {
-        println!("The daemon is not running; this is the last status it wrote.");
+        out!("The daemon is not running; this is the last status it wrote.");
     }
     let active: Vec<&TunnelStatus> = tunnels.iter().filter(|t| t.phase != "ended").collect();
     if active.is_empty() {
-        println!("No active support tunnel.");
+        out!("No active support tunnel.");
     }
     for t in tunnels.iter() {
         let left = t
@@ -390,7 +404,7 @@ fn status(json: bool, config: &Config) -> Result<(), String> {
             .as_deref()
             .map(|e| format!("\n    control plane: {e} (retrying)"))
             .unwrap_or_default();
-        println!("{}  {}{left}{cp}", t.id, describe(t));
+        out!("{}  {}{left}{cp}", t.id, describe(t));
     }
     Ok(())
 }
@@ -419,15 +433,15 @@ fn list(json: bool, config: &Config) -> Result<(), String> {
         |state| Ok(owner_log::list(state)),
     )?;
     if json {
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(&rows).unwrap_or_default()
         );
     } else if rows.is_empty() {
-        println!("This device has no support tunnels on record.");
+        out!("This device has no support tunnels on record.");
     } else {
         for r in rows {
-            println!("{}  {}", r.id, r.last);
+            out!("{}  {}", r.id, r.last);
         }
     }
     Ok(())
@@ -441,14 +455,14 @@ fn log(want: Option<String>, json: bool, config: &Config) -> Result<(), String> 
         |state| owner_log::read_tunnel(state, want.as_deref()),
     )?;
     if json {
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(&lines).unwrap_or_default()
         );
     } else {
-        println!("tunnel {id}");
+        out!("tunnel {id}");
         for l in lines {
-            println!("  {}", l.render());
+            out!("  {}", l.render());
         }
     }
     Ok(())
@@ -460,10 +474,10 @@ fn stop(id: Option<String>, config: &Config) -> Result<(), String> {
         Some(r) => {
             let done = daemon_answer(r)?.done.unwrap_or_default();
             if done.is_empty() {
-                println!("No running tunnel to stop.");
+                out!("No running tunnel to stop.");
             }
             for id in done {
-                println!("stopped {id}; its support access is removed");
+                out!("stopped {id}; its support access is removed");
             }
             Ok(())
         }
@@ -471,10 +485,10 @@ fn stop(id: Option<String>, config: &Config) -> Result<(), String> {
             // No daemon: nothing serves a tunnel; end the records here.
             let done = crate::daemon::stop_offline(config.clone(), id.as_deref())?;
             for id in &done {
-                println!("stopped {id}; its support access is removed");
+                out!("stopped {id}; its support access is removed");
             }
             if done.is_empty() {
-                println!("No running tunnel to stop.");
+                out!("No running tunnel to stop.");
             }
             Ok(())
         }
@@ -495,11 +509,11 @@ fn repair(config: &Config) -> Result<(), String> {
         }
     };
     for line in r.done.iter().flatten() {
-        println!("{line}");
+        out!("{line}");
     }
     if r.ok {
         if r.done.as_ref().is_none_or(|d| d.is_empty()) {
-            println!("Nothing to repair.");
+            out!("Nothing to repair.");
         }
         Ok(())
     } else {
