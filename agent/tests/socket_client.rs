@@ -320,10 +320,22 @@ fn a_flood_of_requests_is_capped_and_the_kill_switch_still_works() {
     }
     let e = py(&w, &["request"]).expect_err("a fifth at once");
     assert_eq!(e["error_code"], "busy", "{e}");
-    assert!(e["error"].as_str().expect("text").contains("stop one first"), "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .expect("text")
+            .contains("stop one first"),
+        "{e}"
+    );
     let out = w.device.run(&["stop", "--all"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let stopped = String::from_utf8_lossy(&out.stdout).matches("stopped ").count();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stopped = String::from_utf8_lossy(&out.stdout)
+        .matches("stopped ")
+        .count();
     assert_eq!(stopped, 4);
     py(&w, &["request"]).expect("room again once they ended");
 }
