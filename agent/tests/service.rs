@@ -12,22 +12,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A device (first, so it is dropped and cleaned up first) without a daemon.
-fn device() -> (Device, Sshd, ControlPlane, Engineer) {
-    require_root_and_sshd();
-    let sshd = Sshd::start(None);
-    let cp = ControlPlane::start(&[]);
-    let eng = Engineer::new(&cp);
-    let device = Device::new(
-        &cp.url,
-        &cp.public,
-        &eng.ca_public(),
-        &sshd,
-        &DeviceSettings::default(),
-    );
-    (device, sshd, cp, eng)
-}
-
 /// Starts the daemon with `env` (what systemd would set) and `args`, its
 /// stderr to `stderr`.
 fn spawn_daemon(device: &mut Device, env: &[(&str, String)], args: &[&str], stderr: &Path) {
@@ -74,10 +58,10 @@ fn systemd_hears_ready_then_a_status_that_follows_the_tunnel() {
     let dir = tempdir();
     let path = dir.path().join("notify");
     let listener = UnixDatagram::bind(&path).expect("bind");
-    let (mut device, sshd, cp, eng) = device();
-    let stderr = device.stderr.clone();
+    let mut w = World::without_daemon(&DeviceSettings::default(), None);
+    let stderr = w.device.stderr.clone();
     spawn_daemon(
-        &mut device,
+        &mut w.device,
         &[
             ("NOTIFY_SOCKET", path.display().to_string()),
             ("WATCHDOG_USEC", "2000000".into()),
@@ -91,29 +75,30 @@ fn systemd_hears_ready_then_a_status_that_follows_the_tunnel() {
         Some("READY=1\nSTATUS=no support tunnel")
     );
     // READY means the socket answers.
-    let out = device.run(&["status"]);
+    let out = w.device.run(&["status"]);
     assert!(out.status.success());
 
-    let (id, code) = device.request(&["--duration", "30m"]);
+    let (id, code) = w.device.request(&["--duration", "30m"]);
     let short = &id.to_string()[..8];
     until(&listener, "pending", |m| {
         m == format!("STATUS={short}: waiting for approval")
     });
-    let s = approve(&cp, &eng, &code, &Terms::default());
-    wait_connected(&cp, &eng, &s, &sshd.host_key);
+    let s = approve(&w.cp, &w.eng, &code, &Terms::default());
+    wait_connected(&w.cp, &w.eng, &s, &w.sshd.host_key);
     let user = s.user();
     until(&listener, "connected", |m| {
         m.starts_with(&format!("STATUS=connected: alice, user {user}, ")) && m.ends_with(" left")
     });
     // The watchdog is pinged while it runs (every WATCHDOG_USEC / 2).
     until(&listener, "the watchdog ping", |m| m == "WATCHDOG=1");
-    assert!(device.run(&["stop", &id.to_string()]).status.success());
+    assert!(w.device.run(&["stop", &id.to_string()]).status.success());
     until(&listener, "the end", |m| m == "STATUS=no support tunnel");
 }
 
 #[test]
 fn journald_gets_a_priority_on_every_line() {
-    let (mut device, _sshd, _cp, _eng) = device();
+    let mut w = World::without_daemon(&DeviceSettings::default(), None);
+    let device = &mut w.device;
     // A record the agent cannot read: reported as an error at start.
     let tunnels = device.state_dir().join("tunnels");
     std::fs::create_dir_all(&tunnels).expect("state dir");
@@ -122,7 +107,7 @@ fn journald_gets_a_priority_on_every_line() {
     std::fs::write(&log, b"").expect("log file");
     let meta = std::fs::metadata(&log).expect("stat");
     spawn_daemon(
-        &mut device,
+        device,
         &[("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))],
         &["--verbose"],
         &log,

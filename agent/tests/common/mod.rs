@@ -382,12 +382,18 @@ pub struct World {
 
 impl World {
     pub fn new(settings: &DeviceSettings, faketime: Option<&str>) -> World {
+        let mut w = World::without_daemon(settings, faketime);
+        w.device.start_daemon(faketime);
+        w
+    }
+
+    /// Everything but the agent's daemon, which the test starts its own way.
+    pub fn without_daemon(settings: &DeviceSettings, faketime: Option<&str>) -> World {
         require_root_and_sshd();
         let sshd = Sshd::start(faketime);
         let cp = ControlPlane::start(&[]);
         let eng = Engineer::new(&cp);
-        let mut device = Device::new(&cp.url, &cp.public, &eng.ca_public(), &sshd, settings);
-        device.start_daemon(faketime);
+        let device = Device::new(&cp.url, &cp.public, &eng.ca_public(), &sshd, settings);
         World {
             sshd,
             cp,
