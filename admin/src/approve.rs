@@ -45,6 +45,8 @@ pub struct Options<'a> {
     pub ports: Option<Vec<u16>>,
     /// How long to wait for the device (0: do not wait).
     pub wait: Duration,
+    /// Do not ask for confirmation on a terminal.
+    pub yes: bool,
 }
 
 /// Approves; returns the record of the tunnel.
@@ -56,7 +58,9 @@ pub fn approve(
     o: &Options<'_>,
 ) -> Result<AdminTunnel, String> {
     let code = OneTimeCode::parse(code_text).map_err(|e| e.to_string())?;
-    let cert = o_certificate(me)?;
+    // Pre-flight, before anything is spent: a certificate the device would
+    // refuse would launch a hub, post an approval and end the owner's request.
+    let cert = certificate_for_approving(me)?;
     let id = code.tunnel_id;
     let detail = cp.show(id)?;
     let request = detail.request;
@@ -67,17 +71,7 @@ pub fn approve(
         .map_err(|_| refusal("the request's tag does not verify with the code: its facts, keys, ports or duration were altered"))?;
     let body = &request.body;
     let current = detail.summary.state;
-    let seq = match current {
-        TunnelState::Pending => ApprovalSeq::FIRST,
-        // A relaunch: a new hub replaces one that never got the device connected.
-        TunnelState::Approved(s) => s.next().ok_or("too many approvals for this tunnel")?,
-        other => {
-            return Err(format!(
-                "tunnel {id} is {:?}; only a pending (or approved, not yet connected) tunnel can be approved",
-                other.kind()
-            ))
-        }
-    };
+    let seq = next_approval(current, records, o.provider, id)?;
     eprintln!(
         "Device {} ({}, {}, agent {}) asks for {} on ports {:?}{}",
         body.facts.hostname.as_str(),
@@ -115,6 +109,21 @@ pub fn approve(
         }
         None => body.ports.to_vec(),
     };
+    let hub_place = o.provider.preflight().map_err(|e| {
+        format!("REFUSED before launching anything: the hub cannot be launched: {e}")
+    })?;
+    eprintln!(
+        "  pre-flight: your certificate ({}, serial {}) is valid until {}; hub: {hub_place}",
+        cert.body.name.as_str(),
+        cert.body.serial,
+        support_protocol::time_text::format(cert.body.not_after)
+    );
+    if !o.yes && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        confirm(&format!(
+            "Grant {} on ports {ports:?} and launch the hub? [y/N] ",
+            duration_text::format(u64::from(duration))
+        ))?;
+    }
     let admin = AdminTunnelKeys::from_seed(random());
     let lifetime = u64::from(duration) + o.wait.as_secs() + 600;
     let step = Step::start(&format!("launching the hub ({})", o.provider.name()));
@@ -199,8 +208,38 @@ pub fn approve(
     if o.wait.is_zero() {
         return Ok(record);
     }
+    wait_for_device(cp, records, &mut record, o.wait, approved_at)?;
+    Ok(record)
+}
+
+/// `support-admin wait ID`: waits for the device to connect under the
+/// approval this machine posted.
+pub fn wait(
+    cp: &ControlPlane,
+    records: &Records,
+    record: &mut AdminTunnel,
+    wait: Duration,
+) -> Result<(), String> {
+    wait_for_device(cp, records, record, wait, Instant::now())
+}
+
+/// Waits until the device reports connected under `record`'s approval
+/// (pinning the host keys of its sealed report), or the tunnel ends (then
+/// the device's reason, from the audit, is the error), or `wait` passes.
+fn wait_for_device(
+    cp: &ControlPlane,
+    records: &Records,
+    record: &mut AdminTunnel,
+    wait: Duration,
+    approved_at: Instant,
+) -> Result<(), String> {
+    let id = record.tunnel_id()?;
+    let sealed: support_protocol::approval_box::SealedApproval =
+        crate::records::decode_hex(&record.approval)?;
+    let seq = sealed.approval_seq;
+    let secret = record.secret()?;
     let step = Step::start("waiting for the device to verify the approval and connect");
-    let deadline = Instant::now() + o.wait;
+    let deadline = Instant::now() + wait;
     loop {
         let d = cp.show(id)?;
         match d.summary.state {
@@ -209,34 +248,34 @@ pub fn approve(
                     .report
                     .ok_or("the control plane shows no connected report")?;
                 let opened = report
-                    .open(id, seq, &code.secret, &sealed.hash())
+                    .open(id, seq, &secret, &sealed.hash())
                     .map_err(|e| format!("the device's connected report does not open: {e}"))?;
                 record.host_keys = opened
                     .host_keys
                     .iter()
                     .map(|k| k.as_str().to_string())
                     .collect();
-                records.save(&record)?;
+                records.save(record)?;
                 let took = step.finish("device connected");
                 eprintln!(
                     "approval to connected: {:.1}s; host keys pinned from the device's sealed report: {}",
                     approved_at.elapsed().as_secs_f64().max(took.as_secs_f64()),
                     record.host_keys.len()
                 );
-                return Ok(record);
+                return Ok(());
             }
             s if s.kind().is_terminal() => {
                 step.finish("the tunnel ended");
-                return Err(format!(
-                    "the tunnel ended before connecting ({:?}); the device may have refused the approval (see its log)",
-                    s.kind()
-                ));
+                return Err(match device_reason(cp, id) {
+                    Some(why) => format!("the tunnel ended before connecting: the device {why}"),
+                    None => format!("the tunnel ended before connecting ({:?})", s.kind()),
+                });
             }
             _ if Instant::now() > deadline => {
                 step.finish("gave up waiting");
                 return Err(format!(
-                    "the device did not connect within {} s; the approval stays posted (support-admin stop {id} withdraws it)",
-                    o.wait.as_secs()
+                    "the device did not connect within {} s; the approval stays posted (support-admin wait {id} waits again; support-admin stop {id} withdraws it)",
+                    wait.as_secs()
                 ));
             }
             _ => std::thread::sleep(Duration::from_millis(200)),
@@ -244,14 +283,142 @@ pub fn approve(
     }
 }
 
-fn o_certificate(
+/// Why the tunnel ended, as the device told the control plane (the audit's
+/// last stop record), in words.
+fn device_reason(cp: &ControlPlane, id: support_protocol::TunnelId) -> Option<String> {
+    use support_protocol::audit::AuditAction;
+    use support_protocol::messages::admin::AuditQuery;
+    use support_protocol::messages::StopReason;
+    let rows = match cp
+        .call(AdminRequest::Audit(AuditQuery {
+            tunnel_id: Some(id),
+            after_seq: 0,
+            limit: 100,
+        }))
+        .ok()?
+    {
+        AdminResponse::Audit(r) => r.into_inner(),
+        _ => return None,
+    };
+    rows.iter().rev().find_map(|r| match &r.entry.action {
+        AuditAction::Stopped(reason) => Some(match reason {
+            StopReason::Refused(why) => format!("refused the approval: {}", why.as_str()),
+            StopReason::Failed(why) => format!("failed to open the tunnel: {}", why.as_str()),
+            StopReason::Owner => "was stopped by its owner".to_string(),
+            StopReason::Admin => "was stopped by support".to_string(),
+            StopReason::Expired => "let it expire".to_string(),
+        }),
+        AuditAction::Expired => Some("request expired".to_string()),
+        _ => None,
+    })
+}
+
+/// Which approval this one is, or why there must be none: a tunnel gets a
+/// second hub only when the first one, launched from this machine, is gone.
+fn next_approval(
+    current: TunnelState,
+    records: &Records,
+    provider: &dyn Provider,
+    id: support_protocol::TunnelId,
+) -> Result<ApprovalSeq, String> {
+    match current {
+        TunnelState::Pending => Ok(ApprovalSeq::FIRST),
+        TunnelState::Approved(s) => {
+            let Ok(mine) = records.load(&id.to_string()) else {
+                return Err(format!(
+                    "tunnel {id} is already approved (approval {s}) by another engineer; \
+                     nothing was launched"
+                ));
+            };
+            if mine.hub.provider != provider.name() {
+                return Err(format!(
+                    "you approved tunnel {id} with a {} hub; approve again with --provider {} \
+                     (or support-admin stop {id} first)",
+                    mine.hub.provider, mine.hub.provider
+                ));
+            }
+            if provider.list()?.iter().any(|(t, _)| *t == id) {
+                return Err(format!(
+                    "tunnel {id} already has your hub ({}, approval {s}); nothing was launched: \
+                     support-admin wait {id} waits for the device, support-admin stop {id} withdraws it",
+                    mine.hub.endpoint
+                ));
+            }
+            // The hub of our approval is gone before the device connected: relaunch.
+            s.next().ok_or_else(|| "too many approvals for this tunnel".to_string())
+        }
+        other => Err(format!(
+            "tunnel {id} is {:?}; only a pending tunnel (or one whose hub is gone before it connected) can be approved",
+            other.kind()
+        )),
+    }
+}
+
+fn confirm(prompt: &str) -> Result<(), String> {
+    use std::io::{BufRead, Write};
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| e.to_string())?;
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Ok(()),
+        _ => Err("not approved; nothing was launched or posted".into()),
+    }
+}
+
+/// The installed certificate, if the device would accept approvals under it
+/// now: signed by its issuer, for this approver key, in its validity window,
+/// with the approver role. (Whether the issuer is the CA the device pins
+/// only the device knows.)
+fn certificate_for_approving(
     me: &Identity,
 ) -> Result<support_protocol::certificate::ApproverCertificate, String> {
+    use support_protocol::certificate::Role;
     let cert = me.certificate.clone().ok_or(
         "you have no approver certificate: send your approver key (support-admin init prints it) to the support CA and install what `ca sign` returns with `support-admin init --certificate FILE`",
     )?;
     if cert.body.key.0 != me.approver.public() {
         return Err("the installed certificate is for another key than your approver key".into());
+    }
+    let refused = |why: String| {
+        format!("REFUSED before launching anything: {why}; the request stays approvable by someone whose certificate is valid")
+    };
+    let t = now();
+    cert.verify(&[cert.body.issuer.0], t, Role::Approver)
+        .and_then(|()| cert.check_issued_at(t))
+        .map_err(|e| {
+            refused(match e {
+                support_protocol::certificate::CertificateError::Expired { not_after, .. } => {
+                    format!(
+                        "your certificate expired at {}: ask the support CA for a new one",
+                        support_protocol::time_text::format(not_after)
+                    )
+                }
+                support_protocol::certificate::CertificateError::IssuedOutsideValidity {
+                    ..
+                } => {
+                    format!(
+                        "your certificate is valid only from {} to {}",
+                        support_protocol::time_text::format(cert.body.not_before),
+                        support_protocol::time_text::format(cert.body.not_after)
+                    )
+                }
+                support_protocol::certificate::CertificateError::WrongRole {
+                    certified, ..
+                } => {
+                    format!("your certificate is for the {certified:?} role, which may not approve")
+                }
+                other => format!("your certificate is not valid: {other}"),
+            })
+        })?;
+    if cert.body.not_after < t + 14 * 86400 {
+        eprintln!(
+            "warning: your certificate expires at {}; ask the support CA for a new one soon",
+            support_protocol::time_text::format(cert.body.not_after)
+        );
     }
     Ok(cert)
 }

@@ -94,7 +94,12 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
             duration,
             ports,
             wait,
+            yes,
         } => {
+            let code = match code {
+                Some(c) => c,
+                None => read_code()?,
+            };
             let cp = env.control_plane()?;
             let me = identity::load(&env.dirs)?;
             let name = match provider {
@@ -117,6 +122,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
                     duration_secs: duration,
                     ports,
                     wait: Duration::from_secs(wait),
+                    yes,
                 },
             )?;
             println!("{}", rec.id);
@@ -124,6 +130,18 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
                 "next: support-admin connect {id}   (or exec {id} -- CMD, forward {id} 8080:80, ssh-config {id})",
                 id = rec.id
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Wait { id, wait } => {
+            let records = env.records();
+            let mut rec = records.load(&id)?;
+            approve::wait(
+                &env.control_plane()?,
+                &records,
+                &mut rec,
+                Duration::from_secs(wait),
+            )?;
+            println!("{}", rec.id);
             Ok(ExitCode::SUCCESS)
         }
         Command::Connect { id } => {
@@ -333,6 +351,26 @@ fn list(env: &Env, state: Option<StateArg>, as_json: bool) -> Result<ExitCode, S
 }
 
 /// A full id: parsed, or completed from local records.
+/// The one-time code, asked on a terminal or read as a line from stdin.
+fn read_code() -> Result<String, String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("the owner's one-time code: ");
+        let _ = std::io::stderr().flush();
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("reading the code: {e}"))?;
+    let code = line.trim().to_string();
+    if code.is_empty() {
+        return Err("no code given (pass it, type it, or pipe it on stdin)".into());
+    }
+    Ok(code)
+}
+
 fn resolve(env: &Env, id: &str) -> Result<TunnelId, String> {
     if let Ok(t) = id.parse() {
         return Ok(t);

@@ -104,8 +104,10 @@ enum Command {
     /// posts the sealed and signed approval, and waits until the device
     /// reports connected.
     Approve {
-        /// The code exactly as the owner sent it (dashes optional).
-        code: String,
+        /// The code exactly as the owner sent it (dashes optional). Left
+        /// out, it is asked for (or read from stdin), so it stays out of
+        /// the shell's history.
+        code: Option<String>,
         /// Where the hub runs [default: admin.toml's provider, else local].
         #[arg(long, value_enum)]
         provider: Option<ProviderArg>,
@@ -116,6 +118,17 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         ports: Option<Vec<u16>>,
         /// How long to wait for the device to connect (0: don't wait).
+        #[arg(long, default_value = "300", value_name = "SECS")]
+        wait: u64,
+        /// Do not ask for confirmation (a terminal is asked; scripts pass this).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Wait for the device to connect under the approval you posted.
+    Wait {
+        /// Tunnel id (or unique prefix).
+        id: String,
+        /// How long to wait.
         #[arg(long, default_value = "300", value_name = "SECS")]
         wait: u64,
     },

@@ -52,7 +52,7 @@ pub struct AdminTunnel {
     pub approved_at: u64,
 }
 
-fn decode_hex<M: support_protocol::codec::Message>(h: &str) -> Result<M, String> {
+pub fn decode_hex<M: support_protocol::codec::Message>(h: &str) -> Result<M, String> {
     let b = hex::decode(h).map_err(|_| "a tunnel record is damaged".to_string())?;
     support_protocol::decode(&b).map_err(|e| format!("a tunnel record is damaged: {e}"))
 }

@@ -124,9 +124,18 @@ pub fn new_passphrase(prompt: &str) -> Result<Zeroizing<String>, String> {
     if std::env::var_os("SUPPORT_ADMIN_PASSPHRASE").is_some()
         || !std::io::IsTerminal::is_terminal(&std::io::stdin())
     {
-        passphrase("")
-    } else {
-        crate::term::read_hidden(prompt)
+        return passphrase("");
+    }
+    loop {
+        let first = crate::term::read_hidden(prompt)?;
+        if first.is_empty() {
+            return Ok(first);
+        }
+        let again = crate::term::read_hidden("the same passphrase again: ")?;
+        if *again == *first {
+            return Ok(first);
+        }
+        eprintln!("the two passphrases differ; once more");
     }
 }
 

@@ -1,7 +1,9 @@
 //! What support-admin refuses: a control plane that altered the device's
 //! request (before any hub is launched), a device whose SSH host key is not
-//! the sealed one, a mistyped code, and an engineer without the support
-//! CA's certificate (the device refuses whatever they post).
+//! the sealed one, a mistyped code, an engineer without the support CA's
+//! certificate (the device refuses whatever they post), a certificate that
+//! is expired or only a viewer's (refused before anything is spent), and a
+//! second hub for a tunnel that has one.
 
 mod common;
 
@@ -220,7 +222,11 @@ fn an_engineer_without_the_support_cas_certificate_gets_nothing() {
     let out = rogue.run(&["approve", &code, "--provider", "local", "--wait", "30"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("the device may have refused"), "{err}");
+    assert!(
+        err.contains("the device refused the approval: ")
+            && err.contains("the approver's certificate is not from a pinned support CA"),
+        "the device's own reason, from the audit: {err}"
+    );
     assert_no_access_left(&id.support_user());
     let log =
         String::from_utf8_lossy(&lab.device.run(&["log", &id.to_string()]).stdout).to_string();
@@ -228,4 +234,106 @@ fn an_engineer_without_the_support_cas_certificate_gets_nothing() {
     // Its hub is collected as the ended tunnel's.
     ok(&rogue.run(&["gc"]));
     assert_eq!(relays_for(&id.to_string()), 0);
+}
+
+/// The control plane's state of tunnel `id`, as `show --json` prints it.
+fn state_of(eng: &Engineer, id: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&eng.run(&["show", id, "--json"]))).expect("json");
+    v["state"].as_str().expect("state").to_string()
+}
+
+#[test]
+fn an_expired_or_viewer_certificate_stops_at_the_pre_flight() {
+    let lab = Lab::new(&DeviceSettings::default());
+    let (id, code) = lab.device.request(&[]);
+    let id = id.to_string();
+
+    // alice's certificate (90 days) seen from 100 days on: expired.
+    let mut cmd = std::process::Command::new(sibling_bin("support-admin"));
+    cmd.arg("--home")
+        .arg(lab.eng.home.path())
+        .args(["approve", &code, "--provider", "local", "--yes"])
+        .env("SUPPORT_ADMIN_PASSPHRASE", "")
+        .stdin(std::process::Stdio::null());
+    support_testkit::world::with_fake_clock(&mut cmd, "+100d");
+    let out = cmd.output().expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("REFUSED before launching anything: your certificate expired at "),
+        "{err}"
+    );
+    assert!(err.contains("stays approvable"), "{err}");
+
+    // bob is enrolled and certified, but as a viewer.
+    let bob = Engineer::new(&lab.cp, None, "bob");
+    let cert = ok(&admin_in(
+        lab.ca.home.path(),
+        &["ca", "sign", "bob", &bob.approver_key, "--role", "viewer"],
+    ));
+    let file = bob.home.path().join("cert.txt");
+    std::fs::write(&file, cert.trim()).expect("cert");
+    ok(&bob.run(&["init", "--certificate", file.to_str().expect("utf-8")]));
+    let out = bob.run(&["approve", &code, "--provider", "local", "--yes"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("your certificate is for the Viewer role, which may not approve"),
+        "{err}"
+    );
+
+    // Nothing was spent: no hub, no approval; alice (now) approves.
+    assert_eq!(relays_for(&id), 0);
+    assert_eq!(state_of(&lab.eng, &id), "pending");
+    let out = lab
+        .eng
+        .run(&["approve", &code, "--provider", "local", "--yes"]);
+    assert_eq!(ok(&out).trim(), id);
+    assert_eq!(state_of(&lab.eng, &id), "connected");
+}
+
+#[test]
+fn a_second_approve_launches_no_second_hub() {
+    let mut lab = Lab::new(&DeviceSettings::default());
+    let (id, code) = lab.device.request(&[]);
+    let id = id.to_string();
+    // The device is down: the approval stays posted, its hub up.
+    lab.device.crash();
+    ok(&lab.eng.run(&[
+        "approve",
+        &code,
+        "--provider",
+        "local",
+        "--wait",
+        "0",
+        "--yes",
+    ]));
+    assert_eq!(state_of(&lab.eng, &id), "approved");
+    assert_eq!(relays_for(&id), 1);
+    let out = lab
+        .eng
+        .run(&["approve", &code, "--provider", "local", "--yes"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("already has your hub"), "{err}");
+    assert!(err.contains(&format!("support-admin wait {id}")), "{err}");
+    assert_eq!(relays_for(&id), 1, "still one hub");
+
+    // Another engineer cannot launch one either.
+    let carol = Engineer::new(&lab.cp, Some(&lab.ca), "carol");
+    let out = carol.run(&["approve", &code, "--provider", "local", "--yes"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("already approved (approval #1) by another engineer"),
+        "{err}"
+    );
+    assert_eq!(relays_for(&id), 1);
+
+    // The device comes back: `wait` sees it connect under the one approval.
+    lab.device.start_daemon(None);
+    let out = lab.eng.run(&["wait", &id, "--wait", "60"]);
+    assert_eq!(ok(&out).trim(), id);
+    assert_eq!(state_of(&lab.eng, &id), "connected");
 }

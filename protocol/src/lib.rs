@@ -49,6 +49,7 @@ pub mod one_time_code;
 pub mod request_tag;
 pub mod sealing;
 pub mod state;
+pub mod time_text;
 pub mod tunnel_keys;
 
 mod labels;

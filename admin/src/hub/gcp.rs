@@ -429,9 +429,16 @@ impl Provider for Gcp {
         "gcp"
     }
 
-    fn launch(&self, spec: &HubSpec, progress: &mut dyn FnMut(&str)) -> Result<Hub, String> {
-        progress("checking the hub firewall rule");
+    fn preflight(&self) -> Result<String, String> {
+        // Needs a token (the credentials work) and the rule infra/ made.
         self.check_firewall()?;
+        Ok(format!(
+            "a VM in project {} ({}); the hub firewall rule is in place",
+            self.s.project, self.s.zone
+        ))
+    }
+
+    fn launch(&self, spec: &HubSpec, progress: &mut dyn FnMut(&str)) -> Result<Hub, String> {
         progress("creating the hub VM");
         let (status, v) = self.request(
             "POST",

@@ -105,6 +105,21 @@ impl Provider for Local {
         "local"
     }
 
+    fn preflight(&self) -> Result<String, String> {
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::metadata(&self.relay) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(format!(
+                "a relay on this machine ({})",
+                self.relay.display()
+            )),
+            Ok(_) => Err(format!(
+                "{} is not an executable file",
+                self.relay.display()
+            )),
+            Err(e) => Err(format!("the relay {}: {e}", self.relay.display())),
+        }
+    }
+
     fn launch(&self, spec: &HubSpec, progress: &mut dyn FnMut(&str)) -> Result<Hub, String> {
         progress("starting support-relay on this machine");
         std::fs::create_dir_all(&self.log_dir).map_err(|e| e.to_string())?;

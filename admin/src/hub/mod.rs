@@ -35,6 +35,9 @@ pub struct Hub {
 pub trait Provider {
     /// "local", "gcp".
     fn name(&self) -> &'static str;
+    /// Checks, before anything is spent, that a hub could be launched
+    /// (binary, credentials, the firewall rule); says where it would run.
+    fn preflight(&self) -> Result<String, String>;
     /// Starts a hub; `progress` gets short status lines while it boots.
     fn launch(&self, spec: &HubSpec, progress: &mut dyn FnMut(&str)) -> Result<Hub, String>;
     /// Deletes a hub (idempotent: a hub already gone is fine).
