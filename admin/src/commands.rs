@@ -17,11 +17,13 @@ use crate::hub::local::Local;
 use crate::hub::Provider;
 use crate::records::{AdminTunnel, Records};
 use crate::settings::{parse_key, Dirs, Settings};
-use crate::{approve, ca, identity, secret_file, ssh};
+use crate::{approve, ca, identity, secret_file, ssh, ssh_config};
 use crate::{CaCommand, Cli, Command, ProviderArg, RoleArg, StateArg};
 
 struct Env {
     dirs: Dirs,
+    /// `--home`, passed on to the ProxyCommand of generated ssh configs.
+    home: Option<std::path::PathBuf>,
     settings: Settings,
     cli_url: Option<String>,
     cli_keys: Vec<String>,
@@ -78,6 +80,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
     let settings = Settings::load(&dirs)?;
     let env = Env {
         dirs,
+        home: cli.home.clone(),
         settings,
         cli_url: cli.control_plane,
         cli_keys: cli.control_plane_keys,
@@ -125,9 +128,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
                     yes,
                 },
             )?;
+            refresh_ssh_config(&env);
             println!("{}", rec.id);
             eprintln!(
-                "next: support-admin connect {id}   (or exec {id} -- CMD, forward {id} 8080:80, ssh-config {id})",
+                "next: support-admin connect {id}   (or exec {id} -- CMD, forward {id} 8080:80, ssh support-{id} after ssh-config --install)",
                 id = rec.id
             );
             Ok(ExitCode::SUCCESS)
@@ -162,10 +166,18 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(exit(code))
         }
         Command::Forward { id, spec } => forward(&env, &id, &spec),
-        Command::SshConfig { id, port } => ssh_config(&env, &id, port),
+        Command::SshConfig { id, port, install } => ssh_config(&env, id.as_deref(), port, install),
         Command::Proxy { id, port } => proxy(&env, &id, port),
-        Command::Stop { id } => stop(&env, &id),
-        Command::Gc => gc(&env),
+        Command::Stop { id } => {
+            let r = stop(&env, &id);
+            refresh_ssh_config(&env);
+            r
+        }
+        Command::Gc => {
+            let r = gc(&env);
+            refresh_ssh_config(&env);
+            r
+        }
     }
 }
 
@@ -501,48 +513,74 @@ fn proxy(env: &Env, id: &str, port: u16) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn ssh_config(env: &Env, id: &str, port: Option<u16>) -> Result<ExitCode, String> {
+fn ssh_config(
+    env: &Env,
+    id: Option<&str>,
+    port: Option<u16>,
+    install: bool,
+) -> Result<ExitCode, String> {
     let records = env.records();
-    let rec = records.load(id)?;
-    ssh::pinned_keys(&rec)?;
-    let dir = records.files(&rec.id);
-    let key = ssh::private_key(&rec)?
-        .to_openssh(russh::keys::ssh_key::LineEnding::LF)
-        .map_err(|e| e.to_string())?;
-    let key_path = dir.join("id_ed25519");
-    secret_file::write(&key_path, key.as_bytes(), 0o600)?;
-    let alias = format!("support-{}", rec.id);
-    let known: String = rec
-        .host_keys
-        .iter()
-        .map(|k| format!("{alias} {k}\n"))
-        .collect();
-    let known_path = dir.join("known_hosts");
-    secret_file::write(&known_path, known.as_bytes(), 0o600)?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let route = match port {
-        Some(p) => format!("    HostName 127.0.0.1\n    Port {p}\n"),
-        None => format!(
-            "    ProxyCommand {} --home {} proxy {} 22\n",
-            exe.display(),
-            env.dirs.config.display(),
-            rec.id
-        ),
+        Some(p) => ssh_config::Route::Port(p),
+        None => ssh_config::Route::Proxy {
+            exe: &exe,
+            home: env.home.as_deref(),
+        },
     };
-    println!(
-        "Host {alias}\n{route}    User {}\n    IdentityFile {}\n    IdentitiesOnly yes\n    UserKnownHostsFile {}\n    HostKeyAlias {alias}\n    StrictHostKeyChecking yes\n",
-        rec.user()?,
-        key_path.display(),
-        known_path.display()
-    );
-    if port.is_some() {
+    if install {
+        if id.is_some() || port.is_some() {
+            return Err(
+                "--install covers every tunnel through ProxyCommand: give no ID or --port".into(),
+            );
+        }
+        let n = ssh_config::write_generated(&env.dirs, &records, &route)?;
+        let generated = ssh_config::generated_path(&env.dirs);
+        let user_config = user_ssh_config()?;
+        let added = ssh_config::include_once(&user_config, &generated)?;
         eprintln!(
-            "(run `support-admin forward {} {}:22` alongside)",
-            rec.id,
-            port.unwrap_or(0)
+            "{} {} ({n} tunnel{} now; approve, stop and gc keep it current){}",
+            if added { "installed" } else { "updated" },
+            generated.display(),
+            if n == 1 { "" } else { "s" },
+            if added {
+                format!("; {} includes it", user_config.display())
+            } else {
+                String::new()
+            }
         );
+        eprintln!("then: ssh support-ID");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let id = id.ok_or("say which tunnel (ssh-config ID), or --install for all of them")?;
+    let rec = records.load(id)?;
+    print!("{}", ssh_config::block(&records, &rec, &route)?);
+    println!();
+    if let Some(p) = port {
+        eprintln!("(run `support-admin forward {} {p}:22` alongside)", rec.id);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `~/.ssh/config`, from HOME.
+fn user_ssh_config() -> Result<std::path::PathBuf, String> {
+    let home = std::env::var_os("HOME").ok_or("HOME is not set")?;
+    Ok(std::path::PathBuf::from(home).join(".ssh/config"))
+}
+
+/// Keeps the installed ssh config current after approve, stop and gc.
+fn refresh_ssh_config(env: &Env) {
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    ssh_config::refresh(
+        &env.dirs,
+        &env.records(),
+        &ssh_config::Route::Proxy {
+            exe: &exe,
+            home: env.home.as_deref(),
+        },
+    );
 }
 
 fn stop(env: &Env, id: &str) -> Result<ExitCode, String> {

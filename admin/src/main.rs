@@ -14,6 +14,7 @@ mod records;
 mod secret_file;
 mod settings;
 mod ssh;
+mod ssh_config;
 mod term;
 
 use std::path::PathBuf;
@@ -152,14 +153,20 @@ enum Command {
         /// LOCAL_PORT:DEVICE_PORT, or DEVICE_PORT alone, e.g. 8080:80 or 22.
         spec: String,
     },
-    /// Print an OpenSSH config block for this tunnel (key and pinned host key included).
+    /// Print an OpenSSH config block for this tunnel (key and pinned host
+    /// key included), or --install one file for all of them that
+    /// ~/.ssh/config includes; then `ssh support-ID` works.
     SshConfig {
-        /// Tunnel id (or unique prefix).
-        id: String,
+        /// Tunnel id (or unique prefix); not with --install.
+        id: Option<String>,
         /// Reach the device through `support-admin forward ID PORT:22` on this
         /// local port, instead of a ProxyCommand.
         #[arg(long)]
         port: Option<u16>,
+        /// Write every tunnel's block to one generated file (kept current by
+        /// approve, stop and gc) and include it from ~/.ssh/config, once.
+        #[arg(long)]
+        install: bool,
     },
     /// Relay stdin/stdout to a device port (used as ssh's ProxyCommand).
     Proxy {
