@@ -76,6 +76,15 @@ impl Env {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode, String> {
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "support-admin", &mut std::io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Man { dir } => return man_pages(dir),
+        _ => {}
+    }
     let dirs = Dirs::new(cli.home.as_deref())?;
     let settings = Settings::load(&dirs)?;
     let env = Env {
@@ -148,15 +157,15 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
             println!("{}", rec.id);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Connect { id } => {
+        Command::Connect { id } => own_failure((|| {
             let rec = env.records().load(&id)?;
             let code = block_on_peer(&rec, |peer, rec| async move {
                 let h = ssh::session(&rec, &peer).await?;
                 ssh::shell(&h).await
             })?;
             Ok(exit(code))
-        }
-        Command::Exec { id, command } => {
+        })()),
+        Command::Exec { id, command } => own_failure((|| {
             let rec = env.records().load(&id)?;
             let line = shell_join(&command);
             let code = block_on_peer(&rec, |peer, rec| async move {
@@ -164,7 +173,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
                 ssh::exec(&h, &line).await
             })?;
             Ok(exit(code))
-        }
+        })()),
         Command::Forward { id, spec } => forward(&env, &id, &spec),
         Command::SshConfig { id, port, install } => ssh_config(&env, id.as_deref(), port, install),
         Command::Proxy { id, port } => proxy(&env, &id, port),
@@ -178,7 +187,39 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
             refresh_ssh_config(&env);
             r
         }
+        Command::Completions { .. } | Command::Man { .. } => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// Writes support-admin.1 and support-admin-COMMAND.1 into `dir`.
+fn man_pages(dir: &std::path::Path) -> Result<ExitCode, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let write = |name: String, c: clap::Command| -> Result<(), String> {
+        let path = dir.join(format!("{name}.1"));
+        let mut out = Vec::new();
+        clap_mangen::Man::new(c)
+            .render(&mut out)
+            .map_err(|e| e.to_string())?;
+        std::fs::write(&path, out).map_err(|e| format!("{}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+        Ok(())
+    };
+    for sub in cmd.get_subcommands() {
+        let name = format!("support-admin-{}", sub.get_name());
+        write(name.clone(), sub.clone().name(name))?;
+    }
+    write("support-admin".into(), cmd)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `exec` and `connect` pass the remote command's status on; their own
+/// failures exit 255, as ssh's do, so a script can tell them apart.
+fn own_failure(r: Result<ExitCode, String>) -> Result<ExitCode, String> {
+    r.or_else(|e| {
+        eprintln!("support-admin: {e}");
+        Ok(ExitCode::from(255))
+    })
 }
 
 fn exit(code: u32) -> ExitCode {
@@ -345,16 +386,19 @@ fn list(env: &Env, state: Option<StateArg>, as_json: bool) -> Result<ExitCode, S
     } else if tunnels.is_empty() {
         println!("No tunnels.");
     } else {
+        let now = ca::now();
         println!(
-            "{:<16}  {:<9}  {:<20}  MODEL",
-            "TUNNEL", "STATE", "HOSTNAME"
+            "{:<16}  {:<9}  {:<20}  {:>8}  {:<21}  MODEL",
+            "TUNNEL", "STATE", "HOSTNAME", "AGE", "EXPIRES"
         );
         for t in &tunnels {
             println!(
-                "{:<16}  {:<9}  {:<20}  {}",
+                "{:<16}  {:<9}  {:<20}  {:>8}  {:<21}  {}",
                 t.tunnel_id,
                 format!("{:?}", t.state.kind()).to_lowercase(),
                 t.facts.hostname.as_str(),
+                age(now, t.created_at),
+                support_protocol::time_text::format(t.expires_at),
                 t.facts.model.as_str()
             );
         }
@@ -362,7 +406,6 @@ fn list(env: &Env, state: Option<StateArg>, as_json: bool) -> Result<ExitCode, S
     Ok(ExitCode::SUCCESS)
 }
 
-/// A full id: parsed, or completed from local records.
 /// The one-time code, asked on a terminal or read as a line from stdin.
 fn read_code() -> Result<String, String> {
     use std::io::{BufRead, IsTerminal, Write};
@@ -383,6 +426,7 @@ fn read_code() -> Result<String, String> {
     Ok(code)
 }
 
+/// A full id: parsed, or completed from local records.
 fn resolve(env: &Env, id: &str) -> Result<TunnelId, String> {
     if let Ok(t) = id.parse() {
         return Ok(t);
@@ -404,11 +448,36 @@ fn show(env: &Env, id: &str, as_json: bool) -> Result<ExitCode, String> {
     if as_json {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
+        let now = ca::now();
         for (k, val) in v.as_object().into_iter().flatten() {
-            println!("{k:<24} {}", val.to_string().trim_matches('"'));
+            let shown = match (k.as_str(), val) {
+                (_, serde_json::Value::Null) => "-".to_string(),
+                ("created_at", serde_json::Value::Number(n)) => {
+                    let t = n.as_u64().unwrap_or(0);
+                    format!(
+                        "{} ({} ago)",
+                        support_protocol::time_text::format(t),
+                        age(now, t)
+                    )
+                }
+                ("expires_at", serde_json::Value::Number(n)) => {
+                    support_protocol::time_text::format(n.as_u64().unwrap_or(0))
+                }
+                ("requested_duration_secs", serde_json::Value::Number(n)) => {
+                    support_protocol::duration_text::format(n.as_u64().unwrap_or(0))
+                }
+                (_, serde_json::Value::String(s)) => s.clone(),
+                (_, other) => other.to_string(),
+            };
+            println!("{k:<24} {shown}");
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long ago `t` was, roughly ("3h 05m").
+fn age(now: u64, t: u64) -> String {
+    support_protocol::duration_text::format(now.saturating_sub(t))
 }
 
 fn audit(env: &Env, id: Option<&str>, as_json: bool) -> Result<ExitCode, String> {
@@ -435,36 +504,93 @@ fn audit(env: &Env, id: Option<&str>, as_json: bool) -> Result<ExitCode, String>
         after = last;
     }
     if as_json {
-        let v: Vec<_> = rows
-            .iter()
-            .map(|r| {
-                json!({
-                    "seq": r.entry.seq,
-                    "at": r.entry.at,
-                    "actor": format!("{:?}", r.entry.actor),
-                    "tunnel": r.entry.tunnel_id.map(|t| t.to_string()),
-                    "action": format!("{:?}", r.entry.action),
-                    "hash": hex::encode(r.hash.0),
-                })
-            })
-            .collect();
+        let v: Vec<_> = rows.iter().map(audit_json).collect();
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
         for r in &rows {
             println!(
-                "{:>6}  {}  {:?}  {}  {:?}",
+                "{:>6}  {}  {:<16}  {:<16}  {}",
                 r.entry.seq,
-                r.entry.at,
-                r.entry.actor,
+                support_protocol::time_text::format(r.entry.at),
+                actor_text(&r.entry.actor),
                 r.entry
                     .tunnel_id
                     .map(|t| t.to_string())
                     .unwrap_or_else(|| "-".into()),
-                r.entry.action
+                action_text(&r.entry.action)
             );
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One audit record as `audit --json` prints it: tagged objects, the schema
+/// in admin/audit.schema.json.
+fn audit_json(r: &support_protocol::audit::AuditRecord) -> serde_json::Value {
+    use support_protocol::audit::{Actor, AuditAction};
+    use support_protocol::messages::StopReason;
+    let actor = match &r.entry.actor {
+        Actor::Admin(name) => json!({"kind": "admin", "name": name.as_str()}),
+        Actor::Device => json!({"kind": "device"}),
+        Actor::System => json!({"kind": "system"}),
+    };
+    let action = match &r.entry.action {
+        AuditAction::Requested => json!({"kind": "requested"}),
+        AuditAction::Approved(s) => json!({"kind": "approved", "approval": s.0}),
+        AuditAction::Connected(s) => json!({"kind": "connected", "approval": s.0}),
+        AuditAction::Stopped(reason) => {
+            let reason = match reason {
+                StopReason::Owner => json!({"kind": "owner"}),
+                StopReason::Admin => json!({"kind": "support"}),
+                StopReason::Expired => json!({"kind": "expired"}),
+                StopReason::Refused(t) => json!({"kind": "refused", "text": t.as_str()}),
+                StopReason::Failed(t) => json!({"kind": "failed", "text": t.as_str()}),
+            };
+            json!({"kind": "stopped", "reason": reason})
+        }
+        AuditAction::Expired => json!({"kind": "expired"}),
+        AuditAction::AdminAdded(n) => json!({"kind": "admin_added", "name": n.as_str()}),
+        AuditAction::AdminRemoved(n) => json!({"kind": "admin_removed", "name": n.as_str()}),
+    };
+    json!({
+        "seq": r.entry.seq,
+        "at": r.entry.at,
+        "actor": actor,
+        "tunnel": r.entry.tunnel_id.map(|t| t.to_string()),
+        "action": action,
+        "hash": hex::encode(r.hash.0),
+    })
+}
+
+fn actor_text(a: &support_protocol::audit::Actor) -> String {
+    use support_protocol::audit::Actor;
+    match a {
+        Actor::Admin(name) => name.as_str().to_string(),
+        Actor::Device => "(device)".into(),
+        Actor::System => "(control plane)".into(),
+    }
+}
+
+fn action_text(a: &support_protocol::audit::AuditAction) -> String {
+    use support_protocol::audit::AuditAction;
+    use support_protocol::messages::StopReason;
+    match a {
+        AuditAction::Requested => "requested".into(),
+        AuditAction::Approved(s) => format!("approved ({s})"),
+        AuditAction::Connected(s) => format!("connected ({s})"),
+        AuditAction::Stopped(StopReason::Owner) => "stopped by the owner".into(),
+        AuditAction::Stopped(StopReason::Admin) => "stopped by support".into(),
+        AuditAction::Stopped(StopReason::Expired) => "expired (device)".into(),
+        AuditAction::Stopped(StopReason::Refused(t)) => {
+            format!("refused by the device: {}", t.as_str())
+        }
+        AuditAction::Stopped(StopReason::Failed(t)) => {
+            format!("failed on the device: {}", t.as_str())
+        }
+        AuditAction::Expired => "expired".into(),
+        AuditAction::AdminAdded(n) => format!("admin {} enrolled", n.as_str()),
+        AuditAction::AdminRemoved(n) => format!("admin {} removed", n.as_str()),
+    }
 }
 
 fn forward(env: &Env, id: &str, spec: &str) -> Result<ExitCode, String> {

@@ -101,9 +101,11 @@ enum Command {
     ///
     /// Checks the code (a mistyped code is caught), fetches the request and
     /// verifies its tag (refuses, before launching anything, if the control
-    /// plane altered facts, keys, ports or duration), launches the hub,
-    /// posts the sealed and signed approval, and waits until the device
-    /// reports connected.
+    /// plane altered facts, keys, ports or duration), runs a pre-flight
+    /// (your certificate's dates and role, the hub provider), shows the
+    /// request and asks (on a terminal), launches the hub, posts the sealed
+    /// and signed approval, and waits until the device reports connected.
+    /// A tunnel that has a hub gets no second one.
     Approve {
         /// The code exactly as the owner sent it (dashes optional). Left
         /// out, it is asked for (or read from stdin), so it stays out of
@@ -174,6 +176,18 @@ enum Command {
         id: String,
         /// Device port.
         port: u16,
+    },
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
+    ///
+    /// bash: support-admin completions bash > ~/.local/share/bash-completion/completions/support-admin
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (support-admin.1 and one per command) into DIR.
+    Man {
+        /// Where to write them.
+        dir: PathBuf,
     },
     /// Stop a tunnel: the device tears down, the hub is deleted, local secrets wiped.
     Stop {

@@ -5,6 +5,7 @@
 
 pub mod discovery;
 pub mod fake_gcp;
+pub mod schema;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
