@@ -9,15 +9,14 @@ use support_protocol::certificate::Role;
 use support_protocol::messages::admin::{AuditQuery, TunnelSummary};
 use support_protocol::messages::{AdminRequest, AdminResponse, TunnelStateKind};
 use support_protocol::TunnelId;
-use support_tunnel::{Engine, EngineHandle};
 
 use crate::control::ControlPlane;
 use crate::hub::gcp::Gcp;
 use crate::hub::local::Local;
 use crate::hub::Provider;
-use crate::records::{AdminTunnel, Records};
+use crate::records::Records;
 use crate::settings::{parse_key, Dirs, Settings};
-use crate::{approve, ca, identity, secret_file, ssh, ssh_config};
+use crate::{approve, ca, identity, secret_file, session, ssh, ssh_config};
 use crate::{CaCommand, Cli, Command, ProviderArg, RoleArg, StateArg};
 
 struct Env {
@@ -71,6 +70,36 @@ impl Env {
 
     fn records(&self) -> Records {
         Records::new(&self.dirs)
+    }
+
+    /// Starts or finds tunnels' sessions (as this program, with this `--home`).
+    fn launcher(&self) -> Result<session::Launcher, String> {
+        let idle = std::env::var("SUPPORT_ADMIN_SESSION_IDLE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(session::DEFAULT_IDLE);
+        Ok(session::Launcher {
+            exe: std::env::current_exe().map_err(|e| e.to_string())?,
+            home: self.home.clone(),
+            idle,
+            owner: crate::hub::local::owner_tag(&self.dirs.data),
+        })
+    }
+
+    /// Runs `f` on a small tokio runtime.
+    fn block_on<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, String>>,
+    ) -> Result<T, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let r = rt.block_on(f);
+        // A read of local stdin may still block in tokio's pool: do not wait for it.
+        rt.shutdown_background();
+        r
     }
 }
 
@@ -159,8 +188,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
         }
         Command::Connect { id } => own_failure((|| {
             let rec = env.records().load(&id)?;
-            let code = block_on_peer(&rec, |peer, rec| async move {
-                let h = ssh::session(&rec, &peer).await?;
+            let code = env.block_on(async {
+                let stream = env.launcher()?.open(&env.records(), &rec, 22).await?;
+                let h = ssh::session(&rec, stream).await?;
                 ssh::shell(&h).await
             })?;
             Ok(exit(code))
@@ -168,13 +198,36 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Exec { id, command } => own_failure((|| {
             let rec = env.records().load(&id)?;
             let line = shell_join(&command);
-            let code = block_on_peer(&rec, |peer, rec| async move {
-                let h = ssh::session(&rec, &peer).await?;
+            let code = env.block_on(async {
+                let stream = env.launcher()?.open(&env.records(), &rec, 22).await?;
+                let h = ssh::session(&rec, stream).await?;
                 ssh::exec(&h, &line).await
             })?;
             Ok(exit(code))
         })()),
-        Command::Forward { id, spec } => forward(&env, &id, &spec),
+        Command::Up { id, idle } => {
+            let records = env.records();
+            let rec = records.load(&id)?;
+            let launcher = session::Launcher {
+                idle: Duration::from_secs(idle),
+                ..env.launcher()?
+            };
+            let started = launcher.ensure(&records, &rec)?;
+            eprintln!(
+                "{} {}: connect, exec, forward and ssh share it; it ends {} s after the last one detaches, at stop, or at expiry",
+                if started { "session started for" } else { "a session already runs for" },
+                rec.id,
+                idle
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Session { id, idle } => {
+            let records = env.records();
+            let rec = records.load(&id)?;
+            session::serve(&records, &rec, Duration::from_secs(idle))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Forward { id, specs } => forward(&env, &id, &specs),
         Command::SshConfig { id, port, install } => ssh_config(&env, id.as_deref(), port, install),
         Command::Proxy { id, port } => proxy(&env, &id, port),
         Command::Stop { id } => {
@@ -245,30 +298,6 @@ fn shell_join(args: &[String]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-fn start_peer(rec: &AdminTunnel) -> Result<EngineHandle, String> {
-    let (peer, _thread) = Engine::spawn(rec.engine_config()?, None)
-        .map_err(|e| format!("cannot start the WireGuard peer: {e}"))?;
-    Ok(peer)
-}
-
-/// Runs `f` with the admin peer up, on a small tokio runtime.
-fn block_on_peer<F, Fut>(rec: &AdminTunnel, f: F) -> Result<u32, String>
-where
-    F: FnOnce(EngineHandle, AdminTunnel) -> Fut,
-    Fut: std::future::Future<Output = Result<u32, String>>,
-{
-    let peer = start_peer(rec)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let r = rt.block_on(f(peer.clone(), rec.clone()));
-    peer.shutdown();
-    // A read of local stdin may still block in tokio's pool: do not wait for it.
-    rt.shutdown_background();
-    r
 }
 
 fn ca_command(env: &Env, c: CaCommand) -> Result<ExitCode, String> {
@@ -593,48 +622,72 @@ fn action_text(a: &support_protocol::audit::AuditAction) -> String {
     }
 }
 
-fn forward(env: &Env, id: &str, spec: &str) -> Result<ExitCode, String> {
-    let (local, remote) = match spec.split_once(':') {
-        Some((l, r)) => (l.parse::<u16>(), r.parse::<u16>()),
-        None => (Ok(0), spec.parse::<u16>()),
-    };
-    let (Ok(local), Ok(remote)) = (local, remote) else {
-        return Err(format!(
-            "'{spec}' is not [LOCAL_PORT:]DEVICE_PORT, e.g. 8080:80"
-        ));
-    };
-    let rec = env.records().load(id)?;
-    let peer = start_peer(&rec)?;
-    let addr = peer
-        .forward_local(([127, 0, 0, 1], local).into(), remote)
-        .map_err(|e| format!("cannot listen on 127.0.0.1:{local}: {e}"))?;
-    // The address alone on stdout, for scripts; the explanation on stderr.
-    println!("{addr}");
-    eprintln!(
-        "forwarding {addr} -> device {} port {remote} over the tunnel; Ctrl-C stops",
-        rec.id
-    );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    rt.block_on(async {
+fn forward(env: &Env, id: &str, specs: &[String]) -> Result<ExitCode, String> {
+    let mut pairs = Vec::new();
+    for spec in specs {
+        let (local, remote) = match spec.split_once(':') {
+            Some((l, r)) => (l.parse::<u16>(), r.parse::<u16>()),
+            None => (Ok(0), spec.parse::<u16>()),
+        };
+        let (Ok(local), Ok(remote)) = (local, remote) else {
+            return Err(format!(
+                "'{spec}' is not [LOCAL_PORT:]DEVICE_PORT, e.g. 8080:80"
+            ));
+        };
+        pairs.push((local, remote));
+    }
+    let records = env.records();
+    let rec = records.load(id)?;
+    let launcher = std::sync::Arc::new(env.launcher()?);
+    launcher.ensure(&records, &rec)?;
+    env.block_on(async {
+        let mut listeners = Vec::new();
+        for (local, remote) in pairs {
+            let l = tokio::net::TcpListener::bind(("127.0.0.1", local))
+                .await
+                .map_err(|e| format!("cannot listen on 127.0.0.1:{local}: {e}"))?;
+            let addr = l.local_addr().map_err(|e| e.to_string())?;
+            // The address alone on stdout, for scripts; the explanation on stderr.
+            println!("{addr}");
+            eprintln!(
+                "forwarding {addr} -> device {} port {remote} over the tunnel's session",
+                rec.id
+            );
+            listeners.push((l, remote));
+        }
+        eprintln!("Ctrl-C stops");
+        let records = std::sync::Arc::new(env.records());
+        let rec = std::sync::Arc::new(rec.clone());
+        for (l, remote) in listeners {
+            let (launcher, records, rec) = (launcher.clone(), records.clone(), rec.clone());
+            tokio::spawn(async move {
+                while let Ok((mut tcp, _)) = l.accept().await {
+                    let (launcher, records, rec) = (launcher.clone(), records.clone(), rec.clone());
+                    tokio::spawn(async move {
+                        match launcher.open(&records, &rec, remote).await {
+                            Ok(mut s) => {
+                                let _ = tokio::io::copy_bidirectional(&mut tcp, &mut s).await;
+                            }
+                            Err(e) => eprintln!("support-admin: forward to port {remote}: {e}"),
+                        }
+                    });
+                }
+            });
+        }
         let _ = tokio::signal::ctrl_c().await;
-    });
-    peer.shutdown();
+        Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn proxy(env: &Env, id: &str, port: u16) -> Result<ExitCode, String> {
-    let rec = env.records().load(id)?;
-    block_on_peer(&rec, |peer, _| async move {
-        let mut stream = peer
-            .open(port)
-            .await
-            .map_err(|e| format!("cannot open the tunnel: {e}"))?;
+    let records = env.records();
+    let rec = records.load(id)?;
+    env.block_on(async {
+        let mut stream = env.launcher()?.open(&records, &rec, port).await?;
         let mut stdio = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
         let _ = tokio::io::copy_bidirectional(&mut stream, &mut stdio).await;
-        Ok(0)
+        Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -726,6 +779,7 @@ fn stop(env: &Env, id: &str) -> Result<ExitCode, String> {
     if let Some(r) = rec {
         env.provider(&r.hub.provider)?.delete(&r.hub.handle)?;
         eprintln!("hub {} ({}) deleted", r.hub.handle, r.hub.provider);
+        session::quit(&records, &r.id);
         records.wipe(&r.id);
         eprintln!("local secrets of {tunnel} wiped");
     }
@@ -750,6 +804,7 @@ fn gc(env: &Env) -> Result<ExitCode, String> {
         if let Ok(p) = env.provider(&rec.hub.provider) {
             p.delete(&rec.hub.handle)?;
         }
+        session::quit(&records, &id);
         records.wipe(&id);
         eprintln!(
             "tunnel {id} has ended: hub {} deleted, secrets wiped",

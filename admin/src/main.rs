@@ -12,6 +12,7 @@ mod identity;
 mod progress;
 mod records;
 mod secret_file;
+mod session;
 mod settings;
 mod ssh;
 mod ssh_config;
@@ -152,8 +153,28 @@ enum Command {
     Forward {
         /// Tunnel id (or unique prefix).
         id: String,
-        /// LOCAL_PORT:DEVICE_PORT, or DEVICE_PORT alone, e.g. 8080:80 or 22.
-        spec: String,
+        /// LOCAL_PORT:DEVICE_PORT, or DEVICE_PORT alone, e.g. 8080:80 or 22;
+        /// several at once: forward ID 8080:80 2222:22.
+        #[arg(required = true, value_name = "SPEC")]
+        specs: Vec<String>,
+    },
+    /// Start the tunnel's session now: the one WireGuard peer that connect,
+    /// exec, forward and ssh share (the first of them starts it otherwise).
+    Up {
+        /// Tunnel id (or unique prefix).
+        id: String,
+        /// End the session this many seconds after the last tool detaches.
+        #[arg(long, default_value = "300", value_name = "SECS")]
+        idle: u64,
+    },
+    /// The session process itself (started by `up` and the other commands).
+    #[command(hide = true)]
+    Session {
+        /// Tunnel id.
+        id: String,
+        /// Seconds without clients before it ends.
+        #[arg(long, default_value = "300")]
+        idle: u64,
     },
     /// Print an OpenSSH config block for this tunnel (key and pinned host
     /// key included), or --install one file for all of them that

@@ -155,7 +155,8 @@ impl Records {
         }
     }
 
-    fn path(&self, id: &str) -> PathBuf {
+    /// The record file of tunnel `id` (full id).
+    pub fn path(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.json"))
     }
 

@@ -10,7 +10,6 @@ use russh::client::{self, Handle};
 use russh::keys::ssh_key::private::Ed25519Keypair;
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::ChannelMsg;
-use support_tunnel::EngineHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::records::AdminTunnel;
@@ -65,17 +64,17 @@ pub fn pinned_keys(rec: &AdminTunnel) -> Result<Vec<PublicKey>, String> {
     Ok(keys)
 }
 
-/// Opens an authenticated SSH session to the device's port 22.
-pub async fn session(rec: &AdminTunnel, peer: &EngineHandle) -> Result<Handle<Pinned>, String> {
+/// Opens an authenticated SSH session over `stream` (a connection to the
+/// device's port 22 through the tunnel).
+pub async fn session<S>(rec: &AdminTunnel, stream: S) -> Result<Handle<Pinned>, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let mismatch = Arc::new(AtomicBool::new(false));
     let handler = Pinned {
         keys: pinned_keys(rec)?,
         mismatch: mismatch.clone(),
     };
-    let stream = peer
-        .open(22)
-        .await
-        .map_err(|e| format!("cannot open the tunnel: {e}"))?;
     let config = Arc::new(client::Config {
         inactivity_timeout: None,
         keepalive_interval: Some(Duration::from_secs(15)),

@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::tmux::Tmux;
 use common::*;
 
 #[test]
@@ -165,7 +166,12 @@ fn approve_exec_forward_connect_stop_and_gc_leave_nothing() {
     let list = ok(&lab.eng.run(&["list", "--json"]));
     assert!(list.contains(&id) && list.contains("\"stopped\""), "{list}");
     let audit = ok(&lab.eng.run(&["audit", &id]));
-    for what in ["Requested", "Approved", "Connected", "Stopped"] {
+    for what in [
+        "requested",
+        "approved (#1)",
+        "connected (#1)",
+        "stopped by support",
+    ] {
         assert!(audit.contains(what), "{what}: {audit}");
     }
 }
@@ -190,85 +196,6 @@ fn relay_owned_by(owner: &str, tunnel: &str) -> std::process::Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("relay")
-}
-
-/// A tmux session on its own server socket, killed on drop.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn new(command: &str) -> Tmux {
-        let socket = format!("admin-test-{}", std::process::id());
-        let st = Command::new("tmux")
-            .args([
-                "-L",
-                &socket,
-                "new-session",
-                "-d",
-                "-x",
-                "100",
-                "-y",
-                "30",
-                command,
-            ])
-            .env("TERM", "xterm")
-            .status()
-            .expect("tmux");
-        assert!(st.success());
-        Tmux { socket }
-    }
-
-    fn screen(&self) -> String {
-        let out = Command::new("tmux")
-            .args(["-L", &self.socket, "capture-pane", "-p", "-S", "-100"])
-            .output()
-            .expect("tmux");
-        String::from_utf8_lossy(&out.stdout).to_string()
-    }
-
-    fn wait_for_text(&self, text: &str, timeout: Duration) {
-        let deadline = std::time::Instant::now() + timeout;
-        while std::time::Instant::now() < deadline {
-            if self.screen().contains(text) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("{text:?} never appeared; the screen:\n{}", self.screen());
-    }
-
-    fn keys(&self, line: &str) {
-        let st = Command::new("tmux")
-            .args(["-L", &self.socket, "send-keys", line, "Enter"])
-            .status()
-            .expect("tmux");
-        assert!(st.success());
-    }
-
-    fn resize(&self, cols: u16, rows: u16) {
-        let st = Command::new("tmux")
-            .args([
-                "-L",
-                &self.socket,
-                "resize-window",
-                "-x",
-                &cols.to_string(),
-                "-y",
-                &rows.to_string(),
-            ])
-            .status()
-            .expect("tmux");
-        assert!(st.success());
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
-            .status();
-    }
 }
 
 #[allow(dead_code)]

@@ -150,7 +150,8 @@ impl Sshd {
             format!(
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}/sshd.pid\n\
                  UsePAM yes\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                 PubkeyAuthentication yes\nStrictModes yes\nLogLevel VERBOSE\n",
+                 PubkeyAuthentication yes\nStrictModes yes\nLogLevel VERBOSE\n\
+                 Subsystem sftp internal-sftp\n",
                 key.display(),
                 dir.path().display()
             ),

@@ -123,6 +123,8 @@ enum Command {
     Listen {
         listener: std::net::TcpListener,
         remote_port: u16,
+        /// Closed after its first connection (`open`).
+        once: bool,
     },
     Shutdown,
 }
@@ -140,6 +142,10 @@ impl EngineHandle {
     /// Admin role: listens on `local` (e.g. 127.0.0.1:0) and forwards each
     /// accepted connection to `remote_port` on the device. Returns the bound address.
     pub fn forward_local(&self, local: SocketAddr, remote_port: u16) -> io::Result<SocketAddr> {
+        self.listen(local, remote_port, false)
+    }
+
+    fn listen(&self, local: SocketAddr, remote_port: u16, once: bool) -> io::Result<SocketAddr> {
         let listener = std::net::TcpListener::bind(local)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -147,6 +153,7 @@ impl EngineHandle {
             .send(Command::Listen {
                 listener,
                 remote_port,
+                once,
             })
             .map_err(|_| {
                 io::Error::new(io::ErrorKind::BrokenPipe, "the tunnel engine has stopped")
@@ -161,7 +168,7 @@ impl EngineHandle {
     /// after its one connection).
     #[cfg(feature = "tokio")]
     pub async fn open(&self, remote_port: u16) -> io::Result<tokio::net::TcpStream> {
-        let addr = self.forward_local(SocketAddr::from(([127, 0, 0, 1], 0)), remote_port)?;
+        let addr = self.listen(SocketAddr::from(([127, 0, 0, 1], 0)), remote_port, true)?;
         tokio::net::TcpStream::connect(addr).await
     }
 
@@ -188,6 +195,7 @@ struct Conn {
 struct Listener {
     listener: TcpListener,
     remote_port: u16,
+    once: bool,
 }
 
 /// A running peer.
@@ -391,6 +399,7 @@ impl Engine {
                     Command::Listen {
                         listener,
                         remote_port,
+                        once,
                     } => {
                         let mut l = TcpListener::from_std(listener);
                         let t = Token(self.next_listener);
@@ -403,6 +412,7 @@ impl Engine {
                             Listener {
                                 listener: l,
                                 remote_port,
+                                once,
                             },
                         );
                     }
@@ -545,9 +555,21 @@ impl Engine {
     /// Admin role: local clients become tunnel connections to the device.
     fn accept_local(&mut self) -> bool {
         let mut accepted = Vec::new();
-        for l in self.listeners.values() {
+        let mut spent = Vec::new();
+        for (t, l) in self.listeners.iter() {
             while let Ok((s, _)) = l.listener.accept() {
                 accepted.push((s, l.remote_port));
+                if l.once {
+                    // `open`'s listener: one connection, then gone (each
+                    // listener costs an accept call on every turn).
+                    spent.push(*t);
+                    break;
+                }
+            }
+        }
+        for t in spent {
+            if let Some(mut l) = self.listeners.remove(&t) {
+                let _ = self.poll.registry().deregister(&mut l.listener);
             }
         }
         let any = !accepted.is_empty();

@@ -6,6 +6,7 @@
 pub mod discovery;
 pub mod fake_gcp;
 pub mod schema;
+pub mod tmux;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
