@@ -111,6 +111,21 @@ fn exec_exits_255_for_its_own_failures_and_with_the_remote_status_otherwise() {
         Some(255),
         "a stopped tunnel: the tool failed"
     );
+    let user = id
+        .parse::<support_protocol::TunnelId>()
+        .expect("id")
+        .support_user();
+    let gone = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while user_exists(&user) && std::time::Instant::now() < gone {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        !user_exists(&user),
+        "the device removed the user after the stop; it said:\n{}\n{}",
+        lab.device.daemon_stderr(),
+        String::from_utf8_lossy(&lab.device.run(&["log", &id]).stdout)
+    );
+    assert_no_access_left(&user);
 }
 
 #[test]

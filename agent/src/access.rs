@@ -14,7 +14,8 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::io::Read as _;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -104,20 +105,46 @@ pub fn ensure_group(group: &str) -> Result<u32, String> {
 }
 
 fn run(program: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
+    // The tool's messages go to a file, not a pipe: if the agent dies while
+    // userdel runs, a warning written to a pipe nobody reads any more
+    // (SIGPIPE) would kill userdel after it removed the home but before it
+    // wrote /etc/passwd, leaving an account without a home.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let path = std::env::temp_dir().join(format!(
+        ".support-agent-{}-{}.err",
+        std::process::id(),
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("cannot run {program}: {}: {e}", path.display()))?;
+    let _ = fs::remove_file(&path);
+    let err = file
+        .try_clone()
         .map_err(|e| format!("cannot run {program}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{program} {} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+    let status = Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(err)
+        .status()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if status.success() {
+        return Ok(());
     }
+    let mut said = String::new();
+    let mut file = file;
+    let _ = std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0));
+    let _ = (&mut file).take(4096).read_to_string(&mut said);
+    Err(format!(
+        "{program} {} failed ({status}): {}",
+        args.join(" "),
+        said.trim()
+    ))
 }
 
 /// What identifies this agent's users: `support-tunnel <instance> <tunnel id>`.
