@@ -126,6 +126,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
         Command::Ca(c) => ca_command(&env, c),
         Command::Init { certificate } => init(&env, certificate.as_deref()),
+        Command::Status => status(&env),
         Command::List { state, json } => list(&env, state, json),
         Command::Show { id, json } => show(&env, &id, json),
         Command::Audit { id, json } => audit(&env, id.as_deref(), json),
@@ -502,6 +503,114 @@ fn show(env: &Env, id: &str, as_json: bool) -> Result<ExitCode, String> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `support-admin status`: every line says what is fine or what to do.
+fn status(env: &Env) -> Result<ExitCode, String> {
+    let now = ca::now();
+    let key_path = env.dirs.config.join("identity.key");
+    match std::fs::read(&key_path) {
+        Ok(b) => println!(
+            "identity     {} ({})",
+            key_path.display(),
+            if secret_file::is_sealed(&b) {
+                "sealed with a passphrase"
+            } else {
+                "NOT sealed: anyone who reads this file can act as you"
+            }
+        ),
+        Err(_) => {
+            println!("identity     none: run support-admin init");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    let mut fine = true;
+    match identity::certificate(&env.dirs)? {
+        Some(c) => {
+            let left = c.body.not_after.saturating_sub(now);
+            let warn = if c.body.not_after < now {
+                fine = false;
+                "  EXPIRED: ask the support CA for a new one".to_string()
+            } else if left < 14 * 86400 {
+                format!(
+                    "  expires in {}: ask the support CA for a new one soon",
+                    support_protocol::duration_text::format(left)
+                )
+            } else {
+                String::new()
+            };
+            println!(
+                "certificate  {}, {:?}, serial {}, valid until {}{warn}",
+                c.body.name.as_str(),
+                c.body.role,
+                c.body.serial,
+                support_protocol::time_text::format(c.body.not_after)
+            );
+        }
+        None => {
+            fine = false;
+            println!("certificate  none: send your approver key to the support CA, then init --certificate FILE");
+        }
+    }
+    let tunnels = match env.control_plane().and_then(|cp| cp.list_all(None)) {
+        Ok(t) => {
+            println!(
+                "control plane {} reached with its pinned key ({} tunnels)",
+                env.cli_url
+                    .clone()
+                    .or_else(|| env.settings.control_plane.clone())
+                    .unwrap_or_default(),
+                t.len()
+            );
+            t
+        }
+        Err(e) => {
+            fine = false;
+            println!("control plane NOT reached: {e}");
+            Vec::new()
+        }
+    };
+    let name = env
+        .settings
+        .provider
+        .clone()
+        .unwrap_or_else(|| "local".into());
+    match env.provider(&name).and_then(|p| p.preflight()) {
+        Ok(place) => println!("provider     {name}: {place}"),
+        Err(e) => {
+            fine = false;
+            println!("provider     {name}: NOT ready: {e}");
+        }
+    }
+    let records = env.records();
+    let ids = records.ids();
+    if ids.is_empty() {
+        println!("tunnels      none on this machine");
+    }
+    for id in ids {
+        let state = tunnels
+            .iter()
+            .find(|t| t.tunnel_id.to_string() == id)
+            .map(|t| {
+                format!(
+                    "{}, expires {}",
+                    format!("{:?}", t.state.kind()).to_lowercase(),
+                    support_protocol::time_text::format(t.expires_at)
+                )
+            })
+            .unwrap_or_else(|| "unknown to the control plane".into());
+        let session =
+            std::os::unix::net::UnixStream::connect(session::socket_path(&records, &id)).is_ok();
+        println!(
+            "tunnel       {id}: {state}{}",
+            if session { "; session running" } else { "" }
+        );
+    }
+    Ok(if fine {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// How long ago `t` was, roughly ("3h 05m").

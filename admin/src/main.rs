@@ -73,6 +73,10 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         certificate: Option<String>,
     },
+    /// Who you are here: your keys, certificate (and when it expires), the
+    /// control plane (reached with its pinned key?), the hub provider, and
+    /// the tunnels this machine holds.
+    Status,
     /// List tunnels known to the control plane.
     List {
         /// Only tunnels in this state.

@@ -152,3 +152,30 @@ fn completions_and_man_pages() {
     assert!(page.contains("pre\\-flight"), "{page}");
     assert!(dir.path().join("support-admin.1").exists());
 }
+
+#[test]
+fn status_says_who_you_are_and_what_is_not_ready() {
+    let lab = Lab::new(&DeviceSettings::default());
+    let (id, _) = lab.approve(&[], &["--yes"]);
+    ok(&lab.eng.run(&["exec", &id, "--", "true"]));
+    let out = lab.eng.run(&["status"]);
+    let text = ok(&out);
+    for want in [
+        "NOT sealed",
+        "certificate  alice, Approver, serial",
+        "reached with its pinned key",
+        "provider     local: a relay on this machine",
+        &format!("tunnel       {id}: connected, expires "),
+        "session running",
+    ] {
+        assert!(text.contains(want), "{want:?} in\n{text}");
+    }
+    // An engineer who is not certified, with a wrong control-plane key.
+    let bob = Engineer::new(&lab.cp, None, "bob");
+    let out = bob.run(&["status", "--control-plane-key", &"ab".repeat(32)]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("certificate  none"), "{text}");
+    assert!(text.contains("control plane NOT reached"), "{text}");
+    ok(&lab.eng.run(&["stop", &id]));
+}
