@@ -1,20 +1,17 @@
 #!/usr/bin/env bash
-# What the armv7 agent's size is made of, by crate: builds the release
-# profile with symbols kept (profile release-symbols: the same code, not
-# stripped) and sums symbol sizes by the crate in each symbol's path.
-# Symbols without a Rust path are glibc/libgcc (static) or compiler helpers.
+# What the armv7 agent's size is made of, by crate: builds it exactly as
+# cross/build-armv7.sh does (static musl, size-built std) but with the
+# release-symbols profile (the same code, not stripped) and sums symbol sizes
+# by the crate in each symbol's path. Symbols without a Rust path are musl's
+# libc, libgcc or compiler helpers.
 #
 #   cross/footprint.sh      (after cross/build-armv7.sh has set things up)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-triple=armv7-unknown-linux-gnueabihf
-target_dir=${CARGO_TARGET_DIR:-$PWD/target}/rust-1.85
-RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=$target_dir \
-CC_armv7_unknown_linux_gnueabihf=arm-linux-gnueabihf-gcc \
-CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_LINKER=arm-linux-gnueabihf-gcc \
-CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_RUSTFLAGS="-C target-feature=+crt-static" \
-  cargo build --locked --profile release-symbols -p support-agent --target "$triple" >&2
-bin=$target_dir/$triple/release-symbols/support-agent
+# shellcheck source=cross/armv7-musl.sh
+. cross/armv7-musl.sh
+armv7_cargo build --profile release-symbols -p support-agent >&2
+bin=$armv7_target_dir/$ARMV7_TRIPLE/release-symbols/support-agent
 arm-linux-gnueabihf-size "$bin" >&2
 arm-linux-gnueabihf-nm -C -S --size-sort "$bin" | python3 -c '
 import re, sys, collections
@@ -28,7 +25,7 @@ for line in sys.stdin:
     if name.startswith("impl "):
         name = name[5:]
     m = re.match(r"([A-Za-z_][A-Za-z0-9_]*)::", name)
-    crate = m.group(1) if m else "(C: glibc, libgcc, compiler helpers)"
+    crate = m.group(1) if m else "(C: musl libc, libgcc, compiler helpers)"
     if crate in ("core", "alloc", "std", "compiler_builtins", "hashbrown", "std_detect", "memchr", "addr2line", "gimli", "miniz_oxide", "object", "rustc_demangle", "adler2"):
         crate = "(Rust std, core, alloc)"
     sizes[crate] += size
