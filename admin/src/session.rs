@@ -12,9 +12,8 @@
 //! has been attached for its idle time, at the tunnel's expiry, or when
 //! the tunnel's record is wiped (stop, gc).
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,36 +63,26 @@ impl Launcher {
         if let Some(h) = &self.home {
             cmd.arg("--home").arg(h);
         }
-        let mut child = cmd
-            .args([
+        let (mut child, line) = crate::hub::spawn_and_read_line(
+            cmd.args([
                 "session",
                 &rec.id,
                 "--idle",
                 &self.idle.as_secs().to_string(),
             ])
             .env("SUPPORT_HUB_OWNER", &self.owner)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(err)
-            // Its own process group: a Ctrl-C in this terminal does not end it.
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("cannot start the tunnel's session: {e}"))?;
-        let stdout = child.stdout.take().ok_or("no session stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
-            let _ = tx.send(line);
-        });
-        match rx.recv_timeout(START_TIMEOUT) {
-            Ok(line) if line.trim() == "ready" => Ok(true),
+            .stderr(err),
+            START_TIMEOUT,
+        )
+        .map_err(|e| format!("cannot start the tunnel's session: {e}"))?;
+        match line {
+            Some(line) if line.trim() == "ready" => Ok(true),
             other => {
                 let _ = child.kill();
                 let said = std::fs::read_to_string(&log).unwrap_or_default();
                 Err(format!(
                     "the tunnel's session did not start{}: {}",
-                    if other.is_err() { " in time" } else { "" },
+                    if other.is_none() { " in time" } else { "" },
                     said.trim()
                 ))
             }

@@ -102,17 +102,7 @@ fn scp(cfg: &str, id: &str, file: &std::path::Path, name: &str) -> f64 {
 
 /// The sessions (background peers) of `id` on this machine.
 fn sessions_of(id: &str) -> usize {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-            args.windows(2)
-                .any(|w| w[0] == b"session" && w[1] == id.as_bytes())
-        })
-        .count()
+    processes(|args| args.windows(2).any(|w| w[0] == "session" && w[1] == id))
 }
 
 #[test]

@@ -5,10 +5,8 @@
 //! dir) in its environment, so one engineer's gc never touches relays of
 //! another home or another control plane on the same machine.
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use support_protocol::TunnelId;
@@ -125,30 +123,19 @@ impl Provider for Local {
         std::fs::create_dir_all(&self.log_dir).map_err(|e| e.to_string())?;
         let log = std::fs::File::create(self.log_dir.join(format!("relay-{}.log", spec.tunnel_id)))
             .map_err(|e| e.to_string())?;
-        let mut child = Command::new(&self.relay)
-            .args(["--device-key", &b64(&spec.device_key)])
-            .args(["--admin-key", &b64(&spec.admin_key)])
-            .args(["--lifetime", &spec.lifetime_secs.to_string()])
-            .args(["--listen", &self.listen])
-            .args(["--tunnel", &spec.tunnel_id.to_string()])
-            .env("SUPPORT_HUB_OWNER", &self.owner)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            // Its own process group: a Ctrl-C in this terminal does not end the hub.
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", self.relay.display()))?;
-        let stdout = child.stdout.take().ok_or("no relay stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(10))
-            .map_err(|_| "support-relay did not start within 10 s".to_string())?;
+        let (child, line) = super::spawn_and_read_line(
+            Command::new(&self.relay)
+                .args(["--device-key", &b64(&spec.device_key)])
+                .args(["--admin-key", &b64(&spec.admin_key)])
+                .args(["--lifetime", &spec.lifetime_secs.to_string()])
+                .args(["--listen", &self.listen])
+                .args(["--tunnel", &spec.tunnel_id.to_string()])
+                .env("SUPPORT_HUB_OWNER", &self.owner)
+                .stderr(log),
+            Duration::from_secs(10),
+        )
+        .map_err(|e| format!("cannot start {}: {e}", self.relay.display()))?;
+        let line = line.ok_or("support-relay did not start within 10 s")?;
         let endpoint = line
             .trim()
             .strip_prefix("relaying on ")

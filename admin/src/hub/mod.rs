@@ -46,6 +46,31 @@ pub trait Provider {
     fn list(&self) -> Result<Vec<(TunnelId, String)>, String>;
 }
 
+/// Starts `cmd` in the background (its own process group, so a Ctrl-C in
+/// this terminal does not end it; stdin closed, stdout a pipe) and waits up
+/// to `timeout` for the first line it prints: how a relay says where it
+/// listens and a session that it is ready. `None` when none came in time.
+pub(crate) fn spawn_and_read_line(
+    cmd: &mut std::process::Command,
+    timeout: std::time::Duration,
+) -> Result<(std::process::Child, Option<String>), String> {
+    use std::os::unix::process::CommandExt;
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        let _ = tx.send(line);
+    });
+    Ok((child, rx.recv_timeout(timeout).ok()))
+}
+
 /// Standard base64 (the relay's key format, as `wg` prints keys).
 pub fn b64(key: &[u8; 32]) -> String {
     use base64::Engine as _;

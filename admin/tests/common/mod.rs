@@ -209,17 +209,28 @@ impl Lab {
     }
 }
 
-/// Relay processes serving `tunnel` on this machine.
-pub fn relays_for(tunnel: &str) -> usize {
+/// Live processes on this machine whose arguments satisfy `f`.
+pub fn processes(f: impl Fn(&[String]) -> bool) -> usize {
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
         .filter(|e| {
             let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd);
+            let args: Vec<String> = cmd
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).to_string())
+                .collect();
             let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            cmd.contains("support-relay") && cmd.contains(tunnel) && !stat.contains(") Z ")
+            f(&args) && !stat.contains(") Z ")
         })
         .count()
+}
+
+/// Relay processes serving `tunnel` on this machine.
+pub fn relays_for(tunnel: &str) -> usize {
+    processes(|args| {
+        let cmd = args.join(" ");
+        cmd.contains("support-relay") && cmd.contains(tunnel)
+    })
 }
