@@ -414,7 +414,7 @@ fn certificate_for_approving(
                 other => format!("your certificate is not valid: {other}"),
             })
         })?;
-    if cert.body.not_after < t + 14 * 86400 {
+    if crate::ca::expires_soon(&cert, t) {
         eprintln!(
             "warning: your certificate expires at {}; ask the support CA for a new one soon",
             support_protocol::time_text::format(cert.body.not_after)

@@ -10,6 +10,14 @@ use zeroize::Zeroizing;
 use crate::secret_file;
 use crate::settings::{parse_key, Dirs};
 
+/// How close to its end a certificate is worth a warning to renew.
+pub const RENEW_WARNING_SECS: u64 = 14 * 86400;
+
+/// Whether `cert` ends within [`RENEW_WARNING_SECS`] of `now`.
+pub fn expires_soon(cert: &support_protocol::certificate::ApproverCertificate, now: u64) -> bool {
+    cert.body.not_after < now.saturating_add(RENEW_WARNING_SECS)
+}
+
 /// Wall-clock seconds (the CA's machine is assumed to keep time).
 pub fn now() -> u64 {
     SystemTime::now()

@@ -527,14 +527,13 @@ fn status(env: &Env) -> Result<ExitCode, String> {
     let mut fine = true;
     match identity::certificate(&env.dirs)? {
         Some(c) => {
-            let left = c.body.not_after.saturating_sub(now);
             let warn = if c.body.not_after < now {
                 fine = false;
                 "  EXPIRED: ask the support CA for a new one".to_string()
-            } else if left < 14 * 86400 {
+            } else if ca::expires_soon(&c, now) {
                 format!(
                     "  expires in {}: ask the support CA for a new one soon",
-                    support_protocol::duration_text::format(left)
+                    support_protocol::duration_text::format(c.body.not_after - now)
                 )
             } else {
                 String::new()
@@ -599,8 +598,7 @@ fn status(env: &Env) -> Result<ExitCode, String> {
                 )
             })
             .unwrap_or_else(|| "unknown to the control plane".into());
-        let session =
-            std::os::unix::net::UnixStream::connect(session::socket_path(&records, &id)).is_ok();
+        let session = session::running(&records, &id);
         println!(
             "tunnel       {id}: {state}{}",
             if session { "; session running" } else { "" }

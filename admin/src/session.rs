@@ -34,6 +34,11 @@ pub fn socket_path(records: &Records, id: &str) -> PathBuf {
     records.files(id).join("session.sock")
 }
 
+/// Whether a session of tunnel `id` is listening.
+pub fn running(records: &Records, id: &str) -> bool {
+    std::os::unix::net::UnixStream::connect(socket_path(records, id)).is_ok()
+}
+
 /// How to start a session process: this program, with `--home` if the
 /// command line had one.
 pub struct Launcher {
@@ -51,8 +56,7 @@ pub struct Launcher {
 impl Launcher {
     /// Starts the session of `rec` unless one runs; returns once it listens.
     pub fn ensure(&self, records: &Records, rec: &AdminTunnel) -> Result<bool, String> {
-        let path = socket_path(records, &rec.id);
-        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+        if running(records, &rec.id) {
             return Ok(false);
         }
         let dir = records.files(&rec.id);
@@ -148,10 +152,10 @@ pub fn serve(records: &Records, rec: &AdminTunnel, idle: Duration) -> Result<(),
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .map_err(|e| format!("{}: {e}", dir.display()))?;
-    let path = socket_path(records, &rec.id);
-    if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+    if running(records, &rec.id) {
         return Err(format!("a session for tunnel {} already runs", rec.id));
     }
+    let path = socket_path(records, &rec.id);
     let _ = std::fs::remove_file(&path);
     let contents = rec.contents()?;
     let expires = rec.approved_at + u64::from(contents.duration_secs);

@@ -133,11 +133,7 @@ impl Daemon {
         ports: Option<Vec<u16>>,
         note: &str,
     ) -> Result<Registered, Failure> {
-        let live = self
-            .lock_tunnels()
-            .values()
-            .filter(|r| !r.mailbox.has_ended())
-            .count();
+        let live = self.live_count();
         if live >= MAX_LIVE_TUNNELS {
             return Err(Failure::new(
                 ErrorCode::Busy,
@@ -186,9 +182,17 @@ impl Daemon {
         }
     }
 
+    /// Tunnels that are live (not ended).
+    fn live_count(&self) -> usize {
+        self.lock_tunnels()
+            .values()
+            .filter(|r| !r.mailbox.has_ended())
+            .count()
+    }
+
     /// True while any tunnel is live (not ended).
     pub fn any_live(&self) -> bool {
-        self.lock_tunnels().values().any(|r| !r.mailbox.has_ended())
+        self.live_count() > 0
     }
 
     /// True while any supervisor still has work (a stop notice, say).
@@ -291,7 +295,7 @@ impl Daemon {
                     id: Some(r.record.id.clone()),
                     code: Some(r.code.to_string()),
                     stale_after_secs: Some(r.stale_after_secs),
-                    stale_at: Some(r.record.requested_at + u64::from(r.stale_after_secs)),
+                    stale_at: Some(r.stale_at()),
                     ..SocketResponse::default()
                 },
                 Err(e) => SocketResponse::failure(e),

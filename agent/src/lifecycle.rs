@@ -122,6 +122,13 @@ pub struct Registered {
     pub stale_after_secs: u32,
 }
 
+impl Registered {
+    /// When the request goes stale (wall clock).
+    pub fn stale_at(&self) -> u64 {
+        self.record.requested_at + u64::from(self.stale_after_secs)
+    }
+}
+
 /// Registers a request with the control plane. The record is saved before
 /// the call (so a crash leaves nothing unknown) and removed if it fails.
 pub fn register(

@@ -198,7 +198,7 @@ fn request(args: &RequestArgs, config: Config) -> Result<ExitCode, String> {
         id: reg.record.id.clone(),
         code: reg.code.to_string(),
         stale_after_secs: reg.stale_after_secs,
-        stale_at: reg.record.requested_at + u64::from(reg.stale_after_secs),
+        stale_at: reg.stale_at(),
     }
     .print(args.json);
     if !args.json {
