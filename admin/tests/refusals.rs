@@ -272,9 +272,7 @@ fn an_expired_or_viewer_certificate_stops_at_the_pre_flight() {
         lab.ca.home.path(),
         &["ca", "sign", "bob", &bob.approver_key, "--role", "viewer"],
     ));
-    let file = bob.home.path().join("cert.txt");
-    std::fs::write(&file, cert.trim()).expect("cert");
-    ok(&bob.run(&["init", "--certificate", file.to_str().expect("utf-8")]));
+    install_certificate(bob.home.path(), &cert);
     let out = bob.run(&["approve", &code, "--provider", "local", "--yes"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());

@@ -26,14 +26,6 @@ fn laptop(home: &Path, args: &[&str]) -> Output {
         .expect("support-admin runs")
 }
 
-fn after(text: &str, marker: &str) -> String {
-    text.lines()
-        .find(|l| l.contains(marker))
-        .and_then(|l| l.split_whitespace().last())
-        .unwrap_or_else(|| panic!("no {marker:?} in {text}"))
-        .to_string()
-}
-
 #[test]
 fn a_whole_flow_without_home_and_ssh_through_the_installed_config() {
     let lab = Lab::new(&DeviceSettings::default());
@@ -42,8 +34,8 @@ fn a_whole_flow_without_home_and_ssh_through_the_installed_config() {
     std::fs::create_dir_all(&home).expect("home");
 
     let out = ok(&laptop(&home, &["init"]));
-    let cp_key = after(&out, "admins add");
-    let approver_key = after(&out, "ca sign");
+    let cp_key = key_after(&out, "admins add");
+    let approver_key = key_after(&out, "ca sign");
     let config = home.join(".config/support-admin");
     assert!(
         config.read_dir().is_ok_and(|mut d| d.next().is_some()),

@@ -39,12 +39,22 @@ pub fn ok(out: &Output) -> String {
 }
 
 /// The hex key on the line that contains `marker`.
-fn key_after(text: &str, marker: &str) -> String {
+pub fn key_after(text: &str, marker: &str) -> String {
     text.lines()
         .find(|l| l.contains(marker))
         .and_then(|l| l.split_whitespace().last())
         .unwrap_or_else(|| panic!("no {marker:?} in {text}"))
         .to_string()
+}
+
+/// Installs `cert` (as `ca sign` printed it) with `init --certificate`.
+pub fn install_certificate(home: &Path, cert: &str) {
+    let file = home.join("cert.txt");
+    std::fs::write(&file, cert.trim()).expect("cert file");
+    ok(&admin_in(
+        home,
+        &["init", "--certificate", file.to_str().expect("utf-8")],
+    ));
 }
 
 /// A support CA, on its own "offline machine" (a home dir).
@@ -92,13 +102,7 @@ impl Engineer {
             .expect("cli");
         ok(&enrolled);
         if let Some(ca) = ca {
-            let cert = ca.sign(name, &approver_key);
-            let file = home.path().join("cert.txt");
-            std::fs::write(&file, cert).expect("cert file");
-            ok(&admin_in(
-                home.path(),
-                &["init", "--certificate", file.to_str().expect("utf-8")],
-            ));
+            install_certificate(home.path(), &ca.sign(name, &approver_key));
         }
         std::fs::write(
             home.path().join("admin.toml"),
