@@ -60,10 +60,15 @@ pub fn serve(
         socket.set_read_timeout(Some((deadline - now).min(Duration::from_millis(200))))?;
         let (n, from) = match socket.recv_from(&mut buf) {
             Ok(x) => x,
+            // With a receive timeout set, Linux ends the call with EINTR
+            // when the process is stopped and continued (signal(7)), even
+            // without a signal handler: keep relaying.
             Err(e)
                 if matches!(
                     e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
                 ) =>
             {
                 continue

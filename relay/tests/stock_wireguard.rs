@@ -128,6 +128,48 @@ fn after_the_relay_restarts_traffic_flows_again_within_60_s() {
     );
 }
 
+/// The process state letter from /proc/PID/stat ('T' when stopped).
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+fn wait_for_state(pid: u32, stopped: bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (process_state(pid) == Some('T')) != stopped {
+        assert!(Instant::now() < deadline, "the relay did not change state");
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn a_relay_stopped_and_continued_keeps_relaying() {
+    // Linux ends a receive with a timeout in EINTR when the process is
+    // stopped and continued (signal(7)); the relay used to exit on it (seen
+    // as a benchmark's tunnel going silent at once).
+    require_root_and_wireguard();
+    let (kd, ka) = (wg_key(), wg_key());
+    let mut relay = RelayProc::start(&kd.public, &ka.public, "0.0.0.0:0", 120);
+    let peers = Peers::start(&kd, &ka, relay.port, 97);
+    assert_eq!(peers.transfer(), "ok");
+    let pid = relay.child.id();
+    for _ in 0..3 {
+        sh(&["kill", "-STOP", &pid.to_string()]);
+        wait_for_state(pid, true);
+        sh(&["kill", "-CONT", &pid.to_string()]);
+        wait_for_state(pid, false);
+    }
+    assert_eq!(
+        peers.transfer(),
+        "ok",
+        "no traffic after a stop and continue"
+    );
+    assert!(
+        relay.child.try_wait().expect("wait").is_none(),
+        "the relay exited after being stopped and continued"
+    );
+}
+
 #[test]
 fn the_relay_exits_when_its_lifetime_is_over() {
     let (kd, ka) = (wg_key(), wg_key());
