@@ -16,7 +16,7 @@ use crate::hub::local::Local;
 use crate::hub::Provider;
 use crate::records::Records;
 use crate::settings::{parse_key, Dirs, Settings};
-use crate::{approve, ca, identity, secret_file, session, ssh, ssh_config};
+use crate::{approve, ca, handoff, identity, secret_file, session, ssh, ssh_config};
 use crate::{CaCommand, Cli, Command, ProviderArg, RoleArg, StateArg};
 
 struct Env {
@@ -241,6 +241,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
             refresh_ssh_config(&env);
             r
         }
+        Command::Handoff { id, to, yes } => handoff_command(&env, &id, &to, yes),
+        Command::Handoffs { json } => handoffs(&env, json),
+        Command::Pickup { id } => pickup(&env, &id),
         Command::Completions { .. } | Command::Man { .. } => Ok(ExitCode::SUCCESS),
     }
 }
@@ -362,6 +365,7 @@ fn init(env: &Env, certificate: Option<&str>) -> Result<ExitCode, String> {
             hex::encode(cert.body.issuer.0),
             cert.body.serial
         );
+        eprintln!("(run `support-admin handoffs` once the control plane is set up, so that others can hand tunnels to you)");
         return Ok(ExitCode::SUCCESS);
     }
     let pass = secret_file::new_passphrase("Passphrase for your keys (empty for none): ")?;
@@ -417,13 +421,26 @@ fn list(env: &Env, state: Option<StateArg>, as_json: bool) -> Result<ExitCode, S
         println!("No tunnels.");
     } else {
         let now = ca::now();
+        let handed: Vec<handoff::HandedOff> = env.records().handed_off_all();
         println!(
             "{:<16}  {:<9}  {:<20}  {:>8}  {:<21}  MODEL",
             "TUNNEL", "STATE", "HOSTNAME", "AGE", "EXPIRES"
         );
         for t in &tunnels {
+            let id = t.tunnel_id.to_string();
+            let note = handed
+                .iter()
+                .find(|h| h.id == id)
+                .map(|h| {
+                    format!(
+                        "  (handed off to {} at {})",
+                        h.to,
+                        support_protocol::time_text::format(h.at)
+                    )
+                })
+                .unwrap_or_default();
             println!(
-                "{:<16}  {:<9}  {:<20}  {:>8}  {:<21}  {}",
+                "{:<16}  {:<9}  {:<20}  {:>8}  {:<21}  {}{note}",
                 t.tunnel_id,
                 format!("{:?}", t.state.kind()).to_lowercase(),
                 t.facts.hostname.as_str(),
@@ -604,6 +621,14 @@ fn status(env: &Env) -> Result<ExitCode, String> {
             if session { "; session running" } else { "" }
         );
     }
+    for h in records.handed_off_all() {
+        println!(
+            "tunnel       {}: handed off to {} at {} (its secrets are wiped here)",
+            h.id,
+            h.to,
+            support_protocol::time_text::format(h.at)
+        );
+    }
     Ok(if fine {
         ExitCode::SUCCESS
     } else {
@@ -687,6 +712,8 @@ fn audit_json(r: &support_protocol::audit::AuditRecord) -> serde_json::Value {
         AuditAction::Expired => json!({"kind": "expired"}),
         AuditAction::AdminAdded(n) => json!({"kind": "admin_added", "name": n.as_str()}),
         AuditAction::AdminRemoved(n) => json!({"kind": "admin_removed", "name": n.as_str()}),
+        AuditAction::HandedOff(to) => json!({"kind": "handed_off", "to": to.as_str()}),
+        AuditAction::PickedUp(from) => json!({"kind": "picked_up", "from": from.as_str()}),
     };
     json!({
         "seq": r.entry.seq,
@@ -726,6 +753,8 @@ fn action_text(a: &support_protocol::audit::AuditAction) -> String {
         AuditAction::Expired => "expired".into(),
         AuditAction::AdminAdded(n) => format!("admin {} enrolled", n.as_str()),
         AuditAction::AdminRemoved(n) => format!("admin {} removed", n.as_str()),
+        AuditAction::HandedOff(to) => format!("handed off to {}", to.as_str()),
+        AuditAction::PickedUp(from) => format!("picked up (handed off by {})", from.as_str()),
     }
 }
 
@@ -893,6 +922,119 @@ fn stop(env: &Env, id: &str) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn handoff_command(env: &Env, id: &str, to: &str, yes: bool) -> Result<ExitCode, String> {
+    let records = env.records();
+    let rec = records.load(id)?;
+    let cp = env.control_plane()?;
+    let me = identity::load(&env.dirs)?;
+    if !yes && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        use std::io::{BufRead, Write};
+        eprint!(
+            "Hand tunnel {} to {to}? Its secrets are wiped here and you cannot connect any more. [y/N] ",
+            rec.id
+        );
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .map_err(|e| e.to_string())?;
+        if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+            return Err("not handed off; nothing was sent".into());
+        }
+    }
+    let note = handoff::handoff(&cp, &me, &records, &rec, to)?;
+    refresh_ssh_config(env);
+    eprintln!(
+        "tunnel {} handed off to {to}: sealed to their certified key, signed by you, in the control plane's mailbox; \
+         its session here ended and its secrets are wiped. {to} runs: support-admin pickup {}",
+        note.id, note.id
+    );
+    println!("{}", note.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn handoffs(env: &Env, as_json: bool) -> Result<ExitCode, String> {
+    let cp = env.control_plane()?;
+    let me = identity::load(&env.dirs)?;
+    // Publishing is what lets others hand tunnels to us; listing works without it.
+    let published = handoff::publish_key(&cp, &me);
+    let list = handoff::waiting(&cp)?;
+    if as_json {
+        let v: Vec<_> = list
+            .iter()
+            .map(|h| {
+                json!({
+                    "id": h.tunnel_id.to_string(),
+                    "from": h.from.as_str(),
+                    "posted_at": h.posted_at,
+                    "expires_at": h.expires_at,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else if list.is_empty() {
+        println!("No hand-offs wait for you.");
+    } else {
+        println!(
+            "{:<16}  {:<16}  {:<21}  EXPIRES",
+            "TUNNEL", "FROM", "POSTED"
+        );
+        for h in &list {
+            println!(
+                "{:<16}  {:<16}  {:<21}  {}",
+                h.tunnel_id,
+                h.from.as_str(),
+                support_protocol::time_text::format(h.posted_at),
+                support_protocol::time_text::format(h.expires_at)
+            );
+        }
+        eprintln!("take one with: support-admin pickup ID");
+    }
+    match published {
+        Ok(()) => eprintln!("your hand-off key is published: others can hand tunnels to you"),
+        Err(e) => eprintln!(
+            "warning: your hand-off key is not published, so nobody can hand you a tunnel: {e}"
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pickup(env: &Env, id: &str) -> Result<ExitCode, String> {
+    let cp = env.control_plane()?;
+    let me = identity::load(&env.dirs)?;
+    let tunnel: TunnelId = match id.parse() {
+        Ok(t) => t,
+        Err(_) => {
+            let waiting = handoff::waiting(&cp)?;
+            let found: Vec<_> = waiting
+                .iter()
+                .filter(|h| h.tunnel_id.to_string().starts_with(id))
+                .collect();
+            match found.as_slice() {
+                [one] => one.tunnel_id,
+                [] => return Err(format!("no hand-off of a tunnel {id} waits for you (support-admin handoffs lists them)")),
+                _ => return Err(format!("{id} matches several hand-offs; give more digits")),
+            }
+        }
+    };
+    let (rec, from) = handoff::pickup(&cp, &me, &env.records(), tunnel)?;
+    refresh_ssh_config(env);
+    eprintln!(
+        "picked up tunnel {} from {from}: their certificate and signature verified, the package was sealed to your key; \
+         it is yours now (connect, exec, forward, ssh support-{}){}",
+        rec.id,
+        rec.id,
+        if rec.host_keys.is_empty() {
+            format!("; the device has not connected yet: support-admin wait {}", rec.id)
+        } else {
+            String::new()
+        }
+    );
+    println!("{}", rec.id);
+    Ok(ExitCode::SUCCESS)
+}
+
 fn gc(env: &Env) -> Result<ExitCode, String> {
     let cp = env.control_plane()?;
     let live: std::collections::HashSet<TunnelId> = cp
@@ -918,6 +1060,11 @@ fn gc(env: &Env) -> Result<ExitCode, String> {
             rec.hub.handle
         );
         done += 1;
+    }
+    for h in records.handed_off_all() {
+        if h.id.parse().map(|t| !live.contains(&t)).unwrap_or(true) {
+            records.forget_handed_off(&h.id);
+        }
     }
     let mut providers = vec!["local"];
     if env.settings.gcp.is_some() {

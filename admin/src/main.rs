@@ -7,6 +7,7 @@ mod approve;
 mod ca;
 mod commands;
 mod control;
+mod handoff;
 mod hub;
 mod identity;
 mod progress;
@@ -221,6 +222,54 @@ enum Command {
     },
     /// Delete hubs of ended tunnels (also ones no local record knows) and wipe their secrets.
     Gc,
+    /// Give a live tunnel to another engineer; you can no longer connect.
+    ///
+    /// NAME must be enrolled at the control plane and certified by the same
+    /// support CA as you, with the approver role, and must have run
+    /// `support-admin handoffs` once (that publishes the key hand-offs are
+    /// sealed to, signed with their certified key, so the control plane
+    /// cannot slip in a key of its own).
+    ///
+    /// The tunnel's secrets (its WireGuard and SSH keys, the one-time secret,
+    /// the pinned host keys) are sealed to NAME, signed by you, and left in the
+    /// control plane's mailbox, which cannot read them. Once the control plane
+    /// confirms, the tunnel's session here ends, its secrets are wiped, and
+    /// `connect`/`exec` say to whom it went. NAME runs `support-admin pickup ID`.
+    /// The audit log records the hand-off and the pick-up.
+    ///
+    /// Wiping stops an honest sender: the device's peer key does not change,
+    /// so a copy taken before works until the tunnel ends (stop it if that matters).
+    Handoff {
+        /// Tunnel id (or unique prefix).
+        id: String,
+        /// The engineer who takes over (their enrolled and certified name).
+        #[arg(long, value_name = "NAME")]
+        to: String,
+        /// Do not ask for confirmation (a terminal is asked; scripts pass this).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Tunnels other engineers handed off to you, waiting for `pickup`.
+    ///
+    /// Also publishes your hand-off key (your enrolled key, signed with your
+    /// certified key): run it once after installing a certificate, so that
+    /// others can hand tunnels to you.
+    Handoffs {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a tunnel handed off to you: verify, store, then connect as usual.
+    ///
+    /// Checks the sender's certificate (same support CA as yours, approver
+    /// role, valid) and signature, that the package is sealed to your key and
+    /// is about this tunnel, then stores the tunnel like `approve` does and
+    /// deletes the package from the mailbox. Then `connect`, `exec`,
+    /// `forward` and `ssh support-ID` work for you.
+    Pickup {
+        /// Tunnel id (or a unique prefix of one `handoffs` lists).
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]

@@ -1,5 +1,6 @@
 //! The admin's per-tunnel secrets: `DATA/tunnels/<id>.json`, 0600, wiped
-//! at stop and gc. Everything the admin's peer and SSH need derives from
+//! at stop, gc and hand-off (which leaves `DATA/tunnels/handed-off/<id>.json`,
+//! nothing secret: to whom and when). Everything the admin's peer and SSH need derives from
 //! what is kept here.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -178,9 +179,12 @@ impl Records {
         let full = match matches.as_slice() {
             [one] => (*one).clone(),
             [] => {
+                if let Some(h) = self.handed_off(id) {
+                    return Err(h.describe());
+                }
                 return Err(format!(
                     "no approved tunnel {id} on this machine (support-admin approve makes one)"
-                ))
+                ));
             }
             _ => return Err(format!("{id} matches several tunnels; give more digits")),
         };
@@ -203,6 +207,46 @@ impl Records {
             .collect();
         v.sort();
         v
+    }
+
+    /// Where the notes of handed-off tunnels are (nothing secret in them).
+    fn handed_off_dir(&self) -> PathBuf {
+        self.dir.join("handed-off")
+    }
+
+    /// Notes that a tunnel was handed off (before its secrets are wiped).
+    pub fn note_handed_off(&self, h: &crate::handoff::HandedOff) -> Result<(), String> {
+        let json = serde_json::to_vec_pretty(h).map_err(|e| e.to_string())?;
+        secret_file::write(
+            &self.handed_off_dir().join(format!("{}.json", h.id)),
+            &json,
+            0o600,
+        )
+    }
+
+    /// Forgets the note of a tunnel that comes back (picked up again).
+    pub fn forget_handed_off(&self, id: &str) {
+        let _ = std::fs::remove_file(self.handed_off_dir().join(format!("{id}.json")));
+    }
+
+    /// The note of a tunnel handed off from here, by id or unique prefix.
+    pub fn handed_off(&self, id: &str) -> Option<crate::handoff::HandedOff> {
+        let mut found: Vec<crate::handoff::HandedOff> = self
+            .handed_off_all()
+            .into_iter()
+            .filter(|h| h.id.starts_with(id))
+            .collect();
+        (found.len() == 1).then(|| found.remove(0))
+    }
+
+    /// Every note of a handed-off tunnel.
+    pub fn handed_off_all(&self) -> Vec<crate::handoff::HandedOff> {
+        std::fs::read_dir(self.handed_off_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+            .collect()
     }
 
     /// Wipes a tunnel's record and files.

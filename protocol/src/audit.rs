@@ -43,6 +43,11 @@ pub enum AuditAction {
     AdminAdded(BoundedString<64>),
     /// An admin key was removed.
     AdminRemoved(BoundedString<64>),
+    /// The actor handed the tunnel off to this admin (a sealed package waits
+    /// in the mailbox).
+    HandedOff(BoundedString<64>),
+    /// The actor picked up the tunnel handed off by this admin.
+    PickedUp(BoundedString<64>),
 }
 
 /// One audit record, without its hash.

@@ -15,6 +15,9 @@ pub(crate) const KEM_CIPHERTEXT_HASH: &[u8] = b"support-tunnel v1 kem ciphertext
 pub(crate) const AUDIT_CHAIN: &[u8] = b"support-tunnel v1 audit chain";
 pub(crate) const CHANNEL_KEY_ID: &[u8] = b"support-tunnel v1 control key id";
 pub(crate) const CHANNEL_EPHEMERAL: &[u8] = b"support-tunnel v1 control ephemeral";
+pub(crate) const HANDOFF_KEY: &[u8] = b"support-tunnel v1 handoff key";
+pub(crate) const HANDOFF_BOX: &[u8] = b"support-tunnel v1 handoff package";
+pub(crate) const HANDOFF_SIGNATURE: &[u8] = b"support-tunnel v1 handoff signature";
 
 /// SHA-256 over a label and a list of parts, each length-prefixed so that
 /// no two different part lists hash the same bytes.

@@ -16,6 +16,7 @@
 //! | [`sealing`] | the HKDF + ChaCha20-Poly1305 construction shared by boxes |
 //! | [`approval_box`] | the signed, sealed approval the device verifies |
 //! | [`connected_report`] | the device's sealed "connected" report with its SSH host keys |
+//! | [`handoff`] | a tunnel's secrets sealed from one engineer to another |
 //! | [`kem`] | ML-KEM-768 wrappers |
 //! | [`hybrid_psk`] | the WireGuard PSK from the one-time secret and ML-KEM |
 //! | [`control_channel`] | Noise IK request/response halves (sans-IO) |
@@ -41,6 +42,7 @@ pub mod codec;
 pub mod connected_report;
 pub mod control_channel;
 pub mod duration_text;
+pub mod handoff;
 pub mod hybrid_psk;
 pub mod ids;
 pub mod kem;

@@ -8,6 +8,8 @@
 //! too, even a reused salt gives another key for another approval, so the
 //! fixed nonce is never reused under a key.
 //! Only the device and whoever holds the one-time code can seal or open.
+//! [`seal_with`]/[`open_with`] are the same construction under other input
+//! key material (the hand-off package: an X25519 shared secret).
 
 use alloc::vec::Vec;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -34,8 +36,8 @@ impl core::fmt::Display for OpenError {
 #[cfg(feature = "std")]
 impl std::error::Error for OpenError {}
 
-fn cipher(label: &[u8], secret: &OneTimeSecret, salt: &[u8; 32], aad: &[u8]) -> ChaCha20Poly1305 {
-    let hk = Hkdf::<Sha256>::new(Some(salt), secret.as_bytes());
+fn cipher(label: &[u8], ikm: &[u8], salt: &[u8; 32], aad: &[u8]) -> ChaCha20Poly1305 {
+    let hk = Hkdf::<Sha256>::new(Some(salt), ikm);
     let mut key = Zeroizing::new([0u8; 32]);
     // 32 bytes is always a valid HKDF-SHA256 output length.
     hk.expand_multi_info(&[label, aad], key.as_mut())
@@ -51,7 +53,19 @@ pub fn seal(
     aad: &[u8],
     plaintext: &[u8],
 ) -> Vec<u8> {
-    cipher(label, secret, salt, aad)
+    seal_with(label, secret.as_bytes(), salt, aad, plaintext)
+}
+
+/// [`seal`] under any input key material (the hand-off package uses an
+/// X25519 shared secret): the same HKDF and ChaCha20-Poly1305 construction.
+pub fn seal_with(
+    label: &[u8],
+    ikm: &[u8],
+    salt: &[u8; 32],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Vec<u8> {
+    cipher(label, ikm, salt, aad)
         .encrypt(
             &[0u8; 12].into(),
             Payload {
@@ -71,7 +85,18 @@ pub fn open(
     aad: &[u8],
     ciphertext: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, OpenError> {
-    cipher(label, secret, salt, aad)
+    open_with(label, secret.as_bytes(), salt, aad, ciphertext)
+}
+
+/// Opens a box sealed by [`seal_with`].
+pub fn open_with(
+    label: &[u8],
+    ikm: &[u8],
+    salt: &[u8; 32],
+    aad: &[u8],
+    ciphertext: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+    cipher(label, ikm, salt, aad)
         .decrypt(
             &[0u8; 12].into(),
             Payload {

@@ -1,11 +1,17 @@
 //! The admin API: each call authenticated by an enrolled admin key; viewers
-//! may look, only approvers may approve or stop.
+//! may look, only approvers may approve, stop or hand off.
+//!
+//! Hand-off is a mailbox: a package sealed to the receiver's key and signed
+//! by the sender waits here under its tunnel until the receiver (and only
+//! the receiver, by the key it calls with) fetches it and says it picked it
+//! up; it is deleted then, or when the tunnel ends.
 
 use support_protocol::audit::{Actor, AuditAction};
-use support_protocol::bounded::{BoundedString, BoundedVec};
+use support_protocol::bounded::{BoundedString, BoundedVec, FixedBytes};
+use support_protocol::handoff::HandoffKey;
 use support_protocol::messages::admin::{
-    ApproveRequest, AuditQuery, ListQuery, StopRequest, TunnelDetail, TunnelSummary,
-    MAX_AUDIT_PAGE, MAX_LIST_PAGE,
+    AdminInfo, ApproveRequest, AuditQuery, HandoffPost, HandoffSummary, ListQuery, StopRequest,
+    TunnelDetail, TunnelSummary, MAX_AUDIT_PAGE, MAX_HANDOFF_LIST, MAX_LIST_PAGE,
 };
 use support_protocol::messages::{
     AdminCall, AdminReply, AdminRequest, AdminResponse, ApiError, ErrorCode, StopReason,
@@ -14,7 +20,7 @@ use support_protocol::state::{Event, TunnelState};
 use support_protocol::TunnelId;
 
 use super::{internal, transition_error, Caller, Service};
-use crate::store::{AdminRecord, AdminRole, AuditDraft, TunnelRecord};
+use crate::store::{AdminRecord, AdminRole, AuditDraft, HandoffRecord, TunnelRecord};
 
 fn err(code: ErrorCode, msg: &str) -> ApiError {
     ApiError::new(code, msg)
@@ -66,7 +72,183 @@ impl Service {
                 require_approver(&admin)?;
                 self.admin_stop(&admin, &s, now)
             }
+            AdminRequest::PublishHandoffKey(k) => {
+                require_approver(&admin)?;
+                self.publish_handoff_key(&admin, &k)
+            }
+            AdminRequest::LookupAdmin(name) => self.lookup_admin(name.as_str()),
+            AdminRequest::Handoff(h) => {
+                require_approver(&admin)?;
+                self.post_handoff(&admin, &h, now)
+            }
+            AdminRequest::ListHandoffs => self.list_handoffs(&admin),
+            AdminRequest::FetchHandoff(id) => {
+                require_approver(&admin)?;
+                let r = self
+                    .store
+                    .handoff(id)
+                    .map_err(|e| internal(&e))?
+                    .filter(|r| r.to == admin.name)
+                    .ok_or_else(|| no_handoff(id))?;
+                Ok(AdminResponse::Handoff(Box::new(r.package)))
+            }
+            AdminRequest::PickedUp(id) => {
+                require_approver(&admin)?;
+                self.picked_up(&admin, id, now)
+            }
         }
+    }
+
+    /// Keeps the caller's signed hand-off key. Its X25519 key must be the
+    /// caller's enrolled key (the control plane checks only that; senders
+    /// check the certificate and the signature themselves).
+    fn publish_handoff_key(
+        &self,
+        admin: &AdminRecord,
+        k: &HandoffKey,
+    ) -> Result<AdminResponse, ApiError> {
+        if k.key.0 != admin.key {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "a hand-off key must be your enrolled key",
+            ));
+        }
+        self.store
+            .put_handoff_key(&admin.name, k)
+            .map_err(|e| internal(&e))?;
+        Ok(AdminResponse::HandoffKeyPublished)
+    }
+
+    fn lookup_admin(&self, wanted: &str) -> Result<AdminResponse, ApiError> {
+        let a = self
+            .store
+            .admins()
+            .map_err(|e| internal(&e))?
+            .into_iter()
+            .find(|a| a.name == wanted)
+            .ok_or_else(|| {
+                err(
+                    ErrorCode::NotFound,
+                    &format!("no admin named '{wanted}' is enrolled"),
+                )
+            })?;
+        // A key published before a re-enrolment with another key is stale.
+        let handoff_key = self
+            .store
+            .handoff_key(&a.name)
+            .map_err(|e| internal(&e))?
+            .filter(|k| k.key.0 == a.key);
+        Ok(AdminResponse::AdminInfo(Box::new(AdminInfo {
+            name: name(&a),
+            approver: a.role == AdminRole::Approver,
+            key: FixedBytes(a.key),
+            handoff_key,
+        })))
+    }
+
+    fn post_handoff(
+        &self,
+        admin: &AdminRecord,
+        h: &HandoffPost,
+        now: u64,
+    ) -> Result<AdminResponse, ApiError> {
+        let to = self
+            .store
+            .admins()
+            .map_err(|e| internal(&e))?
+            .into_iter()
+            .find(|a| a.name == h.to.as_str())
+            .ok_or_else(|| {
+                err(
+                    ErrorCode::NotFound,
+                    &format!("no admin named '{}' is enrolled", h.to.as_str()),
+                )
+            })?;
+        if to.role != AdminRole::Approver {
+            return Err(err(
+                ErrorCode::Forbidden,
+                "the receiver is a viewer and cannot take a tunnel",
+            ));
+        }
+        if to.name == admin.name {
+            return Err(err(
+                ErrorCode::InvalidState,
+                "you cannot hand a tunnel off to yourself",
+            ));
+        }
+        if h.package.header.to_key.0 != to.key {
+            return Err(err(
+                ErrorCode::InvalidState,
+                "the package is sealed to another key than the receiver's enrolled key",
+            ));
+        }
+        let id = h.package.header.tunnel_id;
+        let record = HandoffRecord {
+            tunnel_id: id,
+            from: admin.name.clone(),
+            to: to.name.clone(),
+            package: h.package.clone(),
+            posted_at: now,
+            expires_at: 0,
+        };
+        let audit = AuditDraft {
+            actor: Actor::Admin(name(admin)),
+            tunnel_id: Some(id),
+            action: AuditAction::HandedOff(name(&to)),
+        };
+        self.store
+            .post_handoff(&record, audit, now)
+            .map_err(|e| internal(&e))??;
+        tracing::info!(tunnel = %id, from = %admin.name, to = %to.name, "handed off");
+        Ok(AdminResponse::HandedOff)
+    }
+
+    fn list_handoffs(&self, admin: &AdminRecord) -> Result<AdminResponse, ApiError> {
+        let list = self
+            .store
+            .handoffs_for(&admin.name, MAX_HANDOFF_LIST)
+            .map_err(|e| internal(&e))?
+            .into_iter()
+            .map(|r| HandoffSummary {
+                tunnel_id: r.tunnel_id,
+                from: BoundedString::new(&r.from).unwrap_or_default(),
+                posted_at: r.posted_at,
+                expires_at: r.expires_at,
+            })
+            .collect();
+        Ok(AdminResponse::Handoffs(
+            BoundedVec::new(list).map_err(|_| err(ErrorCode::Internal, "list too large"))?,
+        ))
+    }
+
+    fn picked_up(
+        &self,
+        admin: &AdminRecord,
+        id: TunnelId,
+        now: u64,
+    ) -> Result<AdminResponse, ApiError> {
+        let Some(r) = self
+            .store
+            .handoff(id)
+            .map_err(|e| internal(&e))?
+            .filter(|r| r.to == admin.name)
+        else {
+            // Already picked up (a replay), or never there: nothing to delete.
+            return Ok(AdminResponse::PickedUp);
+        };
+        let audit = AuditDraft {
+            actor: Actor::Admin(name(admin)),
+            tunnel_id: Some(id),
+            action: AuditAction::PickedUp(BoundedString::new(&r.from).unwrap_or_default()),
+        };
+        if self
+            .store
+            .take_handoff(id, &admin.name, audit, now)
+            .map_err(|e| internal(&e))?
+        {
+            tracing::info!(tunnel = %id, from = %r.from, to = %admin.name, "hand-off picked up");
+        }
+        Ok(AdminResponse::PickedUp)
     }
 
     fn list(&self, q: &ListQuery) -> Result<AdminResponse, ApiError> {
@@ -192,4 +374,11 @@ fn require_approver(admin: &AdminRecord) -> Result<(), ApiError> {
 
 fn name(admin: &AdminRecord) -> BoundedString<64> {
     BoundedString::new(&admin.name).unwrap_or_default()
+}
+
+fn no_handoff(id: TunnelId) -> ApiError {
+    err(
+        ErrorCode::NotFound,
+        &format!("no hand-off of tunnel {id} is waiting for you"),
+    )
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use support_protocol::approval_box::SealedApproval;
 use support_protocol::audit::{Actor, AuditAction, AuditRecord};
 use support_protocol::connected_report::SealedReport;
+use support_protocol::handoff::{HandoffKey, HandoffPackage};
 use support_protocol::messages::TunnelStateKind;
 use support_protocol::messages::{ApiError, StopReason, TunnelRequest};
 use support_protocol::state::TunnelState;
@@ -79,6 +80,27 @@ pub enum AdminRole {
     Viewer,
 }
 
+/// A hand-off waiting in the mailbox for its receiver. The control plane
+/// cannot open or forge the package; it only keeps it for the receiver.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoffRecord {
+    /// The tunnel.
+    pub tunnel_id: TunnelId,
+    /// The sender's enrolled name.
+    pub from: String,
+    /// The receiver's enrolled name: only they may fetch it.
+    pub to: String,
+    /// The sealed, signed package.
+    pub package: HandoffPackage,
+    /// When it was posted.
+    pub posted_at: u64,
+    /// The tunnel's expiry when it was posted (it is deleted when the tunnel ends).
+    pub expires_at: u64,
+}
+
+/// Why a hand-off could not be posted (beyond a store failure).
+pub type HandoffOutcome = Result<(), ApiError>;
+
 /// An audit record to append (the store numbers, timestamps and chains it).
 #[derive(Clone, Debug)]
 pub struct AuditDraft {
@@ -137,6 +159,33 @@ pub trait Store: Send + Sync + 'static {
     fn admins(&self) -> StoreResult<Vec<AdminRecord>>;
     /// The admin with this key.
     fn admin_by_key(&self, key: &[u8; 32]) -> StoreResult<Option<AdminRecord>>;
+
+    /// Stores `name`'s signed hand-off key (replacing an older one).
+    fn put_handoff_key(&self, name: &str, key: &HandoffKey) -> StoreResult<()>;
+    /// `name`'s signed hand-off key, if published.
+    fn handoff_key(&self, name: &str) -> StoreResult<Option<HandoffKey>>;
+    /// Posts a hand-off for a live tunnel, with its audit record, in one
+    /// transaction (an identical replay changes nothing). The entry is
+    /// deleted when the tunnel ends.
+    fn post_handoff(
+        &self,
+        record: &HandoffRecord,
+        audit: AuditDraft,
+        now: u64,
+    ) -> StoreResult<HandoffOutcome>;
+    /// Up to `limit` hand-offs waiting for `to`.
+    fn handoffs_for(&self, to: &str, limit: usize) -> StoreResult<Vec<HandoffRecord>>;
+    /// The hand-off of tunnel `id`, if one waits.
+    fn handoff(&self, id: TunnelId) -> StoreResult<Option<HandoffRecord>>;
+    /// Deletes the hand-off of `id` if it waits for `to`, with `audit`, in
+    /// one transaction; false if there was none for `to`.
+    fn take_handoff(
+        &self,
+        id: TunnelId,
+        to: &str,
+        audit: AuditDraft,
+        now: u64,
+    ) -> StoreResult<bool>;
 
     /// Audit records after `after_seq`, optionally about one tunnel.
     fn audit_page(

@@ -6,12 +6,13 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use support_protocol::audit::{Actor, AuditAction, AuditEntry, AuditRecord, ChainBreak};
 use support_protocol::bounded::BoundedString;
-use support_protocol::messages::{ApiError, TunnelStateKind};
+use support_protocol::handoff::HandoffKey;
+use support_protocol::messages::{ApiError, ErrorCode, TunnelStateKind};
 use support_protocol::TunnelId;
 
 use super::{
-    AdminRecord, AuditDraft, Store, StoreError, StoreResult, TunnelRecord, UpdateOutcome,
-    SCHEMA_VERSION,
+    AdminRecord, AuditDraft, HandoffOutcome, HandoffRecord, Store, StoreError, StoreResult,
+    TunnelRecord, UpdateOutcome, SCHEMA_VERSION,
 };
 
 const TUNNELS: TableDefinition<u64, &[u8]> = TableDefinition::new("tunnels");
@@ -25,6 +26,10 @@ const ADMINS: TableDefinition<&str, &[u8]> = TableDefinition::new("admins");
 const ADMIN_KEYS: TableDefinition<&[u8], &str> = TableDefinition::new("admin_keys");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Admin name -> their signed hand-off key (postcard of `HandoffKey`).
+const HANDOFF_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("handoff_keys");
+/// Tunnel id -> the hand-off waiting for its receiver (postcard of `HandoffRecord`).
+const HANDOFFS: TableDefinition<u64, &[u8]> = TableDefinition::new("handoffs");
 
 fn err<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError(e.to_string())
@@ -80,6 +85,8 @@ impl RedbStore {
             tx.open_table(ADMINS).map_err(err)?;
             tx.open_table(ADMIN_KEYS).map_err(err)?;
             tx.open_table(AUDIT).map_err(err)?;
+            tx.open_table(HANDOFF_KEYS).map_err(err)?;
+            tx.open_table(HANDOFFS).map_err(err)?;
         }
         tx.commit().map_err(err)?;
         Ok(Self { db })
@@ -152,6 +159,11 @@ fn reindex(
         tx.open_table(ENDED)
             .map_err(err)?
             .insert((now, new.id().0), ())
+            .map_err(err)?;
+        // A hand-off ends with its tunnel.
+        tx.open_table(HANDOFFS)
+            .map_err(err)?
+            .remove(new.id().0)
             .map_err(err)?;
     }
     let old_kind = old.map(|o| o.state.kind());
@@ -426,6 +438,130 @@ impl Store for RedbStore {
             .transpose()
     }
 
+    fn put_handoff_key(&self, name: &str, key: &HandoffKey) -> StoreResult<()> {
+        let tx = self.db.begin_write().map_err(err)?;
+        tx.open_table(HANDOFF_KEYS)
+            .map_err(err)?
+            .insert(name, encode(key)?.as_slice())
+            .map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    fn handoff_key(&self, name: &str) -> StoreResult<Option<HandoffKey>> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(HANDOFF_KEYS).map_err(err)?;
+        t.get(name)
+            .map_err(err)?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+
+    fn post_handoff(
+        &self,
+        record: &HandoffRecord,
+        audit: AuditDraft,
+        now: u64,
+    ) -> StoreResult<HandoffOutcome> {
+        let tx = self.db.begin_write().map_err(err)?;
+        {
+            let tunnel: Option<TunnelRecord> = tx
+                .open_table(TUNNELS)
+                .map_err(err)?
+                .get(record.tunnel_id.0)
+                .map_err(err)?
+                .map(|v| decode(v.value()))
+                .transpose()?;
+            let Some(tunnel) = tunnel else {
+                return Ok(Err(ApiError::new(ErrorCode::NotFound, "no such tunnel")));
+            };
+            if tunnel.state.kind().is_terminal() {
+                return Ok(Err(ApiError::new(
+                    ErrorCode::InvalidState,
+                    "the tunnel has ended; there is nothing to hand off",
+                )));
+            }
+            let mut t = tx.open_table(HANDOFFS).map_err(err)?;
+            let existing: Option<HandoffRecord> = t
+                .get(record.tunnel_id.0)
+                .map_err(err)?
+                .map(|v| decode(v.value()))
+                .transpose()?;
+            if let Some(e) = existing {
+                if e.package == record.package && e.to == record.to {
+                    // A replay of the same post: already in the mailbox.
+                    return Ok(Ok(()));
+                }
+                if e.from != record.from {
+                    return Ok(Err(ApiError::new(
+                        ErrorCode::AlreadyExists,
+                        &format!(
+                            "a hand-off of this tunnel from {} is waiting for {}",
+                            e.from, e.to
+                        ),
+                    )));
+                }
+            }
+            let mut stored = record.clone();
+            stored.expires_at = tunnel.expires_at;
+            t.insert(record.tunnel_id.0, encode(&stored)?.as_slice())
+                .map_err(err)?;
+        }
+        append_audit(&tx, audit, now)?;
+        tx.commit().map_err(err)?;
+        Ok(Ok(()))
+    }
+
+    fn handoffs_for(&self, to: &str, limit: usize) -> StoreResult<Vec<HandoffRecord>> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(HANDOFFS).map_err(err)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(err)? {
+            let (_, v) = item.map_err(err)?;
+            let r: HandoffRecord = decode(v.value())?;
+            if r.to == to {
+                out.push(r);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn handoff(&self, id: TunnelId) -> StoreResult<Option<HandoffRecord>> {
+        let tx = self.db.begin_read().map_err(err)?;
+        let t = tx.open_table(HANDOFFS).map_err(err)?;
+        t.get(id.0)
+            .map_err(err)?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+
+    fn take_handoff(
+        &self,
+        id: TunnelId,
+        to: &str,
+        audit: AuditDraft,
+        now: u64,
+    ) -> StoreResult<bool> {
+        let tx = self.db.begin_write().map_err(err)?;
+        {
+            let mut t = tx.open_table(HANDOFFS).map_err(err)?;
+            let existing: Option<HandoffRecord> = t
+                .get(id.0)
+                .map_err(err)?
+                .map(|v| decode(v.value()))
+                .transpose()?;
+            if existing.is_none_or(|e| e.to != to) {
+                return Ok(false);
+            }
+            t.remove(id.0).map_err(err)?;
+        }
+        append_audit(&tx, audit, now)?;
+        tx.commit().map_err(err)?;
+        Ok(true)
+    }
+
     fn audit_page(
         &self,
         tunnel: Option<TunnelId>,
@@ -493,6 +629,8 @@ impl Store for RedbStore {
         copy(&src, &tx, ADMIN_KEYS)?;
         copy(&src, &tx, AUDIT)?;
         copy(&src, &tx, META)?;
+        copy(&src, &tx, HANDOFF_KEYS)?;
+        copy(&src, &tx, HANDOFFS)?;
         tx.commit().map_err(err)?;
         drop(out);
         std::fs::rename(&tmp, path).map_err(err)
@@ -532,6 +670,32 @@ pub fn tamper_audit_record(path: &Path, seq: u64) -> StoreResult<()> {
         let mut r: AuditRecord = decode(&bytes)?;
         r.entry.action = AuditAction::Expired;
         t.insert(seq, encode(&r)?.as_slice()).map_err(err)?;
+    }
+    tx.commit().map_err(err)
+}
+
+/// For tests: opens the store file directly and flips one bit of the sealed
+/// secrets of the hand-off waiting for tunnel `id`, as an attacker with disk
+/// access (or a lying control plane) would.
+#[doc(hidden)]
+pub fn tamper_handoff(path: &Path, id: TunnelId) -> StoreResult<()> {
+    let db = Database::create(path).map_err(err)?;
+    let tx = db.begin_write().map_err(err)?;
+    {
+        let mut t = tx.open_table(HANDOFFS).map_err(err)?;
+        let bytes = t
+            .get(id.0)
+            .map_err(err)?
+            .map(|v| v.value().to_vec())
+            .ok_or(StoreError("no such hand-off".into()))?;
+        let mut r: HandoffRecord = decode(&bytes)?;
+        let mut ct = r.package.ciphertext.to_vec();
+        if let Some(b) = ct.get_mut(10) {
+            *b ^= 1;
+        }
+        r.package.ciphertext = support_protocol::bounded::BoundedBytes::new(ct)
+            .map_err(|e| StoreError(e.to_string()))?;
+        t.insert(id.0, encode(&r)?.as_slice()).map_err(err)?;
     }
     tx.commit().map_err(err)
 }

@@ -9,9 +9,10 @@ use super::request::{DeviceFacts, TunnelRequest};
 use super::TunnelStateKind;
 use crate::approval_box::SealedApproval;
 use crate::audit::AuditRecord;
-use crate::bounded::{BoundedString, BoundedVec};
+use crate::bounded::{BoundedString, BoundedVec, FixedBytes};
 use crate::codec::Message;
 use crate::connected_report::SealedReport;
+use crate::handoff::{HandoffKey, HandoffPackage};
 use crate::ids::{ApprovalSeq, RequestId, TunnelId};
 use crate::state::TunnelState;
 
@@ -49,6 +50,61 @@ pub enum AdminRequest {
     Stop(StopRequest),
     /// Read the audit log.
     Audit(AuditQuery),
+    // New calls go below, never between: postcard numbers variants by position.
+    /// Publish (or refresh) the caller's signed hand-off key.
+    PublishHandoffKey(Box<HandoffKey>),
+    /// Look up an enrolled admin by name (to hand a tunnel off to them).
+    LookupAdmin(BoundedString<64>),
+    /// Post a hand-off package for an enrolled admin (the mailbox).
+    Handoff(Box<HandoffPost>),
+    /// The hand-offs waiting for the caller.
+    ListHandoffs,
+    /// Fetch the hand-off of this tunnel waiting for the caller.
+    FetchHandoff(TunnelId),
+    /// The caller has stored the hand-off: delete it from the mailbox.
+    PickedUp(TunnelId),
+}
+
+/// The most hand-offs in one list.
+pub const MAX_HANDOFF_LIST: usize = 100;
+
+/// A hand-off package for the mailbox.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "proptest", derive(proptest_derive::Arbitrary))]
+pub struct HandoffPost {
+    /// The receiver's enrolled name.
+    pub to: BoundedString<64>,
+    /// The sealed, signed package (names the tunnel).
+    pub package: HandoffPackage,
+}
+
+/// An enrolled admin, as a lookup answers.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "proptest", derive(proptest_derive::Arbitrary))]
+pub struct AdminInfo {
+    /// The enrolled name.
+    pub name: BoundedString<64>,
+    /// Whether the control plane lets them approve.
+    pub approver: bool,
+    /// The enrolled control-channel key.
+    pub key: FixedBytes<32>,
+    /// Their signed hand-off key, once they published one.
+    pub handoff_key: Option<HandoffKey>,
+}
+
+/// A hand-off waiting in the mailbox.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "proptest", derive(proptest_derive::Arbitrary))]
+pub struct HandoffSummary {
+    /// The tunnel.
+    pub tunnel_id: TunnelId,
+    /// The sender's enrolled name (what the control plane says; the package's
+    /// certificate is what counts).
+    pub from: BoundedString<64>,
+    /// When it was posted (control plane clock).
+    pub posted_at: u64,
+    /// When the tunnel (and so the hand-off) expires.
+    pub expires_at: u64,
 }
 
 /// A page of the tunnel list.
@@ -162,4 +218,17 @@ pub enum AdminResponse {
     Stopped,
     /// A page of audit records.
     Audit(BoundedVec<AuditRecord, MAX_AUDIT_PAGE>),
+    // New answers go below, never between.
+    /// The hand-off key is published.
+    HandoffKeyPublished,
+    /// The admin looked up.
+    AdminInfo(Box<AdminInfo>),
+    /// The hand-off is in the mailbox.
+    HandedOff,
+    /// The hand-offs waiting for the caller.
+    Handoffs(BoundedVec<HandoffSummary, MAX_HANDOFF_LIST>),
+    /// One hand-off package.
+    Handoff(Box<HandoffPackage>),
+    /// The hand-off is deleted from the mailbox (or was already).
+    PickedUp,
 }
