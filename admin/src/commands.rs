@@ -126,7 +126,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
         Command::Ca(c) => ca_command(&env, c),
         Command::Init { certificate } => init(&env, certificate.as_deref()),
-        Command::Status => status(&env),
+        Command::Status { json } => status(&env, json),
         Command::List { state, json } => list(&env, state, json),
         Command::Show { id, json } => show(&env, &id, json),
         Command::Audit { id, json } => audit(&env, id.as_deref(), json),
@@ -248,7 +248,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
     }
 }
 
-/// Writes support-admin.1 and support-admin-COMMAND.1 into `dir`.
+/// Writes support-admin.1 and support-admin-COMMAND.1 into `dir`
+/// (scripts/release packages them).
 fn man_pages(dir: &std::path::Path) -> Result<ExitCode, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let cmd = <Cli as clap::CommandFactory>::command();
@@ -262,7 +263,8 @@ fn man_pages(dir: &std::path::Path) -> Result<ExitCode, String> {
         eprintln!("wrote {}", path.display());
         Ok(())
     };
-    for sub in cmd.get_subcommands() {
+    // Not the internal ones (`session`): --help does not list them either.
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         let name = format!("support-admin-{}", sub.get_name());
         write(name.clone(), sub.clone().name(name))?;
     }
@@ -522,106 +524,206 @@ fn show(env: &Env, id: &str, as_json: bool) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `support-admin status`: every line says what is fine or what to do.
-fn status(env: &Env) -> Result<ExitCode, String> {
-    let now = ca::now();
-    let key_path = env.dirs.config.join("identity.key");
-    match std::fs::read(&key_path) {
-        Ok(b) => println!(
-            "identity     {} ({})",
-            key_path.display(),
-            if secret_file::is_sealed(&b) {
-                "sealed with a passphrase"
-            } else {
-                "NOT sealed: anyone who reads this file can act as you"
-            }
-        ),
-        Err(_) => {
-            println!("identity     none: run support-admin init");
-            return Ok(ExitCode::FAILURE);
+/// What `support-admin status` found, printed for people or as JSON.
+struct StatusReport {
+    now: u64,
+    identity_path: std::path::PathBuf,
+    /// Whether the identity file is sealed with a passphrase; `None` when
+    /// there is no identity (then nothing else is looked at).
+    sealed: Option<bool>,
+    checks: Option<StatusChecks>,
+}
+
+/// Everything `status` checks once there is an identity.
+struct StatusChecks {
+    certificate: Option<support_protocol::certificate::ApproverCertificate>,
+    url: Option<String>,
+    pinned_keys: Vec<String>,
+    /// The control plane's tunnels, reached with its pinned key, or why not.
+    control_plane: Result<Vec<TunnelSummary>, String>,
+    provider: String,
+    /// The provider's pre-flight: where hubs run, or why it is not ready.
+    preflight: Result<String, String>,
+    /// Local records: id and whether its session runs.
+    tunnels: Vec<(String, bool)>,
+    handed_off: Vec<handoff::HandedOff>,
+}
+
+impl StatusReport {
+    fn gather(env: &Env) -> Result<StatusReport, String> {
+        let now = ca::now();
+        let identity_path = env.dirs.config.join("identity.key");
+        let sealed = std::fs::read(&identity_path)
+            .ok()
+            .map(|b| secret_file::is_sealed(&b));
+        let checks = match sealed {
+            None => None,
+            Some(_) => Some(StatusChecks::gather(env)?),
+        };
+        Ok(StatusReport {
+            now,
+            identity_path,
+            sealed,
+            checks,
+        })
+    }
+
+    /// Whether everything is ready (exit 0): an identity, a certificate that
+    /// has not expired, the control plane reached, the provider ready.
+    fn fine(&self) -> bool {
+        self.checks.as_ref().is_some_and(|c| {
+            c.certificate
+                .as_ref()
+                .is_some_and(|cert| cert.body.not_after >= self.now)
+                && c.control_plane.is_ok()
+                && c.preflight.is_ok()
+        })
+    }
+
+    fn exit_code(&self) -> ExitCode {
+        if self.fine() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
         }
     }
-    let mut fine = true;
-    match identity::certificate(&env.dirs)? {
-        Some(c) => {
-            let warn = if c.body.not_after < now {
-                fine = false;
+}
+
+impl StatusChecks {
+    fn gather(env: &Env) -> Result<StatusChecks, String> {
+        let certificate = identity::certificate(&env.dirs)?;
+        let url = env
+            .cli_url
+            .clone()
+            .or_else(|| env.settings.control_plane.clone());
+        let pinned_keys = if env.cli_keys.is_empty() {
+            env.settings.control_plane_keys.clone()
+        } else {
+            env.cli_keys.clone()
+        };
+        let control_plane = env.control_plane().and_then(|cp| cp.list_all(None));
+        let provider = env
+            .settings
+            .provider
+            .clone()
+            .unwrap_or_else(|| "local".into());
+        let preflight = env.provider(&provider).and_then(|p| p.preflight());
+        let records = env.records();
+        let tunnels = records
+            .ids()
+            .into_iter()
+            .map(|id| {
+                let session = session::running(&records, &id);
+                (id, session)
+            })
+            .collect();
+        Ok(StatusChecks {
+            certificate,
+            url,
+            pinned_keys,
+            control_plane,
+            provider,
+            preflight,
+            tunnels,
+            handed_off: records.handed_off_all(),
+        })
+    }
+
+    /// The control plane's view of a local tunnel, if it was reached and knows it.
+    fn summary(&self, id: &str) -> Option<&TunnelSummary> {
+        self.control_plane
+            .as_ref()
+            .ok()?
+            .iter()
+            .find(|t| t.tunnel_id.to_string() == id)
+    }
+}
+
+/// `support-admin status`: every line says what is fine or what to do.
+fn status(env: &Env, as_json: bool) -> Result<ExitCode, String> {
+    let report = StatusReport::gather(env)?;
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status_json(&report)).unwrap_or_default()
+        );
+    } else {
+        print_status(&report);
+    }
+    Ok(report.exit_code())
+}
+
+fn print_status(r: &StatusReport) {
+    let now = r.now;
+    let (Some(sealed), Some(c)) = (r.sealed, &r.checks) else {
+        println!("identity     none: run support-admin init");
+        return;
+    };
+    println!(
+        "identity     {} ({})",
+        r.identity_path.display(),
+        if sealed {
+            "sealed with a passphrase"
+        } else {
+            "NOT sealed: anyone who reads this file can act as you"
+        }
+    );
+    match &c.certificate {
+        Some(cert) => {
+            let warn = if cert.body.not_after < now {
                 "  EXPIRED: ask the support CA for a new one".to_string()
-            } else if ca::expires_soon(&c, now) {
+            } else if ca::expires_soon(cert, now) {
                 format!(
                     "  expires in {}: ask the support CA for a new one soon",
-                    support_protocol::duration_text::format(c.body.not_after - now)
+                    support_protocol::duration_text::format(cert.body.not_after - now)
                 )
             } else {
                 String::new()
             };
             println!(
                 "certificate  {}, {:?}, serial {}, valid until {}{warn}",
-                c.body.name.as_str(),
-                c.body.role,
-                c.body.serial,
-                support_protocol::time_text::format(c.body.not_after)
+                cert.body.name.as_str(),
+                cert.body.role,
+                cert.body.serial,
+                support_protocol::time_text::format(cert.body.not_after)
             );
         }
-        None => {
-            fine = false;
-            println!("certificate  none: send your approver key to the support CA, then init --certificate FILE");
-        }
+        None => println!(
+            "certificate  none: send your approver key to the support CA, then init --certificate FILE"
+        ),
     }
-    let tunnels = match env.control_plane().and_then(|cp| cp.list_all(None)) {
-        Ok(t) => {
-            println!(
-                "control plane {} reached with its pinned key ({} tunnels)",
-                env.cli_url
-                    .clone()
-                    .or_else(|| env.settings.control_plane.clone())
-                    .unwrap_or_default(),
-                t.len()
-            );
-            t
-        }
-        Err(e) => {
-            fine = false;
-            println!("control plane NOT reached: {e}");
-            Vec::new()
-        }
-    };
-    let name = env
-        .settings
-        .provider
-        .clone()
-        .unwrap_or_else(|| "local".into());
-    match env.provider(&name).and_then(|p| p.preflight()) {
-        Ok(place) => println!("provider     {name}: {place}"),
-        Err(e) => {
-            fine = false;
-            println!("provider     {name}: NOT ready: {e}");
-        }
+    match &c.control_plane {
+        Ok(t) => println!(
+            "control plane {} reached with its pinned key ({} tunnels)",
+            c.url.clone().unwrap_or_default(),
+            t.len()
+        ),
+        Err(e) => println!("control plane NOT reached: {e}"),
     }
-    let records = env.records();
-    let ids = records.ids();
-    if ids.is_empty() {
+    match &c.preflight {
+        Ok(place) => println!("provider     {}: {place}", c.provider),
+        Err(e) => println!("provider     {}: NOT ready: {e}", c.provider),
+    }
+    if c.tunnels.is_empty() {
         println!("tunnels      none on this machine");
     }
-    for id in ids {
-        let state = tunnels
-            .iter()
-            .find(|t| t.tunnel_id.to_string() == id)
+    for (id, session) in &c.tunnels {
+        let state = c
+            .summary(id)
             .map(|t| {
                 format!(
                     "{}, expires {}",
-                    format!("{:?}", t.state.kind()).to_lowercase(),
+                    state_name(t.state.kind()),
                     support_protocol::time_text::format(t.expires_at)
                 )
             })
             .unwrap_or_else(|| "unknown to the control plane".into());
-        let session = session::running(&records, &id);
         println!(
             "tunnel       {id}: {state}{}",
-            if session { "; session running" } else { "" }
+            if *session { "; session running" } else { "" }
         );
     }
-    for h in records.handed_off_all() {
+    for h in &c.handed_off {
         println!(
             "tunnel       {}: handed off to {} at {} (its secrets are wiped here)",
             h.id,
@@ -629,10 +731,101 @@ fn status(env: &Env) -> Result<ExitCode, String> {
             support_protocol::time_text::format(h.at)
         );
     }
-    Ok(if fine {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+}
+
+/// A state as the CLI prints it ("connected").
+fn state_name(kind: TunnelStateKind) -> String {
+    format!("{kind:?}").to_lowercase()
+}
+
+/// Unix seconds as `status --json` gives them: the number under `key`, and
+/// the same time for people under `key_text`.
+fn time_fields(v: &mut serde_json::Value, key: &str, secs: Option<u64>) {
+    v[key] = json!(secs);
+    v[format!("{key}_text")] = json!(secs.map(support_protocol::time_text::format));
+}
+
+/// `status --json`: the same facts as the text, the schema in
+/// admin/status.schema.json.
+fn status_json(r: &StatusReport) -> serde_json::Value {
+    let identity = json!({
+        "path": r.identity_path.display().to_string(),
+        "present": r.sealed.is_some(),
+        "sealed": r.sealed,
+    });
+    let Some(c) = &r.checks else {
+        return json!({
+            "ready": false,
+            "identity": identity,
+            "certificate": null,
+            "control_plane": null,
+            "provider": null,
+            "tunnels": [],
+            "handed_off": [],
+        });
+    };
+    let certificate = c.certificate.as_ref().map(|cert| {
+        let b = &cert.body;
+        let mut v = json!({
+            "name": b.name.as_str(),
+            "role": format!("{:?}", b.role).to_lowercase(),
+            "serial": b.serial,
+            "issuer": hex::encode(b.issuer.0),
+            "expired": b.not_after < r.now,
+            "expires_soon": b.not_after >= r.now && ca::expires_soon(cert, r.now),
+        });
+        time_fields(&mut v, "valid_from", Some(b.not_before));
+        time_fields(&mut v, "valid_until", Some(b.not_after));
+        v
+    });
+    let (reachable, error, count) = match &c.control_plane {
+        Ok(t) => (true, None, Some(t.len())),
+        Err(e) => (false, Some(e.as_str()), None),
+    };
+    let control_plane = json!({
+        "url": c.url,
+        "pinned_keys": c.pinned_keys,
+        "reachable": reachable,
+        "error": error,
+        "tunnel_count": count,
+    });
+    let provider = json!({
+        "name": c.provider,
+        "ready": c.preflight.is_ok(),
+        "detail": c.preflight.as_ref().ok(),
+        "error": c.preflight.as_ref().err(),
+    });
+    let tunnels: Vec<_> = c
+        .tunnels
+        .iter()
+        .map(|(id, session)| {
+            let t = c.summary(id);
+            let mut v = json!({
+                "id": id,
+                "state": t.map(|t| state_name(t.state.kind())),
+                "session_running": session,
+            });
+            time_fields(&mut v, "expires_at", t.map(|t| t.expires_at));
+            v
+        })
+        .collect();
+    let handed_off: Vec<_> = c
+        .handed_off
+        .iter()
+        .map(|h| {
+            let mut v = json!({"id": h.id, "to": h.to});
+            time_fields(&mut v, "at", Some(h.at));
+            v
+        })
+        .collect();
+    json!({
+        "ready": r.fine(),
+        "identity": identity,
+        "certificate": certificate,
+        "control_plane": control_plane,
+        "provider": provider,
+        "tunnels": tunnels,
+        "handed_off": handed_off,
     })
 }
 

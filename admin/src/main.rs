@@ -76,8 +76,13 @@ enum Command {
     },
     /// Who you are here: your keys, certificate (and when it expires), the
     /// control plane (reached with its pinned key?), the hub provider, and
-    /// the tunnels this machine holds.
-    Status,
+    /// the tunnels this machine holds. Exits 1 when something is not ready.
+    Status {
+        /// Machine-readable output: one object, the schema in
+        /// admin/status.schema.json (the exit code is the same).
+        #[arg(long)]
+        json: bool,
+    },
     /// List tunnels known to the control plane.
     List {
         /// Only tunnels in this state.

@@ -1,7 +1,8 @@
-//! support-admin's output for programs and people: `audit --json` against
-//! its documented schema (admin/audit.schema.json), readable times in
-//! `show`, `list` and `audit`, and exit 255 for the tool's own failures in
-//! `exec` (the remote command's status otherwise).
+//! support-admin's output for programs and people: `audit --json` and
+//! `status --json` against their documented schemas (admin/audit.schema.json,
+//! admin/status.schema.json), readable times in `show`, `list` and `audit`,
+//! and exit 255 for the tool's own failures in `exec` (the remote command's
+//! status otherwise).
 
 mod common;
 
@@ -11,6 +12,36 @@ use serde_json::Value;
 
 fn schema() -> Value {
     serde_json::from_str(include_str!("../audit.schema.json")).expect("the schema is JSON")
+}
+
+fn status_schema() -> Value {
+    serde_json::from_str(include_str!("../status.schema.json")).expect("the schema is JSON")
+}
+
+/// `status --json` (with `extra` arguments): the object, checked against
+/// its schema, and the exit code, which must be the text output's.
+fn status_json(run: impl Fn(&[&str]) -> std::process::Output, extra: &[&str]) -> (Value, i32) {
+    let mut args = vec!["status", "--json"];
+    args.extend_from_slice(extra);
+    let out = run(&args);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}):\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let problems = violations(&status_schema(), &v, "status");
+    assert!(problems.is_empty(), "{problems:#?}\n{text}");
+    let code = out.status.code().expect("exit code");
+    let mut args = vec!["status"];
+    args.extend_from_slice(extra);
+    assert_eq!(
+        run(&args).status.code(),
+        Some(code),
+        "status and status --json exit alike\n{text}"
+    );
+    (v, code)
 }
 
 #[test]
@@ -151,6 +182,10 @@ fn completions_and_man_pages() {
     assert!(page.contains(".TH support-admin-approve 1"), "{page}");
     assert!(page.contains("pre\\-flight"), "{page}");
     assert!(dir.path().join("support-admin.1").exists());
+    assert!(
+        !dir.path().join("support-admin-session.1").exists(),
+        "no page for the hidden internal command"
+    );
 }
 
 #[test]
@@ -177,5 +212,130 @@ fn status_says_who_you_are_and_what_is_not_ready() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("certificate  none"), "{text}");
     assert!(text.contains("control plane NOT reached"), "{text}");
+    ok(&lab.eng.run(&["stop", &id]));
+}
+
+#[test]
+fn status_json_has_the_same_facts_with_the_same_exit_code() {
+    // No identity at all: only that, and exit 1.
+    let empty = tempdir();
+    let (v, code) = status_json(|a| admin_in(empty.path(), a), &[]);
+    assert_eq!(code, 1, "{v:#}");
+    assert_eq!(v["ready"], false);
+    assert_eq!(v["identity"]["present"], false);
+    assert!(
+        v["identity"]["sealed"].is_null() && v["certificate"].is_null(),
+        "{v:#}"
+    );
+    assert!(
+        v["control_plane"].is_null() && v["provider"].is_null(),
+        "{v:#}"
+    );
+
+    let lab = Lab::new(&DeviceSettings::default());
+    let eng = |a: &[&str]| lab.eng.run(a);
+    let (v, code) = status_json(eng, &[]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["ready"], true);
+    assert_eq!(v["identity"]["present"], true);
+    assert_eq!(
+        v["identity"]["sealed"], false,
+        "the tests use no passphrase"
+    );
+    assert!(v["identity"]["path"]
+        .as_str()
+        .expect("path")
+        .ends_with("identity.key"));
+    let cert = &v["certificate"];
+    assert_eq!(cert["name"], "alice");
+    assert_eq!(cert["role"], "approver");
+    assert_eq!(cert["serial"], 1);
+    assert_eq!(cert["issuer"], lab.ca.public.as_str());
+    assert_eq!(
+        (&cert["expired"], &cert["expires_soon"]),
+        (&Value::Bool(false), &Value::Bool(false))
+    );
+    let until = cert["valid_until"].as_u64().expect("seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    assert!(
+        until > now + 89 * 86400 && until <= now + 90 * 86400,
+        "{cert:#}"
+    );
+    let until_text = cert["valid_until_text"].as_str().expect("text");
+    assert!(
+        until_text.starts_with("20") && until_text.ends_with('Z'),
+        "{until_text}"
+    );
+    let cp = &v["control_plane"];
+    assert_eq!(cp["url"], lab.cp.url.as_str());
+    assert_eq!(
+        cp["pinned_keys"],
+        serde_json::json!([hex::encode(lab.cp.public)])
+    );
+    assert_eq!(cp["reachable"], true);
+    assert!(cp["error"].is_null(), "{cp:#}");
+    assert_eq!(cp["tunnel_count"], 0);
+    let provider = &v["provider"];
+    assert_eq!(provider["name"], "local");
+    assert_eq!(provider["ready"], true);
+    assert!(provider["detail"]
+        .as_str()
+        .expect("detail")
+        .starts_with("a relay on this machine"));
+    assert_eq!(v["tunnels"], serde_json::json!([]));
+    assert_eq!(v["handed_off"], serde_json::json!([]));
+
+    // After an approve: the tunnel, connected, with its expiry.
+    let (id, _) = lab.approve(&[], &["--yes"]);
+    let (v, code) = status_json(eng, &[]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["control_plane"]["tunnel_count"], 1);
+    let tunnels = v["tunnels"].as_array().expect("tunnels");
+    assert_eq!(tunnels.len(), 1, "{v:#}");
+    let t = &tunnels[0];
+    assert_eq!(t["id"], id.as_str());
+    assert_eq!(t["state"], "connected");
+    assert!(t["expires_at"].as_u64().expect("seconds") > now, "{t:#}");
+    assert!(t["expires_at_text"].as_str().expect("text").ends_with('Z'));
+    assert!(t["session_running"].is_boolean());
+
+    // The control plane unreachable: said so, the tunnel's state unknown,
+    // exit 1 like the text.
+    let (v, code) = status_json(eng, &["--control-plane", "http://127.0.0.1:1"]);
+    assert_eq!(code, 1, "{v:#}");
+    assert_eq!(v["ready"], false);
+    let cp = &v["control_plane"];
+    assert_eq!(cp["reachable"], false);
+    assert_eq!(cp["url"], "http://127.0.0.1:1");
+    assert!(!cp["error"].as_str().expect("error").is_empty(), "{cp:#}");
+    assert!(cp["tunnel_count"].is_null(), "{cp:#}");
+    assert_eq!(v["certificate"]["name"], "alice", "the rest is still there");
+    assert_eq!(v["tunnels"][0]["id"], id.as_str());
+    assert!(v["tunnels"][0]["state"].is_null(), "{v:#}");
+    assert!(v["tunnels"][0]["expires_at"].is_null(), "{v:#}");
+
+    // Not certified, and a wrong pinned key: reached is false too.
+    let bob = Engineer::new(&lab.cp, None, "bob");
+    let wrong = "ab".repeat(32);
+    let (v, code) = status_json(|a| bob.run(a), &["--control-plane-key", &wrong]);
+    assert_eq!(code, 1, "{v:#}");
+    assert!(v["certificate"].is_null(), "{v:#}");
+    assert_eq!(v["control_plane"]["reachable"], false);
+    assert_eq!(
+        v["control_plane"]["pinned_keys"],
+        serde_json::json!([wrong])
+    );
+
+    // The checker refuses what the schema does not allow.
+    let mut bad = v.clone();
+    bad["control_plane"]["reachable"] = serde_json::json!("no");
+    assert!(!violations(&status_schema(), &bad, "status").is_empty());
+    let mut bad = v.clone();
+    bad["surprise"] = serde_json::json!(1);
+    assert!(!violations(&status_schema(), &bad, "status").is_empty());
+
     ok(&lab.eng.run(&["stop", &id]));
 }
