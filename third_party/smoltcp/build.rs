@@ -12,7 +12,7 @@ static CONFIGS: &[(&str, usize)] = &[
     ("IFACE_NEIGHBOR_CACHE_COUNT", 8),
     ("IFACE_MAX_ROUTE_COUNT", 2),
     ("FRAGMENTATION_BUFFER_SIZE", 1500),
-    ("ASSEMBLER_MAX_SEGMENT_COUNT", 64), // support-tunnel: upstream 4, see PATCHES.md
+    ("ASSEMBLER_MAX_SEGMENT_COUNT", 128), // support-tunnel: upstream 4, see PATCHES.md
     ("REASSEMBLY_BUFFER_SIZE", 1500),
     ("REASSEMBLY_BUFFER_COUNT", 1),
     ("IPV6_HBH_MAX_OPTIONS", 4),

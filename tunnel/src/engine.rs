@@ -34,6 +34,10 @@ const TCP_TIMEOUT: Duration = Duration::from_secs(20);
 /// TCP keepalive on tunnel connections, so a dead peer is noticed while idle.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
 const TICK: Duration = Duration::from_millis(100);
+/// The queueing delay a bulk transfer may add to the path (or a quarter of
+/// the path's round trip, if more): an SSH keystroke next to a transfer
+/// waits behind at most this much of it.
+const QUEUE_DELAY_TARGET: Duration = Duration::from_millis(5);
 
 /// One allowlisted device port and where it goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -239,6 +243,28 @@ fn udp_socket(bind: SocketAddr, buffer: usize) -> io::Result<std::net::UdpSocket
     Ok(s.into())
 }
 
+/// A TCP socket as every tunnel connection has it: the profile's buffers,
+/// Nagle off, the congestion controller, the timeout and the keepalive.
+/// Public so the simulations (`benches/tcp_sim.rs`) run the same sockets.
+pub fn tcp_socket(p: &BufferProfile) -> tcp::Socket<'static> {
+    let mut s = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; p.tcp_rx]),
+        tcp::SocketBuffer::new(vec![0; p.tcp_tx]),
+    );
+    s.set_congestion_control(tcp::CongestionControl::Reno);
+    s.set_timeout(Some(smoltcp::time::Duration::from_millis(
+        TCP_TIMEOUT.as_millis() as u64,
+    )));
+    s.set_keep_alive(Some(smoltcp::time::Duration::from_millis(
+        TCP_KEEPALIVE.as_millis() as u64,
+    )));
+    s.set_nagle_enabled(false);
+    s.set_queue_delay_target(Some(smoltcp::time::Duration::from_millis(
+        QUEUE_DELAY_TARGET.as_millis() as u64,
+    )));
+    s
+}
+
 fn smol_now(start: Instant) -> smoltcp::time::Instant {
     smoltcp::time::Instant::from_micros(start.elapsed().as_micros() as i64)
 }
@@ -341,20 +367,7 @@ impl Engine {
     }
 
     fn new_socket(&mut self) -> tcp::Socket<'static> {
-        let p = self.config.profile;
-        let mut s = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; p.tcp_rx]),
-            tcp::SocketBuffer::new(vec![0; p.tcp_tx]),
-        );
-        s.set_congestion_control(tcp::CongestionControl::Reno);
-        s.set_timeout(Some(smoltcp::time::Duration::from_millis(
-            TCP_TIMEOUT.as_millis() as u64,
-        )));
-        s.set_keep_alive(Some(smoltcp::time::Duration::from_millis(
-            TCP_KEEPALIVE.as_millis() as u64,
-        )));
-        s.set_nagle_enabled(false);
-        s
+        tcp_socket(&self.config.profile)
     }
 
     fn add_listening(&mut self, port: u16) {
@@ -705,8 +718,10 @@ impl Engine {
 /// Returns (bytes moved?, connection finished?).
 fn pump(c: &mut Conn, s: &mut tcp::Socket<'static>) -> (bool, bool) {
     let mut moved = false;
-    // Local -> tunnel, read straight into smoltcp's send buffer.
-    while !c.local_eof && s.can_send() {
+    // Local -> tunnel, read straight into smoltcp's send buffer, no further
+    // ahead than the window needs (a later write, a keystroke after a burst
+    // of output, does not wait behind megabytes of it).
+    while !c.local_eof && s.can_send() && s.send_queue() < s.send_backlog_hint() {
         let r = s.send(|buf| match c.stream.read(buf) {
             Ok(0) => (0, Ok(0)),
             Ok(n) => (n, Ok(n)),

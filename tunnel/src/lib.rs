@@ -22,5 +22,5 @@ pub mod wireguard;
 /// The MTU inside the tunnel (WireGuard's overhead under a 1500-byte path MTU).
 pub const TUNNEL_MTU: usize = 1420;
 
-pub use engine::{Engine, EngineConfig, EngineHandle, Event, Forward, Role};
+pub use engine::{tcp_socket, Engine, EngineConfig, EngineHandle, Event, Forward, Role};
 pub use profile::BufferProfile;

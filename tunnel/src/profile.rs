@@ -23,11 +23,13 @@ pub struct BufferProfile {
 
 impl BufferProfile {
     /// The device's default. A window must cover the bandwidth-delay
-    /// product: 2 MiB keeps 100 Mbit/s at 150 ms in flight, each way (with
-    /// 64 KiB a 50 ms path ran at 1.2 MB/s). The buffers are allocated
-    /// zeroed, so the pages a connection never fills are never made
-    /// resident: an SSH session costs what it moves, a bulk transfer up to
-    /// 4 MiB while it runs (ARCHITECTURE.md, "The data plane").
+    /// product and the round trip or two a repair takes: 2 MiB keeps
+    /// 0.7× kernel TCP or better up to 150 ms and 1% loss (the WAN bench,
+    /// ARCHITECTURE.md "The tunnel peer"); 4 MiB was measured too and gains
+    /// little but 2 MiB more resident memory during a bulk transfer. The
+    /// buffers are allocated zeroed and the rings start again at their
+    /// beginning whenever they empty, so an SSH session costs what it
+    /// moves; a bulk transfer holds up to its window while it runs.
     pub const DEVICE: BufferProfile = BufferProfile {
         name: "device",
         tcp_rx: 2 * 1024 * 1024,

@@ -416,15 +416,33 @@ pub struct Stats {
     pub hole_retransmits: u32,
     /// Retransmission timeouts (everything unacknowledged is sent again).
     pub timeouts: u32,
+    /// The delay window now, in bytes (0 without one).
+    pub delay_window: u32,
 }
 
-/// Maximum SACK ranges remembered during one recovery (support-tunnel patch).
-const SACK_SCOREBOARD: usize = 32;
+/// SACK ranges remembered during one recovery (support-tunnel patch): a
+/// 2 MiB window through 3% loss holds about 45 holes.
+const SACK_SCOREBOARD: usize = 96;
+/// Hole retransmissions whose fate a recovery watches (support-tunnel
+/// patch); the oldest is forgotten beyond this (the timer still covers it).
+const RTX_RECORDS: usize = 256;
+
+/// One hole retransmission: what went and when.
+#[derive(Debug, Clone, Copy)]
+struct RtxRecord {
+    seq: TcpSeqNumber,
+    end: TcpSeqNumber,
+    sent: Instant,
+    /// Sent again since, or known arrived: no longer watched.
+    done: bool,
+}
 
 /// A fast recovery in progress (support-tunnel patch): instead of sending
 /// everything from the first unacknowledged byte again, only the holes are
-/// retransmitted, one segment per incoming ACK, found from the receiver's
-/// SACK blocks (or, without SACK, at each partial ACK as in NewReno).
+/// retransmitted, found from the receiver's SACK blocks (or, without SACK,
+/// at each partial ACK as in NewReno). A retransmission still unacknowledged
+/// a round trip after it went out was lost too, and is sent again (RACK,
+/// RFC 8985, applied to retransmissions), whether or not ACKs still arrive.
 #[derive(Debug, Clone, Copy)]
 struct Recovery {
     /// The last sequence number sent when the recovery began: it ends once
@@ -434,84 +452,540 @@ struct Recovery {
     rtx_next: TcpSeqNumber,
     /// A hole to retransmit at the next dispatch.
     pending: Option<TcpSeqNumber>,
-    /// When the holes were last scanned from the cumulative ACK up: a hole
-    /// still open a round trip after that lost its retransmission too.
-    scanned_at: Instant,
-    /// What the receiver reported holding above the cumulative ACK.
-    sacked: [Option<(TcpSeqNumber, TcpSeqNumber)>; SACK_SCOREBOARD],
+    /// What the receiver reported holding above the cumulative ACK: sorted,
+    /// disjoint ranges.
+    sacked: [(TcpSeqNumber, TcpSeqNumber); SACK_SCOREBOARD],
+    sacked_len: usize,
+    /// Retransmissions sent, oldest first (a ring from `rtx_head`).
+    rtx: [RtxRecord; RTX_RECORDS],
+    rtx_head: usize,
+    rtx_len: usize,
+    /// When the newest retransmission known to have arrived was sent.
+    rtx_delivered: Option<Instant>,
+    /// Begun by a timeout with nothing known of the receiver: its first
+    /// ACK tells whether it holds anything above the cumulative ACK.
+    probing: bool,
+    /// The cumulative ACK when the recovery began.
+    start: TcpSeqNumber,
+    /// A recovery is running. Between recoveries only the SACK scoreboard
+    /// is kept: a new recovery must know what the receiver already holds,
+    /// or it resends it.
+    active: bool,
 }
 
 impl Recovery {
-    fn new(high: TcpSeqNumber, una: TcpSeqNumber, now: Instant) -> Recovery {
+    fn new(high: TcpSeqNumber, una: TcpSeqNumber) -> Recovery {
         Recovery {
             high,
             rtx_next: una,
             pending: None,
-            scanned_at: now,
-            sacked: [None; SACK_SCOREBOARD],
+            sacked: [(una, una); SACK_SCOREBOARD],
+            sacked_len: 0,
+            rtx: [RtxRecord {
+                seq: una,
+                end: una,
+                sent: Instant::from_millis(0),
+                done: true,
+            }; RTX_RECORDS],
+            rtx_head: 0,
+            rtx_len: 0,
+            rtx_delivered: None,
+            probing: false,
+            start: una,
+            active: true,
         }
     }
 
-    /// Records a SACK block, merging overlapping ones; a full board forgets its lowest.
+    /// Starts a recovery on a scoreboard kept from before.
+    fn activate(&mut self, high: TcpSeqNumber, una: TcpSeqNumber, probing: bool) {
+        self.high = high;
+        self.rtx_next = una;
+        self.pending = None;
+        self.rtx_len = 0;
+        self.rtx_delivered = None;
+        self.probing = probing;
+        self.start = una;
+        self.active = true;
+    }
+
+    /// Ends the recovery; the scoreboard stays.
+    fn deactivate(&mut self) {
+        self.active = false;
+        self.pending = None;
+        self.rtx_len = 0;
+        self.probing = false;
+    }
+
+    /// After a timeout outside a recovery.
+    fn probe(high: TcpSeqNumber, una: TcpSeqNumber) -> Recovery {
+        Recovery {
+            probing: true,
+            ..Recovery::new(high, una)
+        }
+    }
+
+    fn ranges(&self) -> &[(TcpSeqNumber, TcpSeqNumber)] {
+        &self.sacked[..self.sacked_len]
+    }
+
+    /// Records a SACK block, merging the ranges it touches; a full board
+    /// forgets its highest range (a hole is then found later, never
+    /// retransmitted needlessly).
     fn add(&mut self, mut left: TcpSeqNumber, mut right: TcpSeqNumber) {
-        for slot in self.sacked.iter_mut() {
-            if let Some((l, r)) = *slot {
-                if l <= right && left <= r {
-                    left = left.min(l);
-                    right = right.max(r);
-                    *slot = None;
+        let mut out = [(left, left); SACK_SCOREBOARD];
+        let mut n = 0;
+        let mut placed = false;
+        for &(l, r) in self.ranges() {
+            if r < left {
+                out[n] = (l, r);
+                n += 1;
+            } else if right < l {
+                if !placed {
+                    out[n] = (left, right);
+                    n += 1;
+                    placed = true;
                 }
+                if n < SACK_SCOREBOARD {
+                    out[n] = (l, r);
+                    n += 1;
+                }
+            } else {
+                left = left.min(l);
+                right = right.max(r);
             }
         }
-        if let Some(slot) = self.sacked.iter_mut().find(|s| s.is_none()) {
-            *slot = Some((left, right));
-            return;
+        if !placed && n < SACK_SCOREBOARD {
+            out[n] = (left, right);
+            n += 1;
         }
-        let mut lowest = 0;
-        for (i, slot) in self.sacked.iter().enumerate() {
-            if let (Some((l, _)), Some((m, _))) = (slot, self.sacked[lowest]) {
-                if *l < m {
-                    lowest = i;
-                }
-            }
-        }
-        self.sacked[lowest] = Some((left, right));
+        self.sacked = out;
+        self.sacked_len = n;
     }
 
     /// Forgets what the cumulative ACK has passed.
     fn prune(&mut self, una: TcpSeqNumber) {
-        for slot in self.sacked.iter_mut() {
-            if let Some((l, r)) = *slot {
-                *slot = if r <= una { None } else { Some((l.max(una), r)) };
+        let mut n = 0;
+        for i in 0..self.sacked_len {
+            let (l, r) = self.sacked[i];
+            if r > una {
+                self.sacked[n] = (l.max(una), r);
+                n += 1;
             }
         }
+        self.sacked_len = n;
     }
 
     /// The end of the SACK block holding `seq`, if one does.
     fn covering(&self, seq: TcpSeqNumber) -> Option<TcpSeqNumber> {
-        self.sacked
-            .iter()
-            .flatten()
-            .find(|(l, r)| *l <= seq && seq < *r)
-            .map(|(_, r)| *r)
+        // The ranges are sorted and disjoint: the last one starting at or
+        // before `seq` is the only candidate.
+        let ranges = self.ranges();
+        let i = ranges.partition_point(|(l, _)| *l <= seq);
+        let (_, r) = *ranges.get(i.checked_sub(1)?)?;
+        (seq < r).then_some(r)
     }
 
     /// The start of the first SACK block above `seq`.
     fn next_sacked(&self, seq: TcpSeqNumber) -> Option<TcpSeqNumber> {
-        self.sacked
-            .iter()
-            .flatten()
-            .filter(|(l, _)| *l > seq)
-            .map(|(l, _)| *l)
-            .reduce(|a, b| a.min(b))
+        self.ranges().iter().find(|(l, _)| *l > seq).map(|(l, _)| *l)
     }
 
     fn highest_sacked(&self) -> Option<TcpSeqNumber> {
-        self.sacked
-            .iter()
-            .flatten()
-            .map(|(_, r)| *r)
-            .reduce(|a, b| a.max(b))
+        self.ranges().last().map(|(_, r)| *r)
+    }
+
+    /// The next hole not yet retransmitted in this recovery.
+    /// The next hole not yet retransmitted in this recovery. `sack`: the
+    /// receiver reports SACK blocks, so an empty scoreboard means no hole
+    /// is known (what is unacknowledged is still on its way).
+    fn next_hole(&self, una: TcpSeqNumber, sack: bool) -> Option<TcpSeqNumber> {
+        let mut hole = self.rtx_next.max(una);
+        while let Some(end) = self.covering(hole) {
+            hole = end;
+        }
+        let wanted = match self.highest_sacked() {
+            Some(top) => hole < top,
+            None if sack => false,
+            // No SACK: NewReno, the first unacknowledged segment once per ACK point.
+            None => hole == una,
+        };
+        wanted.then_some(hole)
+    }
+
+    fn rtx_at(&mut self, i: usize) -> &mut RtxRecord {
+        &mut self.rtx[(self.rtx_head + i) % RTX_RECORDS]
+    }
+
+    /// A retransmission still missing `rtt` after it was sent, when
+    /// something sent after it has arrived since (`delivered`: when the
+    /// newest delivered new data was sent): lost again, as RACK (RFC 8985)
+    /// judges. Retransmissions that arrived are forgotten, and count as
+    /// delivered themselves.
+    fn lost_retransmission(
+        &mut self,
+        now: Instant,
+        una: TcpSeqNumber,
+        rtt: Duration,
+        delivered: Option<Instant>,
+    ) -> Option<TcpSeqNumber> {
+        for i in 0..self.rtx_len {
+            let r = self.rtx[(self.rtx_head + i) % RTX_RECORDS];
+            if r.done {
+                continue;
+            }
+            let arrived = r.end <= una || self.covering(r.seq.max(una)).is_some_and(|e| e >= r.end);
+            if arrived {
+                self.rtx_delivered = Some(self.rtx_delivered.map_or(r.sent, |d| d.max(r.sent)));
+                self.rtx_at(i).done = true;
+            }
+        }
+        while self.rtx_len > 0 && self.rtx[self.rtx_head].done {
+            self.rtx_head = (self.rtx_head + 1) % RTX_RECORDS;
+            self.rtx_len -= 1;
+        }
+        let newest = match (delivered, self.rtx_delivered) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        let lost = (0..self.rtx_len)
+            .map(|i| self.rtx[(self.rtx_head + i) % RTX_RECORDS])
+            .take_while(|r| r.sent + rtt <= now)
+            .find(|r| !r.done && newest.is_some_and(|d| d > r.sent))?;
+        net_debug!("retransmission lost again at {}", lost.seq);
+        Some(lost.seq.max(una))
+    }
+
+    /// When the next watched retransmission becomes due to be judged. One
+    /// already due waits for an ACK to show something sent after it
+    /// arrived, not for the clock: returning its time would ask to be
+    /// polled at once, again and again (the engine would spin).
+    fn next_loss_check(&self, now: Instant, rtt: Duration) -> Option<Instant> {
+        (0..self.rtx_len)
+            .map(|i| self.rtx[(self.rtx_head + i) % RTX_RECORDS])
+            .find(|r| !r.done && r.sent + rtt > now)
+            .map(|r| r.sent + rtt)
+    }
+
+    /// Remembers that `[seq, end)` was sent again at `now`.
+    fn record(&mut self, seq: TcpSeqNumber, end: TcpSeqNumber, now: Instant) {
+        for i in 0..self.rtx_len {
+            let r = self.rtx_at(i);
+            if !r.done && r.seq == seq {
+                r.done = true;
+            }
+        }
+        if self.rtx_len == RTX_RECORDS {
+            self.rtx_head = (self.rtx_head + 1) % RTX_RECORDS;
+            self.rtx_len -= 1;
+        }
+        let i = self.rtx_len;
+        *self.rtx_at(i) = RtxRecord {
+            seq,
+            end,
+            sent: now,
+            done: false,
+        };
+        self.rtx_len += 1;
+    }
+
+    /// The hole to send next: a lost retransmission first, then the next new hole.
+    fn choose(
+        &mut self,
+        now: Instant,
+        una: TcpSeqNumber,
+        rtt: Duration,
+        limit: TcpSeqNumber,
+        delivered: Option<Instant>,
+        sack: bool,
+    ) {
+        self.pending = self
+            .lost_retransmission(now, una, rtt, delivered)
+            .or_else(|| self.next_hole(una, sack))
+            .filter(|h| *h < limit);
+    }
+}
+
+/// A send window bounded by queueing delay (support-tunnel patch).
+///
+/// Upstream's congestion window only limits how much may be sent at once,
+/// not how much is in flight, so a bulk transfer kept the whole receive
+/// window (2 MiB) in the path's queues: tens of milliseconds of self-made
+/// delay for every other connection, and repairs that waited behind it.
+/// This window is loss-tolerant, like the kernel TCP our tunnel is measured
+/// against on random loss (Wi-Fi), and delay-based (like TCP Vegas): once
+/// per round trip it looks at the least round trip measured in that round;
+/// within `target` (or a quarter of the path's own round trip, if more) of
+/// the least ever seen it grows, beyond it it shrinks by an eighth. Loss
+/// does not shrink it; a standing queue does.
+#[derive(Debug, Clone, Copy)]
+struct DelayWindow {
+    /// The queueing delay allowed.
+    target: Duration,
+    /// Bytes allowed in flight (not counting what the receiver SACKed).
+    cwnd: usize,
+    /// Doubling each round trip until the first queue shows.
+    slow_start: bool,
+    /// The least round trip of this and the previous 10-second epoch.
+    min_rtt: [Duration; 2],
+    epoch_started: Instant,
+    /// The least round trip measured in the current round, and its end.
+    round_min: Duration,
+    round_ends: Instant,
+    /// The latest round trip measured.
+    latest: Duration,
+    /// The round trip smoothed over samples (7/8 old, 1/8 new).
+    smoothed: Duration,
+    /// Bytes delivered in the current round, and when it began.
+    round_delivered: usize,
+    round_started: Instant,
+    /// Delivery rates (bytes per second) of the last rounds: their
+    /// greatest is the path's rate, which pacing does not exceed by more
+    /// than a quarter (BBR's estimate).
+    rates: [u64; 4],
+}
+
+/// The smallest delay window, in segments.
+const DELAY_WINDOW_MIN_SEGMENTS: usize = 16;
+/// The first delay window (like a 10-segment initial window, plus some).
+const DELAY_WINDOW_INITIAL: usize = 64 * 1024;
+/// How long a least round trip is remembered (a path may lengthen).
+const MIN_RTT_EPOCH: Duration = Duration::from_secs(10);
+/// Longer than any round trip: "not measured yet".
+const NO_RTT: Duration = Duration::from_secs(3600);
+
+impl DelayWindow {
+    fn new(target: Duration, now: Instant) -> DelayWindow {
+        DelayWindow {
+            target,
+            cwnd: DELAY_WINDOW_INITIAL,
+            slow_start: true,
+            min_rtt: [NO_RTT; 2],
+            epoch_started: now,
+            round_min: NO_RTT,
+            round_ends: now,
+            latest: NO_RTT,
+            smoothed: NO_RTT,
+            round_delivered: 0,
+            round_started: now,
+            rates: [0; 4],
+        }
+    }
+
+    /// One round-trip sample, taken as `delivered` more bytes arrived, with
+    /// `in_flight` bytes out and the peer's receive window `rwnd` (the
+    /// window never grows past it).
+    fn on_rtt(
+        &mut self,
+        now: Instant,
+        rtt: Duration,
+        delivered: usize,
+        in_flight: usize,
+        rwnd: usize,
+        mss: usize,
+    ) {
+        if now >= self.epoch_started + MIN_RTT_EPOCH {
+            self.min_rtt = [self.min_rtt[1], rtt];
+            self.epoch_started = now;
+        } else {
+            self.min_rtt[1] = self.min_rtt[1].min(rtt);
+        }
+        self.round_min = self.round_min.min(rtt);
+        self.latest = rtt;
+        self.round_delivered += delivered;
+        self.smoothed = if self.smoothed == NO_RTT {
+            rtt
+        } else {
+            (self.smoothed * 7 + rtt) / 8
+        };
+        let base = self.min_rtt[0].min(self.min_rtt[1]);
+        let allowed = self.target.max(base / 4);
+        let floor = DELAY_WINDOW_MIN_SEGMENTS * mss;
+        let cap = rwnd.max(floor);
+        if self.slow_start {
+            // Slow start grows by what arrives (doubling each round trip,
+            // smoothly, so pacing spreads it) and ends once a round's least
+            // sample shows a queue (HyStart's delay signal; a single slow
+            // sample is the CPU, not the path). A queue already longer than
+            // allowed reports the window of a round trip ago, half of
+            // today's: go back to it.
+            if in_flight * 2 >= self.cwnd {
+                self.cwnd = self.cwnd.saturating_add(delivered).min(cap);
+            }
+            if now < self.round_ends {
+                return;
+            }
+            let queue = self.round_min - base.min(self.round_min);
+            if queue > allowed / 2 {
+                self.slow_start = false;
+                if queue > allowed {
+                    self.cwnd = (self.cwnd / 2).max(floor);
+                }
+            }
+            self.next_round(now, rtt);
+            return;
+        }
+        if now < self.round_ends {
+            return;
+        }
+        // Once a round trip: judge the round by its least sample (queues
+        // that come and go within a round are not standing).
+        let queue = self.round_min - base.min(self.round_min);
+        if queue > allowed {
+            // Scale the window to the queue allowed: in flight is the
+            // window, and a round trip of `round_min` holds it.
+            let wanted = base + allowed;
+            let scaled = (self.cwnd as u64 * wanted.total_micros()
+                / self.round_min.total_micros().max(1)) as usize;
+            self.cwnd = scaled.max(self.cwnd / 2).max(floor);
+        } else if in_flight * 2 >= self.cwnd {
+            // Grow only a window in use (pacing and the engine's wake-ups
+            // leave it a little short of full: Linux's "cwnd-limited" test
+            // is the same half); faster while the queue is far below what
+            // is allowed.
+            let step = if queue < allowed / 2 {
+                self.cwnd / 4
+            } else {
+                self.cwnd / 8
+            };
+            self.cwnd = self.cwnd.saturating_add(step.max(mss));
+        }
+        self.cwnd = self.cwnd.min(cap);
+        self.next_round(now, rtt);
+    }
+
+    /// Ends a round: its delivery rate joins the last ones.
+    fn next_round(&mut self, now: Instant, rtt: Duration) {
+        let micros = (now - self.round_started).total_micros().max(1000);
+        let rate = (self.round_delivered as u64).saturating_mul(1_000_000) / micros;
+        self.rates.rotate_right(1);
+        self.rates[0] = rate;
+        self.round_delivered = 0;
+        self.round_started = now;
+        self.round_min = NO_RTT;
+        self.round_ends = now + rtt;
+    }
+
+    /// The path's delivery rate, bytes per second (0 until measured).
+    fn path_rate(&self) -> u64 {
+        self.rates.iter().copied().max().unwrap_or(0)
+    }
+}
+
+/// Entries in the log of sends (support-tunnel patch).
+const SENT_LOG: usize = 128;
+/// New data between two entries of the log.
+const SENT_LOG_EVERY: usize = 8 * 1024;
+
+/// When new data went out, one entry per `SENT_LOG_EVERY` bytes
+/// (support-tunnel patch). A SACK block or cumulative ACK that passes an
+/// entry is a round trip measured without waiting for the holes below it,
+/// so the delay window keeps measuring during a recovery, when upstream's
+/// estimator (Karn) cannot.
+#[derive(Debug, Clone, Copy)]
+struct SentLog {
+    entries: [(TcpSeqNumber, Instant); SENT_LOG],
+    head: usize,
+    len: usize,
+}
+
+impl SentLog {
+    fn new() -> SentLog {
+        SentLog {
+            entries: [(TcpSeqNumber(0), Instant::from_millis(0)); SENT_LOG],
+            head: 0,
+            len: 0,
+        }
+    }
+
+    fn at(&self, i: usize) -> (TcpSeqNumber, Instant) {
+        self.entries[(self.head + i) % SENT_LOG]
+    }
+
+    /// New data up to `end` was sent at `now`.
+    fn note(&mut self, end: TcpSeqNumber, now: Instant) {
+        if self.len > 0 {
+            let (last, _) = self.at(self.len - 1);
+            if end <= last || end - last < SENT_LOG_EVERY {
+                return;
+            }
+        }
+        if self.len == SENT_LOG {
+            // Full: the entries nearest the ACKs are the ones that will
+            // measure soonest; this send goes unrecorded.
+            return;
+        }
+        self.entries[(self.head + self.len) % SENT_LOG] = (end, now);
+        self.len += 1;
+    }
+
+    /// The receiver holds everything up to `edge`: when the newest entry it
+    /// passed was sent, and about how many bytes the entries it passed
+    /// stand for, if it passed one.
+    fn delivered(&mut self, edge: TcpSeqNumber) -> Option<(Instant, usize)> {
+        let mut sent = None;
+        let mut entries = 0;
+        while self.len > 0 && self.at(0).0 <= edge {
+            sent = Some(self.at(0).1);
+            entries += 1;
+            self.head = (self.head + 1) % SENT_LOG;
+            self.len -= 1;
+        }
+        sent.map(|t| (t, entries * SENT_LOG_EVERY))
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+}
+
+/// Spreads a window's sends over the round trip (support-tunnel patch).
+///
+/// Without it a window that opens at once (a repaired hole at the
+/// cumulative ACK releases everything the receiver held beyond it) goes out
+/// as one burst at the speed of the sender's CPU, and a router's or a
+/// socket's buffer drops its tail. The rate is the delay window over the
+/// smoothed round trip, with a quarter more (twice in slow start); a burst
+/// of up to a millisecond of it (at least 10 segments) may go at once.
+#[derive(Debug, Clone, Copy)]
+struct Pacer {
+    /// Bytes that may be sent now (at `at`).
+    credit: u64,
+    at: Instant,
+}
+
+impl Pacer {
+    /// Bytes per second for `window` over `rtt`.
+    fn rate(window: usize, rtt: Duration) -> u64 {
+        let micros = rtt.total_micros().max(1000);
+        (window as u64).saturating_mul(1_250_000) / micros
+    }
+
+    fn cap(rate: u64, mss: usize) -> u64 {
+        (rate / 1000).max(10 * mss as u64)
+    }
+
+    /// The credit at `now`.
+    fn available(&self, now: Instant, rate: u64, mss: usize) -> u64 {
+        let elapsed = if now > self.at {
+            (now - self.at).total_micros()
+        } else {
+            0
+        };
+        let earned = rate.saturating_mul(elapsed) / 1_000_000;
+        self.credit.saturating_add(earned).min(Self::cap(rate, mss))
+    }
+
+    /// How long until `bytes` may go.
+    fn wait(&self, now: Instant, rate: u64, mss: usize, bytes: usize) -> Option<Duration> {
+        let have = self.available(now, rate, mss);
+        let want = bytes as u64;
+        (have < want && rate > 0)
+            .then(|| Duration::from_micros(((want - have) * 1_000_000).div_ceil(rate)))
+    }
+
+    fn spend(&mut self, now: Instant, rate: u64, mss: usize, bytes: usize) {
+        self.credit = self.available(now, rate, mss).saturating_sub(bytes as u64);
+        self.at = now;
     }
 }
 
@@ -581,6 +1055,15 @@ pub struct Socket<'a> {
     recovery: Option<Recovery>,
     /// Loss-recovery counters (support-tunnel patch).
     stats: Stats,
+    /// The in-flight bound by queueing delay, if enabled (support-tunnel patch).
+    delay_window: Option<DelayWindow>,
+    /// When new data went out, for the delay window's round trips.
+    sent_log: SentLog,
+    /// Paces the delay window's sends.
+    pacer: Pacer,
+    /// When the newest new data known to have arrived was sent (RACK's
+    /// xmit_ts), from the log of sends.
+    delivered_sent: Option<Instant>,
 
     /// Duration for Delayed ACK. If None no ACKs will be delayed.
     ack_delay: Option<Duration>,
@@ -660,6 +1143,13 @@ impl<'a> Socket<'a> {
             local_rx_dup_acks: 0,
             recovery: None,
             stats: Stats::default(),
+            delay_window: None,
+            sent_log: SentLog::new(),
+            pacer: Pacer {
+                credit: 0,
+                at: Instant::from_millis(0),
+            },
+            delivered_sent: None,
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
@@ -812,7 +1302,12 @@ impl<'a> Socket<'a> {
         let next_ack = self.remote_seq_no + self.rx_buffer.len();
 
         let last_win = (self.remote_last_win as usize) << self.remote_win_shift;
-        let last_win_adjusted = last_ack + last_win - next_ack;
+        // support-tunnel patch: data may have filled the last window past
+        // its edge as advertised after scaling; upstream's subtraction
+        // panicked then (seen in tunnel/benches/tcp_sim.rs). Nothing of that
+        // window is left.
+        let edge = last_ack + last_win;
+        let last_win_adjusted = if next_ack <= edge { edge - next_ack } else { 0 };
 
         Some(u16::try_from(last_win_adjusted >> self.remote_win_shift).unwrap_or(u16::MAX))
     }
@@ -936,68 +1431,222 @@ impl<'a> Socket<'a> {
 
     /// Loss-recovery counters of the current connection (support-tunnel patch).
     pub fn stats(&self) -> Stats {
-        self.stats
+        Stats {
+            delay_window: self.delay_window.map_or(0, |w| w.cwnd as u32),
+            ..self.stats
+        }
+    }
+
+    /// Bounds the bytes in flight so that the round trip stays within
+    /// `target` (or a quarter of the path's own, if more) of the least one
+    /// measured; `None` leaves only the receive and congestion windows
+    /// (support-tunnel patch, see `DelayWindow`).
+    pub fn set_queue_delay_target(&mut self, target: Option<Duration>) {
+        self.delay_window = target.map(|t| DelayWindow::new(t, Instant::from_millis(0)));
+    }
+
+    /// The pacing rate (bytes per second), if the delay window is on and
+    /// has measured the path.
+    fn pacing_rate(&self) -> Option<u64> {
+        let w = self.delay_window.as_ref()?;
+        if w.smoothed == NO_RTT {
+            return None;
+        }
+        // The window over the smoothed round trip (queue included, so a
+        // window that already queues goes no faster than it delivers)...
+        let by_window = Pacer::rate(w.cwnd, w.smoothed);
+        if w.slow_start {
+            return Some(by_window * 8 / 5);
+        }
+        // ...and no more than a quarter above what the path delivered in
+        // the last rounds: after a stall (a hole at the cumulative ACK
+        // holds the receive window) the window opens at once, and would
+        // otherwise go out as fast as the CPU can send it.
+        let by_path = w.path_rate().saturating_mul(5) / 4;
+        Some(if by_path > 0 { by_window.min(by_path) } else { by_window })
+    }
+
+    /// How long pacing holds back the next full segment, if it does.
+    fn pacing_wait(&self, now: Instant) -> Option<Duration> {
+        let rate = self.pacing_rate()?;
+        self.pacer
+            .wait(now, rate, self.remote_mss, self.remote_mss)
+    }
+
+    /// What this ACK shows arrived: the newest logged send it (or its first
+    /// SACK block, the segment that triggered it) passed gives RACK its
+    /// "sent after" time and the delay window a round trip (support-tunnel
+    /// patch).
+    fn delivery_on_ack(&mut self, now: Instant, ack: TcpSeqNumber, sack: Option<(u32, u32)>) {
+        let mut edge = ack;
+        if let Some((l, r)) = sack {
+            let (l, r) = (TcpSeqNumber(l as i32), TcpSeqNumber(r as i32));
+            if l < r && r > edge && r <= self.remote_last_seq {
+                edge = r;
+            }
+        }
+        let Some((sent, bytes)) = self.sent_log.delivered(edge) else {
+            return;
+        };
+        self.delivered_sent = Some(sent);
+        if let Some(mut w) = self.delay_window {
+            let (pipe, rwnd, mss) = (self.pipe(), self.remote_win_len, self.remote_mss);
+            w.on_rtt(now, now - sent, bytes, pipe, rwnd, mss);
+            self.delay_window = Some(w);
+        }
+    }
+
+    /// How many bytes are worth holding in the send buffer (unacknowledged
+    /// and unsent together): twice the delay window, at least 256 KiB, or
+    /// the whole buffer without one (support-tunnel patch). An application
+    /// that writes no further than this keeps its own later writes (a
+    /// keystroke after a burst of output) from queueing behind megabytes,
+    /// like Linux's `TCP_NOTSENT_LOWAT`.
+    pub fn send_backlog_hint(&self) -> usize {
+        match &self.delay_window {
+            Some(w) => w.cwnd.saturating_mul(2).max(256 * 1024),
+            None => self.tx_buffer.capacity(),
+        }
+    }
+
+    /// The bytes sent and not yet acknowledged, less what the receiver
+    /// reported holding (RFC 6675's "pipe", without the lost marks).
+    fn pipe(&self) -> usize {
+        // While an ACK is processed the cumulative ACK may briefly pass
+        // what we think we sent (after a rewind): nothing is in flight then.
+        if self.remote_last_seq <= self.local_seq_no {
+            return 0;
+        }
+        let out = self.remote_last_seq - self.local_seq_no;
+        let sacked: usize = self
+            .recovery
+            .as_ref()
+            .map_or(0, |r| r.ranges().iter().map(|(l, r)| *r - *l).sum());
+        out.saturating_sub(sacked)
     }
 
     /// The hole to retransmit now, if a recovery has one that is still unacknowledged.
     fn pending_retransmit(&self) -> Option<TcpSeqNumber> {
-        let seq = self.recovery?.pending?;
+        let seq = self.recovery.as_ref().filter(|r| r.active)?.pending?;
         (seq >= self.local_seq_no && seq < self.local_seq_no + self.tx_buffer.len()
             && seq < self.remote_last_seq)
             .then_some(seq)
     }
 
+    /// How long a retransmitted hole may stay missing before it is judged
+    /// lost again: a smoothed round trip and a quarter, plus 5 ms.
+    fn recovery_rtt(&self) -> Duration {
+        if let Some(w) = &self.delay_window {
+            if w.latest < NO_RTT {
+                // RACK (RFC 8985): the round trip of the latest delivery,
+                // plus a quarter of the least one (at least 2 ms) for
+                // reordering.
+                let base = w.min_rtt[0].min(w.min_rtt[1]);
+                return w.latest + (base / 4).max(Duration::from_millis(2));
+            }
+        }
+        Duration::from_millis(u64::from(self.rtte.rtt + self.rtte.rtt / 4 + 5))
+    }
+
     /// Enters, advances or ends a fast recovery after an ACK (support-tunnel patch).
     fn recovery_on_ack(&mut self, now: Instant, sack: &[Option<(u32, u32)>; 3], dup: bool) {
-        if self.recovery.is_none() {
-            if !(dup && self.local_rx_dup_acks == 3) {
-                return;
-            }
-            self.recovery = Some(Recovery::new(self.remote_last_seq, self.local_seq_no, now));
-            self.stats.fast_retransmits += 1;
-            self.congestion_controller.inner_mut().on_retransmit(now);
-            net_debug!("started fast recovery up to {}", self.remote_last_seq);
-        }
+        let (delivered, has_sack) = (self.delivered_sent, self.remote_has_sack);
         let una = self.local_seq_no;
+        let rtt = self.recovery_rtt();
+        let limit = self.remote_last_seq;
+        let high = self.remote_last_seq;
+        if self.recovery.is_none() && sack.iter().any(|b| b.is_some()) {
+            // The scoreboard starts with the first SACK block.
+            let mut rec = Recovery::new(high, una);
+            rec.deactivate();
+            self.recovery = Some(rec);
+        }
+        let start = dup && self.local_rx_dup_acks == 3;
         let Some(rec) = self.recovery.as_mut() else {
+            if start {
+                // No SACK: NewReno.
+                self.recovery = Some(Recovery::new(high, una));
+                self.stats.fast_retransmits += 1;
+                self.congestion_controller.inner_mut().on_retransmit(now);
+                net_debug!("started fast recovery up to {}", high);
+                self.recovery_on_ack(now, sack, dup);
+            }
             return;
         };
-        if una >= rec.high || self.tx_buffer.is_empty() {
-            net_debug!("fast recovery done");
-            self.recovery = None;
-            return;
-        }
+        let before = rec.highest_sacked();
         for (l, r) in sack.iter().flatten() {
             let (l, r) = (TcpSeqNumber(*l as i32), TcpSeqNumber(*r as i32));
-            if l < r && r > una && r <= self.remote_last_seq {
+            if l < r && r > una && r <= limit {
                 rec.add(l.max(una), r);
             }
         }
         rec.prune(una);
-        let next_hole = |rec: &Recovery| {
-            let mut hole = rec.rtx_next.max(una);
-            while let Some(end) = rec.covering(hole) {
-                hole = end;
+        if !rec.active {
+            if !start {
+                return;
             }
-            let wanted = match rec.highest_sacked() {
-                Some(top) => hole < top,
-                // No SACK: NewReno, the first unacknowledged segment once per ACK point.
-                None => hole == una,
-            };
-            wanted.then_some(hole)
-        };
-        let mut hole = next_hole(rec);
-        // Every hole was sent again, yet a round trip later the receiver
-        // still reports data above one: that retransmission was lost too.
-        // Scan again from the cumulative ACK rather than wait for the timer.
-        let round_trip = Duration::from_millis(u64::from(self.rtte.rtt + self.rtte.rtt / 4 + 5));
-        if hole.is_none() && dup && now >= rec.scanned_at + round_trip {
-            rec.rtx_next = una;
-            rec.scanned_at = now;
-            hole = next_hole(rec);
+            rec.activate(high, una, false);
+            self.stats.fast_retransmits += 1;
+            self.congestion_controller.inner_mut().on_retransmit(now);
+            net_debug!("started fast recovery up to {}", high);
         }
-        if let Some(hole) = hole.filter(|h| *h < self.remote_last_seq) {
-            rec.pending = Some(hole);
+        let Some(rec) = self.recovery.as_mut() else {
+            return;
+        };
+        let probe_start = rec.start;
+        if una >= rec.high || self.tx_buffer.is_empty() {
+            net_debug!("fast recovery done");
+            rec.deactivate();
+            return;
+        }
+        // New data reported held is progress, like a new cumulative ACK.
+        let progress = match (before, rec.highest_sacked()) {
+            (Some(b), Some(a)) => a > b,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if rec.probing && !dup {
+            if rec.highest_sacked().is_none() {
+                rec.deactivate();
+                if una <= probe_start + self.remote_mss {
+                    // Only the retransmission arrived and the receiver holds
+                    // nothing above it: everything after it was lost. Send
+                    // it all again.
+                    net_debug!("nothing held beyond the timeout's retransmission");
+                    self.remote_last_seq = una;
+                }
+                // Otherwise the window was arriving all along: the timeout
+                // was spurious, and nothing needs sending again.
+                return;
+            }
+            rec.probing = false;
+        }
+        rec.choose(now, una, rtt, limit, delivered, has_sack);
+        if progress {
+            self.rearm_retransmit(now);
+        }
+    }
+
+    /// Restarts a running retransmission timer from `now` (support-tunnel patch).
+    fn rearm_retransmit(&mut self, now: Instant) {
+        if self.timer.is_retransmit() {
+            let rto = self.rtte.retransmission_timeout();
+            self.timer = Timer::Retransmit {
+                expires_at: now + rto,
+                delay: rto,
+            };
+        }
+    }
+
+    /// A watched retransmission that went missing, found by the clock
+    /// when no ACK arrives to show it (support-tunnel patch).
+    fn recovery_on_timer(&mut self, now: Instant) {
+        let (una, rtt, limit) = (self.local_seq_no, self.recovery_rtt(), self.remote_last_seq);
+        let (delivered, sack) = (self.delivered_sent, self.remote_has_sack);
+        if let Some(rec) = self.recovery.as_mut().filter(|r| r.active) {
+            if rec.pending.is_none() {
+                rec.choose(now, una, rtt, limit, delivered, sack);
+            }
         }
     }
 
@@ -1028,6 +1677,11 @@ impl<'a> Socket<'a> {
         self.challenge_ack_timer = Instant::from_secs(0);
         self.recovery = None;
         self.stats = Stats::default();
+        self.sent_log.clear();
+        self.delivered_sent = None;
+        self.delay_window = self.delay_window.map(|w| {
+            DelayWindow::new(w.target, Instant::from_millis(0))
+        });
 
         #[cfg(feature = "async")]
         {
@@ -1350,6 +2004,19 @@ impl<'a> Socket<'a> {
             return Err(SendError::InvalidState);
         }
 
+        // support-tunnel patch: nothing unacknowledged, so the ring may
+        // start again at its beginning (see the receive side); and a bulk
+        // sender that never holds more than its backlog (the engine keeps
+        // to `send_backlog_hint`) moves it back to the start once a lap
+        // has passed twice that, so it stays within the first pages.
+        if self.tx_buffer.is_empty() {
+            self.tx_buffer.clear();
+        } else {
+            let lap = self.send_backlog_hint().saturating_mul(2);
+            if lap < self.tx_buffer.capacity() {
+                self.tx_buffer.rewind(lap);
+            }
+        }
         let old_length = self.tx_buffer.len();
         let (size, result) = f(&mut self.tx_buffer);
         if size > 0 {
@@ -2228,6 +2895,7 @@ impl<'a> Socket<'a> {
                 self.remote_last_seq = self.local_seq_no
             }
             let dup = self.local_rx_dup_acks > 0;
+            self.delivery_on_ack(cx.now(), ack_number, repr.sack_ranges[0]);
             self.recovery_on_ack(cx.now(), &repr.sack_ranges, dup);
         }
 
@@ -2242,6 +2910,15 @@ impl<'a> Socket<'a> {
         }
 
         let assembler_was_empty = self.assembler.is_empty();
+
+        // support-tunnel patch: with nothing buffered, in order or not, the
+        // ring starts again at its beginning. A transfer drained as it
+        // arrives then only ever touches the first pages of a large buffer
+        // (zeroed allocations stay unmapped), so resident memory follows
+        // what is held, not the window.
+        if assembler_was_empty && self.rx_buffer.is_empty() {
+            self.rx_buffer.clear();
+        }
 
         // Try adding payload octets to the assembler.
         let Ok(contig_len) = self
@@ -2330,6 +3007,12 @@ impl<'a> Socket<'a> {
     }
 
     fn seq_to_transmit(&self, cx: &mut Context) -> bool {
+        self.seq_to_transmit_paced(cx, true)
+    }
+
+    /// Whether a segment is due; `paced: false` ignores pacing (to learn
+    /// whether only pacing holds one back).
+    fn seq_to_transmit_paced(&self, cx: &mut Context, paced: bool) -> bool {
         let ip_header_len = match self.tuple.unwrap().local.addr {
             #[cfg(feature = "proto-ipv4")]
             IpAddress::Ipv4(_) => crate::wire::IPV4_HEADER_LEN,
@@ -2363,10 +3046,25 @@ impl<'a> Socket<'a> {
         };
 
         // Compare max_send with the congestion window.
-        let max_send = max_send.min(self.congestion_controller.inner().window());
+        let mut max_send = max_send.min(self.congestion_controller.inner().window());
+
+        // support-tunnel patch: and what is in flight with the delay window,
+        // a whole segment at a time while anything is in flight.
+        if let Some(w) = &self.delay_window {
+            let room = w.cwnd.saturating_sub(self.pipe());
+            max_send = if data_in_flight && room < effective_mss {
+                0
+            } else {
+                max_send.min(room.max(effective_mss))
+            };
+        }
 
         // Can we send at least 1 octet?
         let mut can_send = max_send != 0;
+        // support-tunnel patch: and has pacing earned it?
+        if paced && can_send && data_in_flight && self.pacing_wait(cx.now()).is_some() {
+            can_send = false;
+        }
         // Can we send at least 1 full segment?
         let can_send_full = max_send >= effective_mss;
 
@@ -2494,16 +3192,29 @@ impl<'a> Socket<'a> {
                 net_debug!("retransmitting at t+{}", retransmit_delta);
 
                 let data_unacked = !self.tx_buffer.is_empty();
-                if let (Some(rec), true) = (self.recovery.as_mut(), data_unacked) {
-                    // support-tunnel patch: in a recovery the receiver told
-                    // us what it holds; send the holes again from the
-                    // cumulative ACK, not the whole window.
-                    rec.rtx_next = self.local_seq_no;
-                    rec.scanned_at = cx.now();
-                    rec.pending = Some(self.local_seq_no);
+                if data_unacked {
+                    // support-tunnel patch: resend the first unacknowledged
+                    // segment alone. In a recovery the receiver told us what
+                    // it holds, so the holes follow from the cumulative ACK;
+                    // outside one, its answer tells: SACK blocks mean holes
+                    // to fill, none means everything after it was lost, and
+                    // only then is the window sent again.
+                    let (una, high) = (self.local_seq_no, self.remote_last_seq);
+                    let rec = self
+                        .recovery
+                        .get_or_insert_with(|| Recovery::probe(high, una));
+                    if !rec.active {
+                        // What the receiver held may have been dropped
+                        // since: ask again.
+                        rec.activate(high, una, rec.highest_sacked().is_none());
+                    }
+                    rec.rtx_next = una;
+                    rec.rtx_len = 0;
+                    rec.pending = Some(una);
+                    // What comes back now may answer the retransmission.
+                    self.sent_log.clear();
                 } else {
-                    // Only a FIN (or SYN) is outstanding, or no recovery
-                    // knows better: upstream's way.
+                    // Only a FIN (or SYN) is outstanding: upstream's way.
                     self.recovery = None;
                     // Rewind "last sequence number sent", as if we never
                     // had sent them. This will cause all data in the queue
@@ -2529,6 +3240,7 @@ impl<'a> Socket<'a> {
         }
 
         // support-tunnel patch: a hole to fill goes before new data.
+        self.recovery_on_timer(cx.now());
         let retransmit = self.pending_retransmit();
 
         // Decide whether we're sending a packet.
@@ -2663,6 +3375,7 @@ impl<'a> Socket<'a> {
                     let offset = seq - self.local_seq_no;
                     let end = self
                         .recovery
+                        .as_ref()
                         .and_then(|r| r.next_sacked(seq))
                         .unwrap_or(self.remote_last_seq)
                         .min(self.remote_last_seq);
@@ -2770,9 +3483,13 @@ impl<'a> Socket<'a> {
         if retransmit.is_some() {
             // A hole was filled: what was sent beyond it stays sent.
             let end = repr.seq_number + repr.segment_len();
+            let (una, rtt, limit) = (self.local_seq_no, self.recovery_rtt(), self.remote_last_seq);
+            let (delivered, sack) = (self.delivered_sent, self.remote_has_sack);
             if let Some(rec) = self.recovery.as_mut() {
-                rec.rtx_next = end;
-                rec.pending = None;
+                rec.record(repr.seq_number, end, cx.now());
+                rec.rtx_next = rec.rtx_next.max(end);
+                // The next known hole goes out at once, not at the next ACK.
+                rec.choose(cx.now(), una, rtt, limit, delivered, sack);
             }
             self.stats.hole_retransmits = self.stats.hole_retransmits.saturating_add(1);
             // Karn: no RTT sample may span a retransmission.
@@ -2786,6 +3503,12 @@ impl<'a> Socket<'a> {
         if repr.segment_len() > 0 && retransmit.is_none() {
             self.rtte
                 .on_send(cx.now(), repr.seq_number + repr.segment_len());
+            self.sent_log
+                .note(repr.seq_number + repr.segment_len(), cx.now());
+            if let Some(rate) = self.pacing_rate() {
+                self.pacer
+                    .spend(cx.now(), rate, self.remote_mss, repr.segment_len());
+            }
             self.congestion_controller
                 .inner_mut()
                 .post_transmit(cx.now(), repr.segment_len());
@@ -2847,8 +3570,29 @@ impl<'a> Socket<'a> {
                 (_, _) => PollAt::Ingress,
             };
 
+            // support-tunnel patch: a paced segment goes when it has earned it.
+            let pacing_poll_at = match self.pacing_wait(cx.now()) {
+                Some(wait) if self.seq_to_transmit_paced(cx, false) => {
+                    PollAt::Time(cx.now() + wait)
+                }
+                _ => PollAt::Ingress,
+            };
+
+            // support-tunnel patch: a watched retransmission is judged lost on time.
+            let recovery_poll_at = self
+                .recovery
+                .as_ref()
+                .and_then(|r| r.next_loss_check(cx.now(), self.recovery_rtt()))
+                .map_or(PollAt::Ingress, PollAt::Time);
+
             // We wait for the earliest of our timers to fire.
-            *[self.timer.poll_at(), timeout_poll_at, delayed_ack_poll_at]
+            *[
+                self.timer.poll_at(),
+                timeout_poll_at,
+                delayed_ack_poll_at,
+                recovery_poll_at,
+                pacing_poll_at,
+            ]
                 .iter()
                 .min()
                 .unwrap_or(&PollAt::Ingress)

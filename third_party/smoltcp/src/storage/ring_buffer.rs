@@ -401,6 +401,22 @@ impl<'a, T: 'a> RingBuffer<'a, T> {
     }
 }
 
+impl<'a, T: 'a + Copy> RingBuffer<'a, T> {
+    /// Moves what is held back to the start of the storage once the read
+    /// position has passed `from` and the data fits before it, so a large
+    /// buffer that never holds much only ever touches its first pages
+    /// (support-tunnel patch: zeroed allocations stay unmapped until used,
+    /// and a ring that laps all of them makes every page resident).
+    /// Offsets stay valid: they count from the read position.
+    pub fn rewind(&mut self, from: usize) {
+        let (at, len) = (self.read_at, self.length);
+        if at >= from && at >= len && at + len <= self.capacity() {
+            self.storage.copy_within(at..at + len, 0);
+            self.read_at = 0;
+        }
+    }
+}
+
 impl<'a, T: 'a> From<ManagedSlice<'a, T>> for RingBuffer<'a, T> {
     fn from(slice: ManagedSlice<'a, T>) -> RingBuffer<'a, T> {
         RingBuffer::new(slice)
