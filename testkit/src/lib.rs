@@ -5,6 +5,7 @@
 
 pub mod http;
 pub mod relay;
+pub mod sim_path;
 pub mod wan;
 pub mod world;
 
