@@ -119,10 +119,13 @@ pub fn approve(
         support_protocol::time_text::format(cert.body.not_after)
     );
     if !o.yes && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-        confirm(&format!(
-            "Grant {} on ports {ports:?} and launch the hub? [y/N] ",
-            duration_text::format(u64::from(duration))
-        ))?;
+        confirm(
+            &format!(
+                "Grant {} on ports {ports:?} and launch the hub? [y/N] ",
+                duration_text::format(u64::from(duration))
+            ),
+            "not approved; nothing was launched or posted",
+        )?;
     }
     let admin = AdminTunnelKeys::from_seed(random());
     let lifetime = u64::from(duration) + o.wait.as_secs() + 600;
@@ -354,7 +357,8 @@ fn next_approval(
     }
 }
 
-fn confirm(prompt: &str) -> Result<(), String> {
+/// Asks `prompt` on the terminal; anything but y/yes refuses with `refused`.
+pub(crate) fn confirm(prompt: &str, refused: &str) -> Result<(), String> {
     use std::io::{BufRead, Write};
     eprint!("{prompt}");
     let _ = std::io::stderr().flush();
@@ -365,7 +369,7 @@ fn confirm(prompt: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     match answer.trim().to_ascii_lowercase().as_str() {
         "y" | "yes" => Ok(()),
-        _ => Err("not approved; nothing was launched or posted".into()),
+        _ => Err(refused.into()),
     }
 }
 

@@ -1121,20 +1121,13 @@ fn handoff_command(env: &Env, id: &str, to: &str, yes: bool) -> Result<ExitCode,
     let cp = env.control_plane()?;
     let me = identity::load(&env.dirs)?;
     if !yes && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-        use std::io::{BufRead, Write};
-        eprint!(
-            "Hand tunnel {} to {to}? Its secrets are wiped here and you cannot connect any more. [y/N] ",
-            rec.id
-        );
-        let _ = std::io::stderr().flush();
-        let mut answer = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut answer)
-            .map_err(|e| e.to_string())?;
-        if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
-            return Err("not handed off; nothing was sent".into());
-        }
+        approve::confirm(
+            &format!(
+                "Hand tunnel {} to {to}? Its secrets are wiped here and you cannot connect any more. [y/N] ",
+                rec.id
+            ),
+            "not handed off; nothing was sent",
+        )?;
     }
     let note = handoff::handoff(&cp, &me, &records, &rec, to)?;
     refresh_ssh_config(env);

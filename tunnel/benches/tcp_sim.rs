@@ -14,69 +14,14 @@
 //! `SIM_TRACE=1` a line per 100 ms, `SIM_TCP_LOG=1` smoltcp's recovery
 //! events counted.
 
+mod common;
 #[path = "../tests/sim/mod.rs"]
 mod sim;
 
 use sim::Path;
 
-/// Counts smoltcp's debug messages by their first words (`SIM_TCP_LOG=1`).
-struct Counter(std::sync::Mutex<std::collections::BTreeMap<String, u64>>);
-
-impl log::Log for Counter {
-    fn enabled(&self, m: &log::Metadata) -> bool {
-        m.target().starts_with("smoltcp")
-    }
-    fn log(&self, r: &log::Record) {
-        let msg = r.args().to_string();
-        let key: String = msg
-            .split(|c: char| c.is_ascii_digit() || c == '(' || c == '+')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_string();
-        if let Ok(mut m) = self.0.lock() {
-            *m.entry(key).or_default() += 1;
-        }
-    }
-    fn flush(&self) {}
-}
-
-static COUNTER: Counter = Counter(std::sync::Mutex::new(std::collections::BTreeMap::new()));
-
-fn take_counts() -> String {
-    let m = COUNTER
-        .0
-        .lock()
-        .map(|mut m| std::mem::take(&mut *m))
-        .unwrap_or_default();
-    m.iter()
-        .filter(|(k, _)| !k.starts_with("sending sACK") && !k.starts_with("received duplicate"))
-        .map(|(k, v)| format!("{v} × {k}"))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 fn env(k: &str) -> String {
     std::env::var(k).unwrap_or_default()
-}
-
-fn cells() -> Vec<(i64, f64)> {
-    let spec = env("SIM_CELLS");
-    if spec.is_empty() {
-        let mut v = Vec::new();
-        for rtt_ms in [1, 50, 150] {
-            for loss in [0.0, 0.002, 0.01, 0.03] {
-                v.push((rtt_ms, loss));
-            }
-        }
-        return v;
-    }
-    spec.split(',')
-        .filter_map(|c| {
-            let (r, l) = c.split_once(':')?;
-            Some((r.parse().ok()?, l.parse().ok()?))
-        })
-        .collect()
 }
 
 fn main() {
@@ -90,10 +35,7 @@ fn main() {
         .ok()
         .map(|k| k * 1024);
     let trace = env("SIM_TRACE") == "1";
-    let count = env("SIM_TCP_LOG") == "1" && log::set_logger(&COUNTER).is_ok();
-    if count {
-        log::set_max_level(log::LevelFilter::Debug);
-    }
+    let count = env("SIM_TCP_LOG") == "1" && common::count_tcp_events();
     println!(
         "simulated: {rate} MB/s bottleneck with a 2 MiB queue, {secs} s per cell, loss per crossing (two crossings each way){}",
         window.map_or(String::new(), |w| format!(", {} KiB windows", w / 1024))
@@ -112,7 +54,8 @@ fn main() {
         "timeouts",
         "overflowed"
     );
-    for (i, (rtt_ms, loss)) in cells().into_iter().enumerate() {
+    for (i, (rtt_ms, loss)) in common::cells("SIM_CELLS").into_iter().enumerate() {
+        let rtt_ms = rtt_ms as i64;
         let path = Path {
             rate_mb_s: rate,
             secs,
@@ -135,7 +78,7 @@ fn main() {
             o.overflowed
         );
         if count {
-            println!("    smoltcp: {}", take_counts());
+            println!("    smoltcp: {}", common::take_tcp_events());
         }
     }
 }

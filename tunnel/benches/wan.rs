@@ -34,50 +34,11 @@ use support_tunnel::{BufferProfile, Engine, EngineConfig, EngineHandle, Role};
 
 const ECHO_EVERY: Duration = Duration::from_millis(20);
 
-/// Counts smoltcp's debug messages by their first words (BENCH_TCP_LOG=1):
-/// retransmissions, duplicate ACKs, assembler overflows.
-struct Counter(std::sync::Mutex<std::collections::BTreeMap<String, u64>>);
-
-impl log::Log for Counter {
-    fn enabled(&self, m: &log::Metadata) -> bool {
-        m.target().starts_with("smoltcp")
-    }
-    fn log(&self, r: &log::Record) {
-        if !self.enabled(r.metadata()) {
-            return;
-        }
-        let msg = r.args().to_string();
-        let key: String = msg
-            .split(|c: char| c.is_ascii_digit() || c == '(' || c == '+')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_string();
-        if let Ok(mut m) = self.0.lock() {
-            *m.entry(key).or_default() += 1;
-        }
-    }
-    fn flush(&self) {}
-}
-
-static COUNTER: Counter = Counter(std::sync::Mutex::new(std::collections::BTreeMap::new()));
-
+/// Counts smoltcp's recovery events in this process (BENCH_TCP_LOG=1).
 fn count_tcp_events() {
-    if env("BENCH_TCP_LOG") == "1" && log::set_logger(&COUNTER).is_ok() {
-        log::set_max_level(log::LevelFilter::Debug);
+    if env("BENCH_TCP_LOG") == "1" {
+        common::count_tcp_events();
     }
-}
-
-fn take_counts() -> String {
-    let m = COUNTER
-        .0
-        .lock()
-        .map(|mut m| std::mem::take(&mut *m))
-        .unwrap_or_default();
-    m.iter()
-        .map(|(k, v)| format!("{v} × {k}"))
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 fn env(k: &str) -> String {
@@ -321,7 +282,7 @@ fn device_peer_child() {
     let mut line = String::new();
     while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
         if env("BENCH_TCP_LOG") == "1" {
-            eprintln!("    device peer's TCP: {}", take_counts());
+            eprintln!("    device peer's TCP: {}", common::take_tcp_events());
         }
         line.clear();
     }
@@ -433,7 +394,7 @@ impl Path for Ours {
     }
     fn after(&mut self) {
         if env("BENCH_TCP_LOG") == "1" {
-            eprintln!("    admin peer's TCP: {}", take_counts());
+            eprintln!("    admin peer's TCP: {}", common::take_tcp_events());
             if let Some(i) = self.device.stdin.as_mut() {
                 let _ = i.write_all(b"\n");
             }
@@ -563,22 +524,7 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
 }
 
 fn cells() -> Vec<(u64, f64)> {
-    let spec = env("BENCH_CELLS");
-    if spec.is_empty() {
-        let mut v = Vec::new();
-        for rtt in [1, 50, 150] {
-            for loss in [0.0, 0.002, 0.01, 0.03] {
-                v.push((rtt, loss));
-            }
-        }
-        return v;
-    }
-    spec.split(',')
-        .filter_map(|c| {
-            let (r, l) = c.split_once(':')?;
-            Some((r.parse().ok()?, l.parse().ok()?))
-        })
-        .collect()
+    common::cells("BENCH_CELLS")
 }
 
 /// A cell's network: each datagram crosses the stage twice per way, so

@@ -59,3 +59,79 @@ pub fn device_peer_config(profile: BufferProfile) -> EngineConfig {
         random: 1,
     }
 }
+
+/// The cells a table covers, from `var` (`50:0.01,150:0`: round trip in ms
+/// : loss per crossing), or every round trip of 1, 50 and 150 ms with 0,
+/// 0.2, 1 and 3% loss.
+pub fn cells(var: &str) -> Vec<(u64, f64)> {
+    let spec = std::env::var(var).unwrap_or_default();
+    if spec.is_empty() {
+        let mut v = Vec::new();
+        for rtt in [1, 50, 150] {
+            for loss in [0.0, 0.002, 0.01, 0.03] {
+                v.push((rtt, loss));
+            }
+        }
+        return v;
+    }
+    spec.split(',')
+        .filter_map(|c| {
+            let (r, l) = c.split_once(':')?;
+            Some((r.parse().ok()?, l.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Counts smoltcp's debug messages by their first words: recoveries,
+/// timeouts, out-of-window segments, assembler overflows (not the per-ACK
+/// SACK and duplicate-ACK lines).
+pub struct TcpEvents(std::sync::Mutex<std::collections::BTreeMap<String, u64>>);
+
+static TCP_EVENTS: TcpEvents = TcpEvents(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+
+impl log::Log for TcpEvents {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.target().starts_with("smoltcp")
+    }
+    fn log(&self, r: &log::Record) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        let msg = r.args().to_string();
+        let key: String = msg
+            .split(|c: char| c.is_ascii_digit() || c == '(' || c == '+')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        if key.starts_with("sending sACK") || key.starts_with("received duplicate") {
+            return;
+        }
+        if let Ok(mut m) = self.0.lock() {
+            *m.entry(key).or_default() += 1;
+        }
+    }
+    fn flush(&self) {}
+}
+
+/// Starts counting smoltcp's events in this process; false if a logger was already set.
+pub fn count_tcp_events() -> bool {
+    let ok = log::set_logger(&TCP_EVENTS).is_ok();
+    if ok {
+        log::set_max_level(log::LevelFilter::Debug);
+    }
+    ok
+}
+
+/// The events counted since the last call, as "N × what; …".
+pub fn take_tcp_events() -> String {
+    let m = TCP_EVENTS
+        .0
+        .lock()
+        .map(|mut m| std::mem::take(&mut *m))
+        .unwrap_or_default();
+    m.iter()
+        .map(|(k, v)| format!("{v} × {k}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
