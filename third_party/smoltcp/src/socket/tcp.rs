@@ -1627,6 +1627,33 @@ impl<'a> Socket<'a> {
         }
     }
 
+    /// The retransmission timer's delay (support-tunnel patch): the RTO,
+    /// or for a tail of at most two segments with nothing else to send (a
+    /// keystroke, a small request or answer) a probe a round trip and a
+    /// quarter (plus 2 ms) after it went out. Such a tail has no later data
+    /// to reveal its loss, and a spurious probe costs one small segment.
+    fn retransmit_delay(&self) -> Duration {
+        let rto = self.rtte.retransmission_timeout();
+        let outstanding = if self.remote_last_seq > self.local_seq_no {
+            self.remote_last_seq - self.local_seq_no
+        } else {
+            0
+        };
+        let tail = outstanding > 0
+            && outstanding <= 2 * self.remote_mss
+            && outstanding >= self.tx_buffer.len()
+            && !self.recovery.as_ref().is_some_and(|r| r.active);
+        let srtt = self
+            .delay_window
+            .as_ref()
+            .map(|w| w.smoothed)
+            .filter(|s| *s < NO_RTT);
+        match (tail, srtt) {
+            (true, Some(srtt)) => rto.min(srtt + srtt / 4 + Duration::from_millis(2)),
+            _ => rto,
+        }
+    }
+
     /// Restarts a running retransmission timer from `now` (support-tunnel patch).
     fn rearm_retransmit(&mut self, now: Instant) {
         if self.timer.is_retransmit() {
@@ -3518,7 +3545,7 @@ impl<'a> Socket<'a> {
             // If we've transmitted all data we could (and there was something at all,
             // data or flag, to transmit, not just an ACK), wind up the retransmit timer.
             self.timer
-                .set_for_retransmit(cx.now(), self.rtte.retransmission_timeout());
+                .set_for_retransmit(cx.now(), self.retransmit_delay());
         }
 
         if self.state == State::Closed {
