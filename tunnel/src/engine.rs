@@ -366,12 +366,8 @@ impl Engine {
         }
     }
 
-    fn new_socket(&mut self) -> tcp::Socket<'static> {
-        tcp_socket(&self.config.profile)
-    }
-
     fn add_listening(&mut self, port: u16) {
-        let mut s = self.new_socket();
+        let mut s = tcp_socket(&self.config.profile);
         if s.listen(IpListenEndpoint {
             addr: Some(IpAddress::Ipv4(self.config.local_ip)),
             port,
@@ -594,7 +590,7 @@ impl Engine {
                 });
                 continue;
             }
-            let mut s = self.new_socket();
+            let mut s = tcp_socket(&self.config.profile);
             self.next_port = if self.next_port >= 65000 {
                 49152
             } else {

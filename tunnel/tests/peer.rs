@@ -193,15 +193,20 @@ fn a_third_party_cannot_get_datagrams_forwarded_or_disturb_the_tunnel() {
     );
 }
 
+/// A current-thread tokio runtime for the admin side's in-process streams.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 #[test]
 fn the_admin_side_offers_an_in_process_tokio_stream() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (pair, _, _) = Pair::start(Keys::new(), None, false, false);
     assert!(pair.wait_up(Duration::from_secs(10)));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let hash = rt.block_on(async {
         let mut s = pair.admin.open(22).await.expect("opens");
         s.write_all(&9u64.to_le_bytes()).await.expect("writes");
@@ -231,10 +236,7 @@ fn the_admin_side_offers_an_in_process_tokio_stream() {
 fn each_open_leaves_no_listener_behind() {
     let (pair, _, _) = Pair::start(Keys::new(), None, false, false);
     assert!(pair.wait_up(Duration::from_secs(10)));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let fds = || std::fs::read_dir("/proc/self/fd").expect("fds").count();
     rt.block_on(async {
         // Warm up (the first connection may set things up for good).

@@ -69,8 +69,7 @@ pub struct Outcome {
     pub needless: u64,
     /// Bulk data segments that reached B.
     pub arrived: u64,
-    /// Packets the path lost at random / dropped from a full queue, A -> B.
-    pub lost: u64,
+    /// Packets dropped from the full bottleneck queue, A -> B.
     pub overflowed: u64,
     /// The longest the bottleneck queue (A -> B) held a packet after the
     /// first second, ms.
@@ -311,7 +310,6 @@ pub fn run(path: &Path, mut trace: Option<&mut dyn FnMut(String)>) -> Outcome {
     }
     o.mb_s = received as f64 / 1_048_576.0 / path.secs;
     o.stats = a.bulk().stats();
-    o.lost = ab.lost;
     o.overflowed = ab.overflowed;
     o
 }

@@ -1509,15 +1509,20 @@ impl<'a> Socket<'a> {
         }
     }
 
-    /// The bytes sent and not yet acknowledged, less what the receiver
-    /// reported holding (RFC 6675's "pipe", without the lost marks).
-    fn pipe(&self) -> usize {
+    /// The bytes sent and not yet acknowledged (support-tunnel patch).
+    fn outstanding(&self) -> usize {
         // While an ACK is processed the cumulative ACK may briefly pass
         // what we think we sent (after a rewind): nothing is in flight then.
         if self.remote_last_seq <= self.local_seq_no {
             return 0;
         }
-        let out = self.remote_last_seq - self.local_seq_no;
+        self.remote_last_seq - self.local_seq_no
+    }
+
+    /// The bytes sent and not yet acknowledged, less what the receiver
+    /// reported holding (RFC 6675's "pipe", without the lost marks).
+    fn pipe(&self) -> usize {
+        let out = self.outstanding();
         let sacked: usize = self
             .recovery
             .as_ref()
@@ -1634,11 +1639,7 @@ impl<'a> Socket<'a> {
     /// to reveal its loss, and a spurious probe costs one small segment.
     fn retransmit_delay(&self) -> Duration {
         let rto = self.rtte.retransmission_timeout();
-        let outstanding = if self.remote_last_seq > self.local_seq_no {
-            self.remote_last_seq - self.local_seq_no
-        } else {
-            0
-        };
+        let outstanding = self.outstanding();
         let tail = outstanding > 0
             && outstanding <= 2 * self.remote_mss
             && outstanding >= self.tx_buffer.len()
@@ -2743,10 +2744,7 @@ impl<'a> Socket<'a> {
                     // support-tunnel patch: an ACK of new data restarts the
                     // retransmission timer (RFC 6298, 5.3); otherwise a long
                     // window times out while it is being acknowledged.
-                    self.timer = Timer::Retransmit {
-                        expires_at: cx.now() + self.rtte.retransmission_timeout(),
-                        delay: self.rtte.retransmission_timeout(),
-                    };
+                    self.rearm_retransmit(cx.now());
                 }
             }
 
