@@ -403,7 +403,7 @@ fn state_kind(s: StateArg) -> TunnelStateKind {
 fn summary_json(t: &TunnelSummary) -> serde_json::Value {
     json!({
         "id": t.tunnel_id.to_string(),
-        "state": format!("{:?}", t.state.kind()).to_lowercase(),
+        "state": t.state.kind().name(),
         "approval": t.state.approval().map(|s| s.0),
         "hostname": t.facts.hostname.as_str(),
         "model": t.facts.model.as_str(),
@@ -444,7 +444,7 @@ fn list(env: &Env, state: Option<StateArg>, as_json: bool) -> Result<ExitCode, S
             println!(
                 "{:<16}  {:<9}  {:<20}  {:>8}  {:<21}  {}{note}",
                 t.tunnel_id,
-                format!("{:?}", t.state.kind()).to_lowercase(),
+                t.state.kind().name(),
                 t.facts.hostname.as_str(),
                 age(now, t.created_at),
                 support_protocol::time_text::format(t.expires_at),
@@ -713,7 +713,7 @@ fn print_status(r: &StatusReport) {
             .map(|t| {
                 format!(
                     "{}, expires {}",
-                    state_name(t.state.kind()),
+                    t.state.kind().name(),
                     support_protocol::time_text::format(t.expires_at)
                 )
             })
@@ -731,11 +731,6 @@ fn print_status(r: &StatusReport) {
             support_protocol::time_text::format(h.at)
         );
     }
-}
-
-/// A state as the CLI prints it ("connected").
-fn state_name(kind: TunnelStateKind) -> String {
-    format!("{kind:?}").to_lowercase()
 }
 
 /// Unix seconds as `status --json` gives them: the number under `key`, and
@@ -802,7 +797,7 @@ fn status_json(r: &StatusReport) -> serde_json::Value {
             let t = c.summary(id);
             let mut v = json!({
                 "id": id,
-                "state": t.map(|t| state_name(t.state.kind())),
+                "state": t.map(|t| t.state.kind().name()),
                 "session_running": session,
             });
             time_fields(&mut v, "expires_at", t.map(|t| t.expires_at));

@@ -31,7 +31,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_support-control-plane");
 
 fn seed() -> [u8; 32] {
     let mut s = [0u8; 32];
-    let _ = getrandom::fill(&mut s);
+    let _ = getrandom::getrandom(&mut s);
     s
 }
 

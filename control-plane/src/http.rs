@@ -66,7 +66,7 @@ fn random_seed() -> [u8; 32] {
     let mut s = [0u8; 32];
     // The OS RNG does not fail on Linux once booted; a zero seed would only
     // weaken forward secrecy of this one answer, never authentication.
-    if getrandom::fill(&mut s).is_err() {
+    if getrandom::getrandom(&mut s).is_err() {
         tracing::error!("OS randomness unavailable");
     }
     s
@@ -379,14 +379,10 @@ pub fn routes(state: Arc<AppState>, which: Routes) -> BoxedFilter<(WarpResponse,
         .then(|st: Arc<AppState>| async move {
             let svc = st.service.clone();
             let counts = tokio::task::spawn_blocking(move || svc.store().count_by_state()).await;
-            let counts: Vec<(String, u64)> = match counts {
-                Ok(Ok(c)) => c
-                    .into_iter()
-                    .map(|(k, n)| (format!("{k:?}").to_lowercase(), n))
-                    .collect(),
+            let refs: Vec<(&str, u64)> = match counts {
+                Ok(Ok(c)) => c.into_iter().map(|(k, n)| (k.name(), n)).collect(),
                 _ => Vec::new(),
             };
-            let refs: Vec<(&str, u64)> = counts.iter().map(|(k, n)| (k.as_str(), *n)).collect();
             let text = st.metrics.render(&refs, st.service.polls().waiting());
             let mut r = WarpResponse::new(text.into());
             r.headers_mut().insert(

@@ -82,7 +82,7 @@ pub fn rotate(data: &Path) -> Result<[u8; 32]> {
     fs::set_permissions(&d, fs::Permissions::from_mode(0o700))?;
     let next = load(data)?.first().map_or(1, |k| k.number + 1);
     let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
+    getrandom::getrandom(&mut secret).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
     let path = d.join(format!("{next:04}.key"));
     let tmp = d.join(format!(".{next:04}.key.tmp"));
     {

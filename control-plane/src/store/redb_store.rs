@@ -118,22 +118,11 @@ fn append_audit(tx: &redb::WriteTransaction, draft: AuditDraft, now: u64) -> Sto
     Ok(())
 }
 
-fn state_key(k: TunnelStateKind) -> &'static str {
-    match k {
-        TunnelStateKind::Pending => "pending",
-        TunnelStateKind::Approved => "approved",
-        TunnelStateKind::Connected => "connected",
-        TunnelStateKind::Stopped => "stopped",
-        TunnelStateKind::Expired => "expired",
-        TunnelStateKind::Failed => "failed",
-    }
-}
-
 fn bump(tx: &redb::WriteTransaction, k: TunnelStateKind, up: bool) -> StoreResult<()> {
     let mut t = tx.open_table(STATE_COUNTS).map_err(err)?;
-    let n = t.get(state_key(k)).map_err(err)?.map_or(0, |v| v.value());
+    let n = t.get(k.name()).map_err(err)?.map_or(0, |v| v.value());
     let n = if up { n + 1 } else { n.saturating_sub(1) };
-    t.insert(state_key(k), n).map_err(err)?;
+    t.insert(k.name(), n).map_err(err)?;
     Ok(())
 }
 
@@ -296,22 +285,11 @@ impl Store for RedbStore {
     }
 
     fn count_by_state(&self) -> StoreResult<Vec<(TunnelStateKind, u64)>> {
-        use TunnelStateKind as K;
         let tx = self.db.begin_read().map_err(err)?;
         let t = tx.open_table(STATE_COUNTS).map_err(err)?;
         let mut out = Vec::new();
-        for k in [
-            K::Pending,
-            K::Approved,
-            K::Connected,
-            K::Stopped,
-            K::Expired,
-            K::Failed,
-        ] {
-            out.push((
-                k,
-                t.get(state_key(k)).map_err(err)?.map_or(0, |v| v.value()),
-            ));
+        for k in TunnelStateKind::ALL {
+            out.push((k, t.get(k.name()).map_err(err)?.map_or(0, |v| v.value())));
         }
         Ok(out)
     }

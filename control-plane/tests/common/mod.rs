@@ -209,7 +209,7 @@ pub fn get(url: &str, path: &str) -> Raw {
 
 pub fn seed() -> [u8; 32] {
     let mut s = [0u8; 32];
-    getrandom::fill(&mut s).expect("randomness");
+    getrandom::getrandom(&mut s).expect("randomness");
     s
 }
 

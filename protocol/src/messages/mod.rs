@@ -41,6 +41,29 @@ pub enum TunnelStateKind {
 }
 
 impl TunnelStateKind {
+    /// Every state, in the order of a tunnel's life.
+    pub const ALL: [Self; 6] = [
+        Self::Pending,
+        Self::Approved,
+        Self::Connected,
+        Self::Stopped,
+        Self::Expired,
+        Self::Failed,
+    ];
+
+    /// The state's one name, as the CLI prints it, `status --json` and the
+    /// metrics give it and the store counts it ("connected").
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Connected => "connected",
+            Self::Stopped => "stopped",
+            Self::Expired => "expired",
+            Self::Failed => "failed",
+        }
+    }
+
     /// True for states a tunnel never leaves.
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Stopped | Self::Expired | Self::Failed)
@@ -61,4 +84,25 @@ pub enum StopReason {
     Refused(BoundedString<200>),
     /// The device failed to bring the tunnel up.
     Failed(BoundedString<200>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TunnelStateKind;
+
+    #[test]
+    fn each_state_has_its_own_lowercase_name() {
+        let names = TunnelStateKind::ALL.map(TunnelStateKind::name);
+        assert_eq!(
+            names,
+            [
+                "pending",
+                "approved",
+                "connected",
+                "stopped",
+                "expired",
+                "failed"
+            ]
+        );
+    }
 }
