@@ -8,12 +8,10 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use support_protocol::approval_box::{
-    seal_approval, ApprovalContents, Approver, RelayEndpoint, Trust, TunnelAddresses,
-};
-use support_protocol::bounded::{BoundedString, BoundedVec, FixedBytes};
-use support_protocol::certificate::{Role, SigningSeed, SupportCa};
+use support_protocol::approval_box::Trust;
+use support_protocol::bounded::{BoundedString, BoundedVec};
 use support_protocol::control_channel::{Api, ClientCall, ServerKeys, StaticKeypair};
+use support_protocol::fixtures::{Approvers, Terms};
 use support_protocol::ids::ApprovalSeq;
 use support_protocol::kem;
 use support_protocol::messages::{DeviceFacts, TunnelRequest};
@@ -49,55 +47,19 @@ fn main() {
         agent_version: text("0.1.0"),
     };
     let ports = BoundedVec::try_from(&[22u16][..]).unwrap_or_default();
-    let request = TunnelRequest::new(&device, facts.clone(), 86_400, ports.clone(), text(""));
+    let request = TunnelRequest::new(&device, facts.clone(), 86_400, ports, text(""));
     let code = OneTimeCode {
         tunnel_id: device.tunnel_id(),
         secret: device.one_time_secret(),
     };
     let shown = code.to_display_string();
-    let ca = SupportCa(SigningSeed::new([2; 32]));
-    let approver = SigningSeed::new([3; 32]);
-    let cert = ca.certify(
-        text("alice"),
-        approver.public(),
-        Role::Approver,
-        1,
-        0,
-        u64::MAX / 2,
-    );
+    let approvers = Approvers::new([2; 32], [3; 32], "alice", 0, u64::MAX / 2);
     let admin = AdminTunnelKeys::from_seed([4; 32]);
-    let (ct, _) = kem::encapsulate(&request.body.kem.0, &admin.kem_randomness())
-        .unwrap_or(([0; 1088], [0; 32]));
-    let contents = ApprovalContents {
-        relay: RelayEndpoint::V4([127, 0, 0, 1], 51820),
-        admin_wireguard: FixedBytes(admin.wireguard().public),
-        admin_ssh: FixedBytes(admin.ssh_public()),
-        addresses: TunnelAddresses {
-            device: [10, 77, 0, 2],
-            admin: [10, 77, 0, 3],
-            prefix_len: 28,
-        },
-        kem_ciphertext: FixedBytes(ct),
-        duration_secs: 3600,
-        ports,
-        issued_at: 10,
-    };
-    let seal = || {
-        seal_approval(
-            &contents,
-            device.tunnel_id(),
-            &device.public_keys(),
-            ApprovalSeq(1),
-            &code.secret,
-            [9; 32],
-            &Approver {
-                key: &approver,
-                certificate: &cert,
-            },
-        )
-    };
+    let contents = Terms::new(10).contents(&request.body.kem.0, &admin);
+    let ct = contents.kem_ciphertext.0;
+    let seal = || approvers.seal(&contents, &device, ApprovalSeq(1), [9; 32]);
     let sealed = seal();
-    let cas = [ca.0.public()];
+    let cas = [approvers.ca_key()];
     let trust = Trust {
         ca_keys: &cas,
         time_floor: 0,

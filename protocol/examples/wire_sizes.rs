@@ -3,15 +3,12 @@
 //!
 //! `cargo run -p support-protocol --example wire_sizes`
 
-use support_protocol::approval_box::{
-    seal_approval, ApprovalContents, Approver, RelayEndpoint, TunnelAddresses,
-};
+use support_protocol::approval_box::RelayEndpoint;
 use support_protocol::bounded::{BoundedString, BoundedVec, FixedBytes};
-use support_protocol::certificate::{Role, SigningSeed, SupportCa};
 use support_protocol::connected_report::ConnectedReport;
 use support_protocol::control_channel::{Api, ClientCall, StaticKeypair};
+use support_protocol::fixtures::{Approvers, Terms};
 use support_protocol::ids::{ApprovalSeq, RequestId};
-use support_protocol::kem;
 use support_protocol::messages::admin::ApproveRequest;
 use support_protocol::messages::device::{ConnectedNotice, PollRequest};
 use support_protocol::messages::{
@@ -40,45 +37,15 @@ fn main() {
         BoundedVec::try_from(&[22u16][..]).unwrap_or_default(),
         text("audio drops out"),
     );
-    let ca = SupportCa(SigningSeed::new([2; 32]));
-    let approver = SigningSeed::new([3; 32]);
-    let cert = ca.certify(
-        text("alice@support"),
-        approver.public(),
-        Role::Approver,
-        1,
-        0,
-        u64::MAX / 2,
-    );
+    let approvers = Approvers::new([2; 32], [3; 32], "alice@support", 0, u64::MAX / 2);
     let admin = AdminTunnelKeys::from_seed([4; 32]);
-    let (ct, _) = kem::encapsulate(&request.body.kem.0, &admin.kem_randomness())
-        .unwrap_or(([0; 1088], [0; 32]));
-    let contents = ApprovalContents {
+    let terms = Terms {
         relay: RelayEndpoint::V4([203, 0, 113, 7], 51820),
-        admin_wireguard: FixedBytes(admin.wireguard().public),
-        admin_ssh: FixedBytes(admin.ssh_public()),
-        addresses: TunnelAddresses {
-            device: [10, 77, 0, 2],
-            admin: [10, 77, 0, 3],
-            prefix_len: 28,
-        },
-        kem_ciphertext: FixedBytes(ct),
         duration_secs: 86_400,
-        ports: BoundedVec::try_from(&[22u16][..]).unwrap_or_default(),
-        issued_at: 1_793_491_200,
+        ..Terms::new(1_793_491_200)
     };
-    let sealed = seal_approval(
-        &contents,
-        device.tunnel_id(),
-        &device.public_keys(),
-        ApprovalSeq(1),
-        &device.one_time_secret(),
-        admin.box_salt(),
-        &Approver {
-            key: &approver,
-            certificate: &cert,
-        },
-    );
+    let sealed = approvers.approve(&device, &admin, &terms, ApprovalSeq(1));
+    let cert = &approvers.certificate;
     let report = ConnectedReport {
         accepted_box: FixedBytes(sealed.hash()),
         host_keys: BoundedVec::new(vec![text(
@@ -167,6 +134,6 @@ fn main() {
     println!(
         "(approval box alone: {} bytes; certificate: {} bytes)",
         support_protocol::encode(&sealed).map_or(0, |b| b.len()),
-        support_protocol::encode(&cert).map_or(0, |b| b.len())
+        support_protocol::encode(cert).map_or(0, |b| b.len())
     );
 }

@@ -12,6 +12,11 @@
 //! The device verifies certificate and signature first, then opens, then
 //! checks the contents against its own request and configuration
 //! ([`ApprovalContents::check_limits`]), all before changing anything.
+//! [`SealedApproval::open_checked`] does all of it and is the only way to a
+//! [`CheckedApproval`], which the device's PSK
+//! ([`crate::hybrid_psk::derive_psk`]) requires.
+
+use core::ops::Deref;
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -141,18 +146,21 @@ pub enum ApprovalError {
 }
 
 impl core::fmt::Display for ApprovalError {
+    // No "approval refused" here: whoever reports the error names the
+    // approval and says it was refused (the agent: "REFUSED, nothing
+    // changed: approval #2: ...").
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Self::Certificate(e) => write!(f, "approval refused: {e}"),
-            Self::BadSignature => f.write_str("approval refused: the approver's signature does not verify"),
-            Self::Unopenable => f.write_str(
-                "approval refused: the box does not open (altered, or sealed for another tunnel or code)",
-            ),
-            Self::Malformed(e) => write!(f, "approval refused: {e}"),
-            Self::NotNewer { got, accepted } => {
-                write!(f, "approval refused: {got} is not newer than the accepted approval {accepted}")
+            Self::Certificate(e) => write!(f, "{e}"),
+            Self::BadSignature => f.write_str("the approver's signature does not verify"),
+            Self::Unopenable => {
+                f.write_str("the box does not open (altered, or sealed for another tunnel or code)")
             }
-            Self::Limits(e) => write!(f, "approval refused: {e}"),
+            Self::Malformed(e) => write!(f, "{e}"),
+            Self::NotNewer { accepted, .. } => {
+                write!(f, "not newer than the accepted approval {accepted}")
+            }
+            Self::Limits(e) => write!(f, "{e}"),
         }
     }
 }
@@ -197,9 +205,26 @@ impl core::fmt::Display for LimitError {
     }
 }
 
+/// What the device lets an approval open: its own request (from its own
+/// record, never from the control plane) and its configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits<'a> {
+    /// The ports the device asked for.
+    pub requested_ports: &'a [u16],
+    /// The duration the device asked for.
+    pub requested_duration_secs: u32,
+    /// The ports the device's configuration allows.
+    pub allowed_ports: &'a [u16],
+    /// The longest tunnel the device's configuration allows.
+    pub max_duration_secs: u32,
+}
+
 impl ApprovalContents {
     /// Checks the approval against the device's own request and config: no
     /// port beyond both, no duration beyond both (nor zero), sane addresses.
+    ///
+    /// A predicate only: [`SealedApproval::open_checked`] calls it and is the
+    /// way to a [`CheckedApproval`].
     pub fn check_limits(
         &self,
         requested_ports: &[u16],
@@ -286,6 +311,58 @@ pub fn seal_approval(
     }
 }
 
+/// An approval the device verified, opened and checked against its limits,
+/// for its own tunnel and keys.
+///
+/// Only [`SealedApproval::open_checked`] makes one (the fields are private and
+/// there is no `Deserialize`), so what requires it (the device's PSK, the
+/// device's peer configuration) cannot be reached with contents that skipped
+/// a check. It reads as its [`ApprovalContents`] (`Deref`).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct CheckedApproval {
+    tunnel_id: TunnelId,
+    seq: ApprovalSeq,
+    device: DevicePublicKeys,
+    contents: ApprovalContents,
+    box_hash: [u8; 32],
+}
+
+impl CheckedApproval {
+    /// The tunnel it was opened for.
+    pub fn tunnel_id(&self) -> TunnelId {
+        self.tunnel_id
+    }
+
+    /// Which approval of the tunnel it is.
+    pub fn seq(&self) -> ApprovalSeq {
+        self.seq
+    }
+
+    /// The device keys the box was bound to (and opened with).
+    pub fn device(&self) -> &DevicePublicKeys {
+        &self.device
+    }
+
+    /// What it says.
+    pub fn contents(&self) -> &ApprovalContents {
+        &self.contents
+    }
+
+    /// The sealed approval's hash, which the connected report binds
+    /// ([`SealedApproval::hash`]).
+    pub fn box_hash(&self) -> [u8; 32] {
+        self.box_hash
+    }
+}
+
+impl Deref for CheckedApproval {
+    type Target = ApprovalContents;
+
+    fn deref(&self) -> &ApprovalContents {
+        &self.contents
+    }
+}
+
 /// What the device trusts when it verifies an approval.
 pub struct Trust<'a> {
     /// The pinned support-CA public keys.
@@ -302,9 +379,40 @@ impl SealedApproval {
         labels::labelled_hash(labels::BOX_HASH, &[&encode_body(self)])
     }
 
+    /// Verifies, opens and checks the approval for the device's own tunnel:
+    /// everything [`Self::open`] checks, then the limits
+    /// ([`ApprovalContents::check_limits`], failing as
+    /// [`ApprovalError::Limits`]). The only way to a [`CheckedApproval`].
+    pub fn open_checked(
+        &self,
+        tunnel_id: TunnelId,
+        device: &DevicePublicKeys,
+        secret: &OneTimeSecret,
+        trust: &Trust<'_>,
+        limits: &Limits<'_>,
+    ) -> Result<CheckedApproval, ApprovalError> {
+        let contents = self.open(tunnel_id, device, secret, trust)?;
+        contents
+            .check_limits(
+                limits.requested_ports,
+                limits.requested_duration_secs,
+                limits.allowed_ports,
+                limits.max_duration_secs,
+            )
+            .map_err(ApprovalError::Limits)?;
+        Ok(CheckedApproval {
+            tunnel_id,
+            seq: self.approval_seq,
+            device: device.clone(),
+            contents,
+            box_hash: self.hash(),
+        })
+    }
+
     /// Verifies and opens the approval for the device's own tunnel: newer
     /// than any accepted, certificate, signature, box, issue time. Limits are
-    /// checked separately with [`ApprovalContents::check_limits`].
+    /// not checked: [`Self::open_checked`] checks both, and only its
+    /// [`CheckedApproval`] goes on to a PSK.
     pub fn open(
         &self,
         tunnel_id: TunnelId,

@@ -24,11 +24,18 @@
 //! HKDF-Extract over the concatenation is a sound combiner: the output is
 //! pseudorandom if either secret is (the same shape as TLS 1.3 hybrid key
 //! exchange).
+//!
+//! Two entry points, one derivation: the device's [`derive_psk`] takes a
+//! [`CheckedApproval`], so it runs only after the approval was verified,
+//! opened and checked; the approver's [`derive_approver_psk`] takes the
+//! inputs one by one, because the approver wrote the approval itself and has
+//! nothing to open.
 
 use hkdf::Hkdf;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use crate::approval_box::CheckedApproval;
 use crate::ids::TunnelId;
 use crate::kem::{
     ciphertext_hash, encapsulation_key_hash, KEM_CIPHERTEXT_LEN, KEM_ENCAPSULATION_KEY_LEN,
@@ -36,7 +43,8 @@ use crate::kem::{
 use crate::labels;
 use crate::one_time_code::OneTimeSecret;
 
-/// Everything the PSK is derived from.
+/// Everything the PSK is derived from, field by field: what the approver
+/// gives [`derive_approver_psk`].
 pub struct PskInputs<'a> {
     /// The one-time secret.
     pub one_time_secret: &'a OneTimeSecret,
@@ -54,8 +62,40 @@ pub struct PskInputs<'a> {
     pub kem_ciphertext: &'a [u8; KEM_CIPHERTEXT_LEN],
 }
 
-/// Derives the 32-byte WireGuard PSK.
-pub fn derive_psk(inputs: &PskInputs<'_>) -> Zeroizing<[u8; 32]> {
+/// The device's 32-byte WireGuard PSK, from the approval it verified,
+/// opened and checked ([`crate::approval_box::SealedApproval::open_checked`]):
+/// the tunnel, both device keys the box was bound to, and the admin's key
+/// and ciphertext all come from `approval`; the shared secret is the
+/// device's decapsulation of `approval.kem_ciphertext`.
+pub fn derive_psk(
+    approval: &CheckedApproval,
+    one_time_secret: &OneTimeSecret,
+    kem_shared_secret: &[u8; 32],
+) -> Zeroizing<[u8; 32]> {
+    derive(&PskInputs {
+        one_time_secret,
+        kem_shared_secret,
+        tunnel_id: approval.tunnel_id(),
+        device_wireguard: &approval.device().wireguard,
+        admin_wireguard: &approval.admin_wireguard.0,
+        kem_encapsulation_key: &approval.device().kem.0,
+        kem_ciphertext: &approval.kem_ciphertext.0,
+    })
+}
+
+/// The approver's 32-byte WireGuard PSK (the same value the device derives).
+///
+/// The approver takes no [`CheckedApproval`] because it has none to take: it
+/// is the author of the approval (it chose the admin keys, made the ML-KEM
+/// ciphertext and wrote the contents), and its only input from outside, the
+/// device's request, it verified against the request tag before approving.
+/// Making it fake a checked approval would prove nothing; a separate, named
+/// entry point keeps the device's path the only one that skips no check.
+pub fn derive_approver_psk(inputs: &PskInputs<'_>) -> Zeroizing<[u8; 32]> {
+    derive(inputs)
+}
+
+fn derive(inputs: &PskInputs<'_>) -> Zeroizing<[u8; 32]> {
     let mut ikm = Zeroizing::new([0u8; 48]);
     ikm[..32].copy_from_slice(inputs.kem_shared_secret);
     ikm[32..].copy_from_slice(inputs.one_time_secret.as_bytes());

@@ -12,6 +12,7 @@
 //! | [`tunnel_keys`] | per-tunnel device and admin key material, derived from seeds |
 //! | [`one_time_code`] | the code the owner passes to support out of band |
 //! | [`request_tag`] | the MAC that lets the admin detect a lying control plane |
+//! | [`key_text`] | 32-byte keys as 64 hexadecimal characters: the one parser |
 //! | [`certificate`] | the support CA and approver certificates |
 //! | [`sealing`] | the HKDF + ChaCha20-Poly1305 construction shared by boxes |
 //! | [`approval_box`] | the signed, sealed approval the device verifies |
@@ -23,6 +24,9 @@
 //! | [`messages`] | every call of the flow and its answer, with stable error codes |
 //! | [`state`] | the forward-only tunnel state machine |
 //! | [`audit`] | the hash chain over audit records |
+//!
+//! With the `test-fixtures` feature, `fixtures` holds the support CA, approver
+//! and approval that the workspace's tests, benches and examples share.
 //!
 //! Nothing here performs I/O or reads a clock: randomness and time are
 //! arguments, so every function is deterministic and testable.
@@ -42,10 +46,13 @@ pub mod codec;
 pub mod connected_report;
 pub mod control_channel;
 pub mod duration_text;
+#[cfg(feature = "test-fixtures")]
+pub mod fixtures;
 pub mod handoff;
 pub mod hybrid_psk;
 pub mod ids;
 pub mod kem;
+pub mod key_text;
 pub mod messages;
 pub mod one_time_code;
 pub mod request_tag;

@@ -17,9 +17,11 @@ use subtle::ConstantTimeEq;
 
 use crate::bounded::FixedBytes;
 use crate::codec::encode_body;
+use crate::ids::TunnelId;
 use crate::labels;
 use crate::messages::request::{RequestBody, TunnelRequest};
 use crate::one_time_code::OneTimeSecret;
+use crate::tunnel_keys::DevicePublicKeys;
 
 /// The 32-byte request tag.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -54,12 +56,97 @@ pub fn compute(secret: &OneTimeSecret, body: &RequestBody) -> RequestTag {
     RequestTag(FixedBytes(tag))
 }
 
-/// Verifies `request`'s tag in constant time.
-pub fn verify(secret: &OneTimeSecret, request: &TunnelRequest) -> Result<(), TagMismatch> {
+/// A request whose tag verified under the one-time secret: proof, in the
+/// type, that the control plane did not alter what the device asked for.
+///
+/// Only [`verify`] makes one (the field is private and there is no
+/// `Deserialize`), so code that takes a `&VerifiedRequest` (the admin's hub
+/// launch) cannot be reached with a request nobody checked.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct VerifiedRequest {
+    request: TunnelRequest,
+}
+
+impl VerifiedRequest {
+    /// The request, tag included.
+    pub fn request(&self) -> &TunnelRequest {
+        &self.request
+    }
+
+    /// What the device asked for.
+    pub fn body(&self) -> &RequestBody {
+        &self.request.body
+    }
+
+    /// The tunnel the request is for.
+    pub fn tunnel_id(&self) -> TunnelId {
+        self.request.body.tunnel_id
+    }
+
+    /// The device's public keys as the verified request states them.
+    pub fn device_public_keys(&self) -> DevicePublicKeys {
+        self.request.device_public_keys()
+    }
+
+    /// The request, giving up the proof.
+    pub fn into_request(self) -> TunnelRequest {
+        self.request
+    }
+}
+
+/// Verifies `request`'s tag in constant time; on success the request comes
+/// back as a [`VerifiedRequest`].
+pub fn verify(
+    secret: &OneTimeSecret,
+    request: &TunnelRequest,
+) -> Result<VerifiedRequest, TagMismatch> {
     let expected = compute(secret, &request.body);
     if bool::from(expected.0 .0.ct_eq(&request.tag.0 .0)) {
-        Ok(())
+        Ok(VerifiedRequest {
+            request: request.clone(),
+        })
     } else {
         Err(TagMismatch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bounded::{BoundedString, BoundedVec};
+    use crate::messages::DeviceFacts;
+    use crate::tunnel_keys::DeviceTunnelKeys;
+
+    fn request(keys: &DeviceTunnelKeys) -> TunnelRequest {
+        TunnelRequest::new(
+            keys,
+            DeviceFacts {
+                hostname: BoundedString::new("h").unwrap_or_default(),
+                model: BoundedString::new("m").unwrap_or_default(),
+                firmware: BoundedString::new("f").unwrap_or_default(),
+                agent_version: BoundedString::new("a").unwrap_or_default(),
+            },
+            600,
+            BoundedVec::try_from(&[22u16][..]).unwrap_or_default(),
+            BoundedString::new("").unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn only_a_request_whose_tag_verifies_becomes_a_verified_request() {
+        let keys = DeviceTunnelKeys::from_seed([1; 32]);
+        let r = request(&keys);
+        let v = verify(&keys.one_time_secret(), &r).expect("verifies");
+        assert_eq!(v.request(), &r);
+        assert_eq!(v.body(), &r.body);
+        assert_eq!(v.tunnel_id(), keys.tunnel_id());
+        assert_eq!(v.device_public_keys(), keys.public_keys());
+        assert_eq!(v.into_request(), r);
+
+        let other = DeviceTunnelKeys::from_seed([2; 32]);
+        assert_eq!(verify(&other.one_time_secret(), &r), Err(TagMismatch));
+        let mut altered = r.clone();
+        altered.body.duration_secs += 1;
+        assert_eq!(verify(&keys.one_time_secret(), &altered), Err(TagMismatch));
     }
 }

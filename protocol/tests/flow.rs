@@ -3,11 +3,11 @@
 mod common;
 
 use common::*;
-use support_protocol::approval_box::{ApprovalError, LimitError, Trust};
+use support_protocol::approval_box::{ApprovalError, LimitError, Limits, Trust};
 use support_protocol::bounded::{BoundedVec, FixedBytes};
 use support_protocol::certificate::{CertificateError, Role, SigningSeed, SupportCa};
 use support_protocol::connected_report::{ConnectedReport, ReportError};
-use support_protocol::hybrid_psk::{derive_psk, PskInputs};
+use support_protocol::hybrid_psk::{derive_approver_psk, derive_psk, PskInputs};
 use support_protocol::ids::ApprovalSeq;
 use support_protocol::one_time_code::OneTimeCode;
 use support_protocol::request_tag::{self, TagMismatch};
@@ -27,41 +27,48 @@ fn request_code_approve_open_and_both_sides_derive_the_same_psk() {
     // The admin parses the code the owner read out, and verifies the request.
     let code = OneTimeCode::parse(&f.code.to_display_string()).expect("code parses");
     assert_eq!(code.tunnel_id, f.request.body.tunnel_id);
-    request_tag::verify(&code.secret, &f.request).expect("tag verifies");
+    let verified = request_tag::verify(&code.secret, &f.request).expect("tag verifies");
+    assert_eq!(verified.request(), &f.request);
+    assert_eq!(verified.tunnel_id(), code.tunnel_id);
 
     let sealed = f.seal(1);
     let cas = [f.ca.0.public()];
-    let opened = sealed
-        .open(
+    let checked = sealed
+        .open_checked(
             f.device.tunnel_id(),
             &f.device.public_keys(),
             &f.device.one_time_secret(),
             &trust(&cas),
+            &Limits {
+                requested_ports: &[22, 80],
+                requested_duration_secs: 24 * 3600,
+                allowed_ports: &[22, 80, 443],
+                max_duration_secs: 7 * 24 * 3600,
+            },
         )
-        .expect("device opens the approval");
-    assert_eq!(opened, f.contents);
-    opened
-        .check_limits(&[22, 80], 24 * 3600, &[22, 80, 443], 7 * 24 * 3600)
-        .expect("within limits");
+        .expect("device opens the approval and it is within limits");
+    assert_eq!(checked.contents(), &f.contents);
+    assert_eq!(checked.seq(), ApprovalSeq(1));
+    assert_eq!(checked.box_hash(), sealed.hash());
 
-    // Device side PSK: decapsulate. Admin side PSK: from its encapsulation.
-    let device_shared = f.device.kem().decapsulate(&opened.kem_ciphertext.0);
+    // Device side PSK: decapsulate, from the checked approval. Admin side
+    // PSK: from its own encapsulation and the contents it wrote.
+    let device_shared = f.device.kem().decapsulate(&checked.kem_ciphertext.0);
     let (_, admin_shared) =
         support_protocol::kem::encapsulate(&f.request.body.kem.0, &f.admin.kem_randomness())
             .expect("encapsulates");
     assert_eq!(device_shared, admin_shared);
-    let inputs = |shared: &[u8; 32]| {
-        *derive_psk(&PskInputs {
-            one_time_secret: &f.code.secret,
-            kem_shared_secret: shared,
-            tunnel_id: f.code.tunnel_id,
-            device_wireguard: &f.device.wireguard().public,
-            admin_wireguard: &opened.admin_wireguard.0,
-            kem_encapsulation_key: &f.request.body.kem.0,
-            kem_ciphertext: &opened.kem_ciphertext.0,
-        })
-    };
-    assert_eq!(inputs(&device_shared), inputs(&admin_shared));
+    let device_psk = derive_psk(&checked, &f.device.one_time_secret(), &device_shared);
+    let admin_psk = derive_approver_psk(&PskInputs {
+        one_time_secret: &code.secret,
+        kem_shared_secret: &admin_shared,
+        tunnel_id: verified.tunnel_id(),
+        device_wireguard: &verified.body().wireguard.0,
+        admin_wireguard: &f.admin.wireguard().public,
+        kem_encapsulation_key: &verified.body().kem.0,
+        kem_ciphertext: &f.contents.kem_ciphertext.0,
+    });
+    assert_eq!(*device_psk, *admin_psk);
 
     // The device reports connected; the admin opens the report bound to its box.
     let report = ConnectedReport {
@@ -115,7 +122,7 @@ fn psk_changes_with_every_input() {
         kem_encapsulation_key: &f.request.body.kem.0,
         kem_ciphertext: &ct,
     };
-    let psk = *derive_psk(&base);
+    let psk = *derive_approver_psk(&base);
     let other_secret = support_protocol::one_time_code::OneTimeSecret::from_bytes([0; 16]);
     let mut other_ct = ct;
     other_ct[0] ^= 1;
@@ -152,7 +159,11 @@ fn psk_changes_with_every_input() {
         },
     ];
     for (i, v) in variants.iter().enumerate() {
-        assert_ne!(*derive_psk(v), psk, "input {i} does not change the PSK");
+        assert_ne!(
+            *derive_approver_psk(v),
+            psk,
+            "input {i} does not change the PSK"
+        );
     }
 }
 
@@ -214,7 +225,10 @@ fn a_control_plane_that_alters_the_request_is_caught_by_the_tag() {
         Err(TagMismatch)
     );
     // The unaltered request verifies (so the refusals above are about the change).
-    assert_eq!(request_tag::verify(secret, &f.request), Ok(()));
+    assert_eq!(
+        request_tag::verify(secret, &f.request).map(|v| v.into_request()),
+        Ok(f.request.clone())
+    );
 }
 
 #[test]
@@ -497,6 +511,73 @@ fn limits_refuse_ports_and_durations_beyond_request_or_config() {
     assert_eq!(
         c.check_limits(&[22], 7200, &[22], 7200),
         Err(LimitError::BadAddresses)
+    );
+}
+
+#[test]
+fn only_an_approval_that_opens_and_is_within_limits_becomes_a_checked_approval() {
+    let f = Fixture::new(12);
+    let cas = [f.ca.0.public()];
+    let sealed = f.seal(1);
+    let check = |trust: &Trust<'_>, limits: &Limits<'_>| {
+        sealed
+            .open_checked(
+                f.device.tunnel_id(),
+                &f.device.public_keys(),
+                &f.device.one_time_secret(),
+                trust,
+                limits,
+            )
+            .map(|c| (c.seq(), c.duration_secs))
+    };
+    let within = Limits {
+        requested_ports: &[22],
+        requested_duration_secs: 3600,
+        allowed_ports: &[22],
+        max_duration_secs: 3600,
+    };
+    assert_eq!(check(&trust(&cas), &within), Ok((ApprovalSeq(1), 3600)));
+    assert_eq!(
+        check(
+            &trust(&cas),
+            &Limits {
+                allowed_ports: &[80],
+                ..within
+            }
+        ),
+        Err(ApprovalError::Limits(LimitError::PortNotAllowed(22)))
+    );
+    assert_eq!(
+        check(
+            &trust(&cas),
+            &Limits {
+                requested_duration_secs: 600,
+                ..within
+            }
+        ),
+        Err(ApprovalError::Limits(LimitError::DurationNotAllowed {
+            approved: 3600,
+            max: 600
+        }))
+    );
+    // The box is checked before its terms: a replayed approval is refused as
+    // not newer, whatever it asks for.
+    let replayed = Trust {
+        accepted: Some(ApprovalSeq(1)),
+        ..trust(&cas)
+    };
+    assert_eq!(
+        check(
+            &replayed,
+            &Limits {
+                allowed_ports: &[80],
+                ..within
+            }
+        ),
+        Err(ApprovalError::NotNewer {
+            got: ApprovalSeq(1),
+            accepted: ApprovalSeq(1)
+        })
     );
 }
 

@@ -6,10 +6,14 @@
 mod common;
 
 use common::*;
-use support_protocol::hybrid_psk::{derive_psk, PskInputs};
+use support_protocol::approval_box::{Limits, Trust};
+use support_protocol::bounded::FixedBytes;
+use support_protocol::fixtures::{Approvers, Terms};
+use support_protocol::hybrid_psk::{derive_approver_psk, derive_psk, PskInputs};
 use support_protocol::kem;
 use support_protocol::one_time_code::{OneTimeCode, OneTimeSecret};
 use support_protocol::tunnel_keys::{AdminTunnelKeys, DeviceTunnelKeys};
+use support_protocol::ApprovalSeq;
 use support_protocol::TunnelId;
 
 fn hex(b: &[u8]) -> String {
@@ -90,7 +94,7 @@ fn hybrid_psk() {
         "d23cde9cb4dde144387aebd75c01b12608369044e0d9e7b586954a3674478730"
     );
     assert_eq!(device.kem().decapsulate(&ct), shared);
-    let psk = derive_psk(&PskInputs {
+    let psk = derive_approver_psk(&PskInputs {
         one_time_secret: &device.one_time_secret(),
         kem_shared_secret: &shared,
         tunnel_id: device.tunnel_id(),
@@ -101,6 +105,35 @@ fn hybrid_psk() {
     });
     assert_eq!(
         hex(&*psk),
+        "e6c4ff628fc9b40ed76bdb2b4d0e6d1379794b23c57125d7a440d07dbb744bc9"
+    );
+    // The device's path, from a checked approval carrying the same admin key
+    // and ciphertext, gives the same PSK.
+    let approvers = Approvers::new([0x02; 32], [0x03; 32], "alice", 0, u64::MAX / 2);
+    let mut contents = Terms::new(10).contents(&ek, &AdminTunnelKeys::from_seed([0x05; 32]));
+    contents.admin_wireguard = FixedBytes([0x04; 32]);
+    contents.kem_ciphertext = FixedBytes(ct);
+    let checked = approvers
+        .seal(&contents, &device, ApprovalSeq(1), [0x09; 32])
+        .open_checked(
+            device.tunnel_id(),
+            &device.public_keys(),
+            &device.one_time_secret(),
+            &Trust {
+                ca_keys: &[approvers.ca_key()],
+                time_floor: 0,
+                accepted: None,
+            },
+            &Limits {
+                requested_ports: &[22],
+                requested_duration_secs: 3600,
+                allowed_ports: &[22],
+                max_duration_secs: 3600,
+            },
+        )
+        .expect("the approval opens and is within limits");
+    assert_eq!(
+        hex(&*derive_psk(&checked, &device.one_time_secret(), &shared)),
         "e6c4ff628fc9b40ed76bdb2b4d0e6d1379794b23c57125d7a440d07dbb744bc9"
     );
 }

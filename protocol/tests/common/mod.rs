@@ -2,13 +2,11 @@
 //! approver, a device's tunnel request and the admin's sealed approval.
 #![allow(dead_code)]
 
-use support_protocol::approval_box::{
-    seal_approval, ApprovalContents, Approver, RelayEndpoint, SealedApproval, TunnelAddresses,
-};
-use support_protocol::bounded::{BoundedString, BoundedVec, FixedBytes};
-use support_protocol::certificate::{ApproverCertificate, Role, SigningSeed, SupportCa};
+use support_protocol::approval_box::{seal_approval, ApprovalContents, Approver, SealedApproval};
+use support_protocol::bounded::{BoundedString, BoundedVec};
+use support_protocol::certificate::{ApproverCertificate, SigningSeed, SupportCa};
+use support_protocol::fixtures::{Approvers, Terms};
 use support_protocol::ids::ApprovalSeq;
-use support_protocol::kem;
 use support_protocol::messages::{DeviceFacts, TunnelRequest};
 use support_protocol::one_time_code::OneTimeCode;
 use support_protocol::tunnel_keys::{AdminTunnelKeys, DeviceTunnelKeys};
@@ -47,13 +45,14 @@ pub fn facts() -> DeviceFacts {
 
 impl Fixture {
     pub fn new(n: u8) -> Self {
-        let ca = SupportCa(SigningSeed::new([0xca; 32]));
-        let approver_key = SigningSeed::new([0xa0 ^ n; 32]);
-        let certificate = ca.certify(
-            s("alice@support"),
-            approver_key.public(),
-            Role::Approver,
-            7,
+        let Approvers {
+            ca,
+            key: approver_key,
+            certificate,
+        } = Approvers::new(
+            [0xca; 32],
+            [0xa0 ^ n; 32],
+            "alice@support",
             NOW - DAY,
             NOW + 90 * DAY,
         );
@@ -70,22 +69,7 @@ impl Fixture {
             secret: device.one_time_secret(),
         };
         let admin = AdminTunnelKeys::from_seed([0x40 ^ n; 32]);
-        let (ct, _) =
-            kem::encapsulate(&request.body.kem.0, &admin.kem_randomness()).expect("valid key");
-        let contents = ApprovalContents {
-            relay: RelayEndpoint::V4([127, 0, 0, 1], 51820),
-            admin_wireguard: FixedBytes(admin.wireguard().public),
-            admin_ssh: FixedBytes(admin.ssh_public()),
-            addresses: TunnelAddresses {
-                device: [10, 77, 0, 2],
-                admin: [10, 77, 0, 3],
-                prefix_len: 28,
-            },
-            kem_ciphertext: FixedBytes(ct),
-            duration_secs: 3600,
-            ports: ports(&[22]),
-            issued_at: NOW,
-        };
+        let contents = Terms::new(NOW).contents(&request.body.kem.0, &admin);
         Self {
             ca,
             approver_key,
