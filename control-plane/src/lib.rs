@@ -9,13 +9,13 @@
 //! |---|---|
 //! | [`service`] | the API logic (device and admin calls), sans HTTP |
 //! | [`store`] | the `Store` trait and its redb implementation |
-//! | [`http`] | routes, accept loop, limits, graceful shutdown |
+//! | [`http`] | the accept loop and its limits, the routes, one Noise call; graceful shutdown |
 //! | [`long_poll`] | wake-ups for waiting devices |
-//! | [`rate_limit`] | per-address and global create limits |
+//! | [`rate_limit`] | per-address and global create limits (time an argument) |
 //! | [`server_keys`] | the static Noise keys and their rotation |
 //! | [`operator`] | operator commands over the local socket |
 //! | [`metrics`] | Prometheus text metrics |
-//! | [`config`] | the config file |
+//! | [`config`] | `serve`'s settings: flag, environment, file, default |
 #![forbid(unsafe_code)]
 
 pub mod config;

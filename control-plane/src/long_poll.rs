@@ -84,3 +84,27 @@ impl LongPolls {
         self.shutdown.notified()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::LongPolls;
+    use support_protocol::TunnelId;
+
+    #[test]
+    fn a_tunnel_s_notifier_goes_with_its_last_waiter() {
+        let polls = LongPolls::default();
+        {
+            let _a = polls.register(TunnelId(1));
+            let _b = polls.register(TunnelId(1));
+            let _c = polls.register(TunnelId(2));
+            assert_eq!(polls.tunnels_tracked(), 2);
+            assert_eq!(polls.waiting(), 3);
+        }
+        assert_eq!(
+            polls.tunnels_tracked(),
+            0,
+            "entries leaked after their waiters left"
+        );
+        assert_eq!(polls.waiting(), 0);
+    }
+}

@@ -1,21 +1,18 @@
 //! `support-control-plane`: see `--help`.
 #![forbid(unsafe_code)]
 
-use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use support_control_plane::config::{parse_duration_arg, FileConfig};
+use support_control_plane::config::{ServeArgs, Settings, DEFAULT_DATA};
 use support_control_plane::http::{self, AppState};
-use support_control_plane::metrics::Metrics;
 use support_control_plane::operator::{self, Command};
-use support_control_plane::rate_limit::RateLimiter;
 use support_control_plane::server_keys;
-use support_control_plane::service::{unix_now, Service, ServiceConfig};
+use support_control_plane::service::{unix_now, Service};
 use support_control_plane::store::redb_store::RedbStore;
 use support_control_plane::store::{AdminRole, Store};
 
@@ -28,10 +25,6 @@ use support_control_plane::store::{AdminRole, Store};
 /// First start:  support-control-plane serve --listen 127.0.0.1:8080 --data /var/lib/support-cp
 /// Then pin:     support-control-plane public-key --data /var/lib/support-cp
 /// Enroll:       support-control-plane admins add alice <KEY from support-admin init>
-/// The port the API listens on by default. The agent's and the admin's
-/// example configs and infra/ use the same one (a test checks).
-pub const DEFAULT_PORT: u16 = 8080;
-
 #[derive(Parser)]
 #[command(version, verbatim_doc_comment)]
 struct Cli {
@@ -67,11 +60,7 @@ enum Cmd {
 #[derive(clap::Args)]
 struct DataArg {
     /// The data directory (store, keys, operator socket).
-    #[arg(
-        long,
-        env = "SUPPORT_CP_DATA",
-        default_value = "/var/lib/support-control-plane"
-    )]
+    #[arg(long, env = "SUPPORT_CP_DATA", default_value = DEFAULT_DATA)]
     data: PathBuf,
 }
 
@@ -123,56 +112,6 @@ enum AuditCmd {
 enum RoleArg {
     Approver,
     Viewer,
-}
-
-#[derive(clap::Args)]
-struct ServeArgs {
-    /// A TOML config file (flags and environment override it).
-    #[arg(long, env = "SUPPORT_CP_CONFIG")]
-    config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8080].
-    #[arg(long, env = "SUPPORT_CP_LISTEN")]
-    listen: Option<SocketAddr>,
-    /// Serve `/metrics` here (a private address) instead of on --listen.
-    #[arg(long, env = "SUPPORT_CP_METRICS_LISTEN")]
-    metrics_listen: Option<SocketAddr>,
-    /// The data directory [default: /var/lib/support-control-plane].
-    #[arg(long, env = "SUPPORT_CP_DATA")]
-    data: Option<PathBuf>,
-    /// How long an approval nobody connected with stays live, e.g. 1h [default: 1h].
-    #[arg(long, alias = "approval-window-secs", env = "SUPPORT_CP_APPROVAL_WINDOW", value_parser = parse_duration_arg)]
-    approval_window: Option<u64>,
-    /// The longest a pending request is kept; each device asks for its own window (24h by default) within this [default: 14d].
-    #[arg(long, alias = "max-pending-window-secs", env = "SUPPORT_CP_MAX_PENDING_WINDOW", value_parser = parse_duration_arg)]
-    max_pending_window: Option<u64>,
-    /// How long an ended tunnel's record is kept; its audit records stay [default: 30d].
-    #[arg(long, alias = "retention-secs", env = "SUPPORT_CP_RETENTION", value_parser = parse_duration_arg)]
-    retention: Option<u64>,
-    /// The longest tunnel a device may request [default: 30d].
-    #[arg(long, alias = "max-duration-secs", env = "SUPPORT_CP_MAX_DURATION", value_parser = parse_duration_arg)]
-    max_duration: Option<u64>,
-    /// Most concurrent connections (long-polls included) [default: 20000].
-    #[arg(long, env = "SUPPORT_CP_MAX_CONNECTIONS")]
-    max_connections: Option<usize>,
-    /// Most live tunnels at once [default: 50000].
-    #[arg(long, env = "SUPPORT_CP_MAX_LIVE_TUNNELS")]
-    max_live_tunnels: Option<u64>,
-    /// Tunnel requests per minute per client address [default: 10].
-    #[arg(long, env = "SUPPORT_CP_CREATES_PER_ADDRESS")]
-    creates_per_minute_per_address: Option<u32>,
-    /// Tunnel requests per minute overall [default: 600].
-    #[arg(long, env = "SUPPORT_CP_CREATES_PER_MINUTE")]
-    creates_per_minute: Option<u32>,
-    /// A proxy whose X-Forwarded-For header is believed (repeatable).
-    #[arg(
-        long = "trusted-proxy",
-        env = "SUPPORT_CP_TRUSTED_PROXIES",
-        value_delimiter = ','
-    )]
-    trusted_proxies: Vec<IpAddr>,
-    /// Log format: text or json [default: text].
-    #[arg(long, env = "SUPPORT_CP_LOG_FORMAT")]
-    log_format: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -339,76 +278,27 @@ fn init_logging(format: &str) -> Result<()> {
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
-    let file = match &args.config {
-        Some(p) => FileConfig::load(p)?,
-        None => FileConfig::default(),
-    };
-    init_logging(
-        args.log_format
-            .as_deref()
-            .or(file.log_format.as_deref())
-            .unwrap_or("text"),
-    )?;
-    let listen = args
-        .listen
-        .or(file.listen)
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)));
-    let data = args
-        .data
-        .or(file.data)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/support-control-plane"));
-    let defaults = ServiceConfig::default();
-    let config = ServiceConfig {
-        approval_window_secs: args
-            .approval_window
-            .or(file.approval_window)
-            .unwrap_or(defaults.approval_window_secs),
-        max_pending_window_secs: args
-            .max_pending_window
-            .or(file.max_pending_window)
-            .map_or(defaults.max_pending_window_secs, clamp_u32),
-        max_duration_secs: args
-            .max_duration
-            .or(file.max_duration)
-            .map_or(defaults.max_duration_secs, clamp_u32),
-        max_live_tunnels: args
-            .max_live_tunnels
-            .or(file.max_live_tunnels)
-            .unwrap_or(defaults.max_live_tunnels),
-        long_poll_max_secs: defaults.long_poll_max_secs,
-        retention_secs: args
-            .retention
-            .or(file.retention)
-            .unwrap_or(defaults.retention_secs),
-    };
-    let limiter = RateLimiter::new(
-        args.creates_per_minute_per_address
-            .or(file.creates_per_minute_per_address)
-            .unwrap_or(10),
-        args.creates_per_minute_per_address
-            .or(file.creates_per_minute_per_address)
-            .unwrap_or(10)
-            .max(5),
-        args.creates_per_minute
-            .or(file.creates_per_minute)
-            .unwrap_or(600),
-    );
-    let trusted = if args.trusted_proxies.is_empty() {
-        file.trusted_proxies.unwrap_or_default()
-    } else {
-        args.trusted_proxies
-    };
-    let metrics_listen = args.metrics_listen.or(file.metrics_listen);
-    let max_connections = args
-        .max_connections
-        .or(file.max_connections)
-        .unwrap_or(20_000);
+    let Settings {
+        listen,
+        metrics_listen,
+        data,
+        service: config,
+        creates,
+        trusted_proxies,
+        max_connections,
+        log_format,
+    } = Settings::load(args)?;
+    init_logging(&log_format)?;
 
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
     let keys = server_keys::load_or_create(&data)?;
     let store: Arc<dyn Store> = Arc::new(RedbStore::open(&store_path(&data))?);
     let keys = Arc::new(RwLock::new(Arc::new(server_keys::server_keys(&keys))));
-    let service = Arc::new(Service::new(store.clone(), config, limiter));
+    let service = Arc::new(Service::new(
+        store.clone(),
+        config,
+        creates.limiter(Instant::now()),
+    ));
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -420,11 +310,9 @@ fn serve(args: ServeArgs) -> Result<()> {
         let local = listener.local_addr()?;
         let operator_task = operator::listen(data.clone(), store.clone(), keys.clone()).await?;
         let state = Arc::new(AppState {
-            service: service.clone(),
-            keys: keys.clone(),
-            metrics: Metrics::default(),
-            trusted_proxies: trusted,
+            trusted_proxies,
             max_connections,
+            ..AppState::new(service.clone(), keys.clone())
         });
         let sweeper = {
             let service = service.clone();
@@ -514,11 +402,6 @@ fn notify_systemd(states: &[sd_notify::NotifyState]) {
     }
 }
 
-/// A setting in seconds that the service keeps as `u32`.
-fn clamp_u32(secs: u64) -> u32 {
-    u32::try_from(secs).unwrap_or(u32::MAX)
-}
-
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
@@ -528,31 +411,5 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM"),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupt"),
-    }
-}
-
-#[cfg(test)]
-mod default_port_tests {
-    use super::DEFAULT_PORT;
-
-    #[test]
-    fn every_example_config_names_the_default_port() {
-        let port = format!(":{DEFAULT_PORT}");
-        let agent = include_str!("../../agent/dist/agent.toml");
-        let line = agent
-            .lines()
-            .find(|l| l.starts_with("control_plane ="))
-            .expect("the agent example names a control plane");
-        assert!(line.contains(&port), "{line}");
-        let cp = include_str!("../dist/control-plane.toml");
-        assert!(cp.contains(&format!("# listen = \"127.0.0.1{port}\"")));
-        let infra = include_str!("../../infra/variables.tf");
-        let (_, var) = infra
-            .split_once("variable \"control_plane_port\"")
-            .expect("infra has the port variable");
-        assert!(
-            var.contains(&format!("default     = {DEFAULT_PORT}\n")),
-            "infra/variables.tf control_plane_port"
-        );
     }
 }

@@ -10,7 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use support_protocol::audit::Actor;
 use support_protocol::control_channel::ServerKeys;
@@ -63,12 +63,9 @@ pub fn socket_path(data: &Path) -> PathBuf {
     data.join("operator.sock")
 }
 
-/// Parses a hex public key.
+/// Parses a hex public key (the protocol's one parser, [`support_protocol::key_text`]).
 pub fn parse_key(hex_key: &str) -> Result<[u8; 32]> {
-    let b = hex::decode(hex_key.trim())
-        .map_err(|_| anyhow!("a public key is 64 hexadecimal digits"))?;
-    b.try_into()
-        .map_err(|_| anyhow!("a public key is 64 hexadecimal digits (32 bytes)"))
+    support_protocol::key_text::parse_key(hex_key).map_err(anyhow::Error::new)
 }
 
 /// Carries out `cmd` against `store` (and, for key reloads, the served keys).

@@ -1,77 +1,154 @@
-//! Token buckets: one per client address and one overall, for tunnel creates.
+//! Token buckets for tunnel creates: one per client address and one
+//! overall. Time is an argument (the shared sans-IO bucket of
+//! `support-token-bucket`), so the limits test deterministically.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-#[derive(Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
+use support_token_bucket::{Bucket, Rate};
+
+/// Past this many addresses, those whose buckets are full again are forgotten.
+const MAX_ADDRESSES: usize = 100_000;
+
+const MINUTE: Duration = Duration::from_secs(60);
 
 /// A per-address and global rate limit.
 pub struct RateLimiter {
-    per_addr_per_min: f64,
-    burst: f64,
-    global_per_min: f64,
-    state: Mutex<(HashMap<IpAddr, Bucket>, Bucket)>,
+    per_addr: Rate,
+    global: Rate,
+    buckets: Mutex<Buckets>,
+}
+
+struct Buckets {
+    by_addr: HashMap<IpAddr, Bucket<Instant>>,
+    global: Bucket<Instant>,
 }
 
 impl RateLimiter {
-    /// `per_addr_per_min` per address (bursts of `burst`), `global_per_min` overall.
-    pub fn new(per_addr_per_min: u32, burst: u32, global_per_min: u32) -> Self {
-        let now = Instant::now();
+    /// `per_addr_per_min` per address (bursts of `burst`), `global_per_min`
+    /// overall; every bucket starts full at `now`.
+    pub fn new(per_addr_per_min: u32, burst: u32, global_per_min: u32, now: Instant) -> Self {
+        let global = Rate::new(global_per_min, MINUTE, global_per_min.max(1));
         Self {
-            per_addr_per_min: f64::from(per_addr_per_min),
-            burst: f64::from(burst.max(1)),
-            global_per_min: f64::from(global_per_min),
-            state: Mutex::new((
-                HashMap::new(),
-                Bucket {
-                    tokens: f64::from(global_per_min.max(1)),
-                    at: now,
-                },
-            )),
+            per_addr: Rate::new(per_addr_per_min, MINUTE, burst.max(1)),
+            global,
+            buckets: Mutex::new(Buckets {
+                by_addr: HashMap::new(),
+                global: Bucket::full(&global, now),
+            }),
         }
     }
 
-    fn refill(b: &mut Bucket, per_min: f64, cap: f64, now: Instant) {
-        let dt = now.duration_since(b.at).as_secs_f64();
-        b.tokens = (b.tokens + dt * per_min / 60.0).min(cap);
-        b.at = now;
-    }
-
-    /// Takes a token for `addr` (and one globally) if both have one.
-    pub fn allow(&self, addr: IpAddr) -> bool {
-        let now = Instant::now();
-        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let (map, global) = &mut *guard;
-        Self::refill(
+    /// Takes a token for `addr` and one globally at `now` if both have
+    /// one; takes neither otherwise.
+    pub fn allow(&self, addr: IpAddr, now: Instant) -> bool {
+        let mut guard = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let Buckets {
+            by_addr: map,
             global,
-            self.global_per_min,
-            self.global_per_min.max(1.0),
-            now,
-        );
-        if map.len() > 100_000 {
-            // Forget addresses whose buckets are full again.
-            let (per, cap) = (self.per_addr_per_min, self.burst);
+        } = &mut *guard;
+        global.refill(&self.global, now);
+        if map.len() > MAX_ADDRESSES {
+            let per_addr = &self.per_addr;
             map.retain(|_, b| {
-                Self::refill(b, per, cap, now);
-                b.tokens < cap
+                b.refill(per_addr, now);
+                !b.is_full(per_addr)
             });
         }
-        let b = map.entry(addr).or_insert(Bucket {
-            tokens: self.burst,
-            at: now,
-        });
-        Self::refill(b, self.per_addr_per_min, self.burst, now);
-        if b.tokens < 1.0 || global.tokens < 1.0 {
+        let b = map.entry(addr).or_insert(Bucket::full(&self.per_addr, now));
+        b.refill(&self.per_addr, now);
+        if !b.has_token() || !global.has_token() {
             return false;
         }
-        b.tokens -= 1.0;
-        global.tokens -= 1.0;
-        true
+        b.spend() && global.spend()
+    }
+
+    /// How many addresses have a bucket now.
+    pub fn addresses_tracked(&self) -> usize {
+        self.buckets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_addr
+            .len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{RateLimiter, MAX_ADDRESSES};
+    use std::net::IpAddr;
+    use std::time::{Duration, Instant};
+
+    fn ip(n: u32) -> IpAddr {
+        IpAddr::from(n.to_be_bytes())
+    }
+
+    fn allowed(l: &RateLimiter, addr: IpAddr, now: Instant, n: usize) -> usize {
+        (0..n).filter(|_| l.allow(addr, now)).count()
+    }
+
+    #[test]
+    fn an_address_gets_its_burst_then_one_per_interval() {
+        let t0 = Instant::now();
+        // 10 a minute (one every 6 s), bursts of 5.
+        let l = RateLimiter::new(10, 5, 1000, t0);
+        assert_eq!(allowed(&l, ip(1), t0, 20), 5);
+        assert!(!l.allow(ip(1), t0 + Duration::from_secs(3)));
+        assert!(l.allow(ip(1), t0 + Duration::from_secs(6)));
+        assert!(!l.allow(ip(1), t0 + Duration::from_secs(6)));
+        // Other addresses are not affected.
+        assert_eq!(allowed(&l, ip(2), t0, 20), 5);
+        // A long pause fills the bucket to its burst, no more.
+        assert_eq!(allowed(&l, ip(1), t0 + Duration::from_secs(3600), 20), 5);
+    }
+
+    #[test]
+    fn the_global_limit_bounds_all_addresses_together() {
+        let t0 = Instant::now();
+        let l = RateLimiter::new(10, 5, 3, t0);
+        let n = (0..20).filter(|i| l.allow(ip(*i), t0)).count();
+        assert_eq!(n, 3);
+        // One global token every 20 s.
+        assert!(!l.allow(ip(100), t0 + Duration::from_secs(10)));
+        assert!(l.allow(ip(101), t0 + Duration::from_secs(20)));
+    }
+
+    #[test]
+    fn a_refusal_by_either_bucket_takes_from_neither() {
+        let t0 = Instant::now();
+        // Each address may create once, ever; all together once a minute.
+        let l = RateLimiter::new(0, 1, 1, t0);
+        assert!(l.allow(ip(1), t0));
+        // The global bucket is empty: address 2 is refused and keeps its token.
+        assert!(!l.allow(ip(2), t0));
+        // A minute on, the global bucket has a token again. Address 1's own
+        // bucket refuses and leaves it; address 2 still has the one token it
+        // will ever have.
+        let t1 = t0 + Duration::from_secs(60);
+        assert!(!l.allow(ip(1), t1));
+        assert!(l.allow(ip(2), t1));
+    }
+
+    #[test]
+    fn forgotten_addresses_are_only_those_with_full_buckets() {
+        let t0 = Instant::now();
+        let l = RateLimiter::new(1, 1, u32::MAX, t0);
+        let many = u32::try_from(MAX_ADDRESSES).expect("fits") + 1;
+        for i in 0..many {
+            assert!(l.allow(ip(i), t0));
+        }
+        assert_eq!(l.addresses_tracked(), MAX_ADDRESSES + 1);
+        // A minute on, every bucket is full again: all are forgotten but the caller's.
+        assert!(l.allow(ip(0), t0 + Duration::from_secs(60)));
+        assert_eq!(l.addresses_tracked(), 1);
+        // Nothing is forgotten while its bucket is still refilling.
+        let t1 = t0 + Duration::from_secs(60);
+        for i in 1..many {
+            assert!(l.allow(ip(i), t1));
+        }
+        assert!(!l.allow(ip(0), t1 + Duration::from_secs(1)));
+        assert_eq!(l.addresses_tracked(), MAX_ADDRESSES + 1);
     }
 }

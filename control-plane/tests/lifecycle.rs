@@ -2,14 +2,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-use support_protocol::audit::AuditAction;
-use support_protocol::bounded::{BoundedVec, FixedBytes};
-use support_protocol::connected_report::ConnectedReport;
-use support_protocol::messages::admin::AuditQuery;
-use support_protocol::messages::device::{ConnectedNotice, StoppedNotice};
+use support_protocol::messages::device::StoppedNotice;
 use support_protocol::messages::{
     AdminRequest, AdminResponse, DeviceRequest, DeviceResponse, StopReason, TunnelStateKind,
 };
@@ -20,10 +16,7 @@ use support_protocol::ApprovalSeq;
 
 #[test]
 fn request_approve_connect_stop_through_both_apis() {
-    let server = Server::start(&[]);
-    let c = server.client();
-    let admin = admin_key();
-    server.enroll("alice", &admin, "approver");
+    let (server, c, admin) = Server::with_approver(&[]);
     let approvers = Approvers::new();
     let d = Device::new();
 
@@ -81,19 +74,8 @@ fn request_approve_connect_stop_through_both_apis() {
     }
 
     // Connected, with the sealed report the admin can open.
-    let report = ConnectedReport {
-        accepted_box: FixedBytes(approval.hash()),
-        host_keys: BoundedVec::empty(),
-    }
-    .seal(d.id(), ApprovalSeq(1), &d.keys.one_time_secret(), seed())
-    .expect("fits");
-    let notice = ConnectedNotice {
-        tunnel_id: d.id(),
-        approval_seq: ApprovalSeq(1),
-        report,
-    };
     assert_eq!(
-        ok_device(c.device_req(&d.cred(), DeviceRequest::Connected(notice))),
+        ok_device(c.device_req(&d.cred(), d.connected_req(approval.hash(), 1))),
         DeviceResponse::Ack
     );
     let detail = match ok_admin(c.admin_req(&admin, AdminRequest::Show(d.id()))) {
@@ -117,85 +99,39 @@ fn request_approve_connect_stop_through_both_apis() {
     }
 
     // The audit log tells the story, and its chain is intact.
-    let records = match ok_admin(c.admin_req(
-        &admin,
-        AdminRequest::Audit(AuditQuery {
-            tunnel_id: Some(d.id()),
-            after_seq: 0,
-            limit: 100,
-        }),
-    )) {
-        AdminResponse::Audit(r) => r.into_inner(),
-        other => panic!("{other:?}"),
-    };
-    let actions: Vec<_> = records.iter().map(|r| r.entry.action.clone()).collect();
-    assert_eq!(
-        actions,
-        vec![
-            AuditAction::Requested,
-            AuditAction::Approved(ApprovalSeq(1)),
-            AuditAction::Connected(ApprovalSeq(1)),
-            AuditAction::Stopped(StopReason::Admin),
-        ]
-    );
-    let out = cli(&["audit", "verify", "--data", path_str(server.data())]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(c.audit_actions(&admin, d.id()), the_whole_story());
+    cli_ok(&["audit", "verify", "--data", path_str(server.data())]);
 }
 
 #[test]
 fn a_long_poll_returns_promptly_after_an_approval() {
-    let server = Server::start(&[]);
-    let c = server.client();
-    let admin = admin_key();
-    server.enroll("alice", &admin, "approver");
-    let d = Device::new();
-    ok_device(d.create(&c));
+    let (server, c, admin) = Server::with_approver(&[]);
+    let d = Device::requested(&c);
     let approval = Approvers::new().approval(&d, 1);
-    let poller = {
-        let (c, cred, id) = (c.clone(), d.cred(), d.id());
-        std::thread::spawn(move || {
-            let start = Instant::now();
-            let r = c.device_req(
-                &cred,
-                DeviceRequest::Poll(support_protocol::messages::device::PollRequest {
-                    tunnel_id: id,
-                    known: TunnelState::Pending,
-                    wait_secs: 25,
-                }),
-            );
-            (start.elapsed(), r)
-        })
-    };
-    std::thread::sleep(Duration::from_millis(500));
-    ok_admin(c.admin_req(&admin, approve_req(&d, None, approval)));
+    let poller = d.poll_in_background(&c, TunnelState::Pending);
+    // The poll is held: the server counts it as waiting.
+    server.wait_for_long_polls(1);
+    ok_admin(c.admin_req(&admin, approve_req(&d, None, approval.clone())));
     let (elapsed, r) = poller.join().expect("poller");
     match ok_device(r) {
-        DeviceResponse::Poll { state, approval } => {
+        DeviceResponse::Poll {
+            state,
+            approval: got,
+        } => {
             assert_eq!(state, TunnelState::Approved(ApprovalSeq(1)));
-            assert!(approval.is_some());
+            assert_eq!(got.as_deref(), Some(&approval));
         }
         other => panic!("{other:?}"),
     }
-    // Held until the approval, not until the 25 s timeout.
+    // Answered on the approval, not at the 25 s timeout.
     assert!(elapsed < Duration::from_secs(10), "poll took {elapsed:?}");
-    assert!(
-        elapsed >= Duration::from_millis(400),
-        "poll did not wait: {elapsed:?}"
-    );
+    server.wait_for_long_polls(0);
 }
 
 #[test]
 fn the_device_reports_stop_and_the_state_is_final() {
-    let server = Server::start(&[]);
-    let c = server.client();
-    let admin = admin_key();
-    server.enroll("alice", &admin, "approver");
-    let d = Device::new();
-    ok_device(d.create(&c));
+    let (_server, c, admin) = Server::with_approver(&[]);
+    let d = Device::requested(&c);
     let notice = StoppedNotice {
         tunnel_id: d.id(),
         reason: StopReason::Owner,

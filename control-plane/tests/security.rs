@@ -3,10 +3,7 @@
 mod common;
 
 use common::*;
-use support_protocol::bounded::{BoundedVec, FixedBytes};
-use support_protocol::connected_report::ConnectedReport;
-use support_protocol::messages::admin::AuditQuery;
-use support_protocol::messages::device::{ConnectedNotice, StoppedNotice};
+use support_protocol::messages::device::StoppedNotice;
 use support_protocol::messages::{
     AdminRequest, AdminResponse, DeviceRequest, DeviceResponse, ErrorCode, StopReason,
 };
@@ -19,17 +16,12 @@ fn code_of<T: std::fmt::Debug>(r: &Result<T, support_protocol::messages::ApiErro
 
 #[test]
 fn the_auth_matrix() {
-    let server = Server::start(&[]);
-    let c = server.client();
-    let approver = admin_key();
+    let (server, c, approver) = Server::with_approver(&[]);
     let viewer = admin_key();
     let stranger = admin_key();
-    server.enroll("alice", &approver, "approver");
     server.enroll("victor", &viewer, "viewer");
-    let a = Device::new();
-    let b = Device::new();
-    ok_device(a.create(&c));
-    ok_device(b.create(&c));
+    let a = Device::requested(&c);
+    let b = Device::requested(&c);
 
     // Unknown admin key: refused.
     let r = c.admin_req(&stranger, list_req());
@@ -89,28 +81,20 @@ fn the_auth_matrix() {
     }
 
     // A removed admin is refused at once.
-    let out = cli(&[
+    cli_ok(&[
         "admins",
         "remove",
         "--data",
         path_str(server.data()),
         "alice",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let r = c.admin_req(&approver, list_req());
     assert_eq!(code_of(&r.1.result), ErrorCode::Unauthenticated);
 }
 
 #[test]
 fn every_state_changing_request_replayed_is_harmless() {
-    let server = Server::start(&[]);
-    let c = server.client();
-    let admin = admin_key();
-    server.enroll("alice", &admin, "approver");
+    let (_server, c, admin) = Server::with_approver(&[]);
     let d = Device::new();
     let approval = Approvers::new().approval(&d, 1);
     let replay = |path: &str, body: &[u8]| {
@@ -120,47 +104,18 @@ fn every_state_changing_request_replayed_is_harmless() {
 
     // Each call's exact HTTP body is posted twice (an attacker replaying the
     // replayable first Noise message).
-    let (cc, create) = c.device_body(
-        &d.cred(),
-        &support_protocol::messages::DeviceCall {
-            request_id: rid(),
-            request: DeviceRequest::Create(Box::new(d.request.clone())),
-        },
-    );
-    drop(cc);
+    let create = d.create_body(&c);
     replay("/v1/device", &create);
     replay("/v1/device", &create);
 
     let approve = c
-        .admin_body(
-            &admin,
-            &support_protocol::messages::AdminCall {
-                request_id: rid(),
-                request: approve_req(&d, None, approval.clone()),
-            },
-        )
+        .admin_body(&admin, &admin_call(approve_req(&d, None, approval.clone())))
         .1;
     replay("/v1/admin", &approve);
     replay("/v1/admin", &approve);
 
-    let report = ConnectedReport {
-        accepted_box: FixedBytes(approval.hash()),
-        host_keys: BoundedVec::empty(),
-    }
-    .seal(d.id(), ApprovalSeq(1), &d.keys.one_time_secret(), seed())
-    .expect("fits");
     let connected = c
-        .device_body(
-            &d.cred(),
-            &support_protocol::messages::DeviceCall {
-                request_id: rid(),
-                request: DeviceRequest::Connected(ConnectedNotice {
-                    tunnel_id: d.id(),
-                    approval_seq: ApprovalSeq(1),
-                    report,
-                }),
-            },
-        )
+        .device_body(&d.cred(), &device_call(d.connected_req(approval.hash(), 1)))
         .1;
     replay("/v1/device", &connected);
     replay("/v1/device", &connected);
@@ -168,31 +123,12 @@ fn every_state_changing_request_replayed_is_harmless() {
     // The approve replayed after connect: the approval in force is unchanged.
     replay("/v1/admin", &approve);
 
-    let stop = c
-        .admin_body(
-            &admin,
-            &support_protocol::messages::AdminCall {
-                request_id: rid(),
-                request: stop_req(d.id()),
-            },
-        )
-        .1;
+    let stop = c.admin_body(&admin, &admin_call(stop_req(d.id()))).1;
     replay("/v1/admin", &stop);
     replay("/v1/admin", &stop);
 
     // One record per real change, none for the replays.
-    let records = match ok_admin(c.admin_req(
-        &admin,
-        AdminRequest::Audit(AuditQuery {
-            tunnel_id: Some(d.id()),
-            after_seq: 0,
-            limit: 100,
-        }),
-    )) {
-        AdminResponse::Audit(r) => r,
-        other => panic!("{other:?}"),
-    };
-    assert_eq!(records.len(), 4, "{records:?}");
+    assert_eq!(c.audit_actions(&admin, d.id()), the_whole_story());
     match ok_device(d.poll(&c, TunnelState::Pending, 0)) {
         DeviceResponse::Poll { state, .. } => assert_eq!(state, TunnelState::Stopped),
         other => panic!("{other:?}"),
@@ -204,13 +140,7 @@ fn malformed_truncated_oversized_and_wrong_version_bodies_get_4xx_and_service_co
     let server = Server::start(&[]);
     let c = server.client();
     let d = Device::new();
-    let (_, good) = c.device_body(
-        &d.cred(),
-        &support_protocol::messages::DeviceCall {
-            request_id: rid(),
-            request: DeviceRequest::Create(Box::new(d.request.clone())),
-        },
-    );
+    let good = d.create_body(&c);
     let mut wrong_version = good.clone();
     wrong_version[0] = 9;
     let mut flipped = good.clone();
@@ -263,27 +193,13 @@ fn malformed_truncated_oversized_and_wrong_version_bodies_get_4xx_and_service_co
 
 #[test]
 fn illegal_transitions_and_stale_approval_ids_are_refused() {
-    let server = Server::start(&[]);
-    let c = server.client();
-    let admin = admin_key();
-    server.enroll("alice", &admin, "approver");
+    let (_server, c, admin) = Server::with_approver(&[]);
     let approvers = Approvers::new();
-    let d = Device::new();
-    ok_device(d.create(&c));
+    let d = Device::requested(&c);
 
     // Connecting before any approval.
-    let report = ConnectedReport {
-        accepted_box: FixedBytes([0; 32]),
-        host_keys: BoundedVec::empty(),
-    }
-    .seal(d.id(), ApprovalSeq(1), &d.keys.one_time_secret(), seed())
-    .expect("fits");
-    let notice = |seq| ConnectedNotice {
-        tunnel_id: d.id(),
-        approval_seq: ApprovalSeq(seq),
-        report: report.clone(),
-    };
-    let r = c.device_req(&d.cred(), DeviceRequest::Connected(notice(1)));
+    let notice = |seq| d.connected_req([0; 32], seq);
+    let r = c.device_req(&d.cred(), notice(1));
     assert_eq!((r.0, code_of(&r.1.result)), (409, ErrorCode::InvalidState));
 
     // The compare-and-set: wrong expectation, or a number that does not follow.
@@ -301,9 +217,9 @@ fn illegal_transitions_and_stale_approval_ids_are_refused() {
         AdminResponse::Approved(ApprovalSeq(2))
     );
     // Connecting with the replaced approval is refused; with the one in force it works.
-    let r = c.device_req(&d.cred(), DeviceRequest::Connected(notice(1)));
+    let r = c.device_req(&d.cred(), notice(1));
     assert_eq!(code_of(&r.1.result), ErrorCode::InvalidState);
-    ok_device(c.device_req(&d.cred(), DeviceRequest::Connected(notice(2))));
+    ok_device(c.device_req(&d.cred(), notice(2)));
     // No re-approval once connected.
     let r = c.admin_req(&admin, approve_req(&d, Some(2), approvers.approval(&d, 3)));
     assert_eq!(code_of(&r.1.result), ErrorCode::InvalidState);
@@ -331,40 +247,23 @@ fn a_new_server_key_is_served_beside_the_old_until_retired() {
     let server = Server::start(&[]);
     let d = Device::new();
     let old = server.public;
-    let out = cli(&["keys", "rotate", "--data", path_str(server.data())]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cli_ok(&["keys", "rotate", "--data", path_str(server.data())]);
     let keys = server.public_keys();
     assert_eq!(keys.len(), 2);
     let new = keys[0];
     assert_ne!(new, old);
     for k in [old, new] {
-        let c = Client {
-            url: server.url.clone(),
-            server: k,
-        };
+        let c = Client::http(&server.url, k);
         assert_eq!(d.create(&c).0, 200);
     }
-    let out = cli(&[
+    cli_ok(&[
         "keys",
         "retire",
         "--data",
         path_str(server.data()),
         &hex::encode(old),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (_, body) = Client {
-        url: server.url.clone(),
-        server: old,
-    }
-    .device_body(
+    let (_, body) = Client::http(&server.url, old).device_body(
         &d.cred(),
         &support_protocol::messages::DeviceCall {
             request_id: rid(),
@@ -393,11 +292,12 @@ fn connections_beyond_the_cap_are_closed_and_service_resumes_when_they_go() {
     use std::io::{Read, Write};
     let server = Server::start(&["--max-connections", "2"]);
     let addr = server.url.trim_start_matches("http://").to_string();
-    // Two idle clients hold both slots (they never send a request).
+    // Two idle clients hold both slots (they never send a request). The
+    // server accepts connections in the order they came, so these two are
+    // taken before the third.
     let hold: Vec<_> = (0..2)
         .map(|_| std::net::TcpStream::connect(&addr).expect("connects"))
         .collect();
-    std::thread::sleep(std::time::Duration::from_millis(200));
     let mut third = std::net::TcpStream::connect(&addr).expect("the kernel still accepts");
     third
         .set_read_timeout(Some(std::time::Duration::from_secs(5)))
@@ -411,9 +311,20 @@ fn connections_beyond_the_cap_are_closed_and_service_resumes_when_they_go() {
         "the capped connection was served: {:?}",
         String::from_utf8_lossy(&buf)
     );
+    // Once the two go, the server serves again (as soon as it has seen them close).
     drop(hold);
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    assert_eq!(get(&server.url, "/healthz").status, 200);
+    wait_for("a served request after the cap", || {
+        minreq::get(format!("{}/healthz", server.url))
+            .with_timeout(5)
+            .send()
+            .is_ok_and(|r| r.status_code == 200)
+    });
+    assert!(
+        server
+            .metrics()
+            .contains("support_cp_requests_total{route=\"connection-cap\",status=\"503\"}"),
+        "the third connection was not counted as turned away at the cap"
+    );
 }
 
 #[test]

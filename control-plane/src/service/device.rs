@@ -125,7 +125,12 @@ impl Service {
                 ),
             ));
         }
-        if !self.create_limiter.allow(caller.addr) {
+        // The limiter counts on the monotonic clock: a wall-clock step (which
+        // `now` would follow) must neither refill nor drain it.
+        if !self
+            .create_limiter
+            .allow(caller.addr, std::time::Instant::now())
+        {
             return Err(err(
                 ErrorCode::RateLimited,
                 "too many requests from this address; try again later",

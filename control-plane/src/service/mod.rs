@@ -18,7 +18,7 @@ use crate::store::{Store, StoreError};
 pub use device::DeviceOutcome;
 
 /// Tunables of the service.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceConfig {
     /// How long an approval the device has not acted on stays live.
     pub approval_window_secs: u64,

@@ -31,6 +31,69 @@ const HANDOFF_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("handoff
 /// Tunnel id -> the hand-off waiting for its receiver (postcard of `HandoffRecord`).
 const HANDOFFS: TableDefinition<u64, &[u8]> = TableDefinition::new("handoffs");
 
+/// Something done to every table of the store (their types differ, so the
+/// list is a call per table rather than an array).
+trait EachTable {
+    fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &mut self,
+        def: TableDefinition<K, V>,
+    ) -> StoreResult<()>
+    where
+        for<'a> K::SelfType<'a>: std::borrow::Borrow<K::SelfType<'a>>;
+}
+
+/// The one list of the store's tables: opening creates each, a backup
+/// copies each. A test checks that every table defined above is here.
+fn for_each_table(f: &mut impl EachTable) -> StoreResult<()> {
+    f.table(TUNNELS)?;
+    f.table(EXPIRY)?;
+    f.table(ENDED)?;
+    f.table(STATE_COUNTS)?;
+    f.table(ADMINS)?;
+    f.table(ADMIN_KEYS)?;
+    f.table(AUDIT)?;
+    f.table(META)?;
+    f.table(HANDOFF_KEYS)?;
+    f.table(HANDOFFS)
+}
+
+/// Creates each table, so read transactions always find them.
+struct Create<'a>(&'a redb::WriteTransaction);
+
+impl EachTable for Create<'_> {
+    fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &mut self,
+        def: TableDefinition<K, V>,
+    ) -> StoreResult<()> {
+        self.0.open_table(def).map_err(err)?;
+        Ok(())
+    }
+}
+
+/// Copies each table's rows from a snapshot into another store.
+struct CopyInto<'a> {
+    from: &'a redb::ReadTransaction,
+    to: &'a redb::WriteTransaction,
+}
+
+impl EachTable for CopyInto<'_> {
+    fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &mut self,
+        def: TableDefinition<K, V>,
+    ) -> StoreResult<()>
+    where
+        for<'a> K::SelfType<'a>: std::borrow::Borrow<K::SelfType<'a>>,
+    {
+        let from = self.from.open_table(def).map_err(err)?;
+        let mut to = self.to.open_table(def).map_err(err)?;
+        for item in from.iter().map_err(err)? {
+            let (k, v) = item.map_err(err)?;
+            to.insert(k.value(), v.value()).map_err(err)?;
+        }
+        Ok(())
+    }
+}
+
 fn err<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError(e.to_string())
 }
@@ -77,17 +140,8 @@ impl RedbStore {
                 )))
                 }
             }
-            // Create every table so read transactions always find them.
-            tx.open_table(TUNNELS).map_err(err)?;
-            tx.open_table(EXPIRY).map_err(err)?;
-            tx.open_table(ENDED).map_err(err)?;
-            tx.open_table(STATE_COUNTS).map_err(err)?;
-            tx.open_table(ADMINS).map_err(err)?;
-            tx.open_table(ADMIN_KEYS).map_err(err)?;
-            tx.open_table(AUDIT).map_err(err)?;
-            tx.open_table(HANDOFF_KEYS).map_err(err)?;
-            tx.open_table(HANDOFFS).map_err(err)?;
         }
+        for_each_table(&mut Create(&tx))?;
         tx.commit().map_err(err)?;
         Ok(Self { db })
     }
@@ -599,37 +653,14 @@ impl Store for RedbStore {
         let src = self.db.begin_read().map_err(err)?;
         let out = Database::create(&tmp).map_err(err)?;
         let tx = out.begin_write().map_err(err)?;
-        copy(&src, &tx, TUNNELS)?;
-        copy(&src, &tx, EXPIRY)?;
-        copy(&src, &tx, ENDED)?;
-        copy(&src, &tx, STATE_COUNTS)?;
-        copy(&src, &tx, ADMINS)?;
-        copy(&src, &tx, ADMIN_KEYS)?;
-        copy(&src, &tx, AUDIT)?;
-        copy(&src, &tx, META)?;
-        copy(&src, &tx, HANDOFF_KEYS)?;
-        copy(&src, &tx, HANDOFFS)?;
+        for_each_table(&mut CopyInto {
+            from: &src,
+            to: &tx,
+        })?;
         tx.commit().map_err(err)?;
         drop(out);
         std::fs::rename(&tmp, path).map_err(err)
     }
-}
-
-fn copy<K: redb::Key + 'static, V: redb::Value + 'static>(
-    src: &redb::ReadTransaction,
-    dst: &redb::WriteTransaction,
-    def: TableDefinition<K, V>,
-) -> StoreResult<()>
-where
-    for<'a> K::SelfType<'a>: std::borrow::Borrow<K::SelfType<'a>>,
-{
-    let from = src.open_table(def).map_err(err)?;
-    let mut to = dst.open_table(def).map_err(err)?;
-    for item in from.iter().map_err(err)? {
-        let (k, v) = item.map_err(err)?;
-        to.insert(k.value(), v.value()).map_err(err)?;
-    }
-    Ok(())
 }
 
 /// For tests: opens the store file directly and rewrites one audit record's
@@ -676,4 +707,187 @@ pub fn tamper_handoff(path: &Path, id: TunnelId) -> StoreResult<()> {
         t.insert(id.0, encode(&r)?.as_slice()).map_err(err)?;
     }
     tx.commit().map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{err, for_each_table, EachTable, RedbStore};
+    use crate::store::{
+        AdminRecord, AdminRole, AuditDraft, HandoffRecord, Store, StoreResult, TunnelRecord,
+    };
+    use redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition, TableHandle};
+    use std::collections::BTreeMap;
+    use support_protocol::audit::{Actor, AuditAction};
+    use support_protocol::bounded::{BoundedString, BoundedVec};
+    use support_protocol::certificate::{Role, SigningSeed, SupportCa};
+    use support_protocol::control_channel::StaticKeypair;
+    use support_protocol::handoff::{seal_handoff, HandoffKey, HandoffSender};
+    use support_protocol::messages::{DeviceFacts, TunnelRequest};
+    use support_protocol::state::TunnelState;
+    use support_protocol::tunnel_keys::DeviceTunnelKeys;
+
+    /// The names in the one list.
+    struct Names(Vec<String>);
+
+    impl EachTable for Names {
+        fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+            &mut self,
+            def: TableDefinition<K, V>,
+        ) -> StoreResult<()> {
+            self.0.push(def.name().to_string());
+            Ok(())
+        }
+    }
+
+    fn listed() -> Vec<String> {
+        let mut names = Names(Vec::new());
+        for_each_table(&mut names).expect("lists");
+        names.0.sort_unstable();
+        names.0
+    }
+
+    #[test]
+    fn every_table_defined_in_this_file_is_in_the_one_list() {
+        let source = include_str!("redb_store.rs");
+        let code = source.split("#[cfg(test)]").next().unwrap_or_default();
+        let mut defined: Vec<&str> = code
+            .split("TableDefinition::new(\"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .collect();
+        defined.sort_unstable();
+        assert!(defined.len() >= 10, "the scan found {defined:?}");
+        assert_eq!(defined, listed());
+    }
+
+    fn text<const N: usize>(s: &str) -> BoundedString<N> {
+        BoundedString::new(s).expect("fits")
+    }
+
+    fn tunnel(seed: u8, now: u64) -> TunnelRecord {
+        let keys = DeviceTunnelKeys::from_seed([seed; 32]);
+        let facts = DeviceFacts {
+            hostname: text("amplipi"),
+            model: text("AmpliPi"),
+            firmware: text("0.4.7"),
+            agent_version: text("0.1.0"),
+        };
+        let ports = BoundedVec::try_from(&[22u16][..]).expect("fits");
+        TunnelRecord {
+            request: TunnelRequest::new(&keys, facts, 3600, ports, text("help")),
+            state: TunnelState::Pending,
+            created_at: now,
+            expires_at: now + 3600,
+            approval: None,
+            report: None,
+            stop_reason: None,
+        }
+    }
+
+    fn draft(r: &TunnelRecord) -> AuditDraft {
+        AuditDraft {
+            actor: Actor::System,
+            tunnel_id: Some(r.id()),
+            action: AuditAction::Requested,
+        }
+    }
+
+    /// A store with a row in every table, through the `Store` calls alone.
+    fn filled(store: &RedbStore) {
+        let now = 1_800_000_000;
+        let (live, ended) = (tunnel(1, now), tunnel(2, now));
+        for r in [&live, &ended] {
+            store.insert_tunnel(r, draft(r), now).expect("inserts");
+        }
+        store
+            .update_tunnel(ended.id(), now, &mut |r| {
+                r.state = TunnelState::Stopped;
+                Ok(None)
+            })
+            .expect("updates")
+            .expect("exists")
+            .expect("changes");
+        let ca = SupportCa(SigningSeed::new([3; 32]));
+        let (alice, bob) = (SigningSeed::new([4; 32]), SigningSeed::new([5; 32]));
+        let cert = |name: &str, key: &SigningSeed| {
+            ca.certify(text(name), key.public(), Role::Approver, 1, 0, u64::MAX / 2)
+        };
+        let (alice_cert, bob_cert) = (cert("alice", &alice), cert("bob", &bob));
+        let bob_channel = StaticKeypair::from_secret([6; 32]);
+        for (name, channel) in [("alice", [7; 32]), ("bob", bob_channel.public)] {
+            let admin = AdminRecord {
+                name: name.into(),
+                key: channel,
+                role: AdminRole::Approver,
+            };
+            store
+                .put_admin(&admin, Actor::System, now)
+                .expect("enrolls");
+        }
+        let bob_key = HandoffKey::sign(bob_channel.public, &bob, &bob_cert);
+        store.put_handoff_key("bob", &bob_key).expect("stores");
+        let from = HandoffSender {
+            key: &alice,
+            certificate: &alice_cert,
+        };
+        let package = seal_handoff(
+            live.id(),
+            b"secrets",
+            &bob_key,
+            &from,
+            [8; 32],
+            [9; 32],
+            now,
+        )
+        .expect("seals");
+        let record = HandoffRecord {
+            tunnel_id: live.id(),
+            from: "alice".into(),
+            to: "bob".into(),
+            package,
+            posted_at: now,
+            expires_at: 0,
+        };
+        store
+            .post_handoff(&record, draft(&live), now)
+            .expect("posts")
+            .expect("accepted");
+    }
+
+    /// Each table's name and row count.
+    fn rows(db: &redb::Database) -> BTreeMap<String, u64> {
+        let tx = db.begin_read().map_err(err).expect("reads");
+        tx.list_tables()
+            .expect("lists")
+            .map(|t| {
+                let n = tx.open_untyped_table(t.clone()).expect("opens").len();
+                (t.name().to_string(), n.expect("counts"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_backup_holds_every_table_with_every_row() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = RedbStore::open(&dir.path().join("store.redb")).expect("opens");
+        filled(&store);
+        let source = rows(&store.db);
+        let names: Vec<&str> = source.keys().map(String::as_str).collect();
+        assert_eq!(names, listed(), "the store holds exactly the listed tables");
+        let empty: Vec<_> = source.iter().filter(|(_, n)| **n == 0).collect();
+        assert!(empty.is_empty(), "the test left tables empty: {empty:?}");
+
+        let out = dir.path().join("backup.redb");
+        store.backup(&out).expect("backs up");
+        let copy = redb::Database::create(&out).expect("the backup opens");
+        assert_eq!(rows(&copy), source);
+        drop(copy);
+        // The copy is a store this build opens, with the same contents.
+        let restored = RedbStore::open(&out).expect("opens as a store");
+        assert_eq!(
+            restored.admins().expect("reads"),
+            store.admins().expect("reads")
+        );
+        assert_eq!(restored.verify_audit().expect("reads"), Ok(5));
+    }
 }

@@ -1,23 +1,31 @@
 //! A real control plane (the built binary) on loopback with its store in a
-//! temp dir, and a client that speaks the real control channel over HTTP.
+//! temp dir, and a client that speaks the real control channel over HTTP
+//! to it, or (`in_process`) to the routes and service in this process.
 #![allow(dead_code)]
+
+pub mod in_process;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support_protocol::approval_box::{
-    seal_approval, ApprovalContents, Approver, RelayEndpoint, SealedApproval, TunnelAddresses,
-};
-use support_protocol::bounded::{BoundedString, BoundedVec, FixedBytes};
-use support_protocol::certificate::{ApproverCertificate, Role, SigningSeed, SupportCa};
+use support_protocol::codec::Message;
+
+use support_protocol::approval_box::SealedApproval;
+use support_protocol::audit::AuditAction;
+use support_protocol::bounded::FixedBytes;
+use support_protocol::bounded::{BoundedString, BoundedVec};
+use support_protocol::connected_report::ConnectedReport;
 use support_protocol::control_channel::{Api, ClientCall, StaticKeypair};
-use support_protocol::messages::admin::{ApproveRequest, ListQuery, StopRequest};
+use support_protocol::fixtures::{self, Terms};
+use support_protocol::messages::admin::{ApproveRequest, AuditQuery, ListQuery, StopRequest};
+use support_protocol::messages::device::ConnectedNotice;
 use support_protocol::messages::device::PollRequest;
 use support_protocol::messages::{
     AdminCall, AdminReply, AdminRequest, AdminResponse, DeviceCall, DeviceFacts, DeviceReply,
-    DeviceRequest, DeviceResponse, TunnelRequest,
+    DeviceRequest, DeviceResponse, StopReason, TunnelRequest,
 };
 use support_protocol::state::TunnelState;
 use support_protocol::tunnel_keys::{AdminTunnelKeys, DeviceTunnelKeys};
@@ -89,12 +97,7 @@ impl Server {
     }
 
     pub fn public_keys(&self) -> Vec<[u8; 32]> {
-        let out = cli(&["public-key", "--data", path_str(self.data())]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = cli_ok(&["public-key", "--data", path_str(self.data())]);
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(|l| {
@@ -135,7 +138,7 @@ impl Server {
     }
 
     pub fn enroll(&self, name: &str, key: &StaticKeypair, role: &str) {
-        let out = cli(&[
+        cli_ok(&[
             "admins",
             "add",
             "--data",
@@ -145,18 +148,41 @@ impl Server {
             "--role",
             role,
         ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
     }
 
     pub fn client(&self) -> Client {
-        Client {
-            url: self.url.clone(),
-            server: self.public,
-        }
+        Client::http(&self.url, self.public)
+    }
+
+    /// A server with "alice" enrolled as an approver, a client, and alice's key.
+    pub fn with_approver(extra: &[&str]) -> (Server, Client, StaticKeypair) {
+        let server = Server::start(extra);
+        let admin = admin_key();
+        server.enroll("alice", &admin, "approver");
+        let c = server.client();
+        (server, c, admin)
+    }
+
+    /// The Prometheus text at `/metrics`.
+    pub fn metrics(&self) -> String {
+        String::from_utf8_lossy(&get(&self.url, "/metrics").body).into_owned()
+    }
+
+    /// Waits until `/metrics` shows `n` long-polls waiting.
+    pub fn wait_for_long_polls(&self, n: usize) {
+        let line = format!("support_cp_long_polls_waiting {n}\n");
+        wait_for(&format!("{n} long-polls waiting"), || {
+            self.metrics().contains(&line)
+        });
+    }
+}
+
+/// Polls `done` until it holds; panics after 20 s with `what`.
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -178,6 +204,17 @@ pub fn cli(args: &[&str]) -> std::process::Output {
         .expect("cli runs")
 }
 
+/// Runs the CLI and checks that it succeeded.
+pub fn cli_ok(args: &[&str]) -> std::process::Output {
+    let out = cli(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// An HTTP response: status and body.
 pub struct Raw {
     pub status: u16,
@@ -185,22 +222,19 @@ pub struct Raw {
 }
 
 pub fn post(url: &str, path: &str, body: &[u8]) -> Raw {
-    let r = minreq::post(format!("{url}{path}"))
-        .with_body(body.to_vec())
-        .with_timeout(60)
-        .send()
-        .expect("HTTP request");
-    Raw {
-        status: r.status_code as u16,
-        body: r.as_bytes().to_vec(),
-    }
+    send(
+        minreq::post(format!("{url}{path}"))
+            .with_body(body.to_vec())
+            .with_timeout(60),
+    )
 }
 
 pub fn get(url: &str, path: &str) -> Raw {
-    let r = minreq::get(format!("{url}{path}"))
-        .with_timeout(30)
-        .send()
-        .expect("HTTP request");
+    send(minreq::get(format!("{url}{path}")).with_timeout(30))
+}
+
+fn send(request: minreq::Request) -> Raw {
+    let r = request.send().expect("HTTP request");
     Raw {
         status: r.status_code as u16,
         body: r.as_bytes().to_vec(),
@@ -217,75 +251,124 @@ pub fn rid() -> RequestId {
     RequestId(u64::from_le_bytes(seed()[..8].try_into().expect("8 bytes")))
 }
 
-/// A control-channel client.
+/// A control-channel client: over HTTP to `url`, or to an in-process
+/// control plane's routes.
 #[derive(Clone)]
 pub struct Client {
     pub url: String,
     pub server: [u8; 32],
+    pub in_process: Option<Arc<in_process::InProcess>>,
 }
 
 impl Client {
+    /// A client of the server at `url` that pins `server`.
+    pub fn http(url: &str, server: [u8; 32]) -> Client {
+        Client {
+            url: url.to_string(),
+            server,
+            in_process: None,
+        }
+    }
+
+    /// Posts `body` to `path`, over HTTP or in process.
+    pub fn post(&self, path: &str, body: &[u8]) -> Raw {
+        match &self.in_process {
+            Some(p) => p.post(path, body),
+            None => post(&self.url, path, body),
+        }
+    }
+
+    /// Builds the HTTP body of a call (to post, or to replay).
+    fn body<C: Message>(&self, api: Api, key: &StaticKeypair, call: &C) -> (ClientCall, Vec<u8>) {
+        let bytes = support_protocol::encode(call).expect("encodes");
+        ClientCall::start(api, key, &self.server, seed(), &bytes).expect("channel starts")
+    }
+
+    /// Posts a call and opens its answer.
+    fn call<C: Message, R: Message>(
+        &self,
+        api: Api,
+        path: &str,
+        key: &StaticKeypair,
+        call: &C,
+    ) -> (u16, R) {
+        let (cc, body) = self.body(api, key, call);
+        let raw = self.post(path, &body);
+        let plain = cc.finish(&raw.body).unwrap_or_else(|e| {
+            panic!(
+                "status {}: {e}: {:?}",
+                raw.status,
+                String::from_utf8_lossy(&raw.body)
+            )
+        });
+        (
+            raw.status,
+            support_protocol::decode(&plain).expect("reply decodes"),
+        )
+    }
+
     /// Builds the HTTP body of a device call (to post, or to replay).
     pub fn device_body(&self, key: &StaticKeypair, call: &DeviceCall) -> (ClientCall, Vec<u8>) {
-        let bytes = support_protocol::encode(call).expect("encodes");
-        ClientCall::start(Api::Device, key, &self.server, seed(), &bytes).expect("channel starts")
+        self.body(Api::Device, key, call)
     }
 
     pub fn device(&self, key: &StaticKeypair, call: &DeviceCall) -> (u16, DeviceReply) {
-        let (cc, body) = self.device_body(key, call);
-        let raw = post(&self.url, "/v1/device", &body);
-        let plain = cc.finish(&raw.body).unwrap_or_else(|e| {
-            panic!(
-                "status {}: {e}: {:?}",
-                raw.status,
-                String::from_utf8_lossy(&raw.body)
-            )
-        });
-        (
-            raw.status,
-            support_protocol::decode(&plain).expect("reply decodes"),
-        )
+        self.call(Api::Device, "/v1/device", key, call)
     }
 
     pub fn admin_body(&self, key: &StaticKeypair, call: &AdminCall) -> (ClientCall, Vec<u8>) {
-        let bytes = support_protocol::encode(call).expect("encodes");
-        ClientCall::start(Api::Admin, key, &self.server, seed(), &bytes).expect("channel starts")
+        self.body(Api::Admin, key, call)
     }
 
     pub fn admin(&self, key: &StaticKeypair, call: &AdminCall) -> (u16, AdminReply) {
-        let (cc, body) = self.admin_body(key, call);
-        let raw = post(&self.url, "/v1/admin", &body);
-        let plain = cc.finish(&raw.body).unwrap_or_else(|e| {
-            panic!(
-                "status {}: {e}: {:?}",
-                raw.status,
-                String::from_utf8_lossy(&raw.body)
-            )
-        });
-        (
-            raw.status,
-            support_protocol::decode(&plain).expect("reply decodes"),
-        )
+        self.call(Api::Admin, "/v1/admin", key, call)
     }
 
     pub fn admin_req(&self, key: &StaticKeypair, req: AdminRequest) -> (u16, AdminReply) {
-        self.admin(
-            key,
-            &AdminCall {
-                request_id: rid(),
-                request: req,
-            },
-        )
+        self.admin(key, &admin_call(req))
+    }
+
+    /// The actions of the audit records about tunnel `id`, oldest first.
+    pub fn audit_actions(&self, admin: &StaticKeypair, id: TunnelId) -> Vec<AuditAction> {
+        let query = AuditQuery {
+            tunnel_id: Some(id),
+            after_seq: 0,
+            limit: 100,
+        };
+        match ok_admin(self.admin_req(admin, AdminRequest::Audit(query))) {
+            AdminResponse::Audit(r) => r.iter().map(|r| r.entry.action.clone()).collect(),
+            other => panic!("{other:?}"),
+        }
     }
 
     pub fn device_req(&self, key: &StaticKeypair, req: DeviceRequest) -> (u16, DeviceReply) {
-        self.device(
-            key,
-            &DeviceCall {
-                request_id: rid(),
-                request: req,
-            },
-        )
+        self.device(key, &device_call(req))
+    }
+}
+
+/// The audit of a tunnel requested, approved (1), connected and stopped by an admin.
+pub fn the_whole_story() -> Vec<AuditAction> {
+    vec![
+        AuditAction::Requested,
+        AuditAction::Approved(ApprovalSeq(1)),
+        AuditAction::Connected(ApprovalSeq(1)),
+        AuditAction::Stopped(StopReason::Admin),
+    ]
+}
+
+/// `request` as a device call with a fresh request id.
+pub fn device_call(request: DeviceRequest) -> DeviceCall {
+    DeviceCall {
+        request_id: rid(),
+        request,
+    }
+}
+
+/// `request` as an admin call with a fresh request id.
+pub fn admin_call(request: AdminRequest) -> AdminCall {
+    AdminCall {
+        request_id: rid(),
+        request,
     }
 }
 
@@ -326,11 +409,69 @@ impl Device {
         self.keys.credential()
     }
 
+    pub fn create_req(&self) -> DeviceRequest {
+        DeviceRequest::Create(Box::new(self.request.clone()))
+    }
+
     pub fn create(&self, c: &Client) -> (u16, DeviceReply) {
-        c.device_req(
-            &self.cred(),
-            DeviceRequest::Create(Box::new(self.request.clone())),
+        c.device_req(&self.cred(), self.create_req())
+    }
+
+    /// The HTTP body of this device's create call (to post, or to replay).
+    pub fn create_body(&self, c: &Client) -> Vec<u8> {
+        c.device_body(&self.cred(), &device_call(self.create_req()))
+            .1
+    }
+
+    /// "Connected with approval `seq`", with the sealed report naming the
+    /// box (by its hash) the device accepted.
+    pub fn connected_req(&self, accepted_box: [u8; 32], seq: u32) -> DeviceRequest {
+        let report = ConnectedReport {
+            accepted_box: FixedBytes(accepted_box),
+            host_keys: BoundedVec::empty(),
+        }
+        .seal(
+            self.id(),
+            ApprovalSeq(seq),
+            &self.keys.one_time_secret(),
+            seed(),
         )
+        .expect("fits");
+        DeviceRequest::Connected(ConnectedNotice {
+            tunnel_id: self.id(),
+            approval_seq: ApprovalSeq(seq),
+            report,
+        })
+    }
+
+    /// A long-poll (`known`, up to 25 s) on another thread: its answer and
+    /// how long it took.
+    pub fn poll_in_background(
+        &self,
+        c: &Client,
+        known: TunnelState,
+    ) -> std::thread::JoinHandle<(Duration, (u16, DeviceReply))> {
+        let (c, cred, id) = (c.clone(), self.cred(), self.id());
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let poll = PollRequest {
+                tunnel_id: id,
+                known,
+                wait_secs: 25,
+            };
+            let r = c.device_req(&cred, DeviceRequest::Poll(poll));
+            (start.elapsed(), r)
+        })
+    }
+
+    /// A new device whose request `c` accepted.
+    pub fn requested(c: &Client) -> Device {
+        let d = Device::new();
+        match ok_device(d.create(c)) {
+            DeviceResponse::Created { tunnel_id, .. } => assert_eq!(tunnel_id, d.id()),
+            other => panic!("{other:?}"),
+        }
+        d
     }
 
     pub fn poll(&self, c: &Client, known: TunnelState, wait: u16) -> (u16, DeviceReply) {
@@ -345,60 +486,29 @@ impl Device {
     }
 }
 
-/// A support CA with one certified approver.
-pub struct Approvers {
-    pub ca: SupportCa,
-    pub key: SigningSeed,
-    pub cert: ApproverCertificate,
-}
+/// A support CA with one certified approver, from random seeds (the
+/// protocol's shared fixture).
+pub struct Approvers(pub fixtures::Approvers);
 
 impl Approvers {
     pub fn new() -> Approvers {
-        let ca = SupportCa(SigningSeed::new(seed()));
-        let key = SigningSeed::new(seed());
-        let cert = ca.certify(
-            text("alice"),
-            key.public(),
-            Role::Approver,
-            1,
+        Approvers(fixtures::Approvers::new(
+            seed(),
+            seed(),
+            "alice",
             0,
             u64::MAX / 2,
-        );
-        Approvers { ca, key, cert }
+        ))
     }
 
     /// What `support-admin approve` would post: a sealed, signed approval.
     pub fn approval(&self, d: &Device, seq: u32) -> SealedApproval {
-        let admin = AdminTunnelKeys::from_seed(seed());
-        let (ct, _) =
-            support_protocol::kem::encapsulate(&d.request.body.kem.0, &admin.kem_randomness())
-                .expect("kem");
-        let contents = ApprovalContents {
-            relay: RelayEndpoint::V4([127, 0, 0, 1], 51820),
-            admin_wireguard: FixedBytes(admin.wireguard().public),
-            admin_ssh: FixedBytes(admin.ssh_public()),
-            addresses: TunnelAddresses {
-                device: [10, 77, 0, 2],
-                admin: [10, 77, 0, 3],
-                prefix_len: 28,
-            },
-            kem_ciphertext: FixedBytes(ct),
+        let terms = Terms {
             duration_secs: 600,
-            ports: BoundedVec::try_from(&[22u16][..]).expect("fits"),
-            issued_at: 1_800_000_000,
+            ..Terms::new(1_800_000_000)
         };
-        seal_approval(
-            &contents,
-            d.id(),
-            &d.request.device_public_keys(),
-            ApprovalSeq(seq),
-            &d.keys.one_time_secret(),
-            admin.box_salt(),
-            &Approver {
-                key: &self.key,
-                certificate: &self.cert,
-            },
-        )
+        let admin = AdminTunnelKeys::from_seed(seed());
+        self.0.approve(&d.keys, &admin, &terms, ApprovalSeq(seq))
     }
 }
 

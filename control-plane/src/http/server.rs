@@ -1,0 +1,88 @@
+//! Our own accept loop around warp's filters (warp 0.4's `serve` offers no
+//! connection cap or header timeout), so that the connection cap,
+//! header-read timeout, per-request timeout and graceful shutdown are ours
+//! to set.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower_service::Service as _;
+use warp::http::StatusCode;
+use warp::Reply;
+
+use super::{plain, routes, AppState, Peer, Routes};
+
+/// How long a client may take to send its request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one request may take in all (a long-poll holds at most 25 s of it).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(40);
+/// How long shutdown waits for in-flight requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves on `listener` until `shutdown` resolves, then stops accepting,
+/// ends long-polls, and waits (bounded) for in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    which: Routes,
+    shutdown: impl Future<Output = ()>,
+) {
+    let filter = routes(state.clone(), which);
+    let conns = Arc::new(Semaphore::new(state.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = conns.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "connection cap reached; closing connection");
+            state.metrics.request("connection-cap", 503);
+            drop(stream);
+            continue;
+        };
+        let svc = warp::service(filter.clone());
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                req.extensions_mut().insert(Peer(peer));
+                let mut svc = svc.clone();
+                async move {
+                    match tokio::time::timeout(REQUEST_TIMEOUT, svc.call(req)).await {
+                        Ok(r) => r,
+                        Err(_) => Ok(plain(StatusCode::SERVICE_UNAVAILABLE, "request timed out")
+                            .into_response()),
+                    }
+                }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), svc);
+            let _ = watcher.watch(conn).await;
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: no new connections; ending long-polls");
+    state.service.polls().shutdown();
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight requests did not finish in time");
+    }
+}
