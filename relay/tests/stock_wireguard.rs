@@ -8,20 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const SERVER_PY: &str = "import socket,sys\n\
-s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
-s.bind((sys.argv[1], 7000)); s.listen(1); c,_=s.accept()\n\
-data=b''\n\
-while len(data) < 1000000:\n    d=c.recv(65536)\n    if not d: break\n    data+=d\n\
-import hashlib; c.sendall(hashlib.sha256(data).hexdigest().encode()); c.close()\n";
-
-const CLIENT_PY: &str = "import socket,sys,hashlib,os\n\
-data=os.urandom(1000000)\n\
-for i in range(100):\n    try:\n        c=socket.create_connection((sys.argv[1], 7000), timeout=2); break\n    except OSError: import time; time.sleep(0.2)\n\
-c.settimeout(20); c.sendall(data); c.shutdown(socket.SHUT_WR)\n\
-got=c.recv(100).decode()\n\
-print('ok' if got == hashlib.sha256(data).hexdigest() else 'mismatch '+got)\n";
-
 /// Two wireguard-go peers in their own namespaces, on `10.<net>.0.2/.3`,
 /// both pointed at a relay listening on the host at `relay_port`.
 struct Peers {
@@ -49,17 +35,8 @@ impl Peers {
     /// The device side serves; the admin side sends 1 MB and checks its hash.
     /// Returns the client's verdict ("ok" when the checksum matched).
     fn transfer(&self) -> String {
-        let dip = self.dip.to_string();
-        let mut server = self
-            .device
-            .exec(&["python3", "-c", SERVER_PY, &dip])
-            .spawn()
-            .expect("server");
-        let out = self
-            .admin
-            .exec(&["python3", "-c", CLIENT_PY, &dip])
-            .output()
-            .expect("client");
+        let mut server = self.device.hash_server(self.dip);
+        let out = self.admin.hash_client(self.dip);
         let _ = server.kill();
         let _ = server.wait();
         let verdict = String::from_utf8_lossy(&out.stdout).trim().to_string();

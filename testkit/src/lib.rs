@@ -3,6 +3,7 @@
 //! is named uniquely per run and removed on drop, also when a test fails.
 #![forbid(unsafe_code)]
 
+pub mod hash_transfer;
 pub mod http;
 pub mod relay;
 pub mod sim_path;

@@ -13,21 +13,17 @@
 //! `cargo bench -p support-tunnel --bench throughput`
 
 mod common;
-use common::{device_peer_config, hex32, public, random32, ADMIN_IP, DEVICE_IP};
+use common::{admin_peer_config, device_peer_config, hex32, public, random32, spawn_device_peer};
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support_relay::relay::RelayConfig;
-use support_tunnel::{BufferProfile, Engine, EngineConfig, Role};
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use support_tunnel::{BufferProfile, Engine};
 
 /// Busy and total jiffies of the whole machine.
 fn cpu() -> (u64, u64) {
@@ -137,37 +133,10 @@ fn our_path(profile: &str, mb: usize) {
     let (dk, ak, psk) = (random32(), random32(), random32());
     let (relay, stop) = relay_thread(public(&dk), public(&ak), "127.0.0.1:0");
     let target = source();
-    let mut child = Command::new(std::env::current_exe().expect("exe"))
-        .env("BENCH_ROLE", "device-peer")
-        .env("BENCH_PROFILE", profile)
-        .env("BENCH_KEY", hex(&dk))
-        .env("BENCH_PEER", hex(&public(&ak)))
-        .env("BENCH_PSK", hex(&psk))
-        .env("BENCH_ENDPOINT", relay.to_string())
-        .env("BENCH_TARGET", target.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("device peer");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready");
+    let keys = (dk, ak, psk);
+    let mut child = spawn_device_peer(keys, relay, target, &[("BENCH_PROFILE", profile)]);
     let pid = child.id();
-    let config = EngineConfig {
-        private_key: ak,
-        peer_public: public(&dk),
-        psk,
-        endpoint: relay,
-        bind: "127.0.0.1:0".parse().expect("addr"),
-        local_ip: ADMIN_IP,
-        peer_ip: DEVICE_IP,
-        prefix_len: 28,
-        keepalive_secs: 10,
-        profile: BufferProfile::ADMIN,
-        role: Role::Admin,
-        random: 2,
-    };
+    let config = admin_peer_config(keys, relay);
     let (admin, _t) = Engine::spawn(config, None).expect("admin");
     let local = admin
         .forward_local("127.0.0.1:0".parse().expect("addr"), 22)

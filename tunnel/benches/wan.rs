@@ -19,7 +19,9 @@
 //! (round trip in ms : loss per crossing).
 
 mod common;
-use common::{device_peer_config, hex32, public, random32, ADMIN_IP, DEVICE_IP};
+use common::{
+    admin_peer_config, device_peer_config, hex32, public, random32, spawn_device_peer, Keys,
+};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -30,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use support_testkit::relay::RelayThread;
 use support_testkit::wan::{Impairment, WanStage};
-use support_tunnel::{BufferProfile, Engine, EngineConfig, EngineHandle, Role};
+use support_tunnel::{BufferProfile, Engine, EngineHandle};
 
 const ECHO_EVERY: Duration = Duration::from_millis(20);
 
@@ -321,41 +323,13 @@ struct Ours {
 
 impl Ours {
     /// Our device peer (a child process) and admin peer, both reaching the relay through `stage`.
-    fn start(stage: &WanStage, keys: ([u8; 32], [u8; 32], [u8; 32])) -> Ours {
-        let (dk, ak, psk) = keys;
+    fn start(stage: &WanStage, keys: Keys) -> Ours {
         let exe = std::env::current_exe().expect("exe");
         let (server, service) = spawn_server(Command::new(&exe), "127.0.0.1:0");
         let endpoint: SocketAddr = (Ipv4Addr::LOCALHOST, stage.addr.port()).into();
-        let mut device = Command::new(&exe)
-            .env("BENCH_ROLE", "device-peer")
-            .env("BENCH_KEY", hex::encode(dk))
-            .env("BENCH_PEER", hex::encode(public(&ak)))
-            .env("BENCH_PSK", hex::encode(psk))
-            .env("BENCH_ENDPOINT", endpoint.to_string())
-            .env("BENCH_TARGET", service.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("device peer");
         count_tcp_events();
-        let mut line = String::new();
-        BufReader::new(device.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("ready");
-        let config = EngineConfig {
-            private_key: ak,
-            peer_public: public(&dk),
-            psk,
-            endpoint,
-            bind: "127.0.0.1:0".parse().expect("addr"),
-            local_ip: ADMIN_IP,
-            peer_ip: DEVICE_IP,
-            prefix_len: 28,
-            keepalive_secs: 10,
-            profile: BufferProfile::ADMIN,
-            role: Role::Admin,
-            random: 2,
-        };
+        let device = spawn_device_peer(keys, endpoint, service, &[]);
+        let config = admin_peer_config(keys, endpoint);
         let (events, up) = std::sync::mpsc::channel();
         let (admin, _t) = Engine::spawn(config, Some(events)).expect("admin");
         let t = Instant::now();

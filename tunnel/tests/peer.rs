@@ -2,11 +2,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::*;
+use support_tunnel::Event;
 
 const MB: usize = 1024 * 1024;
 
@@ -78,13 +79,39 @@ fn a_port_not_on_the_allowlist_is_refused() {
 
 #[test]
 fn a_wrong_psk_never_connects() {
-    let (pair, _, _) = Pair::start(Keys::new(), Some(random32()), false, false);
-    assert!(
-        !pair.wait_up(Duration::from_secs(8)),
-        "the tunnel came up with the wrong PSK"
-    );
+    let (pair, anat, _) = Pair::start(Keys::new(), Some(random32()), true, false);
+    let anat = anat.expect("nat");
+    // A connection asked for at once: it waits for a session that never comes.
     let local = pair.forward(22);
-    assert!(fetch(local, 1, 1000, Duration::from_secs(3)).is_err());
+    let fetching = std::thread::spawn(move || fetch(local, 1, 1000, Duration::from_secs(60)));
+    support_testkit::world::wait_for(
+        "the admin to refuse the device's handshake response and start over",
+        Duration::from_secs(30),
+        || anat.started_over(),
+    );
+    let events: Vec<_> = pair
+        .device_events
+        .try_iter()
+        .chain(pair.admin_events.try_iter())
+        .collect();
+    assert!(
+        !events.contains(&Event::TunnelUp),
+        "the tunnel came up with the wrong PSK: {events:?}"
+    );
+    // The admin's TCP gives up on the connection (its 20 s timeout): EOF
+    // before a byte, never data.
+    let r = fetching.join().expect("fetch");
+    assert!(
+        matches!(&r, Err(e) if e.kind() == ErrorKind::UnexpectedEof),
+        "{r:?}"
+    );
+    let device: Vec<_> = pair.device_events.try_iter().collect();
+    assert!(
+        !device
+            .iter()
+            .any(|e| matches!(e, Event::Opened { .. } | Event::TunnelUp)),
+        "{device:?}"
+    );
 }
 
 #[test]
@@ -180,16 +207,18 @@ fn a_third_party_cannot_get_datagrams_forwarded_or_disturb_the_tunnel() {
                 let _ = stranger.send_to(&d, admin_udp);
             }
             let mut buf = [0u8; 2048];
-            stranger.recv_from(&mut buf).is_ok()
+            stranger.recv_from(&mut buf)
         }
     });
     assert_eq!(
         fetch(local, 5, 10 * MB, Duration::from_secs(60)).expect("transfer under flood"),
         pattern_sha(5, 10 * MB)
     );
+    // Nothing came back within the stranger's 300 ms read timeout.
+    let got = flood.join().expect("flood");
     assert!(
-        !flood.join().expect("flood"),
-        "the stranger received a datagram"
+        matches!(&got, Err(e) if e.kind() == ErrorKind::WouldBlock),
+        "the stranger received a datagram: {got:?}"
     );
 }
 
@@ -223,12 +252,13 @@ fn the_admin_side_offers_an_in_process_tokio_stream() {
         h
     });
     assert_eq!(hash, pattern_sha(9, MB));
-    // The device side logged the connection with its byte counts.
-    std::thread::sleep(Duration::from_millis(500));
-    let events: Vec<_> = pair.device_events.try_iter().collect();
+    // The device side logs the connection with its byte counts once it closes.
+    let closed = next_event(&pair.device_events, Duration::from_secs(10), |e| {
+        matches!(e, Event::Closed { .. })
+    });
     assert!(
-        events.iter().any(|e| matches!(e, support_tunnel::Event::Closed { port: 22, bytes_in: 16, bytes_out, .. } if *bytes_out == MB as u64)),
-        "{events:?}"
+        matches!(closed, Some(Event::Closed { port: 22, bytes_in: 16, bytes_out, .. }) if bytes_out == MB as u64),
+        "{closed:?}"
     );
 }
 

@@ -1,8 +1,11 @@
 //! Our peer and a stock wireguard-go peer (in a network namespace) talk
 //! directly, each side initiating once.
 
-use std::io::{Read, Write};
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -10,19 +13,7 @@ use sha2::{Digest, Sha256};
 use support_testkit::{free_udp_port, require_root_and_wireguard, wg_key, Host};
 use support_tunnel::{BufferProfile, Engine, EngineConfig, Event, Forward, Role};
 
-const HASH_SERVER_PY: &str = "import socket,sys,hashlib\n\
-s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
-s.bind((sys.argv[1], 7000)); s.listen(1); c,_=s.accept()\n\
-data=b''\n\
-while len(data) < 1000000:\n    d=c.recv(65536)\n    if not d: break\n    data+=d\n\
-c.sendall(hashlib.sha256(data).hexdigest().encode()); c.close()\n";
-
-const CLIENT_PY: &str = "import socket,sys,hashlib,os\n\
-data=os.urandom(1000000)\n\
-for i in range(100):\n    try:\n        c=socket.create_connection((sys.argv[1], 7000), timeout=2); break\n    except OSError: import time; time.sleep(0.2)\n\
-c.settimeout(20); c.sendall(data); c.shutdown(socket.SHUT_WR)\n\
-got=c.recv(100).decode()\n\
-print('ok' if got == hashlib.sha256(data).hexdigest() else 'mismatch '+got)\n";
+use common::next_event;
 
 fn b64(key: &str) -> [u8; 32] {
     // wg's keys are standard base64 of 32 bytes.
@@ -72,10 +63,8 @@ fn our_admin_peer_initiates_to_wireguard_go() {
     let port = free_udp_port();
     // No endpoint for us: wireguard-go cannot initiate, only answer.
     host.wireguard_with(&theirs, their_ip, &ours.public, None, our_ip, Some(port));
-    let mut server = host
-        .exec(&["python3", "-c", HASH_SERVER_PY, &their_ip.to_string()])
-        .spawn()
-        .expect("server");
+    let mut server = host.hash_server(their_ip);
+    let (tx, rx) = mpsc::channel();
     let config = EngineConfig {
         private_key: b64(&ours.private),
         peer_public: b64(&theirs.public),
@@ -90,23 +79,43 @@ fn our_admin_peer_initiates_to_wireguard_go() {
         role: Role::Admin,
         random: 42,
     };
-    let (handle, thread) = Engine::spawn(config, None).expect("engine");
+    let (handle, thread) = Engine::spawn(config, Some(tx)).expect("engine");
+    let up = next_event(&rx, Duration::from_secs(20), |e| *e == Event::TunnelUp);
     let local = handle
         .forward_local("127.0.0.1:0".parse().expect("addr"), 7000)
         .expect("forward");
-    let mut ok = false;
-    for _ in 0..20 {
-        if send_and_check(local) {
-            ok = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let ok = up.is_some() && send_and_check(local);
     let _ = server.kill();
     let _ = server.wait();
     handle.shutdown();
     let _ = thread.join();
+    assert!(up.is_some(), "wireguard-go never answered our handshake");
     assert!(ok, "no transfer between our admin peer and wireguard-go");
+}
+
+/// Binds UDP `port` inside `host`'s namespace, runs `then`, and returns
+/// the first byte (WireGuard's message type) of the first datagram that
+/// arrives there; the port is free again on return.
+fn first_datagram_at(host: &Host, port: u16, then: impl FnOnce()) -> Option<u8> {
+    const PY: &str = "import socket,sys\n\
+s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', int(sys.argv[1])))\n\
+s.settimeout(10); print('bound', flush=True)\n\
+print(s.recv(2048)[0], flush=True)\n";
+    let mut child = host
+        .exec(&["python3", "-c", PY, &port.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("listener starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let bound = lines.next().and_then(Result::ok);
+    assert_eq!(bound.as_deref(), Some("bound"), "the listener did not bind");
+    then();
+    let first = lines
+        .next()
+        .and_then(Result::ok)
+        .and_then(|l| l.parse().ok());
+    let _ = child.wait();
+    first
 }
 
 #[test]
@@ -153,9 +162,17 @@ fn wireguard_go_initiates_to_our_device_peer() {
         },
         random: 7,
     };
-    // Our peer starts first: its own initiation finds nobody listening yet.
-    let (handle, thread) = Engine::spawn(config, Some(tx)).expect("engine");
-    std::thread::sleep(Duration::from_millis(300));
+    // Our peer starts first: its own initiation finds nobody to answer it.
+    let mut engine = None;
+    let first = first_datagram_at(&host, their_port, || {
+        engine = Some(Engine::spawn(config, Some(tx)).expect("engine"));
+    });
+    let (handle, thread) = engine.expect("engine");
+    assert_eq!(
+        first,
+        Some(1),
+        "our peer's first datagram is its initiation"
+    );
     // wireguard-go comes up knowing our endpoint, and initiates.
     host.wireguard_with(
         &theirs,
@@ -165,10 +182,13 @@ fn wireguard_go_initiates_to_our_device_peer() {
         our_ip,
         Some(their_port),
     );
-    let out = host
-        .exec(&["python3", "-c", CLIENT_PY, &our_ip.to_string()])
-        .output()
-        .expect("client");
+    let out = host.hash_client(our_ip);
+    // The device side logs the connection once both ends have closed it.
+    let mut seen = Vec::new();
+    let closed = next_event(&rx, Duration::from_secs(30), |e| {
+        seen.push(e.clone());
+        matches!(e, Event::Closed { .. })
+    });
     handle.shutdown();
     let _ = thread.join();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -178,12 +198,16 @@ fn wireguard_go_initiates_to_our_device_peer() {
         "{text} {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let events: Vec<Event> = rx.try_iter().collect();
-    assert!(events.contains(&Event::TunnelUp));
+    assert!(seen.contains(&Event::TunnelUp), "{seen:?}");
     assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, Event::Closed { port: 7000, bytes_out, .. } if *bytes_out == 64)),
-        "{events:?}"
+        matches!(
+            closed,
+            Some(Event::Closed {
+                port: 7000,
+                bytes_out: 64,
+                ..
+            })
+        ),
+        "{closed:?}"
     );
 }

@@ -2,7 +2,9 @@
 //! the tunnel addresses, and the device peer a bench runs in a child process.
 #![allow(dead_code)]
 
-use std::net::Ipv4Addr;
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Child, Command, Stdio};
 
 use support_tunnel::{BufferProfile, EngineConfig, Forward, Role};
 
@@ -57,6 +59,59 @@ pub fn device_peer_config(profile: BufferProfile) -> EngineConfig {
             }],
         },
         random: 1,
+    }
+}
+
+/// A bench's two peers: the device's and the admin's private keys, and the PSK.
+pub type Keys = ([u8; 32], [u8; 32], [u8; 32]);
+
+/// Starts this bench's own executable as the device peer (`BENCH_ROLE` =
+/// `device-peer`, configured by [`device_peer_config`]), reaching
+/// `endpoint` and forwarding port 22 to `target`, with `env` added (e.g.
+/// `BENCH_PROFILE`). Returns once the child says it is ready; it runs until
+/// its stdin closes.
+pub fn spawn_device_peer(
+    keys: Keys,
+    endpoint: SocketAddr,
+    target: SocketAddr,
+    env: &[(&str, &str)],
+) -> Child {
+    let (dk, ak, psk) = keys;
+    let mut child = Command::new(std::env::current_exe().expect("exe"))
+        .env("BENCH_ROLE", "device-peer")
+        .envs(env.iter().copied())
+        .env("BENCH_KEY", hex::encode(dk))
+        .env("BENCH_PEER", hex::encode(public(&ak)))
+        .env("BENCH_PSK", hex::encode(psk))
+        .env("BENCH_ENDPOINT", endpoint.to_string())
+        .env("BENCH_TARGET", target.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("device peer");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready");
+    child
+}
+
+/// The admin peer's config for the device peer of [`spawn_device_peer`].
+pub fn admin_peer_config(keys: Keys, endpoint: SocketAddr) -> EngineConfig {
+    let (dk, ak, psk) = keys;
+    EngineConfig {
+        private_key: ak,
+        peer_public: public(&dk),
+        psk,
+        endpoint,
+        bind: "127.0.0.1:0".parse().expect("addr"),
+        local_ip: ADMIN_IP,
+        peer_ip: DEVICE_IP,
+        prefix_len: 28,
+        keepalive_secs: 10,
+        profile: BufferProfile::ADMIN,
+        role: Role::Admin,
+        random: 2,
     }
 }
 

@@ -31,12 +31,23 @@ pub use support_testkit::relay::RelayThread;
 pub use support_testkit::wan::{Impairment, WanStage};
 
 /// A UDP hop that stands for a NAT in front of one peer: it can rebind to
-/// a new source port (roaming) or drop everything (the peer "dies").
+/// a new source port (roaming) or drop everything (the peer "dies"). It
+/// notes the WireGuard message type of each datagram it passes.
 pub struct Nat {
     pub addr: SocketAddr,
     rebind: Arc<AtomicBool>,
     cut: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
+    passed: Arc<Mutex<Vec<Passed>>>,
+}
+
+/// A datagram the NAT passed: its direction and WireGuard message type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Passed {
+    /// From the peer behind the NAT.
+    Out(u8),
+    /// To the peer behind the NAT.
+    In(u8),
 }
 
 impl Nat {
@@ -51,7 +62,8 @@ impl Nat {
             Arc::new(AtomicBool::new(false)),
             Arc::new(AtomicBool::new(false)),
         );
-        let (r2, c2, s2) = (rebind.clone(), cut.clone(), stop.clone());
+        let passed = Arc::new(Mutex::new(Vec::new()));
+        let (r2, c2, s2, p2) = (rebind.clone(), cut.clone(), stop.clone(), passed.clone());
         std::thread::spawn(move || {
             let mut outside = UdpSocket::bind("127.0.0.1:0").expect("binds");
             outside.set_nonblocking(true).expect("nonblocking");
@@ -66,11 +78,13 @@ impl Nat {
                 while let Ok((n, from)) = inside.recv_from(&mut buf) {
                     peer = Some(from);
                     if !cut {
+                        p2.lock().expect("lock").push(Passed::Out(buf[0]));
                         let _ = outside.send_to(&buf[..n], upstream);
                     }
                 }
                 while let Ok((n, _)) = outside.recv_from(&mut buf) {
                     if let (Some(p), false) = (peer, cut) {
+                        p2.lock().expect("lock").push(Passed::In(buf[0]));
                         let _ = inside.send_to(&buf[..n], p);
                     }
                 }
@@ -81,7 +95,20 @@ impl Nat {
             rebind,
             cut,
             stop,
+            passed,
         }
+    }
+
+    /// Whether the peer behind the NAT, after a handshake response reached
+    /// it, sent a new initiation: it refused the response (a peer that
+    /// accepted one starts over only after minutes).
+    pub fn started_over(&self) -> bool {
+        self.passed
+            .lock()
+            .expect("lock")
+            .iter()
+            .skip_while(|p| **p != Passed::In(2))
+            .any(|p| *p == Passed::Out(1))
     }
 
     pub fn rebind(&self) {
@@ -264,36 +291,37 @@ impl Keys {
     }
 }
 
-pub fn device_config(keys: &Keys, endpoint: SocketAddr, forwards: Vec<Forward>) -> EngineConfig {
+/// One peer's config: the device's keys, address and profile for
+/// `Role::Device`, the admin's for `Role::Admin`.
+pub fn peer_config(keys: &Keys, endpoint: SocketAddr, role: Role) -> EngineConfig {
+    let (ours, theirs, local_ip, peer_ip, profile) = match role {
+        Role::Device { .. } => (
+            keys.device,
+            keys.admin,
+            DEVICE_IP,
+            ADMIN_IP,
+            BufferProfile::DEVICE,
+        ),
+        Role::Admin => (
+            keys.admin,
+            keys.device,
+            ADMIN_IP,
+            DEVICE_IP,
+            BufferProfile::ADMIN,
+        ),
+    };
     EngineConfig {
-        private_key: keys.device,
-        peer_public: public(&keys.admin),
+        private_key: ours,
+        peer_public: public(&theirs),
         psk: keys.psk,
         endpoint,
         bind: "127.0.0.1:0".parse().expect("addr"),
-        local_ip: DEVICE_IP,
-        peer_ip: ADMIN_IP,
+        local_ip,
+        peer_ip,
         prefix_len: 28,
         keepalive_secs: 5,
-        profile: BufferProfile::DEVICE,
-        role: Role::Device { forwards },
-        random: u64::from_le_bytes(random32()[..8].try_into().unwrap_or_default()),
-    }
-}
-
-pub fn admin_config(keys: &Keys, endpoint: SocketAddr) -> EngineConfig {
-    EngineConfig {
-        private_key: keys.admin,
-        peer_public: public(&keys.device),
-        psk: keys.psk,
-        endpoint,
-        bind: "127.0.0.1:0".parse().expect("addr"),
-        local_ip: ADMIN_IP,
-        peer_ip: DEVICE_IP,
-        prefix_len: 28,
-        keepalive_secs: 5,
-        profile: BufferProfile::ADMIN,
-        role: Role::Admin,
+        profile,
+        role,
         random: u64::from_le_bytes(random32()[..8].try_into().unwrap_or_default()),
     }
 }
@@ -311,36 +339,24 @@ impl Pair {
         let source = source_server();
         let dnat = device_nat.then(|| Nat::start(relay.addr));
         let anat = admin_nat.then(|| Nat::start(relay.addr));
-        let (dtx, drx) = mpsc::channel();
-        let (atx, arx) = mpsc::channel();
-        let dcfg = device_config(
+        let forwards = vec![Forward {
+            port: 22,
+            target: source,
+        }];
+        let dcfg = peer_config(
             &keys,
             dnat.as_ref().map_or(relay.addr, |n| n.addr),
-            vec![Forward {
-                port: 22,
-                target: source,
-            }],
+            Role::Device { forwards },
         );
-        let mut acfg = admin_config(&keys, anat.as_ref().map_or(relay.addr, |n| n.addr));
+        let mut acfg = peer_config(
+            &keys,
+            anat.as_ref().map_or(relay.addr, |n| n.addr),
+            Role::Admin,
+        );
         if let Some(psk) = admin_psk {
             acfg.psk = psk;
         }
-        let (device, dt) = Engine::spawn(dcfg, Some(dtx)).expect("device starts");
-        let (admin, at) = Engine::spawn(acfg, Some(atx)).expect("admin starts");
-        (
-            Pair {
-                relay,
-                device,
-                admin,
-                device_events: drx,
-                admin_events: arx,
-                source,
-                keys,
-                threads: vec![dt, at],
-            },
-            anat,
-            dnat,
-        )
+        (Pair::spawn(relay, source, keys, dcfg, acfg), anat, dnat)
     }
 
     /// Both peers reach the relay through one WAN stage: the device forwards
@@ -350,8 +366,6 @@ impl Pair {
         let stage = WanStage::start("127.0.0.1:0".parse().expect("addr"), relay.addr, imp)
             .expect("stage starts");
         let (source, sink) = (source_server(), sink_server());
-        let (dtx, drx) = mpsc::channel();
-        let (atx, arx) = mpsc::channel();
         let forwards = vec![
             Forward {
                 port: 22,
@@ -362,11 +376,24 @@ impl Pair {
                 target: sink,
             },
         ];
-        let dcfg = device_config(&keys, stage.addr, forwards);
-        let acfg = admin_config(&keys, stage.addr);
+        let dcfg = peer_config(&keys, stage.addr, Role::Device { forwards });
+        let acfg = peer_config(&keys, stage.addr, Role::Admin);
+        (Pair::spawn(relay, source, keys, dcfg, acfg), stage)
+    }
+
+    /// Starts both engines.
+    fn spawn(
+        relay: RelayThread,
+        source: SocketAddr,
+        keys: Keys,
+        dcfg: EngineConfig,
+        acfg: EngineConfig,
+    ) -> Pair {
+        let (dtx, drx) = mpsc::channel();
+        let (atx, arx) = mpsc::channel();
         let (device, dt) = Engine::spawn(dcfg, Some(dtx)).expect("device starts");
         let (admin, at) = Engine::spawn(acfg, Some(atx)).expect("admin starts");
-        let pair = Pair {
+        Pair {
             relay,
             device,
             admin,
@@ -375,8 +402,7 @@ impl Pair {
             source,
             keys,
             threads: vec![dt, at],
-        };
-        (pair, stage)
+        }
     }
 
     /// Admin side: a loopback listener forwarding to `port` on the device.
@@ -389,21 +415,29 @@ impl Pair {
     /// Waits for the tunnel to come up on both sides.
     pub fn wait_up(&self, within: Duration) -> bool {
         let deadline = Instant::now() + within;
-        let mut up = [false, false];
-        while Instant::now() < deadline && !(up[0] && up[1]) {
-            for (i, rx) in [&self.device_events, &self.admin_events]
-                .into_iter()
-                .enumerate()
-            {
-                while let Ok(e) = rx.try_recv() {
-                    if e == Event::TunnelUp {
-                        up[i] = true;
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        [&self.device_events, &self.admin_events]
+            .into_iter()
+            .all(|rx| {
+                let left = deadline.saturating_duration_since(Instant::now());
+                next_event(rx, left, |e| *e == Event::TunnelUp).is_some()
+            })
+    }
+}
+
+/// The next event from `rx` that `want` accepts (the others are passed
+/// over), waiting at most `within`.
+pub fn next_event(
+    rx: &Receiver<Event>,
+    within: Duration,
+    mut want: impl FnMut(&Event) -> bool,
+) -> Option<Event> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        let e = rx.recv_timeout(left).ok()?;
+        if want(&e) {
+            return Some(e);
         }
-        up[0] && up[1]
     }
 }
 

@@ -1,0 +1,369 @@
+//! The I/O loop of a peer: one UDP socket to the relay (or the peer), the
+//! WireGuard session, smoltcp, and the connections it forwards.
+//!
+//! One thread, mio for readiness, no async runtime (the device side must not
+//! need tokio). Each turn it drains the UDP socket, accepts local clients
+//! (admin role), polls smoltcp, promotes accepted tunnel connections
+//! (device role), pumps bytes between every smoltcp socket and its local
+//! stream (reading straight into smoltcp's buffers), encrypts what smoltcp
+//! sent, and runs the timers.
+//!
+//! | module | owns |
+//! |---|---|
+//! | this one | the configuration, the loop, UDP and WireGuard |
+//! | `handle` | [`EngineHandle`] (commands in) and [`Event`] (events out) |
+//! | `pump` | the connections: a smoltcp socket and a local stream each |
+//! | `device` | the device role: listening pools, promotion to a local target |
+//! | `admin` | the admin role: local listeners, connections to the device |
+
+mod admin;
+mod device;
+mod handle;
+mod pump;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+use smoltcp::iface::{Config, Interface, PollIngressSingleResult, SocketHandle, SocketSet};
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+
+use crate::profile::BufferProfile;
+use crate::virtual_device::VirtualDevice;
+use crate::wireguard::{Accepted, WireGuard};
+use admin::Listener;
+use handle::Command;
+pub use handle::{EngineHandle, Event};
+pub use pump::tcp_socket;
+use pump::Conn;
+
+const UDP: Token = Token(0);
+const WAKER: Token = Token(1);
+const FIRST_LISTENER: usize = 16;
+const FIRST_CONN: usize = 1 << 20;
+const TICK: Duration = Duration::from_millis(100);
+
+/// One allowlisted device port and where it goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Forward {
+    /// The port on the device's tunnel address.
+    pub port: u16,
+    /// The local service it reaches (e.g. 127.0.0.1:22).
+    pub target: SocketAddr,
+}
+
+/// Which end of the tunnel this peer is.
+#[derive(Clone, Debug)]
+pub enum Role {
+    /// Accepts connections on allowlisted ports only and forwards each to its target.
+    Device {
+        /// The allowlist.
+        forwards: Vec<Forward>,
+    },
+    /// Opens connections to the device.
+    Admin,
+}
+
+/// Everything a peer needs.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Our WireGuard private key.
+    pub private_key: [u8; 32],
+    /// The other peer's WireGuard public key.
+    pub peer_public: [u8; 32],
+    /// The pre-shared key (the hybrid PSK).
+    pub psk: [u8; 32],
+    /// Where datagrams go (the relay, or the peer itself).
+    pub endpoint: SocketAddr,
+    /// The local UDP address to bind (port 0 for any).
+    pub bind: SocketAddr,
+    /// Our tunnel address.
+    pub local_ip: Ipv4Addr,
+    /// The other peer's tunnel address.
+    pub peer_ip: Ipv4Addr,
+    /// The tunnel network's prefix length.
+    pub prefix_len: u8,
+    /// WireGuard persistent keepalive (holds NAT mappings), seconds.
+    pub keepalive_secs: u16,
+    /// Buffer sizes and limits.
+    pub profile: BufferProfile,
+    /// Device or admin.
+    pub role: Role,
+    /// Random bits for WireGuard's session index and smoltcp's seed.
+    pub random: u64,
+}
+
+/// A running peer.
+pub struct Engine {
+    config: EngineConfig,
+    poll: Poll,
+    udp: UdpSocket,
+    commands: Receiver<Command>,
+    events: Option<Sender<Event>>,
+    wg: WireGuard,
+    iface: Interface,
+    dev: VirtualDevice,
+    sockets: SocketSet<'static>,
+    /// Device role: listening sockets per port.
+    pool: Vec<(u16, SocketHandle)>,
+    conns: HashMap<Token, Conn>,
+    listeners: HashMap<Token, Listener>,
+    next_token: usize,
+    next_listener: usize,
+    next_id: u64,
+    next_port: u16,
+    tunnel_up: bool,
+    udp_out: Vec<Vec<u8>>,
+    scratch: Vec<u8>,
+    reap: Vec<SocketHandle>,
+    started: Instant,
+}
+
+/// A non-blocking UDP socket with the buffers the profile asks for.
+fn udp_socket(bind: SocketAddr, buffer: usize) -> io::Result<std::net::UdpSocket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(bind),
+        socket2::Type::DGRAM,
+        None,
+    )?;
+    // Best effort: the kernel caps these at its configured maximum.
+    let _ = s.set_recv_buffer_size(buffer);
+    let _ = s.set_send_buffer_size(buffer);
+    s.set_nonblocking(true)?;
+    s.bind(&bind.into())?;
+    Ok(s.into())
+}
+
+fn smol_now(start: Instant) -> smoltcp::time::Instant {
+    smoltcp::time::Instant::from_micros(start.elapsed().as_micros() as i64)
+}
+
+impl Engine {
+    /// Binds the UDP socket and starts the engine on its own thread.
+    /// `events` receives connection events (the agent logs them).
+    pub fn spawn(
+        config: EngineConfig,
+        events: Option<Sender<Event>>,
+    ) -> io::Result<(EngineHandle, std::thread::JoinHandle<io::Result<()>>)> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let mut udp = UdpSocket::from_std(udp_socket(config.bind, config.profile.udp_buffer)?);
+        poll.registry()
+            .register(&mut udp, UDP, Interest::READABLE)?;
+        let local_udp = udp.local_addr()?;
+        let (tx, rx) = mpsc::channel();
+        let handle = EngineHandle {
+            commands: tx,
+            waker,
+            local_udp,
+        };
+        let thread = std::thread::Builder::new()
+            .name("support-tunnel".into())
+            .spawn(move || {
+                let mut engine = Engine::new(config, poll, udp, rx, events);
+                engine.run()
+            })?;
+        Ok((handle, thread))
+    }
+
+    fn new(
+        config: EngineConfig,
+        poll: Poll,
+        udp: UdpSocket,
+        commands: Receiver<Command>,
+        events: Option<Sender<Event>>,
+    ) -> Self {
+        let start = Instant::now();
+        let wg = WireGuard::new(
+            config.private_key,
+            config.peer_public,
+            config.psk,
+            config.keepalive_secs,
+            config.random as u32,
+            start,
+        );
+        let mut dev = VirtualDevice::default();
+        let mut iface_config = Config::new(HardwareAddress::Ip);
+        iface_config.random_seed = config.random;
+        let mut iface = Interface::new(
+            iface_config,
+            &mut dev,
+            smoltcp::time::Instant::from_micros(0),
+        );
+        iface.update_ip_addrs(|ips| {
+            let _ = ips.push(IpCidr::new(
+                IpAddress::Ipv4(config.local_ip),
+                config.prefix_len,
+            ));
+        });
+        let mut engine = Self {
+            next_port: 49152 + (config.random % 8192) as u16,
+            config,
+            poll,
+            udp,
+            commands,
+            events,
+            wg,
+            iface,
+            dev,
+            sockets: SocketSet::new(Vec::new()),
+            pool: Vec::new(),
+            conns: HashMap::new(),
+            listeners: HashMap::new(),
+            next_token: FIRST_CONN,
+            next_listener: FIRST_LISTENER,
+            next_id: 1,
+            tunnel_up: false,
+            udp_out: Vec::new(),
+            scratch: Vec::new(),
+            reap: Vec::new(),
+            started: start,
+        };
+        engine.open_pools();
+        engine
+    }
+
+    fn emit(&self, e: Event) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(e);
+        }
+    }
+
+    fn run(&mut self) -> io::Result<()> {
+        let start = self.started;
+        let mut events = Events::with_capacity(256);
+        let mut next_tick = Instant::now();
+        self.wg
+            .start(Instant::now(), &mut |p| self.udp_out.push(p.to_vec()));
+        self.flush_udp();
+        loop {
+            let now = Instant::now();
+            let delay = self
+                .iface
+                .poll_delay(smol_now(start), &self.sockets)
+                .map(|d| Duration::from_micros(d.total_micros()))
+                .unwrap_or(TICK)
+                .min(next_tick.saturating_duration_since(now));
+            match self.poll.poll(&mut events, Some(delay)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            while let Ok(cmd) = self.commands.try_recv() {
+                match cmd {
+                    Command::Shutdown => {
+                        self.close_all();
+                        return Ok(());
+                    }
+                    Command::Listen {
+                        listener,
+                        remote_port,
+                        once,
+                    } => self.add_listener(listener, remote_port, once)?,
+                }
+            }
+            // Work until nothing moves, then sleep in poll.
+            for _ in 0..64 {
+                let mut progress = self.receive_udp()?;
+                progress |= self.accept_local();
+                // One packet at a time, refilling the listening pool in
+                // between: smoltcp has no accept backlog, so a burst of SYNs
+                // would otherwise meet a closed port.
+                loop {
+                    let ts = smol_now(start);
+                    match self
+                        .iface
+                        .poll_ingress_single(ts, &mut self.dev, &mut self.sockets)
+                    {
+                        PollIngressSingleResult::None => break,
+                        _ => {
+                            progress = true;
+                            self.promote_accepted();
+                        }
+                    }
+                }
+                progress |= self.pump_all();
+                let ts = smol_now(start);
+                let _ = self.iface.poll_egress(ts, &mut self.dev, &mut self.sockets);
+                for h in self.reap.drain(..) {
+                    self.sockets.remove(h);
+                }
+                progress |= self.encrypt_outgoing();
+                self.flush_udp();
+                if Instant::now() >= next_tick {
+                    self.wg
+                        .tick(Instant::now(), &mut |p| self.udp_out.push(p.to_vec()));
+                    self.flush_udp();
+                    next_tick = Instant::now() + TICK;
+                }
+                if !progress {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn receive_udp(&mut self) -> io::Result<bool> {
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.resize(65_536, 0);
+        let mut got = false;
+        loop {
+            match self.udp.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    // Only the configured endpoint speaks to us; the rest is noise.
+                    if from != self.config.endpoint {
+                        continue;
+                    }
+                    got = true;
+                    let (udp_out, dev) = (&mut self.udp_out, &mut self.dev);
+                    let accepted = self.wg.datagram(
+                        Instant::now(),
+                        &buf[..n],
+                        &mut |p| udp_out.push(p.to_vec()),
+                        &mut |p| dev.push_rx(p),
+                    );
+                    if matches!(accepted, Ok(Accepted::Proof)) && !self.tunnel_up {
+                        self.tunnel_up = true;
+                        self.emit(Event::TunnelUp);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // ICMP port unreachable from a relay that is restarting.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+                Err(e) => {
+                    self.scratch = buf;
+                    return Err(e);
+                }
+            }
+        }
+        self.scratch = buf;
+        self.flush_udp();
+        Ok(got)
+    }
+
+    fn flush_udp(&mut self) {
+        for p in self.udp_out.drain(..) {
+            // A full socket buffer drops the datagram; WireGuard and TCP recover.
+            let _ = self.udp.send_to(&p, self.config.endpoint);
+        }
+    }
+
+    fn encrypt_outgoing(&mut self) -> bool {
+        let mut any = false;
+        while let Some(p) = self.dev.pop_tx() {
+            any = true;
+            let udp = &self.udp;
+            let endpoint = self.config.endpoint;
+            self.wg.send(&p, &mut |d| {
+                let _ = udp.send_to(d, endpoint);
+            });
+            self.dev.recycle(p);
+        }
+        any
+    }
+}
