@@ -30,6 +30,119 @@ use crate::util::{ssh_expiry_time, write_atomic};
 pub const SUDOERS_DIR: &str = "/etc/sudoers.d";
 const SUDOERS_PREFIX: &str = "support-tunnel-";
 
+/// Why the support access could not be made or removed.
+#[derive(Debug)]
+pub enum AccessError {
+    /// A user-management tool could not be started.
+    Spawn {
+        /// The tool.
+        program: &'static str,
+        /// Why.
+        error: io::Error,
+    },
+    /// A user-management tool failed.
+    Tool {
+        /// The command line.
+        command: String,
+        /// How it exited.
+        status: std::process::ExitStatus,
+        /// What it wrote to stderr.
+        said: String,
+    },
+    /// `groupadd` succeeded but the group is not there.
+    NoGroup(String),
+    /// Every uid of the configured range is taken.
+    NoFreeUid {
+        /// The range's first uid.
+        lo: u32,
+        /// Its last.
+        hi: u32,
+    },
+    /// The uid counter in the state directory cannot be saved.
+    NextUid(io::Error),
+    /// The name is not one of a support user.
+    NotASupportUser(String),
+    /// A user of that name exists that this agent did not make.
+    NotOurs(String),
+    /// A path the agent made is no longer the root-owned directory it made.
+    Tampered(PathBuf),
+    /// The user disappeared while its access was made.
+    Vanished(String),
+    /// A path the tools would get is not UTF-8.
+    NotUtf8(PathBuf),
+    /// A file or directory of the access could not be written or removed.
+    Io {
+        /// Which.
+        path: PathBuf,
+        /// Why.
+        error: io::Error,
+    },
+    /// Asked to end root's processes.
+    Root,
+    /// Processes of the user survive SIGKILL; the account stays until they are gone.
+    Survivors {
+        /// The user's uid.
+        uid: u32,
+        /// The processes.
+        pids: Vec<i32>,
+    },
+    /// The removal went on past several problems.
+    Several(Vec<AccessError>),
+}
+
+impl std::fmt::Display for AccessError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Spawn { program, error } => write!(f, "cannot run {program}: {error}"),
+            Self::Tool {
+                command,
+                status,
+                said,
+            } => write!(f, "{command} failed ({status}): {said}"),
+            Self::NoGroup(group) => write!(f, "groupadd created no group '{group}'"),
+            Self::NoFreeUid { lo, hi } => write!(f, "no free uid left in support_uids {lo}-{hi}"),
+            Self::NextUid(e) => write!(f, "cannot save the next support uid: {e}"),
+            Self::NotASupportUser(user) => write!(f, "'{user}' is not a support user name"),
+            Self::NotOurs(user) => write!(
+                f,
+                "a user named {user} already exists and was not made by this agent; refusing to touch it"
+            ),
+            Self::Tampered(path) => write!(
+                f,
+                "{} was tampered with (not a root-owned directory); refusing to go through it",
+                path.display()
+            ),
+            Self::Vanished(user) => write!(f, "user {user} vanished"),
+            Self::NotUtf8(path) => write!(f, "{} is not UTF-8", path.display()),
+            Self::Io { path, error } => write!(f, "{}: {error}", path.display()),
+            Self::Root => f.write_str("refusing to kill root's processes"),
+            Self::Survivors { uid, pids } => write!(
+                f,
+                "processes of uid {uid} survive SIGKILL: {pids:?}; the account is kept until they are gone"
+            ),
+            Self::Several(all) => {
+                for (i, e) in all.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("; ")?;
+                    }
+                    write!(f, "{e}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for AccessError {}
+
+/// The error of an I/O step on `path`.
+fn at(path: &Path) -> impl FnOnce(io::Error) -> AccessError + '_ {
+    move |error| AccessError::Io {
+        path: path.to_path_buf(),
+        error,
+    }
+}
+
 /// A user or group entry from /etc/passwd or /etc/group.
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -96,15 +209,15 @@ pub fn group_members(group: &str) -> Vec<String> {
 }
 
 /// Creates the support group if it is missing; returns its gid.
-pub fn ensure_group(group: &str) -> Result<u32, String> {
+pub fn ensure_group(group: &str) -> Result<u32, AccessError> {
     if let Some(g) = group_id(group) {
         return Ok(g);
     }
     run("groupadd", &["--system", group])?;
-    group_id(group).ok_or_else(|| format!("groupadd created no group '{group}'"))
+    group_id(group).ok_or_else(|| AccessError::NoGroup(group.into()))
 }
 
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
+fn run(program: &'static str, args: &[&str]) -> Result<(), AccessError> {
     // The tool's messages go to a file, not a pipe: if the agent dies while
     // userdel runs, a warning written to a pipe nobody reads any more
     // (SIGPIPE) would kill userdel after it removed the home but before it
@@ -115,24 +228,23 @@ fn run(program: &str, args: &[&str]) -> Result<(), String> {
         std::process::id(),
         SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
+    let spawn = |error| AccessError::Spawn { program, error };
     let file = fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&path)
-        .map_err(|e| format!("cannot run {program}: {}: {e}", path.display()))?;
+        .map_err(spawn)?;
     let _ = fs::remove_file(&path);
-    let err = file
-        .try_clone()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    let err = file.try_clone().map_err(spawn)?;
     let status = Command::new(program)
         .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(err)
         .status()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
+        .map_err(spawn)?;
     if status.success() {
         return Ok(());
     }
@@ -140,11 +252,11 @@ fn run(program: &str, args: &[&str]) -> Result<(), String> {
     let mut file = file;
     let _ = std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0));
     let _ = (&mut file).take(4096).read_to_string(&mut said);
-    Err(format!(
-        "{program} {} failed ({status}): {}",
-        args.join(" "),
-        said.trim()
-    ))
+    Err(AccessError::Tool {
+        command: format!("{program} {}", args.join(" ")),
+        status,
+        said: said.trim().to_string(),
+    })
 }
 
 /// What identifies this agent's users: `support-tunnel <instance> <tunnel id>`.
@@ -197,7 +309,7 @@ pub struct Grant<'a> {
 /// an account has or that any process still runs as. A uid is handed out
 /// again only after the whole range went round, so a process that outlived
 /// an old session can never act as a new support user.
-fn next_uid(config: &Config, state: &StateDir) -> Result<u32, String> {
+fn next_uid(config: &Config, state: &StateDir) -> Result<u32, AccessError> {
     let (lo, hi) = config.support_uids;
     let taken: std::collections::HashSet<u32> = users().iter().map(|u| u.id).collect();
     let mut uid = state.next_support_uid().clamp(lo, hi);
@@ -207,11 +319,11 @@ fn next_uid(config: &Config, state: &StateDir) -> Result<u32, String> {
         if !taken.contains(&candidate) && processes_of(candidate).is_empty() {
             state
                 .set_next_support_uid(uid)
-                .map_err(|e| format!("cannot save the next support uid: {e}"))?;
+                .map_err(AccessError::NextUid)?;
             return Ok(candidate);
         }
     }
-    Err(format!("no free uid left in support_uids {lo}-{hi}"))
+    Err(AccessError::NoFreeUid { lo, hi })
 }
 
 /// The support user with `uid`, if it is one of the agent's.
@@ -228,19 +340,15 @@ pub fn user_name(id: TunnelId) -> String {
 }
 
 /// Creates (or, after a restart, re-asserts) the support access.
-pub fn create(config: &Config, state: &StateDir, g: &Grant<'_>) -> Result<(), String> {
+pub fn create(config: &Config, state: &StateDir, g: &Grant<'_>) -> Result<(), AccessError> {
     let user = user_name(g.tunnel);
     if !valid_name(&user) {
-        return Err(format!("'{user}' is not a valid user name"));
+        return Err(AccessError::NotASupportUser(user));
     }
     let home = config.home_base.join(&user);
     let existing = users().into_iter().find(|u| u.name == user);
     match existing {
-        Some(u) if u.info != gecos(g.instance, g.tunnel) => {
-            return Err(format!(
-                "a user named {user} already exists and was not made by this agent; refusing to touch it"
-            ))
-        }
+        Some(u) if u.info != gecos(g.instance, g.tunnel) => return Err(AccessError::NotOurs(user)),
         Some(_) => {}
         None => {
             let shell = if Path::new("/bin/bash").exists() {
@@ -253,9 +361,18 @@ pub fn create(config: &Config, state: &StateDir, g: &Grant<'_>) -> Result<(), St
             let mut attempt = 0;
             loop {
                 let uid = next_uid(config, state)?;
-                let made = add_user(config, &home, shell, uid, &gecos(g.instance, g.tunnel), &user);
+                let made = add_user(
+                    config,
+                    &home,
+                    shell,
+                    uid,
+                    &gecos(g.instance, g.tunnel),
+                    &user,
+                );
                 match made {
-                    Err(_) if attempt < 5 && users().iter().any(|u| u.id == uid && u.name != user) => {
+                    Err(_)
+                        if attempt < 5 && users().iter().any(|u| u.id == uid && u.name != user) =>
+                    {
                         attempt += 1;
                     }
                     other => break other?,
@@ -264,7 +381,7 @@ pub fn create(config: &Config, state: &StateDir, g: &Grant<'_>) -> Result<(), St
         }
     }
     secure_home(&home, &user)?;
-    write_authorized_keys(config, &home, g).map_err(|e| format!("authorized_keys: {e}"))?;
+    write_authorized_keys(config, &home, g)?;
     if config.sudo {
         write_sudoers(&user, g)?;
     }
@@ -278,7 +395,7 @@ fn add_user(
     uid: u32,
     gecos: &str,
     user: &str,
-) -> Result<(), String> {
+) -> Result<(), AccessError> {
     let uid = uid.to_string();
     run(
         "useradd",
@@ -308,42 +425,34 @@ fn add_user(
 
 /// Makes the home root-owned, with a user-owned `work` directory, and
 /// refuses to go on if anything in it is a symlink or not ours.
-fn secure_home(home: &Path, user: &str) -> Result<(), String> {
-    let meta = fs::symlink_metadata(home).map_err(|e| format!("{}: {e}", home.display()))?;
+fn secure_home(home: &Path, user: &str) -> Result<(), AccessError> {
+    let meta = fs::symlink_metadata(home).map_err(at(home))?;
     if !meta.is_dir() {
-        return Err(format!("{} is not a directory; refusing", home.display()));
+        return Err(AccessError::Tampered(home.to_path_buf()));
     }
-    std::os::unix::fs::chown(home, Some(0), Some(0))
-        .map_err(|e| format!("{}: {e}", home.display()))?;
-    fs::set_permissions(home, fs::Permissions::from_mode(0o755))
-        .map_err(|e| format!("{}: {e}", home.display()))?;
+    std::os::unix::fs::chown(home, Some(0), Some(0)).map_err(at(home))?;
+    fs::set_permissions(home, fs::Permissions::from_mode(0o755)).map_err(at(home))?;
     let ssh = home.join(".ssh");
     match fs::symlink_metadata(&ssh) {
-        Ok(m) if !m.is_dir() || m.uid() != 0 => {
-            return Err(format!(
-                "{} was tampered with (not a root-owned directory); refusing to write through it",
-                ssh.display()
-            ))
-        }
+        Ok(m) if !m.is_dir() || m.uid() != 0 => return Err(AccessError::Tampered(ssh)),
         _ => {}
     }
     let work = home.join("work");
     if fs::symlink_metadata(&work).is_err() {
-        fs::create_dir(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+        fs::create_dir(&work).map_err(at(&work))?;
         let uid = users()
             .into_iter()
             .find(|u| u.name == user)
             .map(|u| (u.id, u.gid))
-            .ok_or_else(|| format!("user {user} vanished"))?;
-        std::os::unix::fs::chown(&work, Some(uid.0), Some(uid.1))
-            .map_err(|e| format!("{}: {e}", work.display()))?;
+            .ok_or_else(|| AccessError::Vanished(user.into()))?;
+        std::os::unix::fs::chown(&work, Some(uid.0), Some(uid.1)).map_err(at(&work))?;
     }
     Ok(())
 }
 
-fn path_str(p: &Path) -> Result<&str, String> {
+fn path_str(p: &Path) -> Result<&str, AccessError> {
     p.to_str()
-        .ok_or_else(|| format!("{} is not UTF-8", p.display()))
+        .ok_or_else(|| AccessError::NotUtf8(p.to_path_buf()))
 }
 
 /// Only loopback targets for SSH: then the key is only good from the tunnel.
@@ -354,13 +463,13 @@ fn from_option(config: &Config) -> &'static str {
     }
 }
 
-fn write_authorized_keys(config: &Config, home: &Path, g: &Grant<'_>) -> io::Result<()> {
+fn write_authorized_keys(config: &Config, home: &Path, g: &Grant<'_>) -> Result<(), AccessError> {
     // Root owns .ssh and the key file: the support user can read but not
     // add keys that would outlive the agent's control.
     let dir = home.join(".ssh");
-    fs::create_dir_all(&dir)?;
-    std::os::unix::fs::chown(&dir, Some(0), Some(0))?;
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
+    fs::create_dir_all(&dir).map_err(at(&dir))?;
+    std::os::unix::fs::chown(&dir, Some(0), Some(0)).map_err(at(&dir))?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).map_err(at(&dir))?;
     let line = format!(
         "restrict,pty,{}expiry-time=\"{}\" {}\n",
         from_option(config),
@@ -370,14 +479,15 @@ fn write_authorized_keys(config: &Config, home: &Path, g: &Grant<'_>) -> io::Res
             &format!("support-tunnel-{}", g.tunnel)
         ),
     );
-    write_atomic(&dir.join("authorized_keys"), line.as_bytes(), 0o644)
+    let keys = dir.join("authorized_keys");
+    write_atomic(&keys, line.as_bytes(), 0o644).map_err(at(&keys))
 }
 
 fn sudoers_path(user: &str) -> PathBuf {
     Path::new(SUDOERS_DIR).join(format!("{SUDOERS_PREFIX}{user}"))
 }
 
-fn write_sudoers(user: &str, g: &Grant<'_>) -> Result<(), String> {
+fn write_sudoers(user: &str, g: &Grant<'_>) -> Result<(), AccessError> {
     // NOTAFTER: sudo itself stops honouring it at expiry, even if the agent is dead.
     let text = format!(
         "# support-tunnel {} {}: removed when the tunnel ends\n{user} ALL=(ALL:ALL) NOTAFTER={} NOPASSWD: ALL\n",
@@ -385,13 +495,13 @@ fn write_sudoers(user: &str, g: &Grant<'_>) -> Result<(), String> {
         g.tunnel,
         ssh_expiry_time(g.expiry_wall)
     );
-    fs::create_dir_all(SUDOERS_DIR).map_err(|e| format!("{SUDOERS_DIR}: {e}"))?;
+    fs::create_dir_all(SUDOERS_DIR).map_err(at(Path::new(SUDOERS_DIR)))?;
     // Validate a copy outside sudoers.d first: a broken drop-in would break sudo for everyone.
     let check = Path::new(SUDOERS_DIR).join(format!(".{SUDOERS_PREFIX}{user}.check"));
-    write_atomic(&check, text.as_bytes(), 0o440).map_err(|e| format!("sudoers: {e}"))?;
+    write_atomic(&check, text.as_bytes(), 0o440).map_err(at(&check))?;
     let checked = run("visudo", &["-cqf", path_str(&check)?]);
-    let result = checked
-        .and_then(|()| fs::rename(&check, sudoers_path(user)).map_err(|e| format!("sudoers: {e}")));
+    let path = sudoers_path(user);
+    let result = checked.and_then(|()| fs::rename(&check, &path).map_err(at(&path)));
     let _ = fs::remove_file(&check);
     result
 }
@@ -409,11 +519,9 @@ pub fn remove_check_leftovers() {
 
 /// Removes the support access of `user`: its processes, the user, its
 /// home, its key and its sudoers entry. Idempotent.
-pub fn remove(config: &Config, user: &str) -> Result<(), String> {
+pub fn remove(config: &Config, user: &str) -> Result<(), AccessError> {
     if !valid_name(user) || !user.starts_with("support-") {
-        return Err(format!(
-            "refusing to remove '{user}': not a support user name"
-        ));
+        return Err(AccessError::NotASupportUser(user.into()));
     }
     let mut problems = Vec::new();
     // First the key and sudo: nothing new may start while we clean up.
@@ -440,13 +548,13 @@ pub fn remove(config: &Config, user: &str) -> Result<(), String> {
     }
     if home.starts_with(&config.home_base) && home.exists() {
         if let Err(e) = fs::remove_dir_all(&home) {
-            problems.push(format!("{}: {e}", home.display()));
+            problems.push(at(&home)(e));
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems.join("; "))
+    match problems.len() {
+        0 => Ok(()),
+        1 => Err(problems.remove(0)),
+        _ => Err(AccessError::Several(problems)),
     }
 }
 
@@ -529,9 +637,9 @@ const CLEAN_SCANS: u32 = 3;
 /// to slip through. Root processes of its sessions are killed with their
 /// whole process group (also one pass), found through any member, even a
 /// dead one not yet reaped.
-pub fn end_processes(uid: u32) -> Result<(), String> {
+pub fn end_processes(uid: u32) -> Result<(), AccessError> {
     if uid == 0 {
-        return Err("refusing to kill root's processes".into());
+        return Err(AccessError::Root);
     }
     let me = std::process::id() as i32;
     let my_group = rustix::process::getpgrp().as_raw_nonzero().get();
@@ -567,9 +675,7 @@ pub fn end_processes(uid: u32) -> Result<(), String> {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(format!(
-                "processes of uid {uid} survive SIGKILL: {live:?}; the account is kept until they are gone"
-            ));
+            return Err(AccessError::Survivors { uid, pids: live });
         }
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -607,4 +713,33 @@ pub fn host_keys(config: &Config) -> Vec<String> {
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_support_users_are_removed_and_never_roots_processes_ended() {
+        let config = Config::parse(&format!(
+            "control_plane = \"http://x\"\ncontrol_plane_keys = [\"{k}\"]\nsupport_ca_keys = [\"{k}\"]\n",
+            k = "ab".repeat(32)
+        ))
+        .expect("config");
+        for name in ["root", "support", "support-../etc", "Support-x"] {
+            assert!(
+                matches!(remove(&config, name), Err(AccessError::NotASupportUser(n)) if n == name),
+                "{name}"
+            );
+        }
+        assert!(matches!(end_processes(0), Err(AccessError::Root)));
+        let several = AccessError::Several(vec![
+            AccessError::Vanished("support-1".into()),
+            AccessError::NoGroup("support".into()),
+        ]);
+        assert_eq!(
+            several.to_string(),
+            "user support-1 vanished; groupadd created no group 'support'"
+        );
+    }
 }

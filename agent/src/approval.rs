@@ -4,9 +4,9 @@
 use std::net::{Ipv4Addr, SocketAddr};
 
 use support_protocol::approval_box::{
-    ApprovalContents, ApprovalError, LimitError, RelayEndpoint, SealedApproval, Trust,
+    ApprovalError, CheckedApproval, LimitError, Limits, RelayEndpoint, SealedApproval, Trust,
 };
-use support_protocol::hybrid_psk::{derive_psk, PskInputs};
+use support_protocol::hybrid_psk::derive_psk;
 use support_protocol::tunnel_keys::DeviceTunnelKeys;
 use support_protocol::ApprovalSeq;
 use support_tunnel::{BufferProfile, EngineConfig, Forward, Role};
@@ -26,8 +26,10 @@ pub struct Requested<'a> {
 pub struct Accepted {
     /// Its sequence number.
     pub seq: ApprovalSeq,
-    /// What it says.
-    pub contents: ApprovalContents,
+    /// What it says, as only [`SealedApproval::open_checked`] yields it: an
+    /// `Accepted` (and so the peer's configuration, [`engine_config`])
+    /// cannot be made from contents that skipped a check.
+    pub contents: CheckedApproval,
     /// The hybrid WireGuard PSK.
     pub psk: Zeroizing<[u8; 32]>,
     /// The hash the connected report binds.
@@ -53,14 +55,18 @@ pub enum Refusal {
     },
 }
 
+/// Names the approval once and says what is wrong with it; the owner's log
+/// adds that it was refused ("REFUSED, nothing changed: approval #2: ...").
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Refusal::Unverified { seq, error } => write!(f, "{error} ({seq})"),
-            Refusal::BeyondLimits { seq, error } => write!(f, "approval refused: {error} ({seq})"),
+            Refusal::Unverified { seq, error } => write!(f, "approval {seq}: {error}"),
+            Refusal::BeyondLimits { seq, error } => write!(f, "approval {seq}: {error}"),
         }
     }
 }
+
+impl std::error::Error for Refusal {}
 
 /// Verifies `sealed` for this device: certificate chain to a pinned CA,
 /// signature, box, newer than `accepted`, ports and duration within both the
@@ -73,47 +79,35 @@ pub fn accept(
     time_floor: u64,
     accepted: Option<ApprovalSeq>,
 ) -> Result<Accepted, Refusal> {
-    let public = keys.public_keys();
-    let contents = sealed
-        .open(
+    let secret = keys.one_time_secret();
+    let seq = sealed.approval_seq;
+    let checked = sealed
+        .open_checked(
             keys.tunnel_id(),
-            &public,
-            &keys.one_time_secret(),
+            &keys.public_keys(),
+            &secret,
             &Trust {
                 ca_keys: &config.support_ca_keys,
                 time_floor,
                 accepted,
             },
+            &Limits {
+                requested_ports: requested.ports,
+                requested_duration_secs: requested.duration_secs,
+                allowed_ports: &config.allowed_ports(),
+                max_duration_secs: config.max_duration_secs(),
+            },
         )
-        .map_err(|error| Refusal::Unverified {
-            seq: sealed.approval_seq,
-            error,
+        .map_err(|error| match error {
+            ApprovalError::Limits(error) => Refusal::BeyondLimits { seq, error },
+            error => Refusal::Unverified { seq, error },
         })?;
-    contents
-        .check_limits(
-            requested.ports,
-            requested.duration_secs,
-            &config.allowed_ports(),
-            config.max_duration_secs(),
-        )
-        .map_err(|error| Refusal::BeyondLimits {
-            seq: sealed.approval_seq,
-            error,
-        })?;
-    let shared = Zeroizing::new(keys.kem().decapsulate(&contents.kem_ciphertext.0));
-    let psk = derive_psk(&PskInputs {
-        one_time_secret: &keys.one_time_secret(),
-        kem_shared_secret: &shared,
-        tunnel_id: keys.tunnel_id(),
-        device_wireguard: &public.wireguard,
-        admin_wireguard: &contents.admin_wireguard.0,
-        kem_encapsulation_key: &public.kem.0,
-        kem_ciphertext: &contents.kem_ciphertext.0,
-    });
+    let shared = Zeroizing::new(keys.kem().decapsulate(&checked.kem_ciphertext.0));
+    let psk = derive_psk(&checked, &secret, &shared);
     Ok(Accepted {
-        seq: sealed.approval_seq,
-        box_hash: sealed.hash(),
-        contents,
+        seq,
+        box_hash: checked.box_hash(),
+        contents: checked,
         psk,
     })
 }
@@ -127,7 +121,9 @@ pub fn relay_addr(r: &RelayEndpoint) -> SocketAddr {
 }
 
 /// The device peer's configuration for an accepted approval: only the
-/// approved ports, each to its configured local target (invariant 9).
+/// approved ports, each to its configured local target (invariant 9). It
+/// takes an [`Accepted`], so only an approval that was verified, opened and
+/// checked ([`CheckedApproval`]) configures a peer.
 pub fn engine_config(keys: &DeviceTunnelKeys, a: &Accepted, config: &Config) -> EngineConfig {
     let relay = relay_addr(&a.contents.relay);
     let bind: SocketAddr = if relay.is_ipv4() {
@@ -190,71 +186,47 @@ pub fn ssh_fingerprint(key: &[u8; 32]) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use support_protocol::approval_box::{seal_approval, Approver, TunnelAddresses};
-    use support_protocol::bounded::{BoundedString, BoundedVec, FixedBytes};
-    use support_protocol::certificate::{Role, SigningSeed, SupportCa};
+    use support_protocol::fixtures::{Approvers, Terms};
     use support_protocol::tunnel_keys::AdminTunnelKeys;
 
     pub(crate) struct Fixture {
         pub(crate) device: DeviceTunnelKeys,
-        ca: SupportCa,
-        signer: SigningSeed,
+        approvers: Approvers,
         pub(crate) config: Config,
     }
 
     pub(crate) fn fixture() -> Fixture {
+        let approvers = Approvers::new(
+            [2; 32],
+            [4; 32],
+            "alice",
+            crate::RELEASE_TIME,
+            crate::RELEASE_TIME + 86400 * 365,
+        );
         let file = format!(
             "control_plane = \"http://127.0.0.1:1\"\ncontrol_plane_keys = [\"{}\"]\nsupport_ca_keys = [\"{}\"]\n",
             hex::encode([1u8; 32]),
-            hex::encode(SupportCa(SigningSeed::new([2; 32])).0.public()),
+            hex::encode(approvers.ca_key()),
         );
         let config = Config::parse(&file).expect("config");
         Fixture {
             device: DeviceTunnelKeys::from_seed([3; 32]),
-            ca: SupportCa(SigningSeed::new([2; 32])),
-            signer: SigningSeed::new([4; 32]),
+            approvers,
             config,
         }
     }
 
     pub(crate) fn sealed(f: &Fixture, seq: u32) -> SealedApproval {
-        let cert = f.ca.certify(
-            BoundedString::new("alice").expect("fits"),
-            f.signer.public(),
-            Role::Approver,
-            1,
-            crate::RELEASE_TIME,
-            crate::RELEASE_TIME + 86400 * 365,
-        );
-        let admin = AdminTunnelKeys::from_seed([5; 32]);
-        let public = f.device.public_keys();
-        let (ct, _) = support_protocol::kem::encapsulate(&public.kem.0, &admin.kem_randomness())
-            .expect("kem");
-        let contents = ApprovalContents {
+        let terms = Terms {
             relay: RelayEndpoint::V4([127, 0, 0, 1], 9),
-            admin_wireguard: FixedBytes(admin.wireguard().public),
-            admin_ssh: FixedBytes([6; 32]),
-            addresses: TunnelAddresses {
-                device: [10, 77, 0, 2],
-                admin: [10, 77, 0, 3],
-                prefix_len: 28,
-            },
-            kem_ciphertext: FixedBytes(ct),
             duration_secs: 600,
-            ports: BoundedVec::try_from(&[22u16][..]).expect("fits"),
-            issued_at: crate::RELEASE_TIME + 10,
+            ..Terms::new(crate::RELEASE_TIME + 10)
         };
-        seal_approval(
-            &contents,
-            f.device.tunnel_id(),
-            &public,
+        f.approvers.approve(
+            &f.device,
+            &AdminTunnelKeys::from_seed([5; 32]),
+            &terms,
             ApprovalSeq(seq),
-            &f.device.one_time_secret(),
-            [7; 32],
-            &Approver {
-                key: &f.signer,
-                certificate: &cert,
-            },
         )
     }
 
@@ -298,7 +270,21 @@ pub(crate) mod tests {
         )
         .err()
         .expect("same refused");
-        assert!(e.to_string().contains("not newer"), "{e}");
+        assert_eq!(
+            e,
+            Refusal::Unverified {
+                seq: ApprovalSeq(2),
+                error: ApprovalError::NotNewer {
+                    got: ApprovalSeq(2),
+                    accepted: ApprovalSeq(2)
+                }
+            }
+        );
+        // Named once, refused once (the owner's log says "REFUSED").
+        assert_eq!(
+            e.to_string(),
+            "approval #2: not newer than the accepted approval #2"
+        );
     }
 
     #[test]

@@ -26,20 +26,96 @@ pub const MAX_PENDING_WINDOW: Duration = Duration::from_secs(14 * 24 * 3600);
 /// a uid is not handed out again until 100,000 tunnels later.
 pub const DEFAULT_SUPPORT_UIDS: (u32, u32) = (2_100_000_000, 2_100_099_999);
 
-/// Why the configuration cannot be used.
+/// Why the configuration (or a root-only file it names, like a hook)
+/// cannot be used.
 #[derive(Debug)]
-pub struct ConfigError(pub String);
+pub enum ConfigError {
+    /// The file cannot be read.
+    Unreadable {
+        /// What the file is ("config file", "pre-up hook").
+        what: String,
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The file is not root's: whoever owns it decides who may reach the device.
+    NotOwnedByRoot {
+        /// What the file is.
+        what: String,
+        /// Where.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+    },
+    /// Group or others may write the file.
+    WritableByOthers {
+        /// What the file is.
+        what: String,
+        /// Where.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Not TOML, or a key or value this agent does not know.
+    Syntax {
+        /// The file, when the text came from one.
+        path: Option<PathBuf>,
+        /// What the TOML parser says.
+        error: toml::de::Error,
+    },
+    /// A setting has a value that cannot be used.
+    Setting {
+        /// The setting.
+        name: &'static str,
+        /// What is wrong with its value, and what would do.
+        why: String,
+    },
+    /// `control_plane` is an `https://` URL (its value).
+    Https(String),
+}
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            Self::Unreadable { what, path, error } => {
+                write!(f, "cannot read the {what} {}: {error}", path.display())
+            }
+            Self::NotOwnedByRoot { what, path, uid } => write!(
+                f,
+                "refusing the {what} {}: it is owned by uid {uid}, not root (it decides who may reach this device)",
+                path.display()
+            ),
+            Self::WritableByOthers { what, path, mode } => write!(
+                f,
+                "refusing the {what} {}: mode {mode:o} lets others change it; run chmod go-w on it",
+                path.display()
+            ),
+            Self::Syntax {
+                path: Some(path),
+                error,
+            } => write!(f, "{}: {error}", path.display()),
+            Self::Syntax { path: None, error } => write!(f, "{error}"),
+            Self::Setting { name, why } => write!(f, "{name}: {why}"),
+            Self::Https(url) => write!(
+                f,
+                "control_plane is '{url}', but the agent speaks plain http:// only. Every call is \
+                 already encrypted and authenticated end to end by the Noise channel to the pinned \
+                 control_plane_keys, so TLS would add nothing but ~1 MB to the agent and a \
+                 certificate store to keep current; write http://HOST:PORT (the control plane's \
+                 port, 8080 by default)"
+            ),
+        }
     }
 }
 
 impl std::error::Error for ConfigError {}
 
-fn bad(msg: impl Into<String>) -> ConfigError {
-    ConfigError(msg.into())
+fn bad(name: &'static str, why: impl Into<String>) -> ConfigError {
+    ConfigError::Setting {
+        name,
+        why: why.into(),
+    }
 }
 
 /// The file as written.
@@ -148,12 +224,17 @@ impl Config {
     /// environment variables and `overrides`.
     pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
         check_owner_and_mode(path, "config file")?;
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
-        let file: File =
-            toml::from_str(&text).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Unreadable {
+            what: "config file".into(),
+            path: path.to_path_buf(),
+            error,
+        })?;
+        let file: File = toml::from_str(&text).map_err(|error| ConfigError::Syntax {
+            path: Some(path.to_path_buf()),
+            error,
+        })?;
         let env = |name: &str| std::env::var(format!("SUPPORT_AGENT_{name}")).ok();
-        let mut c = Config::from_file(file).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+        let mut c = Config::from_file(file)?;
         if let Some(v) = overrides
             .control_plane
             .clone()
@@ -182,16 +263,20 @@ impl Config {
     /// Parses and validates config text (no ownership check, no overrides).
     #[cfg(test)]
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let c = Config::from_file(toml::from_str(text).map_err(|e| bad(e.to_string()))?)?;
+        let file =
+            toml::from_str(text).map_err(|error| ConfigError::Syntax { path: None, error })?;
+        let c = Config::from_file(file)?;
         c.validate()?;
         Ok(c)
     }
 
     fn from_file(f: File) -> Result<Config, ConfigError> {
-        let keys = |v: Option<Vec<String>>, what: &str| -> Result<Vec<[u8; 32]>, ConfigError> {
+        let keys = |v: Option<Vec<String>>, name| -> Result<Vec<[u8; 32]>, ConfigError> {
             v.unwrap_or_default()
                 .iter()
-                .map(|k| parse_key(k).map_err(|e| bad(format!("{what}: {e}"))))
+                .map(|k| {
+                    support_protocol::key_text::parse_key(k).map_err(|e| bad(name, e.to_string()))
+                })
                 .collect()
         };
         let mut ports = BTreeMap::new();
@@ -203,23 +288,25 @@ impl Config {
                 .parse()
                 .ok()
                 .filter(|p| *p != 0)
-                .ok_or_else(|| bad(format!("ports: '{p}' is not a port number")))?;
+                .ok_or_else(|| bad("ports", format!("'{p}' is not a port number")))?;
             let addr: SocketAddr = target.parse().map_err(|_| {
-                bad(format!(
-                    "ports: the target of port {port}, '{target}', is not an address like 127.0.0.1:22"
-                ))
+                bad(
+                    "ports",
+                    format!(
+                        "the target of port {port}, '{target}', is not an address like 127.0.0.1:22"
+                    ),
+                )
             })?;
             ports.insert(port, addr);
         }
-        let dur = |v: Option<toml::Value>, default: Duration, what: &str| match v {
+        let dur = |v: Option<toml::Value>, default: Duration, name| match v {
             None => Ok(default),
             Some(toml::Value::Integer(n)) if n > 0 => Ok(Duration::from_secs(n as u64)),
-            Some(toml::Value::String(s)) => {
-                parse_duration(&s).map_err(|e| bad(format!("{what}: {e}")))
-            }
-            Some(other) => Err(bad(format!(
-                "{what}: {other:?} is not a duration (e.g. \"24h\", \"90m\" or seconds)"
-            ))),
+            Some(toml::Value::String(s)) => parse_duration(&s).map_err(|e| bad(name, e)),
+            Some(other) => Err(bad(
+                name,
+                format!("{other:?} is not a duration (e.g. \"24h\", \"90m\" or seconds)"),
+            )),
         };
         let max_duration = dur(f.max_duration, DEFAULT_MAX_DURATION, "max_duration")?;
         Ok(Config {
@@ -250,14 +337,15 @@ impl Config {
             pre_up_failure: f.pre_up_failure.unwrap_or_default(),
             support_uids: match f.support_uids {
                 None => DEFAULT_SUPPORT_UIDS,
-                Some(s) => parse_uid_range(&s).map_err(|e| bad(format!("support_uids: {e}")))?,
+                Some(s) => parse_uid_range(&s).map_err(|e| bad("support_uids", e))?,
             },
             log_level: match f.log_level {
                 None => crate::journal::Level::Info,
                 Some(s) => crate::journal::Level::parse(&s).ok_or_else(|| {
-                    bad(format!(
-                        "log_level: '{s}' is not one of error, warning, info, debug"
-                    ))
+                    bad(
+                        "log_level",
+                        format!("'{s}' is not one of error, warning, info, debug"),
+                    )
                 })?,
             },
         })
@@ -265,50 +353,53 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         if self.control_plane.starts_with("https://") {
-            return Err(bad(format!(
-                "control_plane is '{}', but the agent speaks plain http:// only. Every call is \
-                 already encrypted and authenticated end to end by the Noise channel to the pinned \
-                 control_plane_keys, so TLS would add nothing but ~1 MB to the agent and a \
-                 certificate store to keep current; write http://HOST:PORT (the control plane's \
-                 port, 8080 by default)",
-                self.control_plane
-            )));
+            return Err(ConfigError::Https(self.control_plane.clone()));
         }
         if !self.control_plane.starts_with("http://") {
-            return Err(bad(format!(
-                "control_plane must be an http:// URL (the channel is Noise-encrypted to the pinned keys), got '{}'",
-                self.control_plane
-            )));
+            return Err(bad(
+                "control_plane",
+                format!(
+                    "'{}' is not an http:// URL (the channel is Noise-encrypted to the pinned keys)",
+                    self.control_plane
+                ),
+            ));
         }
         if self.control_plane_keys.is_empty() {
-            return Err(bad("control_plane_keys is empty: pin at least one key (support-control-plane public-key prints it)"));
+            return Err(bad(
+                "control_plane_keys",
+                "none pinned; pin at least one key (support-control-plane public-key prints it)",
+            ));
         }
         if self.support_ca_keys.is_empty() {
-            return Err(bad("support_ca_keys is empty: pin the support CA's public key (support-admin ca init prints it)"));
+            return Err(bad(
+                "support_ca_keys",
+                "none pinned; pin the support CA's public key (support-admin ca init prints it)",
+            ));
         }
         if self.max_duration > Duration::from_secs(u64::from(u32::MAX)) {
-            return Err(bad("max_duration is too long"));
+            return Err(bad("max_duration", "too long"));
         }
         if self.pending_window > MAX_PENDING_WINDOW {
-            return Err(bad("pending_window is longer than 14 days"));
+            return Err(bad("pending_window", "longer than 14 days"));
         }
         if self.default_duration > self.max_duration {
-            return Err(bad("default_duration is longer than max_duration"));
+            return Err(bad("default_duration", "longer than max_duration"));
         }
         if let Some(p) = self
             .default_ports
             .iter()
             .find(|p| !self.ports.contains_key(p))
         {
-            return Err(bad(format!(
-                "default_ports has {p}, which is not in the [ports] allowlist"
-            )));
+            return Err(bad(
+                "default_ports",
+                format!("{p} is not in the [ports] allowlist"),
+            ));
         }
         if !valid_name(&self.group) {
-            return Err(bad(format!(
-                "group '{}' is not a valid group name",
-                self.group
-            )));
+            return Err(bad(
+                "group",
+                format!("'{}' is not a valid group name", self.group),
+            ));
         }
         Ok(())
     }
@@ -333,33 +424,29 @@ pub fn valid_name(s: &str) -> bool {
         })
 }
 
-/// Refuses `path` unless it is owned by root and not writable by group or others.
+/// Refuses `path` unless it is owned by root and not writable by group or
+/// others. `what` names the file in the error ("config file").
 pub fn check_owner_and_mode(path: &Path, what: &str) -> Result<(), ConfigError> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| bad(format!("cannot read the {what} {}: {e}", path.display())))?;
+    let meta = std::fs::metadata(path).map_err(|error| ConfigError::Unreadable {
+        what: what.into(),
+        path: path.to_path_buf(),
+        error,
+    })?;
     if meta.uid() != 0 {
-        return Err(bad(format!(
-            "refusing the {what} {}: it is owned by uid {}, not root (it decides who may reach this device)",
-            path.display(),
-            meta.uid()
-        )));
+        return Err(ConfigError::NotOwnedByRoot {
+            what: what.into(),
+            path: path.to_path_buf(),
+            uid: meta.uid(),
+        });
     }
     if meta.mode() & 0o022 != 0 {
-        return Err(bad(format!(
-            "refusing the {what} {}: mode {:o} lets others change it; run chmod go-w on it",
-            path.display(),
-            meta.mode() & 0o7777
-        )));
+        return Err(ConfigError::WritableByOthers {
+            what: what.into(),
+            path: path.to_path_buf(),
+            mode: meta.mode() & 0o7777,
+        });
     }
     Ok(())
-}
-
-/// A 32-byte key in hex (64 digits).
-pub fn parse_key(s: &str) -> Result<[u8; 32], String> {
-    let bytes = hex::decode(s.trim()).map_err(|_| format!("'{s}' is not hex"))?;
-    bytes
-        .try_into()
-        .map_err(|_| format!("'{s}' is not a 32-byte key (64 hex digits)"))
 }
 
 /// "90s", "15m", "24h", "7d", or plain seconds (see `support_protocol::duration_text`).
@@ -418,15 +505,21 @@ mod tests {
     #[test]
     fn durations_are_the_protocol_s() {
         assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5400)));
-        assert!(parse_duration("0h").is_err());
+        assert_eq!(
+            parse_duration("0h"),
+            Err("a duration of zero is not allowed".into())
+        );
     }
 
     #[test]
     fn ports() {
         assert_eq!(parse_ports("22, 80,22"), Ok(vec![22, 80]));
-        assert!(parse_ports("0").is_err());
-        assert!(parse_ports("22,http").is_err());
-        assert!(parse_ports("").is_err());
+        assert_eq!(parse_ports("0"), Err("'0' is not a port number".into()));
+        assert_eq!(
+            parse_ports("22,http"),
+            Err("'http' is not a port number".into())
+        );
+        assert_eq!(parse_ports(""), Err("no ports given".into()));
     }
 
     #[test]
@@ -451,14 +544,32 @@ mod tests {
         let text = include_str!("../dist/agent.toml")
             .replace("<64 hex digits>", &"ab".repeat(32))
             .replace("http://", "https://");
-        let e = Config::parse(&text).expect_err("https is refused").0;
+        let e = Config::parse(&text).expect_err("https is refused");
+        assert!(
+            matches!(&e, ConfigError::Https(url) if url.starts_with("https://")),
+            "{e}"
+        );
+        let e = e.to_string();
         assert!(e.contains("speaks plain http:// only"), "{e}");
         assert!(e.contains("Noise channel"), "{e}");
         let text = include_str!("../dist/agent.toml")
             .replace("<64 hex digits>", &"ab".repeat(32))
             .replace("default_ports", "log_level = \"chatty\"\ndefault_ports");
-        let e = Config::parse(&text).expect_err("bad level").0;
-        assert!(e.contains("log_level: 'chatty'"), "{e}");
+        let e = Config::parse(&text).expect_err("bad level");
+        assert!(
+            matches!(
+                &e,
+                ConfigError::Setting {
+                    name: "log_level",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "log_level: 'chatty' is not one of error, warning, info, debug"
+        );
     }
 
     #[test]
@@ -495,7 +606,7 @@ mod tests {
             MAX_PENDING_WINDOW
         );
         let e = with("pending_window = \"15d\"").expect_err("refused");
-        assert!(e.0.contains("longer than 14 days"), "{e}");
+        assert_eq!(e.to_string(), "pending_window: longer than 14 days");
         assert_eq!(
             with("support_uids = \"300000-301000\"")
                 .expect("ok")
@@ -504,13 +615,23 @@ mod tests {
         );
         for bad in ["0-100000", "300000-300010", "5-4", "x-y", "300000"] {
             let e = with(&format!("support_uids = \"{bad}\"")).expect_err("refused");
-            assert!(e.0.contains("support_uids"), "{bad}: {e}");
+            assert!(
+                matches!(
+                    &e,
+                    ConfigError::Setting {
+                        name: "support_uids",
+                        ..
+                    }
+                ),
+                "{bad}: {e:?}"
+            );
         }
         let e = with("pre_up_failure = \"ignore\"").expect_err("refused");
         assert!(
-            e.0.contains("pre_up_failure") || e.0.contains("unknown variant"),
-            "{e}"
+            matches!(&e, ConfigError::Syntax { path: None, .. }),
+            "{e:?}"
         );
+        assert!(e.to_string().contains("unknown variant `ignore`"), "{e}");
     }
 
     #[test]
@@ -520,8 +641,18 @@ mod tests {
         assert_eq!(c.default_ports, vec![22]);
         assert_eq!(c.max_duration, DEFAULT_MAX_DURATION);
         assert!(c.sudo);
-        assert!(toml::from_str::<File>("contro_plane = \"x\"").is_err());
+        let Err(e) = toml::from_str::<File>("contro_plane = \"x\"") else {
+            panic!("an unknown key is refused")
+        };
+        assert!(
+            e.to_string().contains("unknown field `contro_plane`"),
+            "{e}"
+        );
         let f: File = toml::from_str("[ports]\n22 = \"nowhere\"").expect("parses");
-        assert!(Config::from_file(f).is_err());
+        let e = Config::from_file(f).expect_err("not an address");
+        assert_eq!(
+            e.to_string(),
+            "ports: the target of port 22, 'nowhere', is not an address like 127.0.0.1:22"
+        );
     }
 }

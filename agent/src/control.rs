@@ -39,6 +39,8 @@ impl fmt::Display for CallError {
     }
 }
 
+impl std::error::Error for CallError {}
+
 /// A control plane at a URL with pinned keys.
 #[derive(Clone, Debug)]
 pub struct ControlPlane {

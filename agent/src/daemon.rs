@@ -4,21 +4,22 @@
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::access;
+use crate::access::{self, AccessError};
 use crate::config::Config;
 use crate::journal::{debug, error, info};
 use crate::lifecycle::{self, Mailbox, Registered, Supervisor};
 use crate::notify::Notifier;
 use crate::owner_log;
 use crate::repair::{self, Repaired};
-use crate::runtime::{Ctx, TunnelStatus};
+use crate::runtime::{Ctx, StatusPhase, TunnelStatus};
 use crate::socket::{self, ErrorCode, Failure, Replier, SocketRequest, SocketResponse};
-use crate::state::{Phase, StateDir, StateLock};
+use crate::state::{LockError, Phase, StateDir, StateLock};
 
 /// Socket clients served at once from the owner's group (the web UI); root
 /// (the owner's CLI) is always served, so a flood cannot block the kill switch.
@@ -54,6 +55,55 @@ struct Running {
     thread: JoinHandle<()>,
 }
 
+/// Why the agent cannot run tunnels or serve its socket.
+#[derive(Debug)]
+pub enum DaemonError {
+    /// It runs as another user than root.
+    NotRoot,
+    /// The state directory cannot be opened or made private.
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The state directory's lock is not to be had.
+    Lock(LockError),
+    /// The support group cannot be made.
+    Group(AccessError),
+    /// The socket cannot be set up.
+    Socket {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+}
+
+impl std::fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotRoot => {
+                f.write_str("this needs root (it manages the support user); or ask the daemon")
+            }
+            Self::StateDir { path, error } => {
+                write!(
+                    f,
+                    "cannot use the state directory {}: {error}",
+                    path.display()
+                )
+            }
+            Self::Lock(e) => write!(f, "{e}"),
+            Self::Group(e) => write!(f, "cannot make the support group: {e}"),
+            Self::Socket { path, error } => {
+                write!(f, "cannot set up the socket {}: {error}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for DaemonError {}
+
 /// A running agent.
 pub struct Daemon {
     /// Shared context.
@@ -64,7 +114,7 @@ pub struct Daemon {
 
 impl Daemon {
     /// Takes the state lock, repairs, and resumes every live tunnel.
-    pub fn start(config: Config) -> Result<Arc<Daemon>, String> {
+    pub fn start(config: Config) -> Result<Arc<Daemon>, DaemonError> {
         let (ctx, lock) = open_state(config)?;
         let daemon = Arc::new(Daemon {
             ctx,
@@ -115,9 +165,9 @@ impl Daemon {
         report
     }
 
-    fn supervise(&self, rec: crate::state::TunnelRecord, stop_first: bool) -> Result<(), String> {
+    fn supervise(&self, rec: crate::state::TunnelRecord, stop_first: bool) -> Result<(), Failure> {
         let id = rec.id.clone();
-        let (mailbox, thread) = Supervisor::spawn(self.ctx.clone(), rec, stop_first)?;
+        let (mailbox, thread) = spawn_supervisor(self.ctx.clone(), rec, stop_first)?;
         self.lock_tunnels().insert(id, Running { mailbox, thread });
         Ok(())
     }
@@ -178,7 +228,7 @@ impl Daemon {
         if problems.is_empty() {
             Ok(stopped)
         } else {
-            Err(problems.join("; ").into())
+            Err(Failure::failed(problems.join("; ")))
         }
     }
 
@@ -226,7 +276,7 @@ impl Daemon {
             None => statuses
                 .iter()
                 .rev()
-                .filter(|s| s.phase != "ended")
+                .filter(|s| s.phase != StatusPhase::Ended)
                 .max_by_key(|s| s.requested_at)
                 .map(|s| s.id.clone())
                 .ok_or_else(|| Failure::new(ErrorCode::NotFound, "no live tunnel to watch")),
@@ -245,7 +295,7 @@ impl Daemon {
                 ));
             };
             if let Some(s) = Some(now).filter(|s| Some(s) != last.as_ref()) {
-                let ended = s.phase == "ended";
+                let ended = s.phase == StatusPhase::Ended;
                 let line = SocketResponse {
                     id: Some(id.clone()),
                     tunnel: Some(s.clone()),
@@ -311,7 +361,7 @@ impl Daemon {
                         log: Some(lines),
                         ..SocketResponse::default()
                     },
-                    Err(e) => SocketResponse::error(ErrorCode::NotFound, e),
+                    Err(f) => SocketResponse::failure(f),
                 }
             }
             SocketRequest::List {} => SocketResponse {
@@ -365,22 +415,26 @@ impl Daemon {
     }
 
     /// Serves the socket until `exit_when_idle` finds no tunnel left (or forever).
-    pub fn serve(self: &Arc<Self>, exit_when_idle: bool, stop: &AtomicBool) -> Result<(), String> {
+    pub fn serve(
+        self: &Arc<Self>,
+        exit_when_idle: bool,
+        stop: &AtomicBool,
+    ) -> Result<(), DaemonError> {
         let path = self.ctx.config.socket.clone();
+        let socket_error = |error| DaemonError::Socket {
+            path: path.clone(),
+            error,
+        };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(socket_error)?;
         }
         // A leftover socket of a dead daemon (we hold the state lock, so it is dead).
         let _ = std::fs::remove_file(&path);
-        let listener =
-            UnixListener::bind(&path).map_err(|e| format!("socket {}: {e}", path.display()))?;
+        let listener = UnixListener::bind(&path).map_err(socket_error)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))
-            .map_err(|e| format!("socket {}: {e}", path.display()))?;
-        std::os::unix::fs::chown(&path, Some(0), self.ctx.gid)
-            .map_err(|e| format!("socket {}: {e}", path.display()))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| format!("socket: {e}"))?;
+            .map_err(socket_error)?;
+        std::os::unix::fs::chown(&path, Some(0), self.ctx.gid).map_err(socket_error)?;
+        listener.set_nonblocking(true).map_err(socket_error)?;
         let owner_clients = Arc::new(AtomicUsize::new(0));
         let support_clients = Arc::new(AtomicUsize::new(0));
         let mut systemd = Notifier::from_env();
@@ -461,19 +515,30 @@ fn refuse(stream: &UnixStream, code: ErrorCode, text: &str) {
     Replier::new(stream, socket::Framing::Line).answer(&SocketResponse::error(code, text));
 }
 
+/// Starts supervising `rec` (see [`Supervisor::spawn`]).
+fn spawn_supervisor(
+    ctx: Arc<Ctx>,
+    rec: crate::state::TunnelRecord,
+    stop_first: bool,
+) -> Result<(Mailbox, JoinHandle<()>), Failure> {
+    Supervisor::spawn(ctx, rec, stop_first)
+        .map_err(|e| Failure::failed(format!("cannot start a supervisor thread: {e}")))
+}
+
 /// Opens the state directory and takes its lock (one process runs tunnels).
-pub fn open_state(config: Config) -> Result<(Arc<Ctx>, StateLock), String> {
+pub fn open_state(config: Config) -> Result<(Arc<Ctx>, StateLock), DaemonError> {
     if !rustix::process::geteuid().is_root() {
-        return Err("this needs root (it manages the support user); or ask the daemon".into());
+        return Err(DaemonError::NotRoot);
     }
-    let state = StateDir::open(&config.state_dir)
-        .map_err(|e| format!("state dir {}: {e}", config.state_dir.display()))?;
-    let lock = StateLock::acquire(&state)?;
-    let gid = access::ensure_group(&config.group)?;
+    let state_error = |error| DaemonError::StateDir {
+        path: config.state_dir.clone(),
+        error,
+    };
+    let state = StateDir::open(&config.state_dir).map_err(state_error)?;
+    let lock = StateLock::acquire(&state).map_err(DaemonError::Lock)?;
+    let gid = access::ensure_group(&config.group).map_err(DaemonError::Group)?;
     // Older versions let the group read the logs and the status; close that.
-    state
-        .make_private()
-        .map_err(|e| format!("state dir {}: {e}", config.state_dir.display()))?;
+    state.make_private().map_err(state_error)?;
     Ok((Ctx::new(config, state, Some(gid)), lock))
 }
 
@@ -481,8 +546,8 @@ pub fn open_state(config: Config) -> Result<(Arc<Ctx>, StateLock), String> {
 /// finishes any teardown a crash interrupted. Each end runs the same
 /// machine as in the daemon; the stop notice gets a few seconds, and if it
 /// does not get through the record keeps it for the daemon's next start.
-pub fn stop_offline(config: Config, id: Option<&str>) -> Result<Vec<String>, String> {
-    let (ctx, _lock) = open_state(config)?;
+pub fn stop_offline(config: Config, id: Option<&str>) -> Result<Vec<String>, Failure> {
+    let (ctx, _lock) = open_state(config).map_err(|e| Failure::failed(e.to_string()))?;
     let (records, _) = ctx.state.records();
     let targets: Vec<_> = records
         .into_iter()
@@ -490,7 +555,7 @@ pub fn stop_offline(config: Config, id: Option<&str>) -> Result<Vec<String>, Str
         .collect();
     let ids: Vec<String> = targets.iter().map(|r| r.id.clone()).collect();
     let wanted = match id {
-        Some(id) => vec![resolve(id, ids.iter()).map_err(|f| f.text)?],
+        Some(id) => vec![resolve(id, ids.iter())?],
         None => ids,
     };
     let mut done = Vec::new();
@@ -498,7 +563,7 @@ pub fn stop_offline(config: Config, id: Option<&str>) -> Result<Vec<String>, Str
     let mut threads = Vec::new();
     for rec in targets.into_iter().filter(|r| wanted.contains(&r.id)) {
         let id = rec.id.clone();
-        let (mailbox, thread) = Supervisor::spawn(ctx.clone(), rec, true)?;
+        let (mailbox, thread) = spawn_supervisor(ctx.clone(), rec, true)?;
         match mailbox.stop(STOP_WAIT) {
             Ok(()) => done.push(id),
             Err(e) => problems.push(format!("tunnel {id}: {e}")),
@@ -512,12 +577,12 @@ pub fn stop_offline(config: Config, id: Option<&str>) -> Result<Vec<String>, Str
     if problems.is_empty() {
         Ok(done)
     } else {
-        Err(problems.join("; "))
+        Err(Failure::failed(problems.join("; ")))
     }
 }
 
 /// Without a daemon: removes what belongs to no live tunnel.
-pub fn repair_offline(config: Config) -> Result<Repaired, String> {
+pub fn repair_offline(config: Config) -> Result<Repaired, DaemonError> {
     let (ctx, _lock) = open_state(config)?;
     let (records, unreadable) = ctx.state.records();
     let mut r = repair::remove_orphans(&ctx, &repair::live_ids(&ctx.state, &records));

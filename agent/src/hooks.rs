@@ -65,7 +65,7 @@ pub struct HookValues {
 /// with the same values in `SUPPORT_TUNNEL_*` variables. Errors say why.
 pub fn run(stage: &str, hook: Option<&Path>, v: &HookValues) -> Result<(), String> {
     let Some(hook) = hook else { return Ok(()) };
-    check_owner_and_mode(hook, &format!("{stage} hook")).map_err(|e| e.0)?;
+    check_owner_and_mode(hook, &format!("{stage} hook")).map_err(|e| e.to_string())?;
     let mut child = Command::new(hook)
         .args([
             stage,

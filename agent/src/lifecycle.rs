@@ -142,7 +142,7 @@ pub fn register(
     if let Some(why) =
         group_grants::refusal(&c.group, &group_grants::group_grants(&c.group, ctx.gid))
     {
-        return Err(why.into());
+        return Err(Failure::failed(why));
     }
     if duration_secs == 0 || duration_secs > c.max_duration_secs() {
         return Err(bad(format!(
@@ -177,7 +177,7 @@ pub fn register(
     ctx.state
         .save_seed(&id, keys.seed())
         .and_then(|()| ctx.state.save(&record))
-        .map_err(|e| format!("cannot save the request: {e}"))?;
+        .map_err(|e| Failure::failed(format!("cannot save the request: {e}")))?;
     let created = ctx.cp.call(
         &keys.credential(),
         DeviceRequest::Create(Box::new(request)),
@@ -285,12 +285,12 @@ pub struct Supervisor {
 impl Supervisor {
     /// Starts supervising `rec` on a new thread; returns its mailbox. With
     /// `stop_first`, the owner's stop is handled before anything else (the
-    /// CLI's stop when no daemon runs).
+    /// CLI's stop when no daemon runs). Fails only if the thread cannot start.
     pub fn spawn(
         ctx: Arc<Ctx>,
         rec: TunnelRecord,
         stop_first: bool,
-    ) -> Result<(Mailbox, JoinHandle<()>), String> {
+    ) -> std::io::Result<(Mailbox, JoinHandle<()>)> {
         let seed = ctx.state.seed(&rec.id);
         let keys = seed.as_ref().map(|s| DeviceTunnelKeys::from_seed(**s));
         // Once the seed is wiped, the record keeps the credential for the stop notice.
@@ -352,8 +352,7 @@ impl Supervisor {
         let id = sup.machine.record().id.clone();
         let thread = std::thread::Builder::new()
             .name(format!("tunnel-{}", &id[..8.min(id.len())]))
-            .spawn(move || sup.run())
-            .map_err(|e| format!("cannot start the tunnel thread: {e}"))?;
+            .spawn(move || sup.run())?;
         Ok((mailbox, thread))
     }
 
@@ -515,16 +514,14 @@ impl Supervisor {
                 admin_ssh,
                 expiry_wall,
             } => {
-                let r = match self.grant(&admin_ssh, expiry_wall) {
-                    Some(g) => access::create(&self.ctx.config, &self.ctx.state, &g),
-                    None => Err("the tunnel id is unreadable".into()),
-                };
-                self.log(Entry::Problem {
-                    what: match r {
+                let what = match self.grant(&admin_ssh, expiry_wall) {
+                    Some(g) => match access::create(&self.ctx.config, &self.ctx.state, &g) {
                         Ok(()) => "the wall clock jumped; the key's and sudo's expiry follow the time left".into(),
-                        Err(e) => e,
+                        Err(e) => format!("cannot rewrite the access's expiry: {e}"),
                     },
-                });
+                    None => "the tunnel id is unreadable".into(),
+                };
+                self.log(Entry::Problem { what });
             }
             Action::StartPeer(config) => {
                 let (events_tx, events_rx) = mpsc::channel::<Event>();
@@ -551,7 +548,8 @@ impl Supervisor {
             }
             Action::RemoveAccess => {
                 let r = match self.machine.record().tunnel_id() {
-                    Some(t) => access::remove(&self.ctx.config, &access::user_name(t)),
+                    Some(t) => access::remove(&self.ctx.config, &access::user_name(t))
+                        .map_err(|e| e.to_string()),
                     None => Err("the tunnel id is unreadable".into()),
                 };
                 if let Err(e) = &r {

@@ -36,7 +36,7 @@ use crate::config::{Config, PreUpFailure};
 use crate::expiry::{resumed_used_secs, TunnelClock, CHECKPOINT};
 use crate::hooks::{HookStage, HookValues};
 use crate::owner_log::Entry;
-use crate::runtime::TunnelStatus;
+use crate::runtime::{EndReason, StatusPhase, TunnelStatus};
 use crate::state::{EndNote, Ending, Live, Phase, TunnelRecord};
 use crate::time_floor;
 use crate::util::bounded;
@@ -327,17 +327,22 @@ impl Machine {
     /// What `status` shows.
     pub fn status(&self) -> TunnelStatus {
         let (phase, user, remaining, ended) = match (&self.rec.phase, &self.stage) {
-            (Phase::Pending, _) => ("pending", None, None, None),
+            (Phase::Pending, _) => (StatusPhase::Pending, None, None, None),
             (Phase::Connected(_), Stage::Up(r)) if r.peer_up => (
-                "connected",
+                StatusPhase::Connected,
                 Some(self.user()),
                 // The expiry OpenSSH and sudo enforce: it moves only when the wall clock jumps.
                 Some((r.remaining_shown, r.written_expiry.saturating_sub(1))),
                 None,
             ),
-            (Phase::Connected(_), _) => ("connecting", None, None, None),
-            (Phase::Ending(e), _) => ("ending", None, None, Some(reason_text(&e.reason))),
-            (Phase::Ended(n), _) => ("ended", None, None, Some(n.text.clone())),
+            (Phase::Connected(_), _) => (StatusPhase::Connecting, None, None, None),
+            (Phase::Ending(e), _) => (
+                StatusPhase::Ending,
+                None,
+                None,
+                Some(reason_text(&e.reason)),
+            ),
+            (Phase::Ended(n), _) => (StatusPhase::Ended, None, None, Some(n.text.clone())),
         };
         let reason = match &self.rec.phase {
             Phase::Ending(e) => Some(&e.reason),
@@ -346,15 +351,17 @@ impl Machine {
         };
         TunnelStatus {
             id: self.rec.id.clone(),
-            phase: phase.into(),
+            phase,
             requested_at: self.rec.requested_at,
-            stale_at: (phase == "pending").then_some(self.stale_at_wall).flatten(),
+            stale_at: (phase == StatusPhase::Pending)
+                .then_some(self.stale_at_wall)
+                .flatten(),
             approver: self.approver.clone(),
             user,
             remaining_secs: remaining.map(|r| r.0),
             expires_at: remaining.map(|r| r.1),
             ended,
-            end_reason: reason.map(|r| end_reason(r, self.approver.is_some()).into()),
+            end_reason: reason.map(|r| end_reason(r, self.approver.is_some())),
             control_plane_error: self.control_plane_error.clone(),
         }
     }
@@ -743,7 +750,8 @@ impl Machine {
                     r.report = None;
                 }
                 self.actions.push_back(Action::Log(Entry::Problem {
-                    what: format!("the control plane refused the connected report: {text}"),
+                    // `text` already says the control plane refused, and why.
+                    what: format!("the connected report was not taken: {text}"),
                 }));
             }
         }
@@ -768,7 +776,7 @@ impl Machine {
             Answer::Accepted | Answer::Refused { .. } => {
                 if let Answer::Refused { text, .. } = &answer {
                     self.actions.push_back(Action::Log(Entry::Problem {
-                        what: format!("the control plane refused the stop notice: {text}"),
+                        what: format!("the stop notice was not taken: {text}"),
                     }));
                 }
                 if let Phase::Ended(note) = &mut self.rec.phase {
@@ -892,16 +900,16 @@ pub fn reason_text(r: &StopReason) -> String {
     }
 }
 
-/// A stop reason as one stable word for programs (agent/SOCKET.md):
-/// `stale` is an expiry before any approval was accepted.
-pub fn end_reason(r: &StopReason, approved: bool) -> &'static str {
+/// A stop reason for programs (agent/SOCKET.md): `stale` is an expiry
+/// before any approval was accepted.
+pub fn end_reason(r: &StopReason, approved: bool) -> EndReason {
     match r {
-        StopReason::Owner => "owner",
-        StopReason::Admin => "support",
-        StopReason::Expired if approved => "expired",
-        StopReason::Expired => "stale",
-        StopReason::Refused(_) => "refused",
-        StopReason::Failed(_) => "failed",
+        StopReason::Owner => EndReason::Owner,
+        StopReason::Admin => EndReason::Support,
+        StopReason::Expired if approved => EndReason::Expired,
+        StopReason::Expired => EndReason::Stale,
+        StopReason::Refused(_) => EndReason::Refused,
+        StopReason::Failed(_) => EndReason::Failed,
     }
 }
 
@@ -999,7 +1007,7 @@ mod tests {
         assert_eq!(names(&mut m), ["start-peer"]);
         m.handle(t0, WALL, Input::PeerStarted(Ok(())));
         assert_eq!(names(&mut m), ["post-up", "save", "log", "send-connected"]);
-        assert_eq!(m.status().phase, "connected");
+        assert_eq!(m.status().phase, StatusPhase::Connected);
         m
     }
 
@@ -1056,6 +1064,33 @@ mod tests {
         // A good approval arriving later changes nothing: the tunnel has ended.
         m.handle(t0, WALL, approved(&f, 2));
         assert!(names(&mut m).is_empty());
+    }
+
+    #[test]
+    fn a_refusal_reads_once_in_the_owners_log_and_the_status() {
+        let mut f = fixture();
+        f.config.ports.clear();
+        let t0 = Instant::now();
+        let mut m = machine(&f, Phase::Pending, t0);
+        m.handle(t0, WALL, approved(&f, 1));
+        let logged: Vec<String> = std::iter::from_fn(|| m.poll_action())
+            .filter_map(|a| match a {
+                Action::Log(e) => Some(e.describe()),
+                _ => None,
+            })
+            .collect();
+        let why = "approval #1: port 22 was not requested or is not allowed on this device";
+        assert_eq!(
+            logged,
+            [
+                format!("REFUSED, nothing changed: {why}"),
+                format!("ended (refused: {why})")
+            ]
+        );
+        let status = m.status();
+        assert_eq!(status.phase, StatusPhase::Ended);
+        assert_eq!(status.end_reason, Some(EndReason::Refused));
+        assert_eq!(status.ended, Some(format!("refused: {why}")));
     }
 
     #[test]
@@ -1175,7 +1210,7 @@ mod tests {
             7,
         );
         assert!(r.record().is_live());
-        assert_eq!(r.status().phase, "connecting");
+        assert_eq!(r.status().phase, StatusPhase::Connecting);
     }
 
     #[test]

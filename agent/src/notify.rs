@@ -6,7 +6,7 @@ use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::runtime::{Ctx, TunnelStatus};
+use crate::runtime::{Ctx, StatusPhase, TunnelStatus};
 use crate::util::{format_duration, wall_now};
 
 /// The link to systemd.
@@ -108,18 +108,20 @@ fn address(path: &str) -> Option<std::os::unix::net::SocketAddr> {
 pub fn status_line(tunnels: &[TunnelStatus], now: u64) -> String {
     let live: Vec<String> = tunnels
         .iter()
-        .filter(|t| t.phase != "ended")
+        .filter(|t| t.phase != StatusPhase::Ended)
         .map(|t| {
             let who = t.approver.as_deref().unwrap_or("?");
-            match t.phase.as_str() {
-                "pending" => format!("{}: waiting for approval", short(&t.id)),
-                "connecting" => format!("{}: approved by {who}, connecting", short(&t.id)),
-                "connected" => format!(
+            match t.phase {
+                StatusPhase::Pending => format!("{}: waiting for approval", short(&t.id)),
+                StatusPhase::Connecting => {
+                    format!("{}: approved by {who}, connecting", short(&t.id))
+                }
+                StatusPhase::Connected => format!(
                     "connected: {who}, user {}, {} left",
                     t.user.as_deref().unwrap_or("?"),
                     format_duration(t.expires_at.unwrap_or(now).saturating_sub(now) / 60 * 60)
                 ),
-                other => format!("{}: {other}", short(&t.id)),
+                other => format!("{}: {}", short(&t.id), other.name()),
             }
         })
         .collect();
@@ -143,7 +145,7 @@ mod tests {
         assert_eq!(status_line(&[], 0), "no support tunnel");
         let t = TunnelStatus {
             id: "0123456789abcdef".into(),
-            phase: "connected".into(),
+            phase: StatusPhase::Connected,
             approver: Some("alice".into()),
             user: Some("support-01234567".into()),
             expires_at: Some(1000 + 4350),

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::socket::{ErrorCode, Failure};
 use crate::state::StateDir;
 use crate::util::{format_duration, format_time};
 
@@ -212,15 +213,17 @@ fn read_lines(state: &StateDir, id: &str) -> Vec<LogLine> {
 }
 
 /// The record of tunnel `id` (a unique prefix will do), or of the newest.
-pub fn read_tunnel(state: &StateDir, id: Option<&str>) -> Result<(String, Vec<LogLine>), String> {
+/// `not_found` when there is none.
+pub fn read_tunnel(state: &StateDir, id: Option<&str>) -> Result<(String, Vec<LogLine>), Failure> {
     let ids = state.logged_tunnels();
+    let not_found = |text: String| Failure::new(ErrorCode::NotFound, text);
     let id = match id {
         Some(p) => crate::daemon::resolve(p, ids.iter())
-            .map_err(|_| format!("no tunnel {p} on record (see support-agent list)"))?,
+            .map_err(|_| not_found(format!("no tunnel {p} on record (see support-agent list)")))?,
         None => ids
             .last()
             .cloned()
-            .ok_or("this device has no support tunnels on record")?,
+            .ok_or_else(|| not_found("this device has no support tunnels on record".into()))?,
     };
     let lines = read_lines(state, &id);
     Ok((id, lines))

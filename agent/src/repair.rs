@@ -38,7 +38,7 @@ pub fn remove_orphans(ctx: &Ctx, live: &HashSet<String>) -> Repaired {
             Ok(()) => out
                 .done
                 .push(format!("removed support user {user} of ended tunnel {id}")),
-            Err(e) => out.problems.push(e),
+            Err(e) => out.problems.push(e.to_string()),
         }
     }
     access::remove_check_leftovers();

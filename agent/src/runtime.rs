@@ -13,13 +13,117 @@ use crate::owner_log::{Entry, LogLine};
 use crate::state::StateDir;
 use crate::util::wall_now;
 
+/// Where a tunnel is, as `status` and `watch` show it (agent/SOCKET.md
+/// lists the names; a tunnel moves forward only).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StatusPhase {
+    /// Waiting for an approval.
+    #[default]
+    Pending,
+    /// An approval passed every check; the access and the peer are coming up.
+    Connecting,
+    /// Support can log in.
+    Connected,
+    /// The end is decided; the access is being removed.
+    Ending,
+    /// Everything is gone.
+    Ended,
+}
+
+impl StatusPhase {
+    /// Every phase, in the order of a tunnel's life.
+    pub const ALL: [StatusPhase; 5] = [
+        StatusPhase::Pending,
+        StatusPhase::Connecting,
+        StatusPhase::Connected,
+        StatusPhase::Ending,
+        StatusPhase::Ended,
+    ];
+
+    /// The phase's one name, as the socket and `status --json` give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            StatusPhase::Pending => "pending",
+            StatusPhase::Connecting => "connecting",
+            StatusPhase::Connected => "connected",
+            StatusPhase::Ending => "ending",
+            StatusPhase::Ended => "ended",
+        }
+    }
+}
+
+/// Why a tunnel ended, for programs (agent/SOCKET.md lists the names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// The owner stopped it.
+    Owner,
+    /// Support stopped it.
+    Support,
+    /// Its approved time ran out.
+    Expired,
+    /// Nobody approved it in time.
+    Stale,
+    /// The device refused the approval.
+    Refused,
+    /// It failed to come up, or to go on.
+    Failed,
+}
+
+impl EndReason {
+    /// Every reason.
+    pub const ALL: [EndReason; 6] = [
+        EndReason::Owner,
+        EndReason::Support,
+        EndReason::Expired,
+        EndReason::Stale,
+        EndReason::Refused,
+        EndReason::Failed,
+    ];
+
+    /// The reason's one name, as the socket and `status --json` give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            EndReason::Owner => "owner",
+            EndReason::Support => "support",
+            EndReason::Expired => "expired",
+            EndReason::Stale => "stale",
+            EndReason::Refused => "refused",
+            EndReason::Failed => "failed",
+        }
+    }
+}
+
+/// On the wire (JSON) as its `name()`; only the names of `ALL` read back.
+macro_rules! serde_by_name {
+    ($t:ty) => {
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.name())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let name = String::deserialize(d)?;
+                <$t>::ALL
+                    .into_iter()
+                    .find(|x| x.name() == name)
+                    .ok_or_else(|| serde::de::Error::custom(format!("unknown value '{name}'")))
+            }
+        }
+    };
+}
+
+serde_by_name!(StatusPhase);
+serde_by_name!(EndReason);
+
 /// One tunnel as `status` shows it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct TunnelStatus {
     /// Tunnel id.
     pub id: String,
-    /// pending, connecting, connected, ended.
-    pub phase: String,
+    /// Where it is.
+    pub phase: StatusPhase,
     /// When requested (wall clock).
     pub requested_at: u64,
     /// When a pending request goes stale if nobody approves it (wall clock).
@@ -36,9 +140,9 @@ pub struct TunnelStatus {
     pub expires_at: Option<u64>,
     /// Why it ended, for people.
     pub ended: Option<String>,
-    /// Why it ended, for programs: owner, support, expired, stale, refused, failed.
+    /// Why it ended, for programs.
     #[serde(default)]
-    pub end_reason: Option<String>,
+    pub end_reason: Option<EndReason>,
     /// The last control-plane problem, if the last call failed.
     pub control_plane_error: Option<String>,
 }
@@ -152,4 +256,46 @@ pub fn instance_tag(root: &std::path::Path) -> String {
     let canonical = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
     let h = sha2::Sha256::digest(canonical.as_os_str().as_encoded_bytes());
     hex::encode(&h[..4])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The backquoted words of the row of `field` in SOCKET.md's status table.
+    fn documented(field: &str) -> Vec<String> {
+        let doc = include_str!("../SOCKET.md");
+        let row = doc
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{field}` |")))
+            .expect("the field's row");
+        let meaning = row.rsplit('|').nth(1).expect("meaning column");
+        // "once `ending`/`ended`: `owner`, ...": the values follow the colon.
+        let values = meaning.rsplit_once(": ").map_or(meaning, |(_, v)| v);
+        values
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn phase_and_end_reason_names_are_the_documented_wire_strings() {
+        let phases: Vec<&str> = StatusPhase::ALL.iter().map(|p| p.name()).collect();
+        assert_eq!(documented("phase"), phases);
+        let reasons: Vec<&str> = EndReason::ALL.iter().map(|r| r.name()).collect();
+        assert_eq!(documented("end_reason"), reasons);
+        // serde writes and reads the same names.
+        for p in StatusPhase::ALL {
+            let json = serde_json::to_string(&p).expect("serializes");
+            assert_eq!(json, format!("\"{}\"", p.name()));
+            assert_eq!(serde_json::from_str::<StatusPhase>(&json).ok(), Some(p));
+        }
+        for r in EndReason::ALL {
+            let json = serde_json::to_string(&r).expect("serializes");
+            assert_eq!(json, format!("\"{}\"", r.name()));
+            assert_eq!(serde_json::from_str::<EndReason>(&json).ok(), Some(r));
+        }
+    }
 }

@@ -10,7 +10,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -101,10 +101,9 @@ impl Failure {
             text: text.into(),
         }
     }
-}
 
-impl From<String> for Failure {
-    fn from(text: String) -> Failure {
+    /// A failure of no more specific kind (`failed`).
+    pub fn failed(text: impl Into<String>) -> Failure {
         Failure::new(ErrorCode::Failed, text)
     }
 }
@@ -114,6 +113,51 @@ impl std::fmt::Display for Failure {
         f.write_str(&self.text)
     }
 }
+
+impl std::error::Error for Failure {}
+
+/// Why a client of the socket (the CLI) got no answer from the daemon.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The socket refuses this user.
+    PermissionDenied(PathBuf),
+    /// The socket is there, but connecting to it failed.
+    Unreachable {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// Writing the request failed.
+    Send(std::io::Error),
+    /// Reading the answer failed.
+    Receive(std::io::Error),
+    /// The answer is not one this client understands.
+    Garbled(serde_json::Error),
+    /// The daemon closed the connection without an answer.
+    NoAnswer,
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::PermissionDenied(path) => write!(
+                f,
+                "permission denied on {}: only root and the support group may use the agent",
+                path.display()
+            ),
+            Self::Unreachable { path, error } => {
+                write!(f, "cannot reach the daemon at {}: {error}", path.display())
+            }
+            Self::Send(e) => write!(f, "cannot send the request to the daemon: {e}"),
+            Self::Receive(e) => write!(f, "cannot read the daemon's answer: {e}"),
+            Self::Garbled(e) => write!(f, "the daemon's answer is not understood: {e}"),
+            Self::NoAnswer => f.write_str("the daemon closed the connection without an answer"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
 
 /// The daemon's answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -195,7 +239,7 @@ impl SocketResponse {
 }
 
 /// Connects to the daemon at `path`. `Ok(None)` when no daemon listens.
-pub fn connect(path: &Path) -> Result<Option<UnixStream>, String> {
+pub fn connect(path: &Path) -> Result<Option<UnixStream>, ClientError> {
     match UnixStream::connect(path) {
         Ok(s) => Ok(Some(s)),
         Err(e)
@@ -206,44 +250,41 @@ pub fn connect(path: &Path) -> Result<Option<UnixStream>, String> {
         {
             Ok(None)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(format!(
-            "permission denied on {}: only root and the support group may use the agent",
-            path.display()
-        )),
-        Err(e) => Err(format!(
-            "cannot reach the daemon at {}: {e}",
-            path.display()
-        )),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err(ClientError::PermissionDenied(path.to_path_buf()))
+        }
+        Err(error) => Err(ClientError::Unreachable {
+            path: path.to_path_buf(),
+            error,
+        }),
     }
 }
 
 /// Sends `req` as one JSON line on `stream`.
-pub fn send(mut stream: &UnixStream, req: &SocketRequest) -> Result<(), String> {
-    let mut line = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+pub fn send(mut stream: &UnixStream, req: &SocketRequest) -> Result<(), ClientError> {
+    let mut line = serde_json::to_vec(req).map_err(|e| ClientError::Send(e.into()))?;
     line.push(b'\n');
-    stream
-        .write_all(&line)
-        .map_err(|e| format!("talking to the daemon: {e}"))
+    stream.write_all(&line).map_err(ClientError::Send)
 }
 
 /// Reads one answer line; `Ok(None)` at the end of the stream.
-pub fn receive(reader: &mut impl BufRead) -> Result<Option<SocketResponse>, String> {
+pub fn receive(reader: &mut impl BufRead) -> Result<Option<SocketResponse>, ClientError> {
     let mut answer = String::new();
     let n = reader
         .take(1 << 20)
         .read_line(&mut answer)
-        .map_err(|e| format!("reading the daemon's answer: {e}"))?;
+        .map_err(ClientError::Receive)?;
     if n == 0 {
         return Ok(None);
     }
     serde_json::from_str(&answer)
         .map(Some)
-        .map_err(|e| format!("the daemon's answer is not understood: {e}"))
+        .map_err(ClientError::Garbled)
 }
 
 /// Sends `req` to the daemon at `path` and reads its answer. `Ok(None)`
 /// when no daemon listens.
-pub fn call(path: &Path, req: &SocketRequest) -> Result<Option<SocketResponse>, String> {
+pub fn call(path: &Path, req: &SocketRequest) -> Result<Option<SocketResponse>, ClientError> {
     let Some(stream) = connect(path)? else {
         return Ok(None);
     };
@@ -251,7 +292,7 @@ pub fn call(path: &Path, req: &SocketRequest) -> Result<Option<SocketResponse>, 
     send(&stream, req)?;
     receive(&mut BufReader::new(stream))?
         .map(Some)
-        .ok_or_else(|| "the daemon closed the connection without an answer".to_string())
+        .ok_or(ClientError::NoAnswer)
 }
 
 /// How the client framed its request, and so how it gets its answer.
@@ -302,7 +343,12 @@ pub fn read_request(mut stream: &UnixStream) -> (Framing, Result<SocketRequest, 
             {
                 return (framing, Err(too_slow()))
             }
-            Err(e) => return (framing, Err(format!("reading the request: {e}").into())),
+            Err(e) => {
+                return (
+                    framing,
+                    Err(Failure::failed(format!("cannot read the request: {e}"))),
+                )
+            }
         }
     }
 }
@@ -571,9 +617,15 @@ mod tests {
 
     #[test]
     fn completeness_is_bounded() {
+        let too_long = || {
+            Err(Failure::new(
+                ErrorCode::BadRequest,
+                "the request is longer than 4096 bytes",
+            ))
+        };
         assert_eq!(complete(b"{\"op\"", Framing::Line), Ok(false));
         assert_eq!(complete(b"{}\n", Framing::Line), Ok(true));
-        assert!(complete(&[b'x'; MAX_REQUEST], Framing::Line).is_err());
+        assert_eq!(complete(&[b'x'; MAX_REQUEST], Framing::Line), too_long());
         let head = b"POST /v1 HTTP/1.1\r\nContent-Length: 5\r\n\r\n";
         assert_eq!(complete(head, Framing::Http), Ok(false));
         assert_eq!(
@@ -581,13 +633,27 @@ mod tests {
             Ok(true)
         );
         let huge = b"POST /v1 HTTP/1.1\r\nContent-Length: 999999\r\n\r\n";
-        assert!(complete(huge, Framing::Http).is_err());
+        assert_eq!(complete(huge, Framing::Http), too_long());
         let max = format!(
             "POST /v1 HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
             usize::MAX
         );
-        assert!(complete(max.as_bytes(), Framing::Http).is_err());
+        assert_eq!(complete(max.as_bytes(), Framing::Http), too_long());
         let chunked = b"POST /v1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert!(complete(chunked, Framing::Http).is_err());
+        assert_eq!(
+            complete(chunked, Framing::Http),
+            Err(Failure::new(
+                ErrorCode::BadRequest,
+                "chunked bodies are not accepted; send Content-Length"
+            ))
+        );
+        let not_a_number = b"POST /v1 HTTP/1.1\r\nContent-Length: lots\r\n\r\n";
+        assert_eq!(
+            complete(not_a_number, Framing::Http),
+            Err(Failure::new(
+                ErrorCode::BadRequest,
+                "the Content-Length is not a number"
+            ))
+        );
     }
 }

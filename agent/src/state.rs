@@ -347,22 +347,62 @@ pub struct StateLock {
     _file: fs::File,
 }
 
+/// Why the state directory's lock was not taken.
+#[derive(Debug)]
+pub enum LockError {
+    /// The lock file cannot be opened.
+    Open {
+        /// The lock file.
+        path: PathBuf,
+        /// Why.
+        error: io::Error,
+    },
+    /// Another process holds it.
+    Held,
+}
+
+impl std::fmt::Display for LockError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Open { path, error } => write!(f, "cannot open {}: {error}", path.display()),
+            Self::Held => f.write_str(
+                "another support-agent (the daemon, or a request --wait) is running; use it, or stop it first",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for LockError {}
+
 impl StateLock {
-    /// Takes the lock, or says who holds it.
-    pub fn acquire(state: &StateDir) -> Result<StateLock, String> {
+    /// Takes the lock, or says why not.
+    pub fn acquire(state: &StateDir) -> Result<StateLock, LockError> {
+        let path = state.lock_path();
         let file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .mode(0o600)
-            .open(state.lock_path())
-            .map_err(|e| format!("cannot open {}: {e}", state.lock_path().display()))?;
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
-            |_| {
-                "another support-agent (the daemon, or a request --wait) is running; use it, or stop it first"
-                    .to_string()
-            },
-        )?;
+            .open(&path)
+            .map_err(|error| LockError::Open { path, error })?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .map_err(|_| LockError::Held)?;
         Ok(StateLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_process_holds_the_lock() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state = StateDir::open(dir.path()).expect("state dir");
+        let held = StateLock::acquire(&state).expect("first");
+        assert!(matches!(StateLock::acquire(&state), Err(LockError::Held)));
+        drop(held);
+        let again = StateLock::acquire(&state);
+        assert!(again.is_ok(), "free again once dropped");
     }
 }

@@ -11,7 +11,7 @@ use common::*;
 use support_protocol::approval_box::SealedApproval;
 use support_protocol::bounded::BoundedString;
 use support_protocol::certificate::Role;
-use support_protocol::messages::TunnelRequest;
+use support_protocol::messages::{StopReason, TunnelRequest};
 use support_protocol::one_time_code::OneTimeCode;
 use support_protocol::state::TunnelState;
 use support_protocol::tunnel_keys::AdminTunnelKeys;
@@ -86,8 +86,8 @@ impl Lab {
 
     /// Serves `approval`, then checks the device refused it and changed nothing.
     fn assert_refused(&self, id: TunnelId, approval: SealedApproval, why: &str) {
-        self.fake
-            .serve(TunnelState::Approved(approval.approval_seq), approval);
+        let seq = approval.approval_seq;
+        self.fake.serve(TunnelState::Approved(seq), approval);
         wait_for(why, Duration::from_secs(15), || {
             self.fake
                 .seen
@@ -95,16 +95,70 @@ impl Lab {
                 .expect("lock")
                 .stopped
                 .iter()
-                .any(|(t, r)| *t == id && r.starts_with("Refused"))
+                .any(|(t, _)| *t == id)
         });
+        // The stop notice says refused, and why, naming the approval once.
+        let notice = self
+            .fake
+            .seen
+            .lock()
+            .expect("lock")
+            .stopped
+            .iter()
+            .find(|(t, _)| *t == id)
+            .map(|(_, r)| r.clone());
+        let Some(StopReason::Refused(text)) = notice else {
+            panic!("{why}: the stop notice says {notice:?}, not refused")
+        };
+        let text = text.as_str();
+        assert!(text.starts_with(&format!("approval {seq}: ")), "{text}");
+        assert!(text.contains(why), "{why}: {text}");
         let user = id.support_user();
         assert_no_access_left(&user);
         assert!(self.fake.seen.lock().expect("lock").connected.is_empty());
         let log =
             String::from_utf8_lossy(&self.device.run(&["log", &id.to_string()]).stdout).to_string();
-        assert!(log.contains("REFUSED, nothing changed"), "{why}: {log}");
-        assert!(log.contains(why), "the log names the reason {why:?}: {log}");
+        assert!(
+            log.contains(&format!("REFUSED, nothing changed: {text}\n")),
+            "{why}: {log}"
+        );
+        assert!(log.contains(&format!("ended (refused: {text})")), "{log}");
         assert!(!log.contains("access open"), "{log}");
+    }
+
+    /// Waits for the device to report `id` connected.
+    fn wait_connected(&self, id: TunnelId, what: &str, timeout: Duration) {
+        wait_for(what, timeout, || {
+            self.fake.seen.lock().expect("lock").connected.contains(&id)
+        });
+    }
+
+    /// Waits until the device has handled an answer to `id`'s polls that
+    /// carried what the fake serves now. A tunnel handles its poll answers
+    /// one at a time and in order, so once its status shows the garbage
+    /// the fake answers next, it has handled every answer before.
+    fn wait_served_answer_handled(&self, id: TunnelId) {
+        wait_for(
+            "a poll answer with what is served",
+            Duration::from_secs(15),
+            || self.fake.answers_served(id) > 0,
+        );
+        self.fake.set_mode(Mode::Garbage);
+        wait_for(
+            "the device to handle the answers before the garbage",
+            Duration::from_secs(15),
+            || {
+                let out = self.device.run(&["status", "--json"]);
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+                v["tunnels"].as_array().expect("tunnels").iter().any(|t| {
+                    t["id"] == id.to_string().as_str()
+                        && t["control_plane_error"]
+                            .as_str()
+                            .is_some_and(|e| e.contains("invalid answer"))
+                })
+            },
+        );
+        self.fake.set_mode(Mode::Normal);
     }
 }
 
@@ -192,17 +246,10 @@ fn a_lying_control_plane_and_a_leaked_code_get_nothing() {
     let code = lab.request();
     let ok = lab.honest(&code, &Terms::default());
     lab.fake.serve(TunnelState::Approved(ApprovalSeq(1)), ok);
-    wait_for(
+    lab.wait_connected(
+        code.tunnel_id,
         "the honest approval to connect",
         Duration::from_secs(15),
-        || {
-            lab.fake
-                .seen
-                .lock()
-                .expect("lock")
-                .connected
-                .contains(&code.tunnel_id)
-        },
     );
     let user = code.tunnel_id.support_user();
     assert!(user_exists(&user));
@@ -210,8 +257,15 @@ fn a_lying_control_plane_and_a_leaked_code_get_nothing() {
     // Once connected, an older approval served again changes nothing.
     let older = lab.honest(&code, &Terms::default());
     lab.fake.serve(TunnelState::Approved(ApprovalSeq(1)), older);
-    std::thread::sleep(Duration::from_secs(1));
+    lab.wait_served_answer_handled(code.tunnel_id);
     assert!(user_exists(&user));
+    let status = String::from_utf8_lossy(&lab.device.run(&["status", "--json"]).stdout).to_string();
+    assert!(status.contains("\"phase\": \"connected\""), "{status}");
+    let log =
+        String::from_utf8_lossy(&lab.device.run(&["log", &code.tunnel_id.to_string()]).stdout)
+            .to_string();
+    assert_eq!(log.matches("approved (#1)").count(), 1, "{log}");
+    assert!(!log.contains("REFUSED"), "{log}");
     assert!(lab.device.run(&["stop", "--all"]).status.success());
     assert_no_access_left(&user);
 }
@@ -249,17 +303,10 @@ fn garbage_and_an_unreachable_control_plane_are_clear_errors() {
     lab.fake.set_mode(Mode::Normal);
     let ok = lab.honest(&code, &Terms::default());
     lab.fake.serve(TunnelState::Approved(ApprovalSeq(1)), ok);
-    wait_for(
+    lab.wait_connected(
+        code.tunnel_id,
         "the approval after the outage",
         Duration::from_secs(30),
-        || {
-            lab.fake
-                .seen
-                .lock()
-                .expect("lock")
-                .connected
-                .contains(&code.tunnel_id)
-        },
     );
     assert!(lab.device.run(&["stop", "--all"]).status.success());
 
@@ -288,17 +335,10 @@ fn transient_refusals_are_retried_not_taken_as_delivered() {
     lab.fake.seen.lock().expect("lock").transient_errors = 2;
     let ok = lab.honest(&code, &Terms::default());
     lab.fake.serve(TunnelState::Approved(ApprovalSeq(1)), ok);
-    wait_for(
+    lab.wait_connected(
+        code.tunnel_id,
         "the connected report to get through",
         Duration::from_secs(20),
-        || {
-            lab.fake
-                .seen
-                .lock()
-                .expect("lock")
-                .connected
-                .contains(&code.tunnel_id)
-        },
     );
     assert_eq!(lab.fake.seen.lock().expect("lock").turned_away, 2);
     // So does the stop notice.

@@ -297,7 +297,11 @@ fn without_sudo_the_support_user_is_not_root() {
     assert!(!std::path::Path::new(&format!("/etc/sudoers.d/support-tunnel-{user}")).exists());
     let out = ssh(&w.eng, &s, &w.sshd.host_key, "id -un; sudo -n true");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), user);
-    assert!(!out.status.success(), "sudo must fail");
+    // Refused by sudo itself (it wants a password it will never get), not
+    // failed for some other reason.
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "sudo must fail: {err}");
+    assert!(err.contains("sudo: a password is required"), "{err}");
     // Without root the session cannot make its access outlive the tunnel:
     // the home and ~/.ssh are root's; only ~/work is the user's.
     for attempt in [
@@ -306,7 +310,9 @@ fn without_sudo_the_support_user_is_not_root() {
         "echo ssh-ed25519 AAAA >> ~/.ssh/authorized_keys",
     ] {
         let out = ssh(&w.eng, &s, &w.sshd.host_key, attempt);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(!out.status.success(), "{attempt} must fail");
+        assert!(err.contains("Permission denied"), "{attempt}: {err}");
     }
     let out = ssh(
         &w.eng,

@@ -18,8 +18,8 @@ use crate::config::{parse_duration, parse_ports, Config, DEFAULT_PATH};
 use crate::daemon::Daemon;
 use crate::journal;
 use crate::owner_log;
-use crate::runtime::TunnelStatus;
-use crate::socket::{self, ErrorCode, SocketRequest, SocketResponse};
+use crate::runtime::{EndReason, StatusPhase, TunnelStatus};
+use crate::socket::{self, ErrorCode, Failure, SocketRequest, SocketResponse};
 use crate::state::StateDir;
 use crate::util::format_duration;
 
@@ -32,6 +32,10 @@ macro_rules! out {
         let _ = writeln!(std::io::stdout(), $($t)*);
     }};
 }
+
+/// What a command fails with: the typed errors of the parts it uses, or a
+/// sentence of its own. `main` prints it; nothing looks inside.
+type Error = Box<dyn std::error::Error>;
 
 /// Exit status of a usage error.
 const USAGE: u8 = 2;
@@ -55,8 +59,8 @@ pub fn main() -> ExitCode {
             .or_else(|| std::env::var_os("SUPPORT_AGENT_CONFIG").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
     };
-    let load = || -> Result<Config, String> {
-        let c = Config::load(&config_path(), &args.overrides).map_err(|e| e.0)?;
+    let load = || -> Result<Config, Error> {
+        let c = Config::load(&config_path(), &args.overrides)?;
         journal::set_level(match args.verbose {
             true => journal::Level::Debug,
             false => c.log_level,
@@ -86,7 +90,8 @@ pub fn main() -> ExitCode {
             dry_run,
             assume_yes: yes,
         })
-        .map(|()| ExitCode::SUCCESS),
+        .map(|()| ExitCode::SUCCESS)
+        .map_err(Error::from),
         ref command => load().and_then(|config| run(command, config)),
     };
     match result {
@@ -98,8 +103,8 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(command: &Command, config: Config) -> Result<ExitCode, String> {
-    let done = |r: Result<(), String>| r.map(|()| ExitCode::SUCCESS);
+fn run(command: &Command, config: Config) -> Result<ExitCode, Error> {
+    let done = |r: Result<(), Error>| r.map(|()| ExitCode::SUCCESS);
     match command {
         Command::Request(r) => request(r, config),
         Command::Daemon => done(daemon(config)),
@@ -112,11 +117,15 @@ fn run(command: &Command, config: Config) -> Result<ExitCode, String> {
     }
 }
 
-fn daemon_answer(r: SocketResponse) -> Result<SocketResponse, String> {
+/// The daemon's answer, or its failure.
+fn daemon_answer(r: SocketResponse) -> Result<SocketResponse, Failure> {
     if r.ok {
         Ok(r)
     } else {
-        Err(r.error.unwrap_or_else(|| "the daemon refused".into()))
+        Err(Failure::new(
+            r.error_code.unwrap_or(ErrorCode::Failed),
+            r.error.unwrap_or_else(|| "the daemon refused".into()),
+        ))
     }
 }
 
@@ -153,7 +162,7 @@ impl Registration {
     }
 }
 
-fn request(args: &RequestArgs, config: Config) -> Result<ExitCode, String> {
+fn request(args: &RequestArgs, config: Config) -> Result<ExitCode, Error> {
     let duration = args
         .duration
         .as_deref()
@@ -193,7 +202,7 @@ fn request(args: &RequestArgs, config: Config) -> Result<ExitCode, String> {
     }
     let stop = stop_flag()?;
     let d = Daemon::start(config)?;
-    let reg = d.request(duration, ports, &note).map_err(|f| f.text)?;
+    let reg = d.request(duration, ports, &note)?;
     Registration {
         id: reg.record.id.clone(),
         code: reg.code.to_string(),
@@ -241,14 +250,14 @@ fn request(args: &RequestArgs, config: Config) -> Result<ExitCode, String> {
 }
 
 /// A flag raised by SIGINT, SIGTERM or SIGHUP (the terminal closed).
-fn stop_flag() -> Result<Arc<AtomicBool>, String> {
+fn stop_flag() -> Result<Arc<AtomicBool>, Error> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGHUP,
     ] {
-        signal_hook::flag::register(sig, stop.clone()).map_err(|e| e.to_string())?;
+        signal_hook::flag::register(sig, stop.clone())?;
     }
     Ok(stop)
 }
@@ -262,7 +271,7 @@ fn follow_daemon(
     reg: &Registration,
     json: bool,
     stop_on_signal: Option<Arc<AtomicBool>>,
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode, Error> {
     let id = reg.id.as_str();
     let stream = socket::connect(&config.socket)?.ok_or("the daemon went away")?;
     socket::send(
@@ -323,50 +332,49 @@ impl Follower {
             out!("{line}");
             self.last = line;
         }
-        (s.phase == "ended").then(|| exit_status(s.end_reason.as_deref()))
+        (s.phase == StatusPhase::Ended).then(|| exit_status(s.end_reason))
     }
 }
 
 /// The exit status of a followed request, by how it ended.
-fn exit_status(end_reason: Option<&str>) -> ExitCode {
+fn exit_status(end_reason: Option<EndReason>) -> ExitCode {
     match end_reason {
-        Some("refused" | "failed") => ExitCode::from(REFUSED),
-        Some("stale") => ExitCode::from(STALE),
+        Some(EndReason::Refused | EndReason::Failed) => ExitCode::from(REFUSED),
+        Some(EndReason::Stale) => ExitCode::from(STALE),
         _ => ExitCode::SUCCESS,
     }
 }
 
 fn describe(s: &TunnelStatus) -> String {
-    match s.phase.as_str() {
-        "pending" => match s.stale_at {
+    match s.phase {
+        StatusPhase::Pending => match s.stale_at {
             Some(t) => format!(
                 "waiting for support to approve (goes stale at {} if nobody does)",
                 crate::util::format_time(t)
             ),
             None => "waiting for support to approve...".to_string(),
         },
-        "connecting" => format!(
+        StatusPhase::Connecting => format!(
             "approved by {}; opening the tunnel...",
             s.approver.as_deref().unwrap_or("?")
         ),
-        "connected" => format!(
+        StatusPhase::Connected => format!(
             "connected: support ({}) can log in as {}",
             s.approver.as_deref().unwrap_or("?"),
             s.user.as_deref().unwrap_or("?")
         ),
-        "ending" => format!("ending: {}", s.ended.as_deref().unwrap_or("?")),
-        "ended" => format!("ended: {}", s.ended.as_deref().unwrap_or("?")),
-        other => other.to_string(),
+        StatusPhase::Ending => format!("ending: {}", s.ended.as_deref().unwrap_or("?")),
+        StatusPhase::Ended => format!("ended: {}", s.ended.as_deref().unwrap_or("?")),
     }
 }
 
-fn daemon(config: Config) -> Result<(), String> {
+fn daemon(config: Config) -> Result<(), Error> {
     let d = Daemon::start(config)?;
     let never = AtomicBool::new(false);
-    d.serve(false, &never)
+    Ok(d.serve(false, &never)?)
 }
 
-fn status(json: bool, config: &Config) -> Result<(), String> {
+fn status(json: bool, config: &Config) -> Result<(), Error> {
     let (tunnels, live) = match socket::call(&config.socket, &SocketRequest::Status {})? {
         Some(r) => (daemon_answer(r)?.tunnels.unwrap_or_default(), true),
         None => {
@@ -390,7 +398,10 @@ fn status(json: bool, config: &Config) -> Result<(), String> {
     if !live {
         out!("The daemon is not running; this is the last status it wrote.");
     }
-    let active: Vec<&TunnelStatus> = tunnels.iter().filter(|t| t.phase != "ended").collect();
+    let active: Vec<&TunnelStatus> = tunnels
+        .iter()
+        .filter(|t| t.phase != StatusPhase::Ended)
+        .collect();
     if active.is_empty() {
         out!("No active support tunnel.");
     }
@@ -414,18 +425,18 @@ fn from_daemon_or_files<T>(
     config: &Config,
     req: SocketRequest,
     from_answer: impl FnOnce(SocketResponse) -> T,
-    from_files: impl FnOnce(&StateDir) -> Result<T, String>,
-) -> Result<T, String> {
+    from_files: impl FnOnce(&StateDir) -> Result<T, Failure>,
+) -> Result<T, Error> {
     match socket::call(&config.socket, &req)? {
         Some(r) => Ok(from_answer(daemon_answer(r)?)),
         None if rustix::process::geteuid().is_root() => {
-            from_files(&StateDir::existing(&config.state_dir))
+            Ok(from_files(&StateDir::existing(&config.state_dir))?)
         }
         None => Err("the daemon is not running; without it only root can read the records".into()),
     }
 }
 
-fn list(json: bool, config: &Config) -> Result<(), String> {
+fn list(json: bool, config: &Config) -> Result<(), Error> {
     let rows = from_daemon_or_files(
         config,
         SocketRequest::List {},
@@ -447,7 +458,7 @@ fn list(json: bool, config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-fn log(want: Option<String>, json: bool, config: &Config) -> Result<(), String> {
+fn log(want: Option<String>, json: bool, config: &Config) -> Result<(), Error> {
     let (id, lines) = from_daemon_or_files(
         config,
         SocketRequest::Log { id: want.clone() },
@@ -468,7 +479,7 @@ fn log(want: Option<String>, json: bool, config: &Config) -> Result<(), String> 
     Ok(())
 }
 
-fn stop(id: Option<String>, config: &Config) -> Result<(), String> {
+fn stop(id: Option<String>, config: &Config) -> Result<(), Error> {
     let req = SocketRequest::Stop { id: id.clone() };
     match socket::call(&config.socket, &req)? {
         Some(r) => {
@@ -495,7 +506,7 @@ fn stop(id: Option<String>, config: &Config) -> Result<(), String> {
     }
 }
 
-fn repair(config: &Config) -> Result<(), String> {
+fn repair(config: &Config) -> Result<(), Error> {
     let r = match socket::call(&config.socket, &SocketRequest::Repair {})? {
         Some(r) => r,
         None => {
@@ -517,6 +528,6 @@ fn repair(config: &Config) -> Result<(), String> {
         }
         Ok(())
     } else {
-        Err(r.error.unwrap_or_default())
+        Err(r.error.unwrap_or_default().into())
     }
 }

@@ -12,7 +12,8 @@ use support_protocol::approval_box::SealedApproval;
 use support_protocol::bounded::BoundedString;
 use support_protocol::control_channel::{Api, ServerKeys, StaticKeypair};
 use support_protocol::messages::{
-    ApiError, DeviceCall, DeviceReply, DeviceRequest, DeviceResponse, ErrorCode, TunnelRequest,
+    ApiError, DeviceCall, DeviceReply, DeviceRequest, DeviceResponse, ErrorCode, StopReason,
+    TunnelRequest,
 };
 use support_protocol::state::TunnelState;
 use support_protocol::TunnelId;
@@ -37,7 +38,7 @@ pub enum Mode {
 pub struct Seen {
     pub requests: Vec<TunnelRequest>,
     pub connected: Vec<TunnelId>,
-    pub stopped: Vec<(TunnelId, String)>,
+    pub stopped: Vec<(TunnelId, StopReason)>,
     /// Connected reports and stop notices answered with a transient error.
     pub turned_away: u32,
     /// How many more connected reports and stop notices to answer with a
@@ -45,12 +46,21 @@ pub struct Seen {
     pub transient_errors: u32,
 }
 
+/// What polls answer, and to whom it was answered.
+pub struct Served {
+    pub state: TunnelState,
+    pub approval: SealedApproval,
+    /// The tunnel of each poll answered with this approval (recorded as
+    /// the answer is made).
+    pub answered: Vec<TunnelId>,
+}
+
 pub struct FakeControlPlane {
     pub url: String,
     pub public: [u8; 32],
     pub mode: Arc<Mutex<Mode>>,
-    /// What polls answer: state and approval, per tunnel (Pending without one).
-    pub serve: Arc<Mutex<Option<(TunnelState, SealedApproval)>>>,
+    /// What polls answer (Pending without one).
+    pub serve: Arc<Mutex<Option<Served>>>,
     pub seen: Arc<Mutex<Seen>>,
     stop: Arc<AtomicBool>,
 }
@@ -99,7 +109,20 @@ impl FakeControlPlane {
     }
 
     pub fn serve(&self, state: TunnelState, approval: SealedApproval) {
-        *self.serve.lock().expect("lock") = Some((state, approval));
+        *self.serve.lock().expect("lock") = Some(Served {
+            state,
+            approval,
+            answered: Vec::new(),
+        });
+    }
+
+    /// How many of `id`'s polls were answered with what [`Self::serve`] serves now.
+    pub fn answers_served(&self, id: TunnelId) -> usize {
+        self.serve
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .map_or(0, |s| s.answered.iter().filter(|t| **t == id).count())
     }
 
     pub fn clear(&self) {
@@ -139,7 +162,7 @@ fn handle(
     mut stream: TcpStream,
     keys: &ServerKeys,
     mode: &Mutex<Mode>,
-    serve: &Mutex<Option<(TunnelState, SealedApproval)>>,
+    serve: &Mutex<Option<Served>>,
     seen: &Mutex<Seen>,
 ) {
     let Some(request) = read_request(&mut stream) else {
@@ -168,7 +191,12 @@ fn handle(
             }
         }
         DeviceRequest::Poll(p) => {
-            let served = serve.lock().expect("lock").clone();
+            // Counted under the same lock as read: a count never mixes
+            // answers of an earlier `serve` in.
+            let served = serve.lock().expect("lock").as_mut().map(|s| {
+                s.answered.push(p.tunnel_id);
+                (s.state, s.approval.clone())
+            });
             let (state, approval) = match served {
                 Some((s, a)) => (s, Some(Box::new(a))),
                 None => (TunnelState::Pending, None),
@@ -205,7 +233,7 @@ fn handle(
             seen.lock()
                 .expect("lock")
                 .stopped
-                .push((n.tunnel_id, format!("{:?}", n.reason)));
+                .push((n.tunnel_id, n.reason));
             DeviceResponse::Ack
         }
     };

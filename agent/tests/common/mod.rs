@@ -17,7 +17,7 @@ use support_protocol::approval_box::{
 use support_protocol::bounded::{BoundedString, BoundedVec, FixedBytes};
 use support_protocol::certificate::{ApproverCertificate, Role, SigningSeed, SupportCa};
 use support_protocol::control_channel::StaticKeypair;
-use support_protocol::hybrid_psk::{derive_psk, PskInputs};
+use support_protocol::hybrid_psk::{derive_approver_psk, PskInputs};
 use support_protocol::messages::admin::{ApproveRequest, StopRequest};
 use support_protocol::messages::{AdminRequest, TunnelRequest};
 use support_protocol::one_time_code::OneTimeCode;
@@ -150,7 +150,7 @@ impl Session {
         let (_, shared) =
             support_protocol::kem::encapsulate(&self.kem_key, &self.admin.kem_randomness())
                 .expect("kem");
-        *derive_psk(&PskInputs {
+        *derive_approver_psk(&PskInputs {
             one_time_secret: &self.code.secret,
             kem_shared_secret: &shared,
             tunnel_id: self.id,
