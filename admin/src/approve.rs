@@ -21,7 +21,8 @@ use support_protocol::tunnel_keys::AdminTunnelKeys;
 use support_protocol::ApprovalSeq;
 
 use crate::ca::now;
-use crate::control::ControlPlane;
+use crate::control::{ControlPlane, ControlPlaneError};
+use crate::error::{AdminError, ApproveError, Refusal};
 use crate::hub::{HubSpec, Provider};
 use crate::identity::Identity;
 use crate::progress::Step;
@@ -56,8 +57,8 @@ pub fn approve(
     records: &Records,
     code_text: &str,
     o: &Options<'_>,
-) -> Result<AdminTunnel, String> {
-    let code = OneTimeCode::parse(code_text).map_err(|e| e.to_string())?;
+) -> Result<AdminTunnel, AdminError> {
+    let code = OneTimeCode::parse(code_text).map_err(ApproveError::Code)?;
     // Pre-flight, before anything is spent: a certificate the device would
     // refuse would launch a hub, post an approval and end the owner's request.
     let cert = certificate_for_approving(me)?;
@@ -65,11 +66,13 @@ pub fn approve(
     let detail = cp.show(id)?;
     let request = detail.request;
     if request.body.tunnel_id != id {
-        return Err(refusal("it answered with another tunnel's request"));
+        return Err(Refusal::Untrustworthy("it answered with another tunnel's request").into());
     }
-    support_protocol::request_tag::verify(&code.secret, &request)
-        .map_err(|_| refusal("the request's tag does not verify with the code: its facts, keys, ports or duration were altered"))?;
-    let body = &request.body;
+    // From here on only the verified request has a name; the hub launch
+    // below requires it (HubSpec::new takes a VerifiedRequest).
+    let request = support_protocol::request_tag::verify(&code.secret, &request)
+        .map_err(|_| Refusal::Untrustworthy("the request's tag does not verify with the code: its facts, keys, ports or duration were altered"))?;
+    let body = request.body();
     let current = detail.summary.state;
     let seq = next_approval(current, records, o.provider, id)?;
     eprintln!(
@@ -89,10 +92,10 @@ pub fn approve(
     eprintln!("  verified: the code's secret authenticates this request (the control plane cannot have changed it)");
     let duration = match o.duration_secs {
         Some(d) if d == 0 || d > body.duration_secs => {
-            return Err(format!(
-                "--duration may shorten the request ({}), never lengthen it",
-                duration_text::format(u64::from(body.duration_secs))
-            ))
+            return Err(ApproveError::Lengthened {
+                requested_secs: body.duration_secs,
+            }
+            .into())
         }
         Some(d) => d,
         None => body.duration_secs,
@@ -100,18 +103,17 @@ pub fn approve(
     let ports = match &o.ports {
         Some(p) => {
             if let Some(x) = p.iter().find(|x| !body.ports.contains(x)) {
-                return Err(format!(
-                    "port {x} was not requested (requested: {:?})",
-                    body.ports.to_vec()
-                ));
+                return Err(ApproveError::PortNotRequested {
+                    port: *x,
+                    requested: body.ports.to_vec(),
+                }
+                .into());
             }
             p.clone()
         }
         None => body.ports.to_vec(),
     };
-    let hub_place = o.provider.preflight().map_err(|e| {
-        format!("REFUSED before launching anything: the hub cannot be launched: {e}")
-    })?;
+    let hub_place = o.provider.preflight().map_err(Refusal::Hub)?;
     eprintln!(
         "  pre-flight: your certificate ({}, serial {}) is valid until {}; hub: {hub_place}",
         cert.body.name.as_str(),
@@ -131,12 +133,7 @@ pub fn approve(
     let lifetime = u64::from(duration) + o.wait.as_secs() + 600;
     let step = Step::start(&format!("launching the hub ({})", o.provider.name()));
     let hub = o.provider.launch(
-        &HubSpec {
-            tunnel_id: id,
-            device_key: body.wireguard.0,
-            admin_key: admin.wireguard().public,
-            lifetime_secs: lifetime,
-        },
+        &HubSpec::new(&request, admin.wireguard().public, lifetime),
         &mut |s| step.set(s),
     );
     let hub = match hub {
@@ -146,12 +143,12 @@ pub fn approve(
         }
         Err(e) => {
             step.finish("hub launch failed");
-            return Err(e);
+            return Err(AdminError::Hub(e));
         }
     };
     let approved_at = Instant::now();
     let (ct, _) = support_protocol::kem::encapsulate(&body.kem.0, &admin.kem_randomness())
-        .map_err(|_| refusal("the device's ML-KEM key is invalid"))?;
+        .map_err(|_| Refusal::Untrustworthy("the device's ML-KEM key is invalid"))?;
     let contents = ApprovalContents {
         relay: endpoint(hub.endpoint),
         admin_wireguard: FixedBytes(admin.wireguard().public),
@@ -159,7 +156,7 @@ pub fn approve(
         addresses: ADDRESSES,
         kem_ciphertext: FixedBytes(ct),
         duration_secs: duration,
-        ports: BoundedVec::try_from(&ports[..]).map_err(|e| e.to_string())?,
+        ports: BoundedVec::try_from(&ports[..]).map_err(|e| AdminError::Usage(e.to_string()))?,
         issued_at: now(),
     };
     let sealed = seal_approval(
@@ -175,14 +172,14 @@ pub fn approve(
         },
     );
     let mut record = AdminTunnel {
-        id: id.to_string(),
+        id,
         seed: hex::encode(admin.seed()),
         secret: hex::encode(code.secret.as_bytes()),
-        request: encode_hex(&request),
+        request: encode_hex(request.request()),
         contents: encode_hex(&contents),
         approval: encode_hex(&sealed),
         hub: HubRecord {
-            provider: o.provider.name().to_string(),
+            provider: o.provider.kind(),
             handle: hub.handle.clone(),
             endpoint: hub.endpoint,
         },
@@ -200,11 +197,12 @@ pub fn approve(
         Ok(AdminResponse::Approved(_)) => {}
         other => {
             let _ = o.provider.delete(&hub.handle);
-            records.wipe(&record.id);
-            return Err(match other {
-                Err(e) => format!("{e}; the hub was deleted"),
-                Ok(r) => format!("unexpected answer {r:?}; the hub was deleted"),
-            });
+            records.wipe(record.id);
+            return Err(ApproveError::NotPosted(match other {
+                Err(e) => e,
+                Ok(r) => ControlPlaneError::unexpected(r),
+            })
+            .into());
         }
     }
     eprintln!("approval {seq} posted: sealed to the code's secret, signed by you as certified by the support CA");
@@ -222,7 +220,7 @@ pub fn wait(
     records: &Records,
     record: &mut AdminTunnel,
     wait: Duration,
-) -> Result<(), String> {
+) -> Result<(), AdminError> {
     wait_for_device(cp, records, record, wait, Instant::now())
 }
 
@@ -235,10 +233,9 @@ fn wait_for_device(
     record: &mut AdminTunnel,
     wait: Duration,
     approved_at: Instant,
-) -> Result<(), String> {
-    let id = record.tunnel_id()?;
-    let sealed: support_protocol::approval_box::SealedApproval =
-        crate::records::decode_hex(&record.approval)?;
+) -> Result<(), AdminError> {
+    let id = record.id;
+    let sealed = record.sealed_approval()?;
     let seq = sealed.approval_seq;
     let secret = record.secret()?;
     let step = Step::start("waiting for the device to verify the approval and connect");
@@ -247,12 +244,10 @@ fn wait_for_device(
         let d = cp.show(id)?;
         match d.summary.state {
             TunnelState::Connected(s) if s == seq => {
-                let report = d
-                    .report
-                    .ok_or("the control plane shows no connected report")?;
+                let report = d.report.ok_or(ApproveError::NoReport)?;
                 let opened = report
                     .open(id, seq, &secret, &sealed.hash())
-                    .map_err(|e| format!("the device's connected report does not open: {e}"))?;
+                    .map_err(ApproveError::Report)?;
                 record.host_keys = opened
                     .host_keys
                     .iter()
@@ -269,17 +264,15 @@ fn wait_for_device(
             }
             s if s.kind().is_terminal() => {
                 step.finish("the tunnel ended");
-                return Err(match device_reason(cp, id) {
-                    Some(why) => format!("the tunnel ended before connecting: the device {why}"),
-                    None => format!("the tunnel ended before connecting ({:?})", s.kind()),
-                });
+                return Err(ApproveError::Ended {
+                    state: s.kind(),
+                    reason: device_reason(cp, id),
+                }
+                .into());
             }
             _ if Instant::now() > deadline => {
                 step.finish("gave up waiting");
-                return Err(format!(
-                    "the device did not connect within {} s; the approval stays posted (support-admin wait {id} waits again; support-admin stop {id} withdraws it)",
-                    wait.as_secs()
-                ));
+                return Err(ApproveError::NotConnected { id, waited: wait }.into());
             }
             _ => std::thread::sleep(Duration::from_millis(200)),
         }
@@ -323,42 +316,46 @@ fn next_approval(
     records: &Records,
     provider: &dyn Provider,
     id: support_protocol::TunnelId,
-) -> Result<ApprovalSeq, String> {
+) -> Result<ApprovalSeq, AdminError> {
     match current {
         TunnelState::Pending => Ok(ApprovalSeq::FIRST),
-        TunnelState::Approved(s) => {
+        TunnelState::Approved(seq) => {
             let Ok(mine) = records.load(&id.to_string()) else {
-                return Err(format!(
-                    "tunnel {id} is already approved (approval {s}) by another engineer; \
-                     nothing was launched"
-                ));
+                return Err(ApproveError::ApprovedByAnother { id, seq }.into());
             };
-            if mine.hub.provider != provider.name() {
-                return Err(format!(
-                    "you approved tunnel {id} with a {} hub; approve again with --provider {} \
-                     (or support-admin stop {id} first)",
-                    mine.hub.provider, mine.hub.provider
-                ));
+            if mine.hub.provider != provider.kind() {
+                return Err(ApproveError::OtherProvider {
+                    id,
+                    provider: mine.hub.provider,
+                }
+                .into());
             }
-            if provider.list()?.iter().any(|(t, _)| *t == id) {
-                return Err(format!(
-                    "tunnel {id} already has your hub ({}, approval {s}); nothing was launched: \
-                     support-admin wait {id} waits for the device, support-admin stop {id} withdraws it",
-                    mine.hub.endpoint
-                ));
+            if provider
+                .list()
+                .map_err(AdminError::Hub)?
+                .iter()
+                .any(|(t, _)| *t == id)
+            {
+                return Err(ApproveError::HasHub {
+                    id,
+                    endpoint: mine.hub.endpoint,
+                    seq,
+                }
+                .into());
             }
             // The hub of our approval is gone before the device connected: relaunch.
-            s.next().ok_or_else(|| "too many approvals for this tunnel".to_string())
+            Ok(seq.next().ok_or(ApproveError::TooManyApprovals)?)
         }
-        other => Err(format!(
-            "tunnel {id} is {:?}; only a pending tunnel (or one whose hub is gone before it connected) can be approved",
-            other.kind()
-        )),
+        other => Err(ApproveError::NotApprovable {
+            id,
+            state: other.kind(),
+        }
+        .into()),
     }
 }
 
 /// Asks `prompt` on the terminal; anything but y/yes refuses with `refused`.
-pub(crate) fn confirm(prompt: &str, refused: &str) -> Result<(), String> {
+pub(crate) fn confirm(prompt: &str, refused: &'static str) -> Result<(), AdminError> {
     use std::io::{BufRead, Write};
     eprint!("{prompt}");
     let _ = std::io::stderr().flush();
@@ -366,10 +363,13 @@ pub(crate) fn confirm(prompt: &str, refused: &str) -> Result<(), String> {
     std::io::stdin()
         .lock()
         .read_line(&mut answer)
-        .map_err(|e| e.to_string())?;
+        .map_err(|source| AdminError::Input {
+            what: "the answer",
+            source,
+        })?;
     match answer.trim().to_ascii_lowercase().as_str() {
         "y" | "yes" => Ok(()),
-        _ => Err(refused.into()),
+        _ => Err(AdminError::Declined(refused)),
     }
 }
 
@@ -379,44 +379,15 @@ pub(crate) fn confirm(prompt: &str, refused: &str) -> Result<(), String> {
 /// only the device knows.)
 fn certificate_for_approving(
     me: &Identity,
-) -> Result<support_protocol::certificate::ApproverCertificate, String> {
+) -> Result<support_protocol::certificate::ApproverCertificate, AdminError> {
     use support_protocol::certificate::Role;
-    let cert = me.certificate.clone().ok_or(
-        "you have no approver certificate: send your approver key (support-admin init prints it) to the support CA and install what `ca sign` returns with `support-admin init --certificate FILE`",
-    )?;
-    if cert.body.key.0 != me.approver.public() {
-        return Err("the installed certificate is for another key than your approver key".into());
-    }
-    let refused = |why: String| {
-        format!("REFUSED before launching anything: {why}; the request stays approvable by someone whose certificate is valid")
-    };
+    let cert = me.my_certificate()?;
     let t = now();
     cert.verify(&[cert.body.issuer.0], t, Role::Approver)
         .and_then(|()| cert.check_issued_at(t))
-        .map_err(|e| {
-            refused(match e {
-                support_protocol::certificate::CertificateError::Expired { not_after, .. } => {
-                    format!(
-                        "your certificate expired at {}: ask the support CA for a new one",
-                        support_protocol::time_text::format(not_after)
-                    )
-                }
-                support_protocol::certificate::CertificateError::IssuedOutsideValidity {
-                    ..
-                } => {
-                    format!(
-                        "your certificate is valid only from {} to {}",
-                        support_protocol::time_text::format(cert.body.not_before),
-                        support_protocol::time_text::format(cert.body.not_after)
-                    )
-                }
-                support_protocol::certificate::CertificateError::WrongRole {
-                    certified, ..
-                } => {
-                    format!("your certificate is for the {certified:?} role, which may not approve")
-                }
-                other => format!("your certificate is not valid: {other}"),
-            })
+        .map_err(|error| Refusal::Certificate {
+            error,
+            valid: (cert.body.not_before, cert.body.not_after),
         })?;
     if crate::ca::expires_soon(&cert, t) {
         eprintln!(
@@ -425,12 +396,6 @@ fn certificate_for_approving(
         );
     }
     Ok(cert)
-}
-
-fn refusal(why: &str) -> String {
-    format!(
-        "REFUSED before launching anything: the control plane's answer is not trustworthy: {why}"
-    )
 }
 
 fn endpoint(a: SocketAddr) -> RelayEndpoint {

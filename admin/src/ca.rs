@@ -1,14 +1,82 @@
 //! The support organization's offline CA: `ca init` makes its key,
 //! `ca sign` certifies an approver's key for a limited time.
 
+use std::fmt;
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use support_protocol::bounded::BoundedString;
+use support_protocol::bounded::{BoundError, BoundedString};
 use support_protocol::certificate::{ApproverCertificate, Role, SigningSeed, SupportCa};
 use zeroize::Zeroizing;
 
-use crate::secret_file;
+use crate::error::FileError;
+use crate::secret_file::{self, SecretError};
 use crate::settings::{parse_key, Dirs};
+
+/// Why the CA's key cannot be made or used, or a certificate not issued.
+#[derive(Debug)]
+pub enum CaError {
+    /// `ca init` would replace the CA that devices pin.
+    Exists(PathBuf),
+    /// There is no CA key.
+    Missing {
+        /// Where it should be.
+        path: PathBuf,
+        /// Why it could not be read.
+        source: std::io::Error,
+    },
+    /// The CA key file does not hold a key.
+    Damaged(PathBuf),
+    /// `--days` outside 1..=366.
+    Days,
+    /// The engineer's name does not fit a certificate.
+    Name(BoundError),
+    /// The engineer's key is not a key.
+    Key(String),
+    /// The sealed CA key does not open.
+    Secret(SecretError),
+    /// A file could not be written.
+    File(FileError),
+}
+
+impl fmt::Display for CaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exists(path) => write!(
+                f,
+                "a CA exists at {}; devices pin its key, so it is never replaced silently",
+                path.display()
+            ),
+            Self::Missing { path, source } => write!(
+                f,
+                "no CA at {} ({source}); run `support-admin ca init`",
+                path.display()
+            ),
+            Self::Damaged(path) => write!(f, "{} is damaged", path.display()),
+            Self::Days => {
+                f.write_str("--days must be between 1 and 366 (keep certificates short-lived)")
+            }
+            Self::Name(e) => write!(f, "the name cannot be used: {e}"),
+            Self::Key(e) => f.write_str(e),
+            Self::Secret(e) => e.fmt(f),
+            Self::File(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for CaError {}
+
+impl From<SecretError> for CaError {
+    fn from(e: SecretError) -> Self {
+        CaError::Secret(e)
+    }
+}
+
+impl From<FileError> for CaError {
+    fn from(e: FileError) -> Self {
+        CaError::File(e)
+    }
+}
 
 /// How close to its end a certificate is worth a warning to renew.
 pub const RENEW_WARNING_SECS: u64 = 14 * 86400;
@@ -27,13 +95,10 @@ pub fn now() -> u64 {
 }
 
 /// Creates the CA key; returns its public key.
-pub fn init(dirs: &Dirs, passphrase: &str) -> Result<[u8; 32], String> {
+pub fn init(dirs: &Dirs, passphrase: &str) -> Result<[u8; 32], CaError> {
     let path = dirs.ca().join("ca.key");
     if path.exists() {
-        return Err(format!(
-            "a CA exists at {}; devices pin its key, so it is never replaced silently",
-            path.display()
-        ));
+        return Err(CaError::Exists(path));
     }
     let seed: [u8; 32] = secret_file::random();
     let hexed = Zeroizing::new(hex::encode(seed).into_bytes());
@@ -41,23 +106,22 @@ pub fn init(dirs: &Dirs, passphrase: &str) -> Result<[u8; 32], String> {
     Ok(SigningSeed::new(seed).public())
 }
 
-fn load(dirs: &Dirs) -> Result<SupportCa, String> {
+fn load(dirs: &Dirs) -> Result<SupportCa, CaError> {
     let path = dirs.ca().join("ca.key");
-    let bytes = std::fs::read(&path).map_err(|e| {
-        format!(
-            "no CA at {} ({e}); run `support-admin ca init`",
-            path.display()
-        )
-    })?;
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(source) => return Err(CaError::Missing { path, source }),
+    };
     let plain = secret_file::unseal(bytes, "CA passphrase: ")?;
-    let text = String::from_utf8_lossy(&plain).to_string();
-    Ok(SupportCa(SigningSeed::new(
-        parse_key(&text).map_err(|_| format!("{} is damaged", path.display()))?,
-    )))
+    let text = Zeroizing::new(String::from_utf8_lossy(&plain).to_string());
+    match parse_key(&text) {
+        Ok(seed) => Ok(SupportCa(SigningSeed::new(seed))),
+        Err(_) => Err(CaError::Damaged(path)),
+    }
 }
 
 /// The CA's public key.
-pub fn public(dirs: &Dirs) -> Result<[u8; 32], String> {
+pub fn public(dirs: &Dirs) -> Result<[u8; 32], CaError> {
     Ok(load(dirs)?.0.public())
 }
 
@@ -68,13 +132,12 @@ pub fn sign(
     key: &str,
     role: Role,
     days: u32,
-) -> Result<ApproverCertificate, String> {
+) -> Result<ApproverCertificate, CaError> {
     if days == 0 || days > 366 {
-        return Err("--days must be between 1 and 366 (keep certificates short-lived)".into());
+        return Err(CaError::Days);
     }
-    let name =
-        BoundedString::<64>::new(name).map_err(|e| format!("the name cannot be used: {e}"))?;
-    let key = parse_key(key)?;
+    let name = BoundedString::<64>::new(name).map_err(CaError::Name)?;
+    let key = parse_key(key).map_err(|e| CaError::Key(e.to_string()))?;
     let ca = load(dirs)?;
     let serial_path = dirs.ca().join("serial");
     let serial: u64 = std::fs::read_to_string(&serial_path)
@@ -93,4 +156,40 @@ pub fn sign(
         now.saturating_sub(600),
         now + u64::from(days) * 86400,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ca_is_made_once_and_signs_within_its_limits() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let dirs = Dirs::new(Some(d.path())).expect("dirs");
+        let path = dirs.ca().join("ca.key");
+        assert!(matches!(public(&dirs), Err(CaError::Missing { path: p, .. }) if p == path));
+        let key = init(&dirs, "").expect("made");
+        assert_eq!(public(&dirs).expect("loads"), key);
+        assert!(matches!(init(&dirs, ""), Err(CaError::Exists(p)) if p == path));
+        let approver = hex::encode([7u8; 32]);
+        for days in [0, 367] {
+            assert!(matches!(
+                sign(&dirs, "alice", &approver, Role::Approver, days),
+                Err(CaError::Days)
+            ));
+        }
+        assert!(matches!(
+            sign(&dirs, &"a".repeat(65), &approver, Role::Approver, 30),
+            Err(CaError::Name(_))
+        ));
+        assert!(matches!(
+            sign(&dirs, "alice", "abc", Role::Approver, 30),
+            Err(CaError::Key(_))
+        ));
+        let first = sign(&dirs, "alice", &approver, Role::Approver, 30).expect("signs");
+        let second = sign(&dirs, "bob", &approver, Role::Viewer, 30).expect("signs");
+        assert_eq!((first.body.serial, second.body.serial), (1, 2));
+        std::fs::write(&path, "not a key").expect("write");
+        assert!(matches!(public(&dirs), Err(CaError::Damaged(p)) if p == path));
+    }
 }

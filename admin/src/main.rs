@@ -7,6 +7,7 @@ mod approve;
 mod ca;
 mod commands;
 mod control;
+mod error;
 mod handoff;
 mod hub;
 mod identity;
@@ -22,7 +23,11 @@ mod term;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::builder::PossibleValue;
 use clap::{Parser, Subcommand, ValueEnum};
+use support_protocol::messages::TunnelStateKind;
+
+use crate::records::ProviderKind;
 
 /// The support engineer's CLI for support-tunnel.
 ///
@@ -304,20 +309,43 @@ enum ProviderArg {
     Gcp,
 }
 
+impl From<ProviderArg> for ProviderKind {
+    fn from(p: ProviderArg) -> ProviderKind {
+        match p {
+            ProviderArg::Local => ProviderKind::Local,
+            ProviderArg::Gcp => ProviderKind::Gcp,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum RoleArg {
     Approver,
     Viewer,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum StateArg {
-    Pending,
-    Approved,
-    Connected,
-    Stopped,
-    Expired,
-    Failed,
+/// A tunnel state on the command line, by its one name
+/// ([`TunnelStateKind::name`]), in [`TunnelStateKind::ALL`]'s order.
+#[derive(Clone, Copy)]
+struct StateArg(TunnelStateKind);
+
+impl ValueEnum for StateArg {
+    fn value_variants<'a>() -> &'a [Self] {
+        static ALL: [StateArg; TunnelStateKind::ALL.len()] = {
+            let mut all = [StateArg(TunnelStateKind::Pending); TunnelStateKind::ALL.len()];
+            let mut i = 0;
+            while i < all.len() {
+                all[i] = StateArg(TunnelStateKind::ALL[i]);
+                i += 1;
+            }
+            all
+        };
+        &ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.0.name()))
+    }
 }
 
 fn main() -> ExitCode {

@@ -10,9 +10,56 @@
 //! ```
 //! `--home DIR` (or `SUPPORT_ADMIN_HOME`) puts both under one directory.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::error::FileError;
+
+/// Why the engineer's directories or `admin.toml` cannot be used.
+#[derive(Debug)]
+pub enum SettingsError {
+    /// Neither `--home` nor `HOME`.
+    NoHome,
+    /// `admin.toml` does not parse.
+    Toml {
+        /// The file.
+        path: PathBuf,
+        /// Where and why.
+        source: Box<toml::de::Error>,
+    },
+    /// `admin.toml` could not be read.
+    File(FileError),
+    /// No control plane URL, in `admin.toml` or on the command line.
+    NoControlPlane,
+    /// A pinned control-plane key is not a key.
+    ControlPlaneKey(String),
+    /// `provider` names no provider.
+    UnknownProvider(String),
+    /// The gcp provider without its section.
+    NoGcp,
+}
+
+impl fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoHome => f.write_str("HOME is not set; pass --home DIR"),
+            Self::Toml { path, source } => write!(f, "{}: {source}", path.display()),
+            Self::File(e) => e.fmt(f),
+            Self::NoControlPlane => f.write_str(
+                "no control plane: set control_plane in admin.toml or pass --control-plane",
+            ),
+            Self::ControlPlaneKey(e) => f.write_str(e),
+            Self::UnknownProvider(name) => write!(f, "unknown provider '{name}'"),
+            Self::NoGcp => f.write_str(
+                "the gcp provider needs a [gcp] section in admin.toml (project, zone, relay_url, relay_sha256)",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SettingsError {}
 
 /// The engineer's directories.
 #[derive(Clone, Debug)]
@@ -25,7 +72,7 @@ pub struct Dirs {
 
 impl Dirs {
     /// From `--home`, else the XDG locations.
-    pub fn new(home: Option<&Path>) -> Result<Dirs, String> {
+    pub fn new(home: Option<&Path>) -> Result<Dirs, SettingsError> {
         if let Some(h) = home {
             return Ok(Dirs {
                 config: h.to_path_buf(),
@@ -34,7 +81,7 @@ impl Dirs {
         }
         let user_home = std::env::var_os("HOME")
             .map(PathBuf::from)
-            .ok_or("HOME is not set; pass --home DIR")?;
+            .ok_or(SettingsError::NoHome)?;
         let xdg = |var: &str, default: &str| {
             std::env::var_os(var)
                 .map(PathBuf::from)
@@ -83,20 +130,61 @@ pub struct LocalSettings {
 
 impl Settings {
     /// Reads `CONFIG/admin.toml` (absent: defaults).
-    pub fn load(dirs: &Dirs) -> Result<Settings, String> {
-        let p = dirs.config.join("admin.toml");
-        match std::fs::read_to_string(&p) {
-            Ok(t) => toml::from_str(&t).map_err(|e| format!("{}: {e}", p.display())),
+    pub fn load(dirs: &Dirs) -> Result<Settings, SettingsError> {
+        let path = dirs.config.join("admin.toml");
+        match std::fs::read_to_string(&path) {
+            Ok(t) => toml::from_str(&t).map_err(|e| SettingsError::Toml {
+                path,
+                source: Box::new(e),
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Settings::default()),
-            Err(e) => Err(format!("{}: {e}", p.display())),
+            Err(e) => Err(SettingsError::File(FileError::at(path)(e))),
         }
     }
 }
 
-/// A 32-byte key in hex.
+/// A 32-byte key in hex (the protocol's one parser, [`support_protocol::key_text`]),
+/// naming the text in the error.
 pub fn parse_key(s: &str) -> Result<[u8; 32], String> {
-    hex::decode(s.trim())
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| format!("'{s}' is not a 32-byte key in hex (64 digits)"))
+    support_protocol::key_text::parse_key(s).map_err(|e| format!("'{}': {e}", s.trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dirs(d: &tempfile::TempDir) -> Dirs {
+        Dirs::new(Some(d.path())).expect("with --home")
+    }
+
+    #[test]
+    fn no_admin_toml_is_the_defaults() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let s = Settings::load(&dirs(&d)).expect("defaults");
+        assert!(s.control_plane.is_none() && s.provider.is_none() && s.gcp.is_none());
+    }
+
+    #[test]
+    fn a_bad_admin_toml_names_the_file() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let path = d.path().join("admin.toml");
+        for bad in ["control_plane = ", "contol_plane = \"http://cp\"\n"] {
+            std::fs::write(&path, bad).expect("write");
+            match Settings::load(&dirs(&d)) {
+                Err(e @ SettingsError::Toml { .. }) => {
+                    assert!(
+                        e.to_string().starts_with(&format!("{}: ", path.display())),
+                        "{e}"
+                    );
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        std::fs::remove_file(&path).expect("rm");
+        std::fs::create_dir(&path).expect("a directory in its place");
+        assert!(matches!(
+            Settings::load(&dirs(&d)),
+            Err(SettingsError::File(FileError { path: p, .. })) if p == path
+        ));
+    }
 }

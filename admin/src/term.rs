@@ -6,6 +6,8 @@ use std::io::{BufRead, IsTerminal, Write};
 use rustix::termios::{self, LocalModes, OptionalActions, Termios};
 use zeroize::Zeroizing;
 
+use crate::secret_file::SecretError;
+
 /// Puts stdin's terminal in raw mode until dropped.
 pub struct RawMode {
     saved: Termios,
@@ -43,16 +45,15 @@ pub fn size() -> (u32, u32) {
 }
 
 /// Reads a line from the terminal without echo.
-pub fn read_hidden(prompt: &str) -> Result<Zeroizing<String>, String> {
+pub fn read_hidden(prompt: &str) -> Result<Zeroizing<String>, SecretError> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
-        return Err(
-            "a passphrase is needed but there is no terminal; set SUPPORT_ADMIN_PASSPHRASE".into(),
-        );
+        return Err(SecretError::NoTerminal);
     }
     eprint!("{prompt}");
     let _ = std::io::stderr().flush();
-    let saved = termios::tcgetattr(&stdin).map_err(|e| e.to_string())?;
+    let saved =
+        termios::tcgetattr(&stdin).map_err(|e| SecretError::Terminal(std::io::Error::from(e)))?;
     let mut quiet = saved.clone();
     quiet.local_modes.remove(LocalModes::ECHO);
     let _ = termios::tcsetattr(&stdin, OptionalActions::Flush, &quiet);
@@ -60,7 +61,7 @@ pub fn read_hidden(prompt: &str) -> Result<Zeroizing<String>, String> {
     let r = stdin.lock().read_line(&mut line);
     let _ = termios::tcsetattr(&stdin, OptionalActions::Flush, &saved);
     eprintln!();
-    r.map_err(|e| e.to_string())?;
+    r.map_err(SecretError::Terminal)?;
     Ok(Zeroizing::new(
         line.trim_end_matches(['\r', '\n']).to_string(),
     ))

@@ -523,7 +523,9 @@ fn the_discovery_check_refuses_unknown_fields_bad_enums_types_and_parameters() {
     );
     let refused = d.method_for("GET", "/compute/v1/projects/p/zones/z/instances?filtre=x");
     assert!(matches!(refused, Err(e) if e.contains("no query parameter")));
-    assert!(d
-        .method_for("PUT", "/compute/v1/projects/p/global/firewalls/x/y")
-        .is_err());
+    let unknown = d.method_for("PUT", "/compute/v1/projects/p/global/firewalls/x/y");
+    assert!(
+        matches!(&unknown, Err(e) if e.starts_with("no Compute Engine method is PUT ")),
+        "{unknown:?}"
+    );
 }

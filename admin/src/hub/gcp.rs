@@ -245,12 +245,12 @@ impl Gcp {
 
     /// The instance body: everything in it is public.
     pub fn instance_body(&self, spec: &HubSpec) -> Value {
-        let name = instance_name(spec.tunnel_id);
+        let name = instance_name(spec.tunnel_id());
         json!({
             "name": name,
             "machineType": format!("zones/{}/machineTypes/{}", self.s.zone,
                 self.s.machine_type.clone().unwrap_or_else(|| "e2-micro".into())),
-            "labels": { LABEL: spec.tunnel_id.to_string() },
+            "labels": { LABEL: spec.tunnel_id().to_string() },
             "tags": { "items": [TAG] },
             "disks": [{
                 "boot": true,
@@ -272,7 +272,7 @@ impl Gcp {
             "scheduling": {
                 "provisioningModel": "STANDARD",
                 "instanceTerminationAction": "DELETE",
-                "maxRunDuration": {"seconds": spec.lifetime_secs.to_string()},
+                "maxRunDuration": {"seconds": spec.lifetime_secs().to_string()},
                 "automaticRestart": false,
                 "onHostMaintenance": "TERMINATE",
             },
@@ -337,12 +337,12 @@ UNIT
 systemctl daemon-reload
 systemctl start support-relay
 "#,
-            id = spec.tunnel_id,
+            id = spec.tunnel_id(),
             url = self.s.relay_url,
             sha = self.s.relay_sha256.to_ascii_lowercase(),
-            dk = b64(&spec.device_key),
-            ak = b64(&spec.admin_key),
-            life = spec.lifetime_secs,
+            dk = b64(&spec.device_key()),
+            ak = b64(&spec.admin_key()),
+            life = spec.lifetime_secs(),
             port = self.port(),
         )
     }
@@ -425,8 +425,8 @@ fn api_error(what: &str, status: u16, v: &Value) -> String {
 }
 
 impl Provider for Gcp {
-    fn name(&self) -> &'static str {
-        "gcp"
+    fn kind(&self) -> crate::records::ProviderKind {
+        crate::records::ProviderKind::Gcp
     }
 
     fn preflight(&self) -> Result<String, String> {
@@ -448,7 +448,7 @@ impl Provider for Gcp {
         if status != 200 {
             return Err(api_error("creating the hub VM", status, &v));
         }
-        let name = instance_name(spec.tunnel_id);
+        let name = instance_name(spec.tunnel_id());
         let url = format!("{}/instances/{name}", self.zone_url());
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {
@@ -645,12 +645,25 @@ mod tests {
 
     #[test]
     fn the_startup_script_reads_the_bucket_with_the_hub_token_only_from_google() {
-        let spec = HubSpec {
-            tunnel_id: TunnelId(7),
-            device_key: [1; 32],
-            admin_key: [2; 32],
-            lifetime_secs: 600,
-        };
+        use support_protocol::bounded::{BoundedString, BoundedVec};
+        use support_protocol::messages::{DeviceFacts, TunnelRequest};
+        let device = support_protocol::tunnel_keys::DeviceTunnelKeys::from_seed([1; 32]);
+        let text = |s: &str| BoundedString::new(s).expect("fits");
+        let request = TunnelRequest::new(
+            &device,
+            DeviceFacts {
+                hostname: text("h"),
+                model: text("m"),
+                firmware: text("f"),
+                agent_version: BoundedString::new("a").expect("fits"),
+            },
+            600,
+            BoundedVec::try_from(&[22u16][..]).expect("fits"),
+            BoundedString::new("").expect("fits"),
+        );
+        let verified = support_protocol::request_tag::verify(&device.one_time_secret(), &request)
+            .expect("the request verifies");
+        let spec = HubSpec::new(&verified, [2; 32], 600);
         let gcs = Gcp::new(settings(
             "https://storage.googleapis.com/acme-support-artifacts/relay/0.2.0/support-relay",
         ))

@@ -99,8 +99,8 @@ fn relays(owner: &str) -> Vec<(String, String)> {
 }
 
 impl Provider for Local {
-    fn name(&self) -> &'static str {
-        "local"
+    fn kind(&self) -> crate::records::ProviderKind {
+        crate::records::ProviderKind::Local
     }
 
     fn preflight(&self) -> Result<String, String> {
@@ -121,15 +121,16 @@ impl Provider for Local {
     fn launch(&self, spec: &HubSpec, progress: &mut dyn FnMut(&str)) -> Result<Hub, String> {
         progress("starting support-relay on this machine");
         std::fs::create_dir_all(&self.log_dir).map_err(|e| e.to_string())?;
-        let log = std::fs::File::create(self.log_dir.join(format!("relay-{}.log", spec.tunnel_id)))
-            .map_err(|e| e.to_string())?;
+        let log =
+            std::fs::File::create(self.log_dir.join(format!("relay-{}.log", spec.tunnel_id())))
+                .map_err(|e| e.to_string())?;
         let (child, line) = super::spawn_and_read_line(
             Command::new(&self.relay)
-                .args(["--device-key", &b64(&spec.device_key)])
-                .args(["--admin-key", &b64(&spec.admin_key)])
-                .args(["--lifetime", &spec.lifetime_secs.to_string()])
+                .args(["--device-key", &b64(&spec.device_key())])
+                .args(["--admin-key", &b64(&spec.admin_key())])
+                .args(["--lifetime", &spec.lifetime_secs().to_string()])
                 .args(["--listen", &self.listen])
-                .args(["--tunnel", &spec.tunnel_id.to_string()])
+                .args(["--tunnel", &spec.tunnel_id().to_string()])
                 .env("SUPPORT_HUB_OWNER", &self.owner)
                 .stderr(log),
             Duration::from_secs(10),

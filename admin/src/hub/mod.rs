@@ -9,18 +9,54 @@ pub mod local;
 
 use std::net::SocketAddr;
 
+use support_protocol::request_tag::VerifiedRequest;
 use support_protocol::TunnelId;
 
 /// What a hub is launched for.
+///
+/// Made only from a [`VerifiedRequest`] ([`HubSpec::new`]), so
+/// [`Provider::launch`] cannot be reached with a request whose tag was not
+/// checked: a hub costs money and relays for the device key it is given, and
+/// a control plane that swapped that key must get no hub (DESIGN: the admin
+/// verifies the request before launching anything).
 pub struct HubSpec {
-    /// The tunnel (its label).
-    pub tunnel_id: TunnelId,
-    /// The device's WireGuard public key.
-    pub device_key: [u8; 32],
+    tunnel_id: TunnelId,
+    device_key: [u8; 32],
+    admin_key: [u8; 32],
+    lifetime_secs: u64,
+}
+
+impl HubSpec {
+    /// The hub of the verified `request`'s tunnel, relaying between its
+    /// device key and `admin_key`, ending itself after `lifetime_secs`.
+    pub fn new(request: &VerifiedRequest, admin_key: [u8; 32], lifetime_secs: u64) -> HubSpec {
+        HubSpec {
+            tunnel_id: request.tunnel_id(),
+            device_key: request.body().wireguard.0,
+            admin_key,
+            lifetime_secs,
+        }
+    }
+
+    /// The tunnel (the hub's label).
+    pub fn tunnel_id(&self) -> TunnelId {
+        self.tunnel_id
+    }
+
+    /// The device's WireGuard public key, from the verified request.
+    pub fn device_key(&self) -> [u8; 32] {
+        self.device_key
+    }
+
     /// The admin's WireGuard public key.
-    pub admin_key: [u8; 32],
+    pub fn admin_key(&self) -> [u8; 32] {
+        self.admin_key
+    }
+
     /// Seconds until the hub ends itself (the tunnel's time plus the wait to connect).
-    pub lifetime_secs: u64,
+    pub fn lifetime_secs(&self) -> u64 {
+        self.lifetime_secs
+    }
 }
 
 /// A launched hub.
@@ -33,8 +69,12 @@ pub struct Hub {
 
 /// A place to run hubs.
 pub trait Provider {
+    /// Which provider this is.
+    fn kind(&self) -> crate::records::ProviderKind;
     /// "local", "gcp".
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &'static str {
+        self.kind().name()
+    }
     /// Checks, before anything is spent, that a hub could be launched
     /// (binary, credentials, the firewall rule); says where it would run.
     fn preflight(&self) -> Result<String, String>;
