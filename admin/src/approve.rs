@@ -143,7 +143,7 @@ pub fn approve(
         }
         Err(e) => {
             step.finish("hub launch failed");
-            return Err(AdminError::Hub(e));
+            return Err(e.into());
         }
     };
     let approved_at = Instant::now();
@@ -330,12 +330,7 @@ fn next_approval(
                 }
                 .into());
             }
-            if provider
-                .list()
-                .map_err(AdminError::Hub)?
-                .iter()
-                .any(|(t, _)| *t == id)
-            {
+            if provider.list()?.iter().any(|(t, _)| *t == id) {
                 return Err(ApproveError::HasHub {
                     id,
                     endpoint: mine.hub.endpoint,

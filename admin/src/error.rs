@@ -18,6 +18,7 @@ use support_protocol::{ApprovalSeq, TunnelId};
 use crate::ca::CaError;
 use crate::control::ControlPlaneError;
 use crate::handoff::HandoffError;
+use crate::hub::HubError;
 use crate::identity::IdentityError;
 use crate::records::{ProviderKind, RecordError};
 use crate::secret_file::SecretError;
@@ -78,8 +79,8 @@ pub enum AdminError {
     Ssh(SshError),
     /// An OpenSSH config for the tunnels.
     SshConfig(SshConfigError),
-    /// The hub provider (its own sentence).
-    Hub(String),
+    /// The hub provider: launching, deleting or listing hubs.
+    Hub(HubError),
     /// Arguments that cannot be honoured (found after clap parsed them).
     Usage(String),
     /// The engineer answered no: what was (not) done.
@@ -121,7 +122,8 @@ impl fmt::Display for AdminError {
             Self::Session(e) => e.fmt(f),
             Self::Ssh(e) => e.fmt(f),
             Self::SshConfig(e) => e.fmt(f),
-            Self::Hub(e) | Self::Usage(e) => f.write_str(e),
+            Self::Hub(e) => e.fmt(f),
+            Self::Usage(e) => f.write_str(e),
             Self::Declined(what) => f.write_str(what),
             Self::Input { what, source } => write!(f, "reading {what}: {source}"),
             Self::File(e) => e.fmt(f),
@@ -159,6 +161,7 @@ from! {
     Session(SessionError),
     Ssh(SshError),
     SshConfig(SshConfigError),
+    Hub(HubError),
     File(FileError),
 }
 
@@ -177,7 +180,7 @@ pub enum Refusal {
         valid: (u64, u64),
     },
     /// The provider's pre-flight failed.
-    Hub(String),
+    Hub(HubError),
 }
 
 impl fmt::Display for Refusal {
@@ -214,7 +217,15 @@ impl fmt::Display for Refusal {
     }
 }
 
-impl std::error::Error for Refusal {}
+impl std::error::Error for Refusal {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Certificate { error, .. } => Some(error),
+            Self::Hub(e) => Some(e),
+            Self::Untrustworthy(_) => None,
+        }
+    }
+}
 
 /// Why `approve` or `wait` failed, other than a [`Refusal`].
 #[derive(Debug)]
@@ -359,7 +370,7 @@ mod tests {
                 error: CertificateError::UnknownIssuer,
                 valid: (0, 1),
             },
-            Refusal::Hub("no relay binary".into()),
+            Refusal::Hub(HubError::RelayNotFound),
         ] {
             let text = AdminError::from(r).to_string();
             assert!(

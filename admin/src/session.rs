@@ -31,7 +31,7 @@ use crate::records::{AdminTunnel, Records};
 #[derive(Debug)]
 pub enum SessionError {
     /// The session process could not be started.
-    Spawn(String),
+    Spawn(std::io::Error),
     /// It started but did not say `ready` (in time, or at all), and what
     /// its log says.
     DidNotStart {

@@ -14,6 +14,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use support_protocol::key_text::KeyTextError;
 
 use crate::error::FileError;
 
@@ -33,8 +34,15 @@ pub enum SettingsError {
     File(FileError),
     /// No control plane URL, in `admin.toml` or on the command line.
     NoControlPlane,
-    /// A pinned control-plane key is not a key.
-    ControlPlaneKey(String),
+    /// A key's text (a pinned control-plane key, an engineer's key to
+    /// certify) is not 64 hex digits.
+    Key {
+        /// The text, trimmed. It is shown: callers that parse a secret
+        /// (the CA's seed) replace this error with one that does not.
+        text: String,
+        /// Why it is not a key.
+        source: KeyTextError,
+    },
     /// `provider` names no provider.
     UnknownProvider(String),
     /// The gcp provider without its section.
@@ -50,7 +58,7 @@ impl fmt::Display for SettingsError {
             Self::NoControlPlane => f.write_str(
                 "no control plane: set control_plane in admin.toml or pass --control-plane",
             ),
-            Self::ControlPlaneKey(e) => f.write_str(e),
+            Self::Key { text, source } => write!(f, "'{text}': {source}"),
             Self::UnknownProvider(name) => write!(f, "unknown provider '{name}'"),
             Self::NoGcp => f.write_str(
                 "the gcp provider needs a [gcp] section in admin.toml (project, zone, relay_url, relay_sha256)",
@@ -59,7 +67,16 @@ impl fmt::Display for SettingsError {
     }
 }
 
-impl std::error::Error for SettingsError {}
+impl std::error::Error for SettingsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Toml { source, .. } => Some(source),
+            Self::File(e) => Some(e),
+            Self::Key { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
 
 /// The engineer's directories.
 #[derive(Clone, Debug)]
@@ -145,8 +162,11 @@ impl Settings {
 
 /// A 32-byte key in hex (the protocol's one parser, [`support_protocol::key_text`]),
 /// naming the text in the error.
-pub fn parse_key(s: &str) -> Result<[u8; 32], String> {
-    support_protocol::key_text::parse_key(s).map_err(|e| format!("'{}': {e}", s.trim()))
+pub fn parse_key(s: &str) -> Result<[u8; 32], SettingsError> {
+    support_protocol::key_text::parse_key(s).map_err(|source| SettingsError::Key {
+        text: s.trim().to_string(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -162,6 +182,40 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let s = Settings::load(&dirs(&d)).expect("defaults");
         assert!(s.control_plane.is_none() && s.provider.is_none() && s.gcp.is_none());
+    }
+
+    #[test]
+    fn a_bad_key_is_named_with_the_parser_s_reason() {
+        assert_eq!(
+            parse_key(&format!(" {} ", "ab".repeat(32))).ok(),
+            Some([0xab; 32])
+        );
+        match parse_key(" abc\n") {
+            Err(SettingsError::Key { text, source }) => {
+                assert_eq!(text, "abc");
+                assert_eq!(source, KeyTextError::Length { got: 3 });
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = parse_key(&format!("{}g", "0".repeat(63))).expect_err("not hex");
+        assert!(
+            matches!(
+                &e,
+                SettingsError::Key {
+                    source: KeyTextError::NotHex {
+                        position: 64,
+                        found: 'g'
+                    },
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with(&format!("'{}g': ", "0".repeat(63))),
+            "{e}"
+        );
     }
 
     #[test]

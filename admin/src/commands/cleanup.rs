@@ -30,9 +30,7 @@ pub(super) fn stop(env: &Env, id: &str) -> Result<ExitCode, AdminError> {
         Err(e) => eprintln!("{e} (cleaning up here anyway)"),
     }
     if let Some(r) = rec {
-        env.provider(r.hub.provider)?
-            .delete(&r.hub.handle)
-            .map_err(AdminError::Hub)?;
+        env.provider(r.hub.provider)?.delete(&r.hub.handle)?;
         eprintln!("hub {} ({}) deleted", r.hub.handle, r.hub.provider);
         session::quit(&records, r.id);
         records.wipe(r.id);
@@ -60,7 +58,7 @@ pub(super) fn gc(env: &Env) -> Result<ExitCode, AdminError> {
             continue;
         };
         if let Ok(p) = env.provider(rec.hub.provider) {
-            p.delete(&rec.hub.handle).map_err(AdminError::Hub)?;
+            p.delete(&rec.hub.handle)?;
         }
         session::quit(&records, id);
         records.wipe(id);
@@ -81,11 +79,11 @@ pub(super) fn gc(env: &Env) -> Result<ExitCode, AdminError> {
     }
     for kind in providers {
         let p = env.provider(kind)?;
-        for (tunnel, handle) in p.list().map_err(AdminError::Hub)? {
+        for (tunnel, handle) in p.list()? {
             if live.contains(&tunnel) {
                 continue;
             }
-            p.delete(&handle).map_err(AdminError::Hub)?;
+            p.delete(&handle)?;
             eprintln!("orphan hub {handle} ({kind}) of ended tunnel {tunnel} deleted");
             done += 1;
         }

@@ -25,7 +25,7 @@ use crate::control::ControlPlane;
 use crate::error::AdminError;
 use crate::hub::gcp::Gcp;
 use crate::hub::local::Local;
-use crate::hub::Provider;
+use crate::hub::{HubError, Provider};
 use crate::records::{ProviderKind, Records};
 use crate::settings::{parse_key, Dirs, Settings, SettingsError};
 use crate::{identity, session};
@@ -57,7 +57,7 @@ impl Env {
         };
         let keys = keys
             .iter()
-            .map(|k| parse_key(k).map_err(|e| SettingsError::ControlPlaneKey(e.to_string())))
+            .map(|k| parse_key(k))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(ControlPlane::new(&url, keys, me.control_plane)?)
     }
@@ -74,8 +74,7 @@ impl Env {
     fn provider(&self, kind: ProviderKind) -> Result<Box<dyn Provider>, AdminError> {
         match kind {
             ProviderKind::Local => Ok(Box::new(Local {
-                relay: Local::find_relay(self.settings.local.relay_binary.as_deref())
-                    .map_err(AdminError::Hub)?,
+                relay: Local::find_relay(self.settings.local.relay_binary.as_deref())?,
                 listen: self
                     .settings
                     .local
@@ -87,7 +86,7 @@ impl Env {
             })),
             ProviderKind::Gcp => {
                 let settings = self.settings.gcp.clone().ok_or(SettingsError::NoGcp)?;
-                Ok(Box::new(Gcp::new(settings).map_err(AdminError::Hub)?))
+                Ok(Box::new(Gcp::new(settings).map_err(HubError::from)?))
             }
         }
     }

@@ -100,7 +100,7 @@ impl StatusChecks {
         let preflight = env
             .default_provider()
             .and_then(|k| env.provider(k))
-            .and_then(|p| p.preflight().map_err(AdminError::Hub));
+            .and_then(|p| Ok(p.preflight()?));
         let records = env.records();
         let tunnels = records
             .ids()

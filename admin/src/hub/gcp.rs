@@ -23,7 +23,10 @@ use serde_json::{json, Value};
 use support_protocol::TunnelId;
 
 use super::credentials;
-use super::{b64, Hub, HubSpec, Provider};
+use super::{b64, ApiCall, FirewallProblem, GcpSettingsError, Hub, HubError, HubSpec, Provider};
+
+/// How long a hub VM has to run with a public address.
+const START_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// The label every hub carries, its value the tunnel id (`gc` lists by it).
 pub const LABEL: &str = "support-tunnel";
@@ -83,14 +86,14 @@ pub struct Gcp {
 
 impl Gcp {
     /// Validates the settings (they end up in a shell script on the VM).
-    pub fn new(s: GcpSettings) -> Result<Gcp, String> {
+    pub fn new(s: GcpSettings) -> Result<Gcp, GcpSettingsError> {
         let safe = |v: &str| {
             !v.is_empty()
                 && v.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_./:~%?&=+@".contains(&b))
         };
         if !safe(&s.relay_url) || !s.relay_url.starts_with("https://") {
-            return Err("gcp.relay_url must be an https:// URL without quotes or spaces".into());
+            return Err(GcpSettingsError::RelayUrl);
         }
         if let Some(object) = s
             .relay_url
@@ -98,18 +101,18 @@ impl Gcp {
             .and_then(|rest| rest.split_once('/').map(|(_, object)| object))
         {
             if !is_relay_object(object) {
-                return Err(format!(
-                    "gcp.relay_url: the object in the artifacts bucket should be {RELAY_OBJECT} \
-                     (as scripts/release uploads it and `tofu output admin_toml` prints it)"
-                ));
+                return Err(GcpSettingsError::RelayObject);
             }
         }
         if s.relay_sha256.len() != 64 || !s.relay_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err("gcp.relay_sha256 must be 64 hex digits (sha256sum of the relay)".into());
+            return Err(GcpSettingsError::RelaySha256);
         }
-        for (name, v) in [("project", &s.project), ("zone", &s.zone)] {
+        for (setting, v) in [("project", &s.project), ("zone", &s.zone)] {
             if !safe(v) || v.contains('/') {
-                return Err(format!("gcp.{name} '{v}' is not a valid name"));
+                return Err(GcpSettingsError::Name {
+                    setting,
+                    value: v.clone(),
+                });
             }
         }
         let agent = ureq::Agent::config_builder()
@@ -146,12 +149,13 @@ impl Gcp {
         self.s.port.unwrap_or(DEFAULT_PORT)
     }
 
+    /// Makes `call` (`body` for an insert); the answer's status and JSON.
     fn request(
         &self,
-        method: &str,
+        call: &ApiCall,
         url: &str,
         body: Option<&Value>,
-    ) -> Result<(u16, Value), String> {
+    ) -> Result<(u16, Value), HubError> {
         let auth = {
             let mut cached = self.token.lock().unwrap_or_else(|p| p.into_inner());
             if cached.is_none() {
@@ -159,7 +163,7 @@ impl Gcp {
             }
             format!("Bearer {}", cached.as_deref().unwrap_or_default())
         };
-        let resp = match (method, body) {
+        let resp = match (call.http_method(), body) {
             ("POST", Some(b)) => self
                 .agent
                 .post(url)
@@ -169,46 +173,40 @@ impl Gcp {
             ("DELETE", _) => self.agent.delete(url).header("authorization", &auth).call(),
             _ => self.agent.get(url).header("authorization", &auth).call(),
         };
-        let mut resp = resp.map_err(|e| format!("the Compute Engine API is unreachable: {e}"))?;
+        let mut resp = resp.map_err(|source| HubError::Unreachable {
+            call: call.clone(),
+            source,
+        })?;
         let status = resp.status().as_u16();
-        Ok((status, super::json_body(&mut resp, 4 << 20)?))
+        let v = super::json_body(&mut resp, 4 << 20).map_err(|source| HubError::Unreadable {
+            call: call.clone(),
+            source,
+        })?;
+        Ok((status, v))
     }
 
     /// The hub firewall rule: `infra/` creates it; engineers need no right
     /// to change firewalls, only to read this one.
-    fn check_firewall(&self) -> Result<(), String> {
-        let name = self.firewall_name();
+    fn check_firewall(&self) -> Result<(), HubError> {
+        let rule = self.firewall_name();
         let url = format!(
-            "{}/compute/v1/projects/{}/global/firewalls/{name}",
+            "{}/compute/v1/projects/{}/global/firewalls/{rule}",
             self.api(),
             self.s.project
         );
-        let (status, v) = self.request("GET", &url, None)?;
-        match status {
-            200 => {}
-            404 => {
-                return Err(format!(
-                    "the hub firewall rule {name} does not exist in project {}: it belongs to the \
-                     deployment; run `tofu apply` in infra/ (network.tf creates it, with \
-                     relay_port = {})",
-                    self.s.project,
-                    self.port()
-                ))
-            }
-            _ => {
-                return Err(api_error(
-                    &format!("reading the firewall rule {name}"),
-                    status,
-                    &v,
-                ))
-            }
+        let call = ApiCall::ReadFirewall { rule: rule.clone() };
+        let (status, v) = self.request(&call, &url, None)?;
+        if status == 404 {
+            return Err(HubError::FirewallRuleMissing {
+                rule,
+                project: self.s.project.clone(),
+                port: self.port(),
+            });
         }
+        let v = success(&call, status, v)?;
         match firewall_problem(&v, &self.network(), self.port()) {
             None => Ok(()),
-            Some(problem) => Err(format!(
-                "the firewall rule {name} {problem}: it was changed outside infra/; run \
-                 `tofu apply` there"
-            )),
+            Some(problem) => Err(HubError::FirewallRuleChanged { rule, problem }),
         }
     }
 
@@ -351,7 +349,7 @@ systemctl start support-relay
 /// What keeps the hub firewall rule `rule` (as the API returns it) from
 /// admitting devices and engineers to the relay's UDP `port` on hubs in
 /// `network`, if anything.
-fn firewall_problem(rule: &Value, network: &str, port: u16) -> Option<String> {
+fn firewall_problem(rule: &Value, network: &str, port: u16) -> Option<FirewallProblem> {
     // "global/networks/X", "projects/P/global/networks/X" or a full URL.
     let network_name = |n: &str| {
         n.rsplit_once("/networks/")
@@ -376,25 +374,27 @@ fn firewall_problem(rule: &Value, network: &str, port: u16) -> Option<String> {
         })
     });
     if rule["direction"].as_str().unwrap_or("INGRESS") != "INGRESS" {
-        Some("is not an ingress rule".into())
+        Some(FirewallProblem::NotIngress)
     } else if rule["disabled"] == true {
-        Some("is disabled".into())
+        Some(FirewallProblem::Disabled)
     } else if !rule["targetTags"]
         .as_array()
         .is_some_and(|t| t.iter().any(|t| t == TAG))
     {
-        Some(format!("does not target the tag {TAG}"))
+        Some(FirewallProblem::NoHubTag)
     } else if !admits_port {
-        Some(format!("does not admit udp/{port}"))
+        Some(FirewallProblem::PortNotAdmitted { port })
     } else if network_name(rule["network"].as_str().unwrap_or_default()) != network_name(network)
         || network_name(network).is_none()
     {
-        Some(format!("is not on the hubs' network {network}"))
+        Some(FirewallProblem::OtherNetwork {
+            network: network.to_string(),
+        })
     } else if !rule["sourceRanges"]
         .as_array()
         .is_some_and(|r| r.iter().any(|r| r == "0.0.0.0/0"))
     {
-        Some("does not admit 0.0.0.0/0 (devices and engineers connect from anywhere)".into())
+        Some(FirewallProblem::NotFromAnywhere)
     } else {
         None
     }
@@ -416,12 +416,26 @@ pub fn instance_name(id: TunnelId) -> String {
     format!("{TAG}-{id}")
 }
 
-fn api_error(what: &str, status: u16, v: &Value) -> String {
-    let msg = v
-        .pointer("/error/message")
-        .and_then(Value::as_str)
-        .unwrap_or("no message");
-    format!("{what}: the Compute Engine API answered {status}: {msg}")
+/// The JSON object `v` a successful `call` answers, else why not.
+fn success(call: &ApiCall, status: u16, v: Value) -> Result<Value, HubError> {
+    match status {
+        200 if v.is_object() => Ok(v),
+        200 => Err(HubError::Malformed { call: call.clone() }),
+        _ => Err(api_error(call, status, &v)),
+    }
+}
+
+/// The Compute Engine API's error answer `v` (status `status`) to `call`,
+/// with Google's message if it has one.
+fn api_error(call: &ApiCall, status: u16, v: &Value) -> HubError {
+    HubError::Api {
+        call: call.clone(),
+        status,
+        message: v
+            .pointer("/error/message")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    }
 }
 
 impl Provider for Gcp {
@@ -429,7 +443,7 @@ impl Provider for Gcp {
         crate::records::ProviderKind::Gcp
     }
 
-    fn preflight(&self) -> Result<String, String> {
+    fn preflight(&self) -> Result<String, HubError> {
         // Needs a token (the credentials work) and the rule infra/ made.
         self.check_firewall()?;
         Ok(format!(
@@ -438,25 +452,29 @@ impl Provider for Gcp {
         ))
     }
 
-    fn launch(&self, spec: &HubSpec, progress: &mut dyn FnMut(&str)) -> Result<Hub, String> {
+    fn launch(&self, spec: &HubSpec, progress: &mut dyn FnMut(&str)) -> Result<Hub, HubError> {
         progress("creating the hub VM");
+        let call = ApiCall::CreateVm;
         let (status, v) = self.request(
-            "POST",
+            &call,
             &format!("{}/instances", self.zone_url()),
             Some(&self.instance_body(spec)),
         )?;
         if status != 200 {
-            return Err(api_error("creating the hub VM", status, &v));
+            return Err(api_error(&call, status, &v));
         }
         let name = instance_name(spec.tunnel_id());
         let url = format!("{}/instances/{name}", self.zone_url());
-        let deadline = Instant::now() + Duration::from_secs(180);
+        let deadline = Instant::now() + START_TIMEOUT;
         loop {
             progress("waiting for the hub VM to run");
-            let (status, v) = self.request("GET", &url, None)?;
-            if status != 200 && status != 404 {
-                return Err(api_error("reading the hub VM", status, &v));
-            }
+            let call = ApiCall::ReadVm;
+            let (status, v) = self.request(&call, &url, None)?;
+            // Not found yet is fine: the insert may not be visible at once.
+            let v = match status {
+                404 => Value::Null,
+                _ => success(&call, status, v)?,
+            };
             let running = v.get("status").and_then(Value::as_str) == Some("RUNNING");
             let ip = v
                 .pointer("/networkInterfaces/0/accessConfigs/0/natIP")
@@ -469,26 +487,29 @@ impl Provider for Gcp {
                 });
             }
             if Instant::now() > deadline {
-                let _ = self.delete(&name);
-                return Err("the hub VM did not start within 180 s; it was deleted".into());
+                return Err(HubError::VmDidNotStart {
+                    within: START_TIMEOUT,
+                    deleted: self.delete(&name).map_err(Box::new),
+                });
             }
             std::thread::sleep(Duration::from_secs(2));
         }
     }
 
-    fn delete(&self, handle: &str) -> Result<(), String> {
+    fn delete(&self, handle: &str) -> Result<(), HubError> {
+        let call = ApiCall::DeleteVm;
         let (status, v) = self.request(
-            "DELETE",
+            &call,
             &format!("{}/instances/{handle}", self.zone_url()),
             None,
         )?;
         match status {
             200 | 404 => Ok(()),
-            _ => Err(api_error("deleting the hub VM", status, &v)),
+            _ => Err(api_error(&call, status, &v)),
         }
     }
 
-    fn list(&self) -> Result<Vec<(TunnelId, String)>, String> {
+    fn list(&self) -> Result<Vec<(TunnelId, String)>, HubError> {
         let mut out = Vec::new();
         let mut page: Option<String> = None;
         loop {
@@ -496,10 +517,9 @@ impl Provider for Gcp {
             if let Some(p) = &page {
                 url.push_str(&format!("&pageToken={p}"));
             }
-            let (status, v) = self.request("GET", &url, None)?;
-            if status != 200 {
-                return Err(api_error("listing hub VMs", status, &v));
-            }
+            let call = ApiCall::ListVms;
+            let (status, v) = self.request(&call, &url, None)?;
+            let v = success(&call, status, v)?;
             for item in v
                 .get("items")
                 .and_then(Value::as_array)
@@ -558,6 +578,7 @@ mod tests {
 
     #[test]
     fn the_hub_firewall_rule_must_admit_the_relay_port_to_hubs_from_anywhere() {
+        use FirewallProblem::*;
         let net = "global/networks/support-tunnel";
         assert_eq!(firewall_problem(&rule(), net, 51820), None);
         assert_eq!(
@@ -576,40 +597,55 @@ mod tests {
             *r.pointer_mut(pointer).expect("field") = v;
             r
         };
-        for (r, net, why) in [
-            (
-                changed("/direction", json!("EGRESS")),
-                net,
-                "not an ingress rule",
-            ),
-            (changed("/disabled", json!(true)), net, "disabled"),
-            (
-                changed("/targetTags", json!(["web"])),
-                net,
-                "does not target",
-            ),
+        let other = |network: &str| OtherNetwork {
+            network: network.into(),
+        };
+        for (r, net, problem) in [
+            (changed("/direction", json!("EGRESS")), net, NotIngress),
+            (changed("/disabled", json!(true)), net, Disabled),
+            (changed("/targetTags", json!(["web"])), net, NoHubTag),
             (
                 changed("/allowed/0/ports", json!(["51821"])),
                 net,
-                "udp/51820",
+                PortNotAdmitted { port: 51820 },
             ),
             (
                 changed("/allowed/0/IPProtocol", json!("tcp")),
                 net,
-                "udp/51820",
+                PortNotAdmitted { port: 51820 },
             ),
             (
                 changed("/sourceRanges", json!(["10.0.0.0/8"])),
                 net,
-                "0.0.0.0/0",
+                NotFromAnywhere,
             ),
-            (rule(), "global/networks/tunnel", "hubs' network"),
-            (rule(), "global/networks/default", "hubs' network"),
-            (rule(), "support-tunnel", "hubs' network"),
+            (
+                rule(),
+                "global/networks/tunnel",
+                other("global/networks/tunnel"),
+            ),
+            (
+                rule(),
+                "global/networks/default",
+                other("global/networks/default"),
+            ),
+            (rule(), "support-tunnel", other("support-tunnel")),
         ] {
-            let problem = firewall_problem(&r, net, 51820).unwrap_or_default();
-            assert!(problem.contains(why), "{r} on {net}: {problem:?}");
+            assert_eq!(
+                firewall_problem(&r, net, 51820),
+                Some(problem),
+                "{r} on {net}"
+            );
         }
+        let e = HubError::FirewallRuleChanged {
+            rule: "support-hub-udp-51820".into(),
+            problem: NoHubTag,
+        };
+        assert_eq!(
+            e.to_string(),
+            "the firewall rule support-hub-udp-51820 does not target the tag support-hub: \
+             it was changed outside infra/; run `tofu apply` there"
+        );
     }
 
     #[test]
@@ -622,10 +658,164 @@ mod tests {
             "https://storage.googleapis.com/acme-support-artifacts/relay/a/b/support-relay",
         ] {
             let e = Gcp::new(settings(bad)).err().expect(bad);
-            assert!(e.contains("relay/{version}/support-relay"), "{e}");
+            assert_eq!(e, GcpSettingsError::RelayObject, "{bad}");
+            assert!(
+                e.to_string().contains("relay/{version}/support-relay"),
+                "{e}"
+            );
         }
         // Elsewhere (an operator's own server), any https path.
         assert!(Gcp::new(settings("https://downloads.example.com/relay")).is_ok());
+    }
+
+    #[test]
+    fn settings_that_would_break_the_startup_script_are_refused() {
+        let refused = |s: GcpSettings| Gcp::new(s).err();
+        for url in [
+            "http://example.com/relay",
+            "https://example.com/re lay",
+            "https://example.com/'relay'",
+            "",
+        ] {
+            assert_eq!(
+                refused(settings(url)),
+                Some(GcpSettingsError::RelayUrl),
+                "{url:?}"
+            );
+        }
+        let ok = "https://example.com/relay";
+        for sha in ["ab".repeat(31), "zz".repeat(32), "ab".repeat(33)] {
+            let mut s = settings(ok);
+            s.relay_sha256 = sha;
+            assert_eq!(refused(s), Some(GcpSettingsError::RelaySha256));
+        }
+        let mut s = settings(ok);
+        s.project = "acme/../other".into();
+        assert_eq!(
+            refused(s),
+            Some(GcpSettingsError::Name {
+                setting: "project",
+                value: "acme/../other".into()
+            })
+        );
+        let mut s = settings(ok);
+        s.zone = "europe west".into();
+        let e = refused(s).expect("refused");
+        assert_eq!(
+            e,
+            GcpSettingsError::Name {
+                setting: "zone",
+                value: "europe west".into()
+            }
+        );
+        assert_eq!(e.to_string(), "gcp.zone 'europe west' is not a valid name");
+    }
+
+    #[test]
+    fn an_error_answer_keeps_google_s_message() {
+        let call = ApiCall::CreateVm;
+        let answer = json!({"error": {"code": 403, "message": "Required 'compute.instances.create' permission"}});
+        let e = api_error(&call, 403, &answer);
+        assert!(
+            matches!(
+                &e,
+                HubError::Api { call: ApiCall::CreateVm, status: 403, message: Some(m) }
+                    if m == "Required 'compute.instances.create' permission"
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "creating the hub VM: the Compute Engine API answered 403: \
+             Required 'compute.instances.create' permission"
+        );
+        // A proxy's page, not Google's JSON: no message, said so.
+        let e = api_error(&ApiCall::ListVms, 502, &Value::Null);
+        assert!(
+            matches!(
+                &e,
+                HubError::Api {
+                    call: ApiCall::ListVms,
+                    status: 502,
+                    message: None
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "listing hub VMs: the Compute Engine API answered 502: no message"
+        );
+    }
+
+    #[test]
+    fn a_success_is_a_json_object_or_an_error() {
+        let call = ApiCall::ReadFirewall {
+            rule: "support-hub-udp-51820".into(),
+        };
+        assert_eq!(success(&call, 200, rule()).expect("an object"), rule());
+        // A 200 that is not the resource (a captive portal's page) is not
+        // an empty list or a rule without fields.
+        for v in [Value::Null, json!([]), json!("ok")] {
+            assert!(
+                matches!(
+                    success(&ApiCall::ListVms, 200, v.clone()),
+                    Err(HubError::Malformed {
+                        call: ApiCall::ListVms
+                    })
+                ),
+                "{v}"
+            );
+        }
+        assert!(matches!(
+            success(&call, 404, Value::Null),
+            Err(HubError::Api {
+                status: 404,
+                message: None,
+                ..
+            })
+        ));
+        assert_eq!(ApiCall::CreateVm.http_method(), "POST");
+        assert_eq!(ApiCall::DeleteVm.http_method(), "DELETE");
+        assert_eq!(call.http_method(), "GET");
+    }
+
+    #[test]
+    fn a_missing_firewall_rule_says_which_apply_creates_it() {
+        let e = HubError::FirewallRuleMissing {
+            rule: "support-hub-udp-51820".into(),
+            project: "acme".into(),
+            port: 51820,
+        };
+        assert_eq!(
+            e.to_string(),
+            "the hub firewall rule support-hub-udp-51820 does not exist in project acme: it \
+             belongs to the deployment; run `tofu apply` in infra/ (network.tf creates it, \
+             with relay_port = 51820)"
+        );
+    }
+
+    #[test]
+    fn a_vm_that_did_not_start_says_whether_it_was_deleted() {
+        let within = START_TIMEOUT;
+        let deleted = HubError::VmDidNotStart {
+            within,
+            deleted: Ok(()),
+        };
+        assert_eq!(
+            deleted.to_string(),
+            "the hub VM did not start within 180 s; it was deleted"
+        );
+        let kept = HubError::VmDidNotStart {
+            within,
+            deleted: Err(Box::new(api_error(&ApiCall::DeleteVm, 500, &Value::Null))),
+        };
+        assert_eq!(
+            kept.to_string(),
+            "the hub VM did not start within 180 s, and deleting it failed: deleting the hub \
+             VM: the Compute Engine API answered 500: no message"
+        );
+        assert!(std::error::Error::source(&kept).is_some());
     }
 
     #[test]
@@ -645,25 +835,7 @@ mod tests {
 
     #[test]
     fn the_startup_script_reads_the_bucket_with_the_hub_token_only_from_google() {
-        use support_protocol::bounded::{BoundedString, BoundedVec};
-        use support_protocol::messages::{DeviceFacts, TunnelRequest};
-        let device = support_protocol::tunnel_keys::DeviceTunnelKeys::from_seed([1; 32]);
-        let text = |s: &str| BoundedString::new(s).expect("fits");
-        let request = TunnelRequest::new(
-            &device,
-            DeviceFacts {
-                hostname: text("h"),
-                model: text("m"),
-                firmware: text("f"),
-                agent_version: BoundedString::new("a").expect("fits"),
-            },
-            600,
-            BoundedVec::try_from(&[22u16][..]).expect("fits"),
-            BoundedString::new("").expect("fits"),
-        );
-        let verified = support_protocol::request_tag::verify(&device.one_time_secret(), &request)
-            .expect("the request verifies");
-        let spec = HubSpec::new(&verified, [2; 32], 600);
+        let spec = crate::hub::tests::spec();
         let gcs = Gcp::new(settings(
             "https://storage.googleapis.com/acme-support-artifacts/relay/0.2.0/support-relay",
         ))

@@ -4,8 +4,13 @@
 //! WireGuard public keys (DESIGN invariant 4).
 
 mod credentials;
+mod error;
 pub mod gcp;
 pub mod local;
+
+pub use error::{
+    ApiCall, BodyError, CredentialsError, FirewallProblem, GcpSettingsError, HubError, TokenSource,
+};
 
 use std::net::SocketAddr;
 
@@ -77,13 +82,13 @@ pub trait Provider {
     }
     /// Checks, before anything is spent, that a hub could be launched
     /// (binary, credentials, the firewall rule); says where it would run.
-    fn preflight(&self) -> Result<String, String>;
+    fn preflight(&self) -> Result<String, HubError>;
     /// Starts a hub; `progress` gets short status lines while it boots.
-    fn launch(&self, spec: &HubSpec, progress: &mut dyn FnMut(&str)) -> Result<Hub, String>;
+    fn launch(&self, spec: &HubSpec, progress: &mut dyn FnMut(&str)) -> Result<Hub, HubError>;
     /// Deletes a hub (idempotent: a hub already gone is fine).
-    fn delete(&self, handle: &str) -> Result<(), String>;
+    fn delete(&self, handle: &str) -> Result<(), HubError>;
     /// Every hub this provider runs, with its tunnel label.
-    fn list(&self) -> Result<Vec<(TunnelId, String)>, String>;
+    fn list(&self) -> Result<Vec<(TunnelId, String)>, HubError>;
 }
 
 /// Starts `cmd` in the background (its own process group, so a Ctrl-C in
@@ -93,15 +98,17 @@ pub trait Provider {
 pub(crate) fn spawn_and_read_line(
     cmd: &mut std::process::Command,
     timeout: std::time::Duration,
-) -> Result<(std::process::Child, Option<String>), String> {
+) -> std::io::Result<(std::process::Child, Option<String>)> {
     use std::os::unix::process::CommandExt;
     let mut child = cmd
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .process_group(0)
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
+        .spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| std::io::Error::other("no stdout"))?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut line = String::new();
@@ -117,18 +124,97 @@ pub fn b64(key: &[u8; 32]) -> String {
     base64::engine::general_purpose::STANDARD.encode(key)
 }
 
-/// An HTTP answer's body as JSON (`Null` when it is not JSON), reading at
-/// most `limit` bytes of it.
+/// An HTTP answer's body as JSON (`Null` when it is not JSON: an error
+/// answer may be a proxy's HTML page), refusing one longer than `limit` bytes.
 pub(crate) fn json_body(
     resp: &mut ureq::http::Response<ureq::Body>,
     limit: u64,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, BodyError> {
     use std::io::Read;
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     resp.body_mut()
         .as_reader()
-        .take(limit)
-        .read_to_string(&mut text)
-        .map_err(|e| e.to_string())?;
-    Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(BodyError::Read)?;
+    if bytes.len() as u64 > limit {
+        return Err(BodyError::TooLarge { limit });
+    }
+    Ok(serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A hub for a verified request of tunnel (device seed 1), admin key 2s, 600 s.
+    pub(crate) fn spec() -> HubSpec {
+        use support_protocol::bounded::{BoundedString, BoundedVec};
+        use support_protocol::messages::{DeviceFacts, TunnelRequest};
+        let device = support_protocol::tunnel_keys::DeviceTunnelKeys::from_seed([1; 32]);
+        let text = |s: &str| BoundedString::new(s).expect("fits");
+        let request = TunnelRequest::new(
+            &device,
+            DeviceFacts {
+                hostname: text("h"),
+                model: text("m"),
+                firmware: text("f"),
+                agent_version: BoundedString::new("a").expect("fits"),
+            },
+            600,
+            BoundedVec::try_from(&[22u16][..]).expect("fits"),
+            BoundedString::new("").expect("fits"),
+        );
+        let verified = support_protocol::request_tag::verify(&device.one_time_secret(), &request)
+            .expect("the request verifies");
+        HubSpec::new(&verified, [2; 32], 600)
+    }
+
+    fn answer(body: ureq::Body) -> ureq::http::Response<ureq::Body> {
+        ureq::http::Response::builder()
+            .status(200)
+            .body(body)
+            .expect("a response")
+    }
+
+    #[test]
+    fn a_json_body_is_read_up_to_its_limit() {
+        let json = br#"{"a": [1, 2]}"#;
+        let mut resp = answer(ureq::Body::builder().data(&json[..]));
+        let v = json_body(&mut resp, json.len() as u64).expect("exactly the limit");
+        assert_eq!(v, serde_json::json!({"a": [1, 2]}));
+        let mut resp = answer(ureq::Body::builder().data(&json[..]));
+        assert!(matches!(
+            json_body(&mut resp, json.len() as u64 - 1),
+            Err(BodyError::TooLarge { limit }) if limit == json.len() as u64 - 1
+        ));
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_is_null_for_the_caller_to_judge() {
+        for text in [&b"<html>502 Bad Gateway</html>"[..], b"", b"\xff\xfe"] {
+            let mut resp = answer(ureq::Body::builder().data(text));
+            assert_eq!(
+                json_body(&mut resp, 1 << 10).expect("read"),
+                serde_json::Value::Null
+            );
+        }
+    }
+
+    #[test]
+    fn a_body_that_breaks_off_is_a_read_error() {
+        struct Broken;
+        impl std::io::Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::ErrorKind::ConnectionReset.into())
+            }
+        }
+        let mut resp = answer(ureq::Body::builder().reader(Broken));
+        match json_body(&mut resp, 1 << 10) {
+            Err(BodyError::Read(e)) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
