@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use crate::error::FileError;
 use crate::secret_file::{self, SecretError};
-use crate::settings::{parse_key, Dirs};
+use crate::settings::{parse_key, Dirs, SettingsError};
 
 /// Why the CA's key cannot be made or used, or a certificate not issued.
 #[derive(Debug)]
@@ -32,7 +32,7 @@ pub enum CaError {
     /// The engineer's name does not fit a certificate.
     Name(BoundError),
     /// The engineer's key is not a key.
-    Key(String),
+    Key(SettingsError),
     /// The sealed CA key does not open.
     Secret(SecretError),
     /// A file could not be written.
@@ -57,14 +57,25 @@ impl fmt::Display for CaError {
                 f.write_str("--days must be between 1 and 366 (keep certificates short-lived)")
             }
             Self::Name(e) => write!(f, "the name cannot be used: {e}"),
-            Self::Key(e) => f.write_str(e),
+            Self::Key(e) => e.fmt(f),
             Self::Secret(e) => e.fmt(f),
             Self::File(e) => e.fmt(f),
         }
     }
 }
 
-impl std::error::Error for CaError {}
+impl std::error::Error for CaError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Missing { source, .. } => Some(source),
+            Self::Name(e) => Some(e),
+            Self::Key(e) => Some(e),
+            Self::Secret(e) => Some(e),
+            Self::File(e) => Some(e),
+            Self::Exists(_) | Self::Damaged(_) | Self::Days => None,
+        }
+    }
+}
 
 impl From<SecretError> for CaError {
     fn from(e: SecretError) -> Self {
@@ -137,7 +148,7 @@ pub fn sign(
         return Err(CaError::Days);
     }
     let name = BoundedString::<64>::new(name).map_err(CaError::Name)?;
-    let key = parse_key(key).map_err(|e| CaError::Key(e.to_string()))?;
+    let key = parse_key(key).map_err(CaError::Key)?;
     let ca = load(dirs)?;
     let serial_path = dirs.ca().join("serial");
     let serial: u64 = std::fs::read_to_string(&serial_path)
@@ -161,6 +172,7 @@ pub fn sign(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use support_protocol::key_text::KeyTextError;
 
     #[test]
     fn the_ca_is_made_once_and_signs_within_its_limits() {
@@ -182,10 +194,21 @@ mod tests {
             sign(&dirs, &"a".repeat(65), &approver, Role::Approver, 30),
             Err(CaError::Name(_))
         ));
-        assert!(matches!(
-            sign(&dirs, "alice", "abc", Role::Approver, 30),
-            Err(CaError::Key(_))
-        ));
+        let e = sign(&dirs, "alice", "abc", Role::Approver, 30).expect_err("not a key");
+        assert!(
+            matches!(
+                &e,
+                CaError::Key(SettingsError::Key {
+                    text,
+                    source: KeyTextError::Length { got: 3 }
+                }) if text == "abc"
+            ),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().starts_with("'abc': a key is 64 hexadecimal"),
+            "{e}"
+        );
         let first = sign(&dirs, "alice", &approver, Role::Approver, 30).expect("signs");
         let second = sign(&dirs, "bob", &approver, Role::Viewer, 30).expect("signs");
         assert_eq!((first.body.serial, second.body.serial), (1, 2));

@@ -50,7 +50,11 @@ impl fmt::Display for FileError {
     }
 }
 
-impl std::error::Error for FileError {}
+impl std::error::Error for FileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
 
 /// Why a command failed.
 #[derive(Debug)]
@@ -136,7 +140,29 @@ impl fmt::Display for AdminError {
     }
 }
 
-impl std::error::Error for AdminError {}
+impl std::error::Error for AdminError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::ControlPlane(e) => Some(e),
+            Self::Record(e) => Some(e),
+            Self::Identity(e) => Some(e),
+            Self::Settings(e) => Some(e),
+            Self::Ca(e) => Some(e),
+            Self::Secret(e) => Some(e),
+            Self::Refused(e) => Some(e),
+            Self::Approve(e) => Some(e),
+            Self::Handoff(e) => Some(e),
+            Self::Session(e) => Some(e),
+            Self::Ssh(e) => Some(e),
+            Self::SshConfig(e) => Some(e),
+            Self::Hub(e) => Some(e),
+            Self::File(e) => Some(e),
+            Self::Input { source, .. } | Self::Listen { source, .. } => Some(source),
+            Self::Exe(e) | Self::Runtime(e) => Some(e),
+            Self::Usage(_) | Self::Declined(_) => None,
+        }
+    }
+}
 
 macro_rules! from {
     ($($variant:ident($ty:ty)),* $(,)?) => {
@@ -356,7 +382,16 @@ impl fmt::Display for ApproveError {
     }
 }
 
-impl std::error::Error for ApproveError {}
+impl std::error::Error for ApproveError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Code(e) => Some(e),
+            Self::NotPosted(e) => Some(e),
+            Self::Report(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -441,5 +476,34 @@ mod tests {
     fn a_file_error_names_the_file() {
         let e = FileError::at("/x/y")(std::io::Error::from(std::io::ErrorKind::NotFound));
         assert!(e.to_string().starts_with("/x/y: "), "{e}");
+    }
+
+    #[test]
+    fn the_wrapped_error_is_the_source() {
+        use std::error::Error as _;
+        let e = AdminError::from(FileError::at("/x/y")(std::io::Error::from(
+            std::io::ErrorKind::NotFound,
+        )));
+        let file = e
+            .source()
+            .and_then(|s| s.downcast_ref::<FileError>())
+            .expect("the file error");
+        assert_eq!(file.path, PathBuf::from("/x/y"));
+        let io = file
+            .source()
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .expect("the OS error");
+        assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+
+        let e = AdminError::from(Refusal::Hub(HubError::RelayNotFound));
+        assert!(
+            matches!(
+                e.source().and_then(|s| s.downcast_ref::<Refusal>()),
+                Some(Refusal::Hub(HubError::RelayNotFound))
+            ),
+            "{e:?}"
+        );
+        assert!(AdminError::Usage("x".into()).source().is_none());
+        assert!(AdminError::Declined("nothing was done").source().is_none());
     }
 }

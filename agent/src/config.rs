@@ -71,6 +71,17 @@ pub enum ConfigError {
         /// What is wrong with its value, and what would do.
         why: String,
     },
+    /// A duration setting's text is not a duration.
+    Duration {
+        /// The setting.
+        name: &'static str,
+        /// Why.
+        error: DurationError,
+    },
+    /// A `[ports]` key is not a port number.
+    Port(PortsError),
+    /// `support_uids` is not a usable range.
+    SupportUids(UidRangeError),
     /// `control_plane` is an `https://` URL (its value).
     Https(String),
 }
@@ -97,6 +108,9 @@ impl fmt::Display for ConfigError {
             } => write!(f, "{}: {error}", path.display()),
             Self::Syntax { path: None, error } => write!(f, "{error}"),
             Self::Setting { name, why } => write!(f, "{name}: {why}"),
+            Self::Duration { name, error } => write!(f, "{name}: {error}"),
+            Self::Port(e) => write!(f, "ports: {e}"),
+            Self::SupportUids(e) => write!(f, "support_uids: {e}"),
             Self::Https(url) => write!(
                 f,
                 "control_plane is '{url}', but the agent speaks plain http:// only. Every call is \
@@ -109,7 +123,82 @@ impl fmt::Display for ConfigError {
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Unreadable { error, .. } => Some(error),
+            Self::Syntax { error, .. } => Some(error),
+            Self::Duration { error, .. } => Some(error),
+            Self::Port(e) => Some(e),
+            Self::SupportUids(e) => Some(e),
+            Self::NotOwnedByRoot { .. }
+            | Self::WritableByOthers { .. }
+            | Self::Setting { .. }
+            | Self::Https(_) => None,
+        }
+    }
+}
+
+/// Why a text is not a duration (`--duration`, `max_duration = "24h"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurationError {
+    /// The reason `support_protocol::duration_text::parse` gives (it names the text).
+    pub reason: String,
+}
+
+impl fmt::Display for DurationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for DurationError {}
+
+/// Why a text is not a list of ports (`--ports 22,80`, a `[ports]` key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortsError {
+    /// An item is not a port number from 1 to 65535 (the item).
+    NotAPort(String),
+    /// The list is empty.
+    NoPorts,
+}
+
+impl fmt::Display for PortsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotAPort(p) => write!(f, "'{p}' is not a port number"),
+            Self::NoPorts => f.write_str("no ports given"),
+        }
+    }
+}
+
+impl std::error::Error for PortsError {}
+
+/// Why a text is not a usable uid range (`support_uids`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UidRangeError {
+    /// No `-` between two numbers (the text).
+    NotARange(String),
+    /// One end is not a uid (that end).
+    NotAUid(String),
+    /// Fewer than 1,000 uids, or some at or below 100000 (the text).
+    Unsafe(String),
+}
+
+impl fmt::Display for UidRangeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotARange(s) => write!(f, "'{s}' is not a range like 2100000000-2100099999"),
+            Self::NotAUid(t) => write!(f, "'{t}' is not a uid"),
+            Self::Unsafe(s) => write!(
+                f,
+                "'{s}' must hold at least 1,000 uids, all above 100000 (clear of the ranges useradd uses)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for UidRangeError {}
 
 fn bad(name: &'static str, why: impl Into<String>) -> ConfigError {
     ConfigError::Setting {
@@ -284,11 +373,7 @@ impl Config {
             .ports
             .unwrap_or_else(|| BTreeMap::from([("22".to_string(), "127.0.0.1:22".to_string())]))
         {
-            let port: u16 = p
-                .parse()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| bad("ports", format!("'{p}' is not a port number")))?;
+            let port = parse_port(&p).map_err(ConfigError::Port)?;
             let addr: SocketAddr = target.parse().map_err(|_| {
                 bad(
                     "ports",
@@ -302,7 +387,9 @@ impl Config {
         let dur = |v: Option<toml::Value>, default: Duration, name| match v {
             None => Ok(default),
             Some(toml::Value::Integer(n)) if n > 0 => Ok(Duration::from_secs(n as u64)),
-            Some(toml::Value::String(s)) => parse_duration(&s).map_err(|e| bad(name, e)),
+            Some(toml::Value::String(s)) => {
+                parse_duration(&s).map_err(|error| ConfigError::Duration { name, error })
+            }
             Some(other) => Err(bad(
                 name,
                 format!("{other:?} is not a duration (e.g. \"24h\", \"90m\" or seconds)"),
@@ -337,7 +424,7 @@ impl Config {
             pre_up_failure: f.pre_up_failure.unwrap_or_default(),
             support_uids: match f.support_uids {
                 None => DEFAULT_SUPPORT_UIDS,
-                Some(s) => parse_uid_range(&s).map_err(|e| bad("support_uids", e))?,
+                Some(s) => parse_uid_range(&s).map_err(ConfigError::SupportUids)?,
             },
             log_level: match f.log_level {
                 None => crate::journal::Level::Info,
@@ -450,26 +537,26 @@ pub fn check_owner_and_mode(path: &Path, what: &str) -> Result<(), ConfigError> 
 }
 
 /// "90s", "15m", "24h", "7d", or plain seconds (see `support_protocol::duration_text`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    support_protocol::duration_text::parse(s).map(|secs| Duration::from_secs(u64::from(secs)))
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
+    support_protocol::duration_text::parse(s)
+        .map(|secs| Duration::from_secs(u64::from(secs)))
+        .map_err(|reason| DurationError { reason })
 }
 
 /// "2100000000-2100099999" -> the inclusive range; it must hold at least
 /// 1,000 uids and stay clear of root and of the usual account ranges.
-pub fn parse_uid_range(s: &str) -> Result<(u32, u32), String> {
+pub fn parse_uid_range(s: &str) -> Result<(u32, u32), UidRangeError> {
     let (a, b) = s
         .split_once('-')
-        .ok_or_else(|| format!("'{s}' is not a range like 2100000000-2100099999"))?;
+        .ok_or_else(|| UidRangeError::NotARange(s.to_string()))?;
     let num = |t: &str| {
         t.trim()
             .parse::<u32>()
-            .map_err(|_| format!("'{t}' is not a uid"))
+            .map_err(|_| UidRangeError::NotAUid(t.to_string()))
     };
     let (lo, hi) = (num(a)?, num(b)?);
     if lo < 100_000 || hi < lo || hi - lo < 999 || hi >= u32::MAX - 1 {
-        return Err(format!(
-            "'{s}' must hold at least 1,000 uids, all above 100000 (clear of the ranges useradd uses)"
-        ));
+        return Err(UidRangeError::Unsafe(s.to_string()));
     }
     Ok((lo, hi))
 }
@@ -480,22 +567,26 @@ pub fn pending_window_secs(c: &Config) -> u32 {
 }
 
 /// "22,80" -> [22, 80].
-pub fn parse_ports(s: &str) -> Result<Vec<u16>, String> {
+pub fn parse_ports(s: &str) -> Result<Vec<u16>, PortsError> {
     let mut out = Vec::new();
     for p in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let port: u16 = p
-            .parse()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| format!("'{p}' is not a port number"))?;
+        let port = parse_port(p)?;
         if !out.contains(&port) {
             out.push(port);
         }
     }
     if out.is_empty() {
-        return Err("no ports given".to_string());
+        return Err(PortsError::NoPorts);
     }
     Ok(out)
+}
+
+/// "22" -> 22; zero is no port.
+fn parse_port(p: &str) -> Result<u16, PortsError> {
+    p.parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| PortsError::NotAPort(p.to_string()))
 }
 
 #[cfg(test)]
@@ -505,21 +596,27 @@ mod tests {
     #[test]
     fn durations_are_the_protocol_s() {
         assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(
-            parse_duration("0h"),
-            Err("a duration of zero is not allowed".into())
-        );
+        let e = parse_duration("0h").expect_err("zero");
+        assert_eq!(e.to_string(), "a duration of zero is not allowed");
     }
 
     #[test]
     fn ports() {
         assert_eq!(parse_ports("22, 80,22"), Ok(vec![22, 80]));
-        assert_eq!(parse_ports("0"), Err("'0' is not a port number".into()));
+        assert_eq!(parse_ports("0"), Err(PortsError::NotAPort("0".into())));
         assert_eq!(
             parse_ports("22,http"),
-            Err("'http' is not a port number".into())
+            Err(PortsError::NotAPort("http".into()))
         );
-        assert_eq!(parse_ports(""), Err("no ports given".into()));
+        assert_eq!(parse_ports(" , "), Err(PortsError::NoPorts));
+        assert_eq!(
+            parse_ports("70000").map_err(|e| e.to_string()),
+            Err("'70000' is not a port number".into())
+        );
+        assert_eq!(
+            PortsError::NoPorts.to_string(),
+            "no ports given".to_string()
+        );
     }
 
     #[test]
@@ -613,19 +710,43 @@ mod tests {
                 .support_uids,
             (300_000, 301_000)
         );
-        for bad in ["0-100000", "300000-300010", "5-4", "x-y", "300000"] {
+        for (bad, want) in [
+            ("0-100000", UidRangeError::Unsafe("0-100000".into())),
+            (
+                "300000-300010",
+                UidRangeError::Unsafe("300000-300010".into()),
+            ),
+            ("5-4", UidRangeError::Unsafe("5-4".into())),
+            ("x-y", UidRangeError::NotAUid("x".into())),
+            ("300000", UidRangeError::NotARange("300000".into())),
+        ] {
             let e = with(&format!("support_uids = \"{bad}\"")).expect_err("refused");
             assert!(
-                matches!(
-                    &e,
-                    ConfigError::Setting {
-                        name: "support_uids",
-                        ..
-                    }
-                ),
+                matches!(&e, ConfigError::SupportUids(got) if *got == want),
                 "{bad}: {e:?}"
             );
         }
+        assert_eq!(
+            with("support_uids = \"300000\"")
+                .expect_err("refused")
+                .to_string(),
+            "support_uids: '300000' is not a range like 2100000000-2100099999"
+        );
+        let e = with("pending_window = \"3w\"").expect_err("refused");
+        assert!(
+            matches!(
+                &e,
+                ConfigError::Duration {
+                    name: "pending_window",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "pending_window: '3w': unknown unit 'w' (use s, m, h or d)"
+        );
         let e = with("pre_up_failure = \"ignore\"").expect_err("refused");
         assert!(
             matches!(&e, ConfigError::Syntax { path: None, .. }),
@@ -648,6 +769,13 @@ mod tests {
             e.to_string().contains("unknown field `contro_plane`"),
             "{e}"
         );
+        let f: File = toml::from_str("[ports]\nssh = \"127.0.0.1:22\"").expect("parses");
+        let e = Config::from_file(f).expect_err("not a port");
+        assert!(
+            matches!(&e, ConfigError::Port(PortsError::NotAPort(p)) if p == "ssh"),
+            "{e:?}"
+        );
+        assert_eq!(e.to_string(), "ports: 'ssh' is not a port number");
         let f: File = toml::from_str("[ports]\n22 = \"nowhere\"").expect("parses");
         let e = Config::from_file(f).expect_err("not an address");
         assert_eq!(

@@ -68,6 +68,33 @@ struct Gone {
     signal: Condvar,
 }
 
+/// Why the owner's stop could not confirm that the support access is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopError {
+    /// Removing the access failed (the machine's account of why).
+    NotRemoved(String),
+    /// The teardown had not finished when the stop stopped waiting.
+    StillRunning {
+        /// How long the stop waited.
+        waited: Duration,
+    },
+}
+
+impl std::fmt::Display for StopError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotRemoved(why) => f.write_str(why),
+            Self::StillRunning { waited } => write!(
+                f,
+                "the teardown is still running after {} s; the access may still exist",
+                waited.as_secs()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StopError {}
+
 /// A supervisor's mailbox. A stop also raises a flag the supervisor checks
 /// before anything else, so it never waits behind queued events.
 #[derive(Clone)]
@@ -81,21 +108,18 @@ pub struct Mailbox {
 impl Mailbox {
     /// The owner's stop: returns once the support access is gone (or could
     /// not be removed), or says the teardown is still running after `wait`.
-    pub fn stop(&self, wait: Duration) -> Result<(), String> {
+    pub fn stop(&self, wait: Duration) -> Result<(), StopError> {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.tx.send(Msg::Stop);
         let deadline = Instant::now() + wait;
         let mut r = self.gone.result.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if let Some(done) = r.as_ref() {
-                return done.clone();
+                return done.clone().map_err(StopError::NotRemoved);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(format!(
-                    "the teardown is still running after {} s; the access may still exist",
-                    wait.as_secs()
-                ));
+                return Err(StopError::StillRunning { waited: wait });
             }
             r = self
                 .gone
@@ -482,7 +506,8 @@ impl Supervisor {
             }
             Action::Log(entry) => self.log(entry),
             Action::RunHook(stage, values) => {
-                let r = hooks::run(stage.name(), stage.script(&self.ctx.config.hooks), &values);
+                let r = hooks::run(stage, stage.script(&self.ctx.config.hooks), &values)
+                    .map_err(|e| e.to_string());
                 if stage == HookStage::PreUp {
                     return Some(Input::PreUpDone(r));
                 }

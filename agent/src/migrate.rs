@@ -40,11 +40,12 @@
 //! manages and which do nothing once the cron file is gone.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::fs;
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 
 use crate::config::DEFAULT_SUPPORT_UIDS;
 
@@ -57,6 +58,217 @@ pub struct Options {
     pub dry_run: bool,
     /// Do not ask for confirmation.
     pub assume_yes: bool,
+}
+
+/// Why the migration stopped, or why one item could not be removed.
+#[derive(Debug)]
+pub enum MigrateError {
+    /// `--root` cannot be resolved.
+    Root {
+        /// As given.
+        path: PathBuf,
+        /// What the OS said.
+        error: io::Error,
+    },
+    /// `--root` is not a directory (resolved).
+    RootNotADirectory(PathBuf),
+    /// Working on `/` takes root.
+    NotRoot,
+    /// Nobody can confirm (stdin is no terminal) and `--yes` was not given.
+    NoTerminal,
+    /// Asking for confirmation failed.
+    Terminal {
+        /// "stdin" or "stdout".
+        stream: &'static str,
+        /// What the OS said.
+        error: io::Error,
+    },
+    /// The answer was not yes.
+    NotConfirmed,
+    /// A file or directory cannot be read.
+    Read {
+        /// Which.
+        path: PathBuf,
+        /// What the OS said.
+        error: io::Error,
+    },
+    /// A path cannot be examined.
+    Stat {
+        /// Which.
+        path: PathBuf,
+        /// What the OS said.
+        error: io::Error,
+    },
+    /// Removing a file or directory failed.
+    Remove {
+        /// Which.
+        path: PathBuf,
+        /// What the OS said.
+        error: io::Error,
+    },
+    /// What the scan found is no longer of its kind, so it is left alone.
+    Changed {
+        /// Which.
+        path: PathBuf,
+        /// What it was ("regular file", "symlink", "directory").
+        kind: &'static str,
+    },
+    /// A tool (`ip`, `userdel`) cannot be started.
+    Spawn {
+        /// The tool.
+        program: &'static str,
+        /// What the OS said.
+        error: io::Error,
+    },
+    /// A tool exited unsuccessfully.
+    Tool {
+        /// The tool.
+        program: &'static str,
+        /// Its arguments, as shown.
+        args: String,
+        /// How it exited.
+        status: ExitStatus,
+        /// What it said, on one line.
+        stderr: String,
+    },
+    /// A user could not be deleted.
+    User {
+        /// The user.
+        name: String,
+        /// Why.
+        error: Box<MigrateError>,
+    },
+    /// `userdel` succeeded, but the user is still in `etc/passwd`.
+    UserRemains(String),
+    /// The user is gone but removing its home failed.
+    HomeNotRemoved {
+        /// The user.
+        user: String,
+        /// The home.
+        home: PathBuf,
+        /// What the OS said.
+        error: io::Error,
+    },
+    /// The user is gone but its home is left: `userdel` failed to remove it
+    /// (its error), or it is no longer what the scan found (`None`).
+    HomeLeft {
+        /// The user.
+        user: String,
+        /// The home.
+        home: PathBuf,
+        /// `userdel`'s failure.
+        userdel: Option<Box<MigrateError>>,
+    },
+    /// Some items were not removed (each was reported as it failed).
+    Incomplete {
+        /// How many failed.
+        failed: usize,
+        /// How many there were.
+        total: usize,
+    },
+}
+
+impl fmt::Display for MigrateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Root { path, error } => write!(f, "--root {}: {error}", path.display()),
+            Self::RootNotADirectory(path) => {
+                write!(f, "--root {}: not a directory", path.display())
+            }
+            Self::NotRoot => f.write_str(
+                "migrate-from-original reads /etc/shadow and removes users and services \
+                 of this system: run it as root",
+            ),
+            Self::NoTerminal => f.write_str(
+                "stdin is not a terminal, so nobody can confirm: run again with --yes to \
+                 remove the items listed above (or --dry-run to only list them). \
+                 Nothing was changed.",
+            ),
+            Self::Terminal { stream, error } => write!(f, "{stream}: {error}"),
+            Self::NotConfirmed => f.write_str("not confirmed; nothing was changed"),
+            Self::Read { path, error } => write!(f, "cannot read {}: {error}", path.display()),
+            Self::Stat { path, error } => write!(f, "cannot stat {}: {error}", path.display()),
+            Self::Remove { path, error } => write!(f, "{}: {error}", path.display()),
+            Self::Changed { path, kind } => {
+                write!(f, "{} is no longer a {kind}; left alone", path.display())
+            }
+            Self::Spawn { program, error } => write!(f, "cannot run {program}: {error}"),
+            Self::Tool {
+                program,
+                args,
+                status,
+                stderr,
+            } => {
+                write!(f, "{program} {args} failed ({status}): {stderr}")?;
+                if stderr.contains("currently used by process") {
+                    f.write_str(
+                        " (the user is still logged in or running something: end that, \
+                         or reboot, and run again)",
+                    )?;
+                }
+                Ok(())
+            }
+            Self::User { name, error } => write!(f, "user {name}: {error}"),
+            Self::UserRemains(name) => {
+                write!(
+                    f,
+                    "user {name}: userdel succeeded but the user is still there"
+                )
+            }
+            Self::HomeNotRemoved { user, home, error } => write!(
+                f,
+                "removed user {user}, but not its home {}: {error}",
+                home.display()
+            ),
+            Self::HomeLeft {
+                user,
+                home,
+                userdel,
+            } => {
+                write!(
+                    f,
+                    "removed user {user}, but not its home {}: ",
+                    home.display()
+                )?;
+                match userdel {
+                    Some(e) => e.fmt(f),
+                    None => f.write_str("it changed since the scan"),
+                }
+            }
+            Self::Incomplete { failed, total } => write!(
+                f,
+                "{failed} of {total} items could not be removed (see above); \
+                 run again once that is fixed"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for MigrateError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Root { error, .. }
+            | Self::Terminal { error, .. }
+            | Self::Read { error, .. }
+            | Self::Stat { error, .. }
+            | Self::Remove { error, .. }
+            | Self::Spawn { error, .. }
+            | Self::HomeNotRemoved { error, .. } => Some(error),
+            Self::User { error, .. } => Some(error.as_ref()),
+            Self::HomeLeft {
+                userdel: Some(e), ..
+            } => Some(e.as_ref()),
+            Self::RootNotADirectory(_)
+            | Self::NotRoot
+            | Self::NoTerminal
+            | Self::NotConfirmed
+            | Self::Changed { .. }
+            | Self::Tool { .. }
+            | Self::UserRemains(_)
+            | Self::HomeLeft { userdel: None, .. }
+            | Self::Incomplete { .. } => None,
+        }
+    }
 }
 
 /// The cron file AmpliPi installed with the original, and its two entries
@@ -138,19 +350,17 @@ impl Scan {
 }
 
 /// Runs the migration.
-pub fn run(opts: &Options) -> Result<(), String> {
-    let root =
-        fs::canonicalize(&opts.root).map_err(|e| format!("--root {}: {e}", opts.root.display()))?;
+pub fn run(opts: &Options) -> Result<(), MigrateError> {
+    let root = fs::canonicalize(&opts.root).map_err(|error| MigrateError::Root {
+        path: opts.root.clone(),
+        error,
+    })?;
     if !root.is_dir() {
-        return Err(format!("--root {}: not a directory", root.display()));
+        return Err(MigrateError::RootNotADirectory(root));
     }
     let system = root == Path::new("/");
     if system && !rustix::process::geteuid().is_root() {
-        return Err(
-            "migrate-from-original reads /etc/shadow and removes users and services \
-                    of this system: run it as root"
-                .into(),
-        );
+        return Err(MigrateError::NotRoot);
     }
     let scan = scan(&root, system)?;
     print_scan(&scan);
@@ -176,10 +386,10 @@ pub fn run(opts: &Options) -> Result<(), String> {
         }
     }
     if failed > 0 {
-        return Err(format!(
-            "{failed} of {} items could not be removed (see above); run again once that is fixed",
-            scan.found.len()
-        ));
+        return Err(MigrateError::Incomplete {
+            failed,
+            total: scan.found.len(),
+        });
     }
     println!(
         "Done: the original support tunnel's {} items are removed.",
@@ -203,32 +413,35 @@ fn print_scan(scan: &Scan) {
     }
 }
 
-fn confirm() -> Result<(), String> {
+fn confirm() -> Result<(), MigrateError> {
     let stdin = io::stdin();
     if !stdin.is_terminal() {
-        return Err(
-            "stdin is not a terminal, so nobody can confirm: run again with --yes to \
-                    remove the items listed above (or --dry-run to only list them). \
-                    Nothing was changed."
-                .into(),
-        );
+        return Err(MigrateError::NoTerminal);
     }
     print!("Remove these? [y/N] ");
-    io::stdout().flush().map_err(|e| format!("stdout: {e}"))?;
+    io::stdout()
+        .flush()
+        .map_err(|error| MigrateError::Terminal {
+            stream: "stdout",
+            error,
+        })?;
     let mut answer = String::new();
     stdin
         .lock()
         .read_line(&mut answer)
-        .map_err(|e| format!("stdin: {e}"))?;
+        .map_err(|error| MigrateError::Terminal {
+            stream: "stdin",
+            error,
+        })?;
     match answer.trim().to_ascii_lowercase().as_str() {
         "y" | "yes" => Ok(()),
-        _ => Err("not confirmed; nothing was changed".into()),
+        _ => Err(MigrateError::NotConfirmed),
     }
 }
 
 // ---------------------------------------------------------------- finding
 
-fn scan(root: &Path, system: bool) -> Result<Scan, String> {
+fn scan(root: &Path, system: bool) -> Result<Scan, MigrateError> {
     let mut scan = Scan::default();
     scan_cron(root, &mut scan)?;
     scan_sudo_rule(root, &mut scan)?;
@@ -239,24 +452,31 @@ fn scan(root: &Path, system: bool) -> Result<Scan, String> {
 }
 
 /// The file's contents (lossy UTF-8), `None` if it does not exist.
-fn read_opt(path: &Path) -> Result<Option<String>, String> {
+fn read_opt(path: &Path) -> Result<Option<String>, MigrateError> {
     match fs::read(path) {
         Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        Err(error) => Err(MigrateError::Read {
+            path: path.to_path_buf(),
+            error,
+        }),
     }
 }
 
 /// The directory's entries as (name, path), sorted; empty if it does not exist.
-fn read_dir_opt(dir: &Path) -> Result<Vec<(String, PathBuf)>, String> {
+fn read_dir_opt(dir: &Path) -> Result<Vec<(String, PathBuf)>, MigrateError> {
+    let unreadable = |error| MigrateError::Read {
+        path: dir.to_path_buf(),
+        error,
+    };
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("cannot read {}: {e}", dir.display())),
+        Err(e) => return Err(unreadable(e)),
     };
     let mut out = Vec::new();
     for e in entries {
-        let e = e.map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        let e = e.map_err(unreadable)?;
         // Names that are not UTF-8 are nothing the original made.
         if let Some(name) = e.file_name().to_str() {
             out.push((name.to_string(), e.path()));
@@ -266,11 +486,14 @@ fn read_dir_opt(dir: &Path) -> Result<Vec<(String, PathBuf)>, String> {
     Ok(out)
 }
 
-fn symlink_meta(path: &Path) -> Result<Option<fs::Metadata>, String> {
+fn symlink_meta(path: &Path) -> Result<Option<fs::Metadata>, MigrateError> {
     match fs::symlink_metadata(path) {
         Ok(m) => Ok(Some(m)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("cannot stat {}: {e}", path.display())),
+        Err(error) => Err(MigrateError::Stat {
+            path: path.to_path_buf(),
+            error,
+        }),
     }
 }
 
@@ -290,7 +513,7 @@ fn scan_known_file(
     expected: &[&str],
     why: &str,
     scan: &mut Scan,
-) -> Result<(), String> {
+) -> Result<(), MigrateError> {
     let path = root.join(rel);
     let Some(meta) = symlink_meta(&path)? else {
         return Ok(());
@@ -316,7 +539,7 @@ fn scan_known_file(
     Ok(())
 }
 
-fn scan_cron(root: &Path, scan: &mut Scan) -> Result<(), String> {
+fn scan_cron(root: &Path, scan: &mut Scan) -> Result<(), MigrateError> {
     scan_known_file(
         root,
         CRON_FILE,
@@ -327,7 +550,7 @@ fn scan_cron(root: &Path, scan: &mut Scan) -> Result<(), String> {
     )
 }
 
-fn scan_sudo_rule(root: &Path, scan: &mut Scan) -> Result<(), String> {
+fn scan_sudo_rule(root: &Path, scan: &mut Scan) -> Result<(), MigrateError> {
     scan_known_file(
         root,
         SUDO_RULE_FILE,
@@ -351,7 +574,7 @@ fn original_iface(name: &str) -> bool {
 
 const IFACE_NAMING: &str = "not the original's naming (support-<10..99999>)";
 
-fn scan_tunnels(root: &Path, system: bool, scan: &mut Scan) -> Result<(), String> {
+fn scan_tunnels(root: &Path, system: bool, scan: &mut Scan) -> Result<(), MigrateError> {
     let mut confs = Vec::new();
     let mut wants = Vec::new();
     let mut names = BTreeSet::new();
@@ -519,7 +742,7 @@ fn parse_group(text: &str) -> Groups {
 }
 
 /// UID_MIN and UID_MAX from login.defs, or Debian's defaults.
-fn uid_range(root: &Path) -> Result<(u32, u32), String> {
+fn uid_range(root: &Path) -> Result<(u32, u32), MigrateError> {
     let (mut lo, mut hi) = DEFAULT_UID_RANGE;
     for line in read_opt(&root.join("etc/login.defs"))?
         .unwrap_or_default()
@@ -540,7 +763,7 @@ fn uid_range(root: &Path) -> Result<(u32, u32), String> {
 
 /// Every line of /etc/sudoers and the files in /etc/sudoers.d, as
 /// (file, line number, text).
-fn sudoers_lines(root: &Path) -> Result<Vec<(PathBuf, usize, String)>, String> {
+fn sudoers_lines(root: &Path) -> Result<Vec<(PathBuf, usize, String)>, MigrateError> {
     let mut files = vec![root.join("etc/sudoers")];
     for (_, path) in read_dir_opt(&root.join("etc/sudoers.d"))? {
         if fs::metadata(&path).map(|m| m.is_file()).unwrap_or(false) {
@@ -573,7 +796,7 @@ fn sudoers_names(line: &str, name: &str, uid: u32) -> bool {
         .any(|t| t == name || t == by_uid)
 }
 
-fn scan_users(root: &Path, scan: &mut Scan) -> Result<(), String> {
+fn scan_users(root: &Path, scan: &mut Scan) -> Result<(), MigrateError> {
     let passwd = read_opt(&root.join("etc/passwd"))?.unwrap_or_default();
     let users = parse_passwd(&passwd);
     if !users.iter().any(|u| original_user_name(&u.name)) {
@@ -614,7 +837,7 @@ fn scan_users(root: &Path, scan: &mut Scan) -> Result<(), String> {
                  bash, group support, no comment, no password, no group or sudo rule of its own \
                  (common/util.py, create_user)",
             ),
-            Err(why) => scan.skip(what, why),
+            Err(why) => scan.skip(what, why.to_string()),
         }
     }
     Ok(())
@@ -631,108 +854,186 @@ struct UserContext<'a> {
     sudoers: &'a [(PathBuf, usize, String)],
 }
 
+/// Why a user named like the original's is not one of them (so it is left
+/// alone).
+#[derive(Debug)]
+enum NotOriginal {
+    /// GECOS `support-tunnel …`, or a uid in this agent's range.
+    ThisAgents,
+    /// The name is on more than one passwd line (how many).
+    Repeated(usize),
+    /// Another home than `/home/NAME`.
+    Home {
+        /// Its home.
+        home: String,
+        /// The original's.
+        expected: String,
+    },
+    /// Another shell (it).
+    Shell(String),
+    /// Another primary group (its name).
+    Group(String),
+    /// A primary gid with no group (it).
+    NoGroup(u32),
+    /// A comment (it).
+    Gecos(String),
+    /// A uid outside useradd's range.
+    Uid {
+        /// The uid.
+        uid: u32,
+        /// UID_MIN and UID_MAX.
+        range: (u32, u32),
+    },
+    /// No shadow line.
+    NoShadow,
+    /// A password set.
+    Password,
+    /// More than one shadow line.
+    ShadowRepeated,
+    /// Member of these groups.
+    Member(Vec<String>),
+    /// A sudo rule names it (file, line).
+    SudoRule(PathBuf, usize),
+    /// Its home is not a directory.
+    HomeNotADirectory(PathBuf),
+    /// Its home is someone else's (the home, its owner).
+    HomeOwner(PathBuf, u32),
+    /// Its home cannot be examined.
+    HomeUnreadable(MigrateError),
+}
+
+impl fmt::Display for NotOriginal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ThisAgents => {
+                f.write_str("made by this agent (GECOS 'support-tunnel …' or a uid in its range)")
+            }
+            Self::Repeated(n) => write!(f, "appears {n} times in etc/passwd"),
+            Self::Home { home, expected } => {
+                write!(
+                    f,
+                    "home is {home}, but the original's users have {expected}"
+                )
+            }
+            Self::Shell(shell) => write!(f, "shell is {shell}, but the original gave bash"),
+            Self::Group(g) => write!(
+                f,
+                "primary group is {g}, but the original's users have {GROUP}"
+            ),
+            Self::NoGroup(gid) => write!(
+                f,
+                "primary gid {gid} is no group, but the original's users have {GROUP}"
+            ),
+            Self::Gecos(gecos) => write!(
+                f,
+                "has the comment (GECOS) '{gecos}'; the original set none"
+            ),
+            Self::Uid {
+                uid,
+                range: (lo, hi),
+            } => write!(f, "uid {uid} is outside useradd's range {lo}-{hi}"),
+            Self::NoShadow => f.write_str("has no entry in etc/shadow; useradd writes one"),
+            Self::Password => f.write_str(
+                "has a password (or a changed password field) in etc/shadow; \
+                 the original set '*' (or left useradd's '!')",
+            ),
+            Self::ShadowRepeated => f.write_str("appears more than once in etc/shadow"),
+            Self::Member(groups) => write!(
+                f,
+                "is a member of group {}; the original added its users to no group",
+                groups.join(", ")
+            ),
+            Self::SudoRule(file, line) => write!(
+                f,
+                "{} line {line} is a sudo rule naming it; the original wrote no per-user sudo rule",
+                file.display()
+            ),
+            Self::HomeNotADirectory(home) => write!(
+                f,
+                "{} is not a directory (the original's useradd -m made one)",
+                home.display()
+            ),
+            Self::HomeOwner(home, uid) => write!(
+                f,
+                "{} is owned by uid {uid}, not by the user as useradd -m made it",
+                home.display()
+            ),
+            Self::HomeUnreadable(e) => e.fmt(f),
+        }
+    }
+}
+
 /// `Ok(home on disk)` if the user is exactly what the original's
 /// `create_user` made, else why not.
-fn check_user(u: &PwEntry, ctx: &UserContext<'_>) -> Result<PathBuf, String> {
+fn check_user(u: &PwEntry, ctx: &UserContext<'_>) -> Result<PathBuf, NotOriginal> {
     let (lo, hi) = DEFAULT_SUPPORT_UIDS;
     if u.gecos.starts_with("support-tunnel ") || (lo..=hi).contains(&u.uid) {
-        return Err("made by this agent (GECOS 'support-tunnel …' or a uid in its range)".into());
+        return Err(NotOriginal::ThisAgents);
     }
     if ctx.count != 1 {
-        return Err(format!("appears {} times in etc/passwd", ctx.count));
+        return Err(NotOriginal::Repeated(ctx.count));
     }
-    let expected_home = format!("/home/{}", u.name);
-    if u.home != expected_home {
-        return Err(format!(
-            "home is {}, but the original's users have {expected_home}",
-            u.home
-        ));
+    let expected = format!("/home/{}", u.name);
+    if u.home != expected {
+        return Err(NotOriginal::Home {
+            home: u.home.clone(),
+            expected,
+        });
     }
     if !SHELLS.contains(&u.shell.as_str()) {
-        return Err(format!("shell is {}, but the original gave bash", u.shell));
+        return Err(NotOriginal::Shell(u.shell.clone()));
     }
     match ctx.groups.names.get(&u.gid) {
         Some(g) if g == GROUP => {}
-        Some(g) => {
-            return Err(format!(
-                "primary group is {g}, but the original's users have {GROUP}"
-            ))
-        }
-        None => {
-            return Err(format!(
-                "primary gid {} is no group, but the original's users have {GROUP}",
-                u.gid
-            ))
-        }
+        Some(g) => return Err(NotOriginal::Group(g.clone())),
+        None => return Err(NotOriginal::NoGroup(u.gid)),
     }
     if !u.gecos.is_empty() {
-        return Err(format!(
-            "has the comment (GECOS) '{}'; the original set none",
-            u.gecos
-        ));
+        return Err(NotOriginal::Gecos(u.gecos.clone()));
     }
     let (uid_min, uid_max) = ctx.uids;
     if !(uid_min..=uid_max).contains(&u.uid) {
-        return Err(format!(
-            "uid {} is outside useradd's range {uid_min}-{uid_max}",
-            u.uid
-        ));
+        return Err(NotOriginal::Uid {
+            uid: u.uid,
+            range: ctx.uids,
+        });
     }
     match ctx.shadow {
         [pw] if *pw == "*" || *pw == "!" => {}
-        [] => return Err("has no entry in etc/shadow; useradd writes one".into()),
-        [_] => {
-            return Err(
-                "has a password (or a changed password field) in etc/shadow; \
-                        the original set '*' (or left useradd's '!')"
-                    .into(),
-            )
-        }
-        _ => return Err("appears more than once in etc/shadow".into()),
+        [] => return Err(NotOriginal::NoShadow),
+        [_] => return Err(NotOriginal::Password),
+        _ => return Err(NotOriginal::ShadowRepeated),
     }
-    let member_of: Vec<&str> = ctx
+    let member_of: Vec<String> = ctx
         .groups
         .members
         .iter()
         .filter(|(_, m)| m.contains(&u.name))
-        .map(|(g, _)| g.as_str())
+        .map(|(g, _)| g.clone())
         .collect();
     if !member_of.is_empty() {
-        return Err(format!(
-            "is a member of group {}; the original added its users to no group",
-            member_of.join(", ")
-        ));
+        return Err(NotOriginal::Member(member_of));
     }
     if let Some((file, line, _)) = ctx
         .sudoers
         .iter()
         .find(|(_, _, text)| sudoers_names(text, &u.name, u.uid))
     {
-        return Err(format!(
-            "{} line {line} is a sudo rule naming it; the original wrote no per-user sudo rule",
-            file.display()
-        ));
+        return Err(NotOriginal::SudoRule(file.clone(), *line));
     }
     let home = ctx.root.join("home").join(&u.name);
-    if let Some(meta) = symlink_meta(&home)? {
+    if let Some(meta) = symlink_meta(&home).map_err(NotOriginal::HomeUnreadable)? {
         if !meta.is_dir() {
-            return Err(format!(
-                "{} is not a directory (the original's useradd -m made one)",
-                home.display()
-            ));
+            return Err(NotOriginal::HomeNotADirectory(home));
         }
         if meta.uid() != u.uid {
-            return Err(format!(
-                "{} is owned by uid {}, not by the user as useradd -m made it",
-                home.display(),
-                meta.uid()
-            ));
+            return Err(NotOriginal::HomeOwner(home, meta.uid()));
         }
     }
     Ok(home)
 }
 
-fn scan_state_dir(root: &Path, scan: &mut Scan) -> Result<(), String> {
+fn scan_state_dir(root: &Path, scan: &mut Scan) -> Result<(), MigrateError> {
     let path = root.join(STATE_DIR);
     match symlink_meta(&path)? {
         None => {}
@@ -754,7 +1055,7 @@ fn scan_state_dir(root: &Path, scan: &mut Scan) -> Result<(), String> {
 
 // ---------------------------------------------------------------- removing
 
-fn remove(root: &Path, system: bool, item: &Item) -> Result<String, String> {
+fn remove(root: &Path, system: bool, item: &Item) -> Result<String, MigrateError> {
     match item {
         Item::File(path) => remove_file(path, "regular file", |m| m.is_file()),
         Item::WantsLink(path) => remove_file(path, "symlink", |m| m.file_type().is_symlink()),
@@ -765,25 +1066,35 @@ fn remove(root: &Path, system: bool, item: &Item) -> Result<String, String> {
             None => Ok(format!("{} was already gone", path.display())),
             Some(m) if m.is_dir() => fs::remove_dir_all(path)
                 .map(|()| format!("removed directory {}", path.display()))
-                .map_err(|e| format!("{}: {e}", path.display())),
-            Some(_) => Err(format!(
-                "{} is no longer a directory; left alone",
-                path.display()
-            )),
+                .map_err(|error| MigrateError::Remove {
+                    path: path.clone(),
+                    error,
+                }),
+            Some(_) => Err(MigrateError::Changed {
+                path: path.clone(),
+                kind: "directory",
+            }),
         },
     }
 }
 
-fn remove_file(path: &Path, kind: &str, ok: fn(&fs::Metadata) -> bool) -> Result<String, String> {
+fn remove_file(
+    path: &Path,
+    kind: &'static str,
+    ok: fn(&fs::Metadata) -> bool,
+) -> Result<String, MigrateError> {
     match symlink_meta(path)? {
         None => Ok(format!("{} was already gone", path.display())),
         Some(m) if ok(&m) => fs::remove_file(path)
             .map(|()| format!("removed {}", path.display()))
-            .map_err(|e| format!("{}: {e}", path.display())),
-        Some(_) => Err(format!(
-            "{} is no longer a {kind}; left alone",
-            path.display()
-        )),
+            .map_err(|error| MigrateError::Remove {
+                path: path.to_path_buf(),
+                error,
+            }),
+        Some(_) => Err(MigrateError::Changed {
+            path: path.to_path_buf(),
+            kind,
+        }),
     }
 }
 
@@ -805,7 +1116,7 @@ fn disable_service(iface: &str) -> String {
     }
 }
 
-fn delete_link(iface: &str) -> Result<String, String> {
+fn delete_link(iface: &str) -> Result<String, MigrateError> {
     if symlink_meta(&Path::new("/sys/class/net").join(iface))?.is_none() {
         return Ok(format!("network interface {iface} is gone"));
     }
@@ -813,27 +1124,27 @@ fn delete_link(iface: &str) -> Result<String, String> {
         .map(|()| format!("deleted network interface {iface}"))
 }
 
-fn run_tool(program: &str, args: &[&str]) -> Result<(), String> {
-    run_command(Command::new(program).args(args), program, &args.join(" "))
+fn run_tool(program: &'static str, args: &[&str]) -> Result<(), MigrateError> {
+    run_command(Command::new(program).args(args), program, args.join(" "))
 }
 
-fn run_command(cmd: &mut Command, program: &str, shown: &str) -> Result<(), String> {
+fn run_command(
+    cmd: &mut Command,
+    program: &'static str,
+    shown: String,
+) -> Result<(), MigrateError> {
     let out = cmd
         .output()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
+        .map_err(|error| MigrateError::Spawn { program, error })?;
     if out.status.success() {
         return Ok(());
     }
-    let stderr = one_line(&out.stderr);
-    let hint = if stderr.contains("currently used by process") {
-        " (the user is still logged in or running something: end that, or reboot, and run again)"
-    } else {
-        ""
-    };
-    Err(format!(
-        "{program} {shown} failed ({}): {stderr}{hint}",
-        out.status
-    ))
+    Err(MigrateError::Tool {
+        program,
+        args: shown,
+        status: out.status,
+        stderr: one_line(&out.stderr),
+    })
 }
 
 /// A tool's message on one line.
@@ -846,7 +1157,7 @@ fn one_line(bytes: &[u8]) -> String {
         .join("; ")
 }
 
-fn user_exists(root: &Path, name: &str) -> Result<bool, String> {
+fn user_exists(root: &Path, name: &str) -> Result<bool, MigrateError> {
     let passwd = read_opt(&root.join("etc/passwd"))?.unwrap_or_default();
     Ok(parse_passwd(&passwd).iter().any(|u| u.name == name))
 }
@@ -862,7 +1173,7 @@ fn remove_user(
     name: &str,
     uid: u32,
     home: &Path,
-) -> Result<String, String> {
+) -> Result<String, MigrateError> {
     if !user_exists(root, name)? {
         return Ok(format!("user {name} was already gone"));
     }
@@ -872,33 +1183,33 @@ fn remove_user(
         run_command(
             Command::new("userdel").arg("--prefix").arg(root).arg(name),
             "userdel",
-            &format!("--prefix {} {name}", root.display()),
+            format!("--prefix {} {name}", root.display()),
         )
     };
     if user_exists(root, name)? {
         return Err(match deleted {
-            Err(e) => format!("user {name}: {e}"),
-            Ok(()) => format!("user {name}: userdel succeeded but the user is still there"),
+            Err(e) => MigrateError::User {
+                name: name.into(),
+                error: Box::new(e),
+            },
+            Ok(()) => MigrateError::UserRemains(name.into()),
         });
     }
     match symlink_meta(home)? {
         None => {}
         Some(m) if !system && m.is_dir() && m.uid() == uid => {
-            fs::remove_dir_all(home).map_err(|e| {
-                format!(
-                    "removed user {name}, but not its home {}: {e}",
-                    home.display()
-                )
+            fs::remove_dir_all(home).map_err(|error| MigrateError::HomeNotRemoved {
+                user: name.into(),
+                home: home.to_path_buf(),
+                error,
             })?;
         }
         Some(_) => {
-            let why = deleted
-                .err()
-                .unwrap_or_else(|| "it changed since the scan".into());
-            return Err(format!(
-                "removed user {name}, but not its home {}: {why}",
-                home.display()
-            ));
+            return Err(MigrateError::HomeLeft {
+                user: name.into(),
+                home: home.to_path_buf(),
+                userdel: deleted.err().map(Box::new),
+            });
         }
     }
     Ok(format!(
@@ -954,6 +1265,140 @@ mod tests {
         assert!(!sudoers_names("#10010 ALL=(ALL) ALL", n, 1001));
         assert!(!sudoers_names("", n, 1001));
         assert!(!sudoers_names("#", n, 1001));
+    }
+
+    #[test]
+    fn failures_name_what_failed() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let opts = |root: &Path| Options {
+            root: root.to_path_buf(),
+            dry_run: true,
+            assume_yes: false,
+        };
+        let missing = d.path().join("no/such/dir");
+        let e = run(&opts(&missing)).expect_err("no root");
+        assert!(
+            matches!(&e, MigrateError::Root { path, error } if *path == missing
+                && error.kind() == io::ErrorKind::NotFound),
+            "{e:?}"
+        );
+        let file = d.path().join("f");
+        fs::write(&file, "").expect("write");
+        let e = run(&opts(&file)).expect_err("a file");
+        assert!(
+            matches!(&e, MigrateError::RootNotADirectory(p) if *p == file),
+            "{e:?}"
+        );
+
+        let e = remove_file(d.path(), "regular file", |m| m.is_file()).expect_err("a directory");
+        assert!(
+            matches!(&e, MigrateError::Changed { kind: "regular file", path } if path == d.path()),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .ends_with(" is no longer a regular file; left alone"),
+            "{e}"
+        );
+
+        let e = run_tool("false", &["x"]).expect_err("false fails");
+        assert!(
+            matches!(&e, MigrateError::Tool { program: "false", args, status, .. }
+                if args == "x" && status.code() == Some(1)),
+            "{e:?}"
+        );
+        let e = run_tool("/nonexistent/tool", &[]).expect_err("no such tool");
+        assert!(
+            matches!(&e, MigrateError::Spawn { program: "/nonexistent/tool", error }
+                if error.kind() == io::ErrorKind::NotFound),
+            "{e:?}"
+        );
+        assert!(std::error::Error::source(&e).is_some());
+    }
+
+    #[test]
+    fn a_busy_user_is_explained() {
+        use std::os::unix::process::ExitStatusExt;
+        let busy = MigrateError::Tool {
+            program: "userdel",
+            args: "--remove support0a1b2c3d".into(),
+            status: ExitStatus::from_raw(8 << 8),
+            stderr: "userdel: user support0a1b2c3d is currently used by process 42".into(),
+        };
+        let e = MigrateError::User {
+            name: "support0a1b2c3d".into(),
+            error: Box::new(busy),
+        };
+        assert_eq!(
+            e.to_string(),
+            "user support0a1b2c3d: userdel --remove support0a1b2c3d failed (exit status: 8): \
+             userdel: user support0a1b2c3d is currently used by process 42 (the user is still \
+             logged in or running something: end that, or reboot, and run again)"
+        );
+        let left = MigrateError::HomeLeft {
+            user: "support0a1b2c3d".into(),
+            home: "/home/support0a1b2c3d".into(),
+            userdel: None,
+        };
+        assert_eq!(
+            left.to_string(),
+            "removed user support0a1b2c3d, but not its home /home/support0a1b2c3d: \
+             it changed since the scan"
+        );
+        assert_eq!(
+            MigrateError::Incomplete {
+                failed: 1,
+                total: 3
+            }
+            .to_string(),
+            "1 of 3 items could not be removed (see above); run again once that is fixed"
+        );
+    }
+
+    #[test]
+    fn a_look_alike_user_says_what_differs() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let groups = parse_group("support:x:1002:\n");
+        let user = |shell: &str, uid: u32| PwEntry {
+            name: "support0a1b2c3d".into(),
+            uid,
+            gid: 1002,
+            gecos: String::new(),
+            home: "/home/support0a1b2c3d".into(),
+            shell: shell.into(),
+        };
+        let ctx = UserContext {
+            root: d.path(),
+            count: 1,
+            shadow: &["*"],
+            groups: &groups,
+            uids: DEFAULT_UID_RANGE,
+            sudoers: &[],
+        };
+        let home = check_user(&user("/bin/bash", 1001), &ctx).expect("the original's");
+        assert_eq!(home, d.path().join("home/support0a1b2c3d"));
+        let e = check_user(&user("/bin/sh", 1001), &ctx).expect_err("another shell");
+        assert!(
+            matches!(&e, NotOriginal::Shell(s) if s == "/bin/sh"),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "shell is /bin/sh, but the original gave bash"
+        );
+        let e = check_user(&user("/bin/bash", 70000), &ctx).expect_err("outside");
+        assert!(
+            matches!(
+                e,
+                NotOriginal::Uid {
+                    uid: 70000,
+                    range: (1000, 60000)
+                }
+            ),
+            "{e:?}"
+        );
+        let e = check_user(&user("/bin/bash", 2_100_000_000), &ctx).expect_err("ours");
+        assert!(matches!(e, NotOriginal::ThisAgents), "{e:?}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! error (exit 2) that names the problem and the help to read.
 
 use std::ffi::OsString;
+use std::fmt;
 use std::path::PathBuf;
 
 use crate::config::Overrides;
@@ -80,6 +81,104 @@ pub const COMMANDS: &[&str] = &[
     "help",
 ];
 
+/// A command line this program cannot follow. `main` prints it with a
+/// pointer to the help and exits with status 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UsageError {
+    /// A name that is no command.
+    UnknownCommand(String),
+    /// A flag before the command that no command has.
+    UnknownFlag(String),
+    /// A command's flag given before any command.
+    FlagBeforeCommand {
+        /// The flag.
+        flag: String,
+        /// The command it belongs to.
+        command: &'static str,
+    },
+    /// A flag the command does not have, and no other command has either.
+    UnknownFlagFor {
+        /// The flag.
+        flag: String,
+        /// The command given.
+        command: &'static str,
+    },
+    /// Another command's flag.
+    FlagOfAnotherCommand {
+        /// The flag.
+        flag: String,
+        /// The command given.
+        command: &'static str,
+        /// The command the flag belongs to.
+        owner: &'static str,
+    },
+    /// A flag without the value it takes.
+    MissingValue(String),
+    /// A value given to a flag that takes none (`--json=yes`).
+    UnexpectedValue {
+        /// The flag.
+        flag: String,
+        /// The value.
+        value: OsString,
+    },
+    /// An argument the command does not take.
+    StrayArgument {
+        /// The argument.
+        arg: String,
+        /// The command given.
+        command: &'static str,
+    },
+    /// An argument that is not UTF-8 (shown lossily).
+    NotUtf8(String),
+    /// `request --wait --follow`.
+    WaitAndFollow,
+    /// `stop ID --all`.
+    StopIdAndAll,
+    /// `stop` with neither an id nor `--all`.
+    StopWhat,
+}
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownCommand(name) => write!(f, "unknown command '{name}'"),
+            Self::UnknownFlag(flag) => write!(f, "unknown option {flag}"),
+            Self::FlagBeforeCommand { flag, command } => write!(
+                f,
+                "{flag} belongs to a command: support-agent {command} {flag} (see help {command})"
+            ),
+            Self::UnknownFlagFor { flag, command } => {
+                write!(f, "unknown option {flag} for {command}")
+            }
+            Self::FlagOfAnotherCommand {
+                flag,
+                command,
+                owner,
+            } => write!(
+                f,
+                "{flag} is not an option of {command} (it belongs to {owner})"
+            ),
+            Self::MissingValue(flag) => write!(f, "{flag} needs a value"),
+            Self::UnexpectedValue { flag, value } => {
+                write!(f, "unexpected argument for option '{flag}': {value:?}")
+            }
+            Self::StrayArgument { arg, command } => {
+                write!(f, "unexpected argument '{arg}' for {command}")
+            }
+            Self::NotUtf8(arg) => write!(f, "'{arg}' is not valid UTF-8"),
+            Self::WaitAndFollow => {
+                f.write_str("--wait already follows the tunnel; give one of --wait, --follow")
+            }
+            Self::StopIdAndAll => f.write_str("give a tunnel id or --all, not both"),
+            Self::StopWhat => {
+                f.write_str("say which tunnel to stop (support-agent stop ID), or --all")
+            }
+        }
+    }
+}
+
+impl std::error::Error for UsageError {}
+
 /// One command-line token, owned (lexopt's borrow the parser).
 enum Token {
     /// `--name` or `-c`, written as such.
@@ -88,8 +187,17 @@ enum Token {
     Value(OsString),
 }
 
-fn next(p: &mut lexopt::Parser) -> Result<Option<Token>, String> {
-    Ok(match p.next().map_err(|e| e.to_string())? {
+fn next(p: &mut lexopt::Parser) -> Result<Option<Token>, UsageError> {
+    // lexopt documents one failure of `next`: a value given to a flag that
+    // takes none (`--json=yes`); anything else is shown as an unknown option.
+    let arg = p.next().map_err(|e| match e {
+        lexopt::Error::UnexpectedValue { option, value } => UsageError::UnexpectedValue {
+            flag: option,
+            value,
+        },
+        other => UsageError::UnknownFlag(other.to_string()),
+    })?;
+    Ok(match arg {
         None => None,
         Some(lexopt::Arg::Long(f)) => Some(Token::Flag(format!("--{f}"))),
         Some(lexopt::Arg::Short(c)) => Some(Token::Flag(format!("-{c}"))),
@@ -98,7 +206,7 @@ fn next(p: &mut lexopt::Parser) -> Result<Option<Token>, String> {
 }
 
 /// Parses the arguments after the program name.
-pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, UsageError> {
     let mut p = lexopt::Parser::from_args(args);
     let mut a = Args::default();
     let mut help = false;
@@ -115,10 +223,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
                     "-V" | "--version" => return Ok(a),
                     _ => {
                         return Err(match owner_of(&f) {
-                            Some(cmd) => format!(
-                                "{f} belongs to a command: support-agent {cmd} {f} (see help {cmd})"
-                            ),
-                            None => format!("unknown option {f}"),
+                            Some(command) => UsageError::FlagBeforeCommand { flag: f, command },
+                            None => UsageError::UnknownFlag(f),
                         })
                     }
                 }
@@ -129,19 +235,24 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
         a.command = Command::Help(None);
         return Ok(a);
     };
-    if !COMMANDS.contains(&name.as_str()) {
-        return Err(format!("unknown command '{name}'"));
-    }
+    let Some(name) = known(&name) else {
+        return Err(UsageError::UnknownCommand(name));
+    };
     if help {
-        a.command = Command::Help(Some(name));
+        a.command = Command::Help(Some(name.into()));
         return Ok(a);
     }
-    a.command = command(&name, &mut a, &mut p)?;
+    a.command = command(name, &mut a, &mut p)?;
     Ok(a)
 }
 
+/// The command of that name.
+fn known(name: &str) -> Option<&'static str> {
+    COMMANDS.iter().copied().find(|c| *c == name)
+}
+
 /// Takes a global option (allowed before or after the command).
-fn global(a: &mut Args, flag: &str, p: &mut lexopt::Parser) -> Result<bool, String> {
+fn global(a: &mut Args, flag: &str, p: &mut lexopt::Parser) -> Result<bool, UsageError> {
     match flag {
         "--config" => a.config = Some(value(p, flag)?.into()),
         "--control-plane" => a.overrides.control_plane = Some(value(p, flag)?),
@@ -153,7 +264,11 @@ fn global(a: &mut Args, flag: &str, p: &mut lexopt::Parser) -> Result<bool, Stri
     Ok(true)
 }
 
-fn command(name: &str, a: &mut Args, p: &mut lexopt::Parser) -> Result<Command, String> {
+fn command(
+    name: &'static str,
+    a: &mut Args,
+    p: &mut lexopt::Parser,
+) -> Result<Command, UsageError> {
     let mut req = RequestArgs::default();
     let (mut json, mut all, mut dry_run, mut yes) = (false, false, false, false);
     let mut root = None;
@@ -165,10 +280,10 @@ fn command(name: &str, a: &mut Args, p: &mut lexopt::Parser) -> Result<Command, 
                 continue;
             }
             Token::Value(v) => {
-                return Err(format!(
-                    "unexpected argument '{}' for {name}",
-                    v.to_string_lossy()
-                ))
+                return Err(UsageError::StrayArgument {
+                    arg: v.to_string_lossy().into_owned(),
+                    command: name,
+                })
             }
             Token::Flag(f) => f,
         };
@@ -189,10 +304,15 @@ fn command(name: &str, a: &mut Args, p: &mut lexopt::Parser) -> Result<Command, 
             ("migrate-from-original", "--root") => root = Some(value(p, &flag)?.into()),
             _ => {
                 return Err(match owner_of(&flag) {
-                    Some(cmd) if cmd != name => {
-                        format!("{flag} is not an option of {name} (it belongs to {cmd})")
-                    }
-                    _ => format!("unknown option {flag} for {name}"),
+                    Some(owner) if owner != name => UsageError::FlagOfAnotherCommand {
+                        flag,
+                        command: name,
+                        owner,
+                    },
+                    _ => UsageError::UnknownFlagFor {
+                        flag,
+                        command: name,
+                    },
                 })
             }
         }
@@ -202,9 +322,7 @@ fn command(name: &str, a: &mut Args, p: &mut lexopt::Parser) -> Result<Command, 
         "request" => {
             req.json = json;
             if req.wait && req.follow {
-                return Err(
-                    "--wait already follows the tunnel; give one of --wait, --follow".into(),
-                );
+                return Err(UsageError::WaitAndFollow);
             }
             Command::Request(req)
         }
@@ -213,21 +331,17 @@ fn command(name: &str, a: &mut Args, p: &mut lexopt::Parser) -> Result<Command, 
         "list" => Command::List { json },
         "log" => Command::Log { id, json },
         "stop" => match (id, all) {
-            (Some(_), true) => return Err("give a tunnel id or --all, not both".into()),
-            (None, false) => {
-                return Err("say which tunnel to stop (support-agent stop ID), or --all".into())
-            }
+            (Some(_), true) => return Err(UsageError::StopIdAndAll),
+            (None, false) => return Err(UsageError::StopWhat),
             (id, _) => Command::Stop { id },
         },
         "repair" => Command::Repair,
         "migrate-from-original" => Command::Migrate { dry_run, yes, root },
         "help" => match id {
-            Some(c) if !COMMANDS.contains(&c.as_str()) => {
-                return Err(format!("unknown command '{c}'"))
-            }
+            Some(c) if known(&c).is_none() => return Err(UsageError::UnknownCommand(c)),
             c => Command::Help(c),
         },
-        _ => return Err(format!("unknown command '{name}'")),
+        _ => return Err(UsageError::UnknownCommand(name.into())),
     })
 }
 
@@ -242,21 +356,23 @@ fn owner_of(flag: &str) -> Option<&'static str> {
     })
 }
 
-fn value(p: &mut lexopt::Parser, flag: &str) -> Result<String, String> {
-    let v = p.value().map_err(|_| format!("{flag} needs a value"))?;
+fn value(p: &mut lexopt::Parser, flag: &str) -> Result<String, UsageError> {
+    let v = p
+        .value()
+        .map_err(|_| UsageError::MissingValue(flag.into()))?;
     string(v)
 }
 
-fn string(v: OsString) -> Result<String, String> {
+fn string(v: OsString) -> Result<String, UsageError> {
     v.into_string()
-        .map_err(|v| format!("'{}' is not valid UTF-8", v.to_string_lossy()))
+        .map_err(|v| UsageError::NotUtf8(v.to_string_lossy().into_owned()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse_str(s: &[&str]) -> Result<Args, String> {
+    fn parse_str(s: &[&str]) -> Result<Args, UsageError> {
         parse(s.iter().map(OsString::from))
     }
 
@@ -275,20 +391,115 @@ mod tests {
         assert!(a.verbose);
 
         let e = |s: &[&str]| parse_str(s).expect_err(&format!("{s:?}"));
+        let flag = |f: &str| f.to_string();
+        for (args, want) in [
+            (
+                &["request", "2h"][..],
+                UsageError::StrayArgument {
+                    arg: "2h".into(),
+                    command: "request",
+                },
+            ),
+            (
+                &["request", "--duration"],
+                UsageError::MissingValue(flag("--duration")),
+            ),
+            (
+                &["stop", "--duration", "2h"],
+                UsageError::FlagOfAnotherCommand {
+                    flag: flag("--duration"),
+                    command: "stop",
+                    owner: "request",
+                },
+            ),
+            (
+                &["--json", "status"],
+                UsageError::FlagBeforeCommand {
+                    flag: flag("--json"),
+                    command: "status",
+                },
+            ),
+            (&["--bogus"], UsageError::UnknownFlag(flag("--bogus"))),
+            (
+                &["request", "--bogus"],
+                UsageError::UnknownFlagFor {
+                    flag: flag("--bogus"),
+                    command: "request",
+                },
+            ),
+            (
+                &["status", "--json=yes"],
+                UsageError::UnexpectedValue {
+                    flag: flag("--json"),
+                    value: "yes".into(),
+                },
+            ),
+            (
+                &["status", "x"],
+                UsageError::StrayArgument {
+                    arg: "x".into(),
+                    command: "status",
+                },
+            ),
+            (&["stop"], UsageError::StopWhat),
+            (&["stop", "ab", "--all"], UsageError::StopIdAndAll),
+            (
+                &["log", "a", "b"],
+                UsageError::StrayArgument {
+                    arg: "b".into(),
+                    command: "log",
+                },
+            ),
+            (
+                &["frobnicate"],
+                UsageError::UnknownCommand("frobnicate".into()),
+            ),
+            (
+                &["help", "frobnicate"],
+                UsageError::UnknownCommand("frobnicate".into()),
+            ),
+            (
+                &["request", "--wait", "--follow"],
+                UsageError::WaitAndFollow,
+            ),
+        ] {
+            assert_eq!(e(args), want, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn usage_errors_read_as_before() {
+        let text = |s: &[&str]| parse_str(s).expect_err(&format!("{s:?}")).to_string();
         assert_eq!(
-            e(&["request", "2h"]),
-            "unexpected argument '2h' for request"
+            text(&["--json", "status"]),
+            "--json belongs to a command: support-agent status --json (see help status)"
         );
-        assert!(e(&["request", "--duration"]).contains("--duration needs a value"));
-        assert!(e(&["stop", "--duration", "2h"]).contains("belongs to request"));
-        assert!(e(&["--json", "status"]).contains("belongs to a command"));
-        assert!(e(&["status", "x"]).contains("unexpected argument 'x'"));
-        assert!(e(&["stop"]).contains("say which tunnel"));
-        assert!(e(&["stop", "ab", "--all"]).contains("not both"));
-        assert!(e(&["log", "a", "b"]).contains("unexpected argument 'b'"));
-        assert!(e(&["frobnicate"]).contains("unknown command"));
-        assert!(e(&["help", "frobnicate"]).contains("unknown command"));
-        assert!(e(&["request", "--wait", "--follow"]).contains("one of"));
+        assert_eq!(
+            text(&["status", "--json=yes"]),
+            "unexpected argument for option '--json': \"yes\""
+        );
+        assert_eq!(text(&["--bogus"]), "unknown option --bogus");
+        assert_eq!(
+            text(&["request", "--wait", "--follow"]),
+            "--wait already follows the tunnel; give one of --wait, --follow"
+        );
+        assert_eq!(
+            text(&["stop", "ab", "--all"]),
+            "give a tunnel id or --all, not both"
+        );
+        assert_eq!(
+            text(&["stop"]),
+            "say which tunnel to stop (support-agent stop ID), or --all"
+        );
+    }
+
+    #[test]
+    fn arguments_that_are_not_utf8_are_refused() {
+        use std::os::unix::ffi::OsStringExt;
+        let bad = OsString::from_vec(vec![b'a', 0xff]);
+        let e = parse([OsString::from("log"), bad]).expect_err("not UTF-8");
+        assert_eq!(e, UsageError::NotUtf8("a\u{fffd}".into()));
+        assert_eq!(e.to_string(), "'a\u{fffd}' is not valid UTF-8");
     }
 
     #[test]
