@@ -146,10 +146,19 @@ fn approve_exec_forward_connect_stop_and_gc_leave_nothing() {
     wait_for("both relays", Duration::from_secs(5), || {
         relays_for(&id) == 2
     });
+    // A record that cannot be read (damaged, or from another version) of a
+    // tunnel that has ended is wiped all the same.
+    let damaged = lab.eng.records_dir().join("00c0ffee00c0ffee.json");
+    std::fs::write(&damaged, b"{\"provider\": \"elsewhere\"}").expect("writes");
     let out = lab.eng.run(&["gc"]);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     ok(&out);
     assert!(err.contains("orphan hub"), "{err}");
+    assert!(
+        err.contains("tunnel 00c0ffee00c0ffee has ended and the record of 00c0ffee00c0ffee is damaged: its secrets wiped"),
+        "{err}"
+    );
+    assert!(!damaged.exists(), "the damaged record is wiped");
     wait_for("gc to end the orphan", Duration::from_secs(5), || {
         orphan.try_wait().ok().flatten().is_some()
     });

@@ -54,8 +54,17 @@ pub(super) fn gc(env: &Env) -> Result<ExitCode, AdminError> {
         if live.contains(&id) {
             continue;
         }
-        let Ok(rec) = records.load(&id.to_string()) else {
-            continue;
+        let rec = match records.load(&id.to_string()) {
+            Ok(rec) => rec,
+            // Its secrets must not outlive the tunnel because the record
+            // cannot be read; its hub, if any, is found by label below.
+            Err(e) => {
+                session::quit(&records, id);
+                records.wipe(id);
+                eprintln!("tunnel {id} has ended and {e}: its secrets wiped");
+                done += 1;
+                continue;
+            }
         };
         if let Ok(p) = env.provider(rec.hub.provider) {
             p.delete(&rec.hub.handle)?;
