@@ -12,6 +12,7 @@
 //! and a comment line), so repair removes exactly what this agent made and
 //! nothing else, even with no record left.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::io::Read as _;
@@ -311,7 +312,7 @@ pub struct Grant<'a> {
 /// an old session can never act as a new support user.
 fn next_uid(config: &Config, state: &StateDir) -> Result<u32, AccessError> {
     let (lo, hi) = config.support_uids;
-    let taken: std::collections::HashSet<u32> = users().iter().map(|u| u.id).collect();
+    let taken: HashSet<u32> = users().iter().map(|u| u.id).collect();
     let mut uid = state.next_support_uid().clamp(lo, hi);
     for _ in 0..=(hi - lo) {
         let candidate = uid;
@@ -506,12 +507,24 @@ fn write_sudoers(user: &str, g: &Grant<'_>) -> Result<(), AccessError> {
     result
 }
 
-/// Removes the validation copies an interrupted `write_sudoers` left.
-pub fn remove_check_leftovers() {
+/// Removes the validation copies an interrupted `write_sudoers` of this
+/// instance left for tunnels not in `live`. Another agent on the machine (or
+/// this one, for a live tunnel) may be validating its copy right now:
+/// removing it would fail that tunnel's `visudo` check.
+pub fn remove_check_leftovers(instance: &str, live: &HashSet<String>) {
+    let tag = format!("# support-tunnel {instance} ");
     for e in fs::read_dir(SUDOERS_DIR).into_iter().flatten().flatten() {
         let name = e.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with(&format!(".{SUDOERS_PREFIX}")) && name.ends_with(".check") {
+        let Some(user) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix('.')?.strip_prefix(SUDOERS_PREFIX))
+            .and_then(|n| n.strip_suffix(".check"))
+        else {
+            continue;
+        };
+        let id = user.strip_prefix("support-").unwrap_or_default();
+        let ours = fs::read_to_string(e.path()).is_ok_and(|t| t.starts_with(&tag));
+        if ours && !live.contains(id) {
             let _ = fs::remove_file(e.path());
         }
     }

@@ -41,7 +41,7 @@ pub fn remove_orphans(ctx: &Ctx, live: &HashSet<String>) -> Repaired {
             Err(e) => out.problems.push(e.to_string()),
         }
     }
-    access::remove_check_leftovers();
+    access::remove_check_leftovers(&ctx.instance, live);
     for (path, user) in access::our_sudoers(&ctx.instance) {
         let id = user.strip_prefix("support-").unwrap_or_default();
         if live.contains(id) {

@@ -15,7 +15,7 @@ fn request_approve_ssh_with_sudo_then_owner_stop_leaves_nothing() {
         .device
         .request(&["--duration", "30m", "--note", "no sound"]);
     let mut s = approve(&w.cp, &w.eng, &code, &Terms::default());
-    wait_connected(&w.cp, &w.eng, &s, &w.sshd.host_key);
+    w.wait_connected(&s);
     s.connect();
     let user = s.user();
 
@@ -218,6 +218,19 @@ fn start_up_repair_removes_what_no_record_explains() {
     let mut w = World::new(&DeviceSettings::default(), None);
     let s = w.connect(&[], &Terms::default());
     let user = s.user();
+    // Validation copies of sudoers drop-ins: one this agent's crash left
+    // (removed at the start), one another agent on the machine is checking
+    // right now (left alone: removing it failed that agent's visudo check).
+    let sudoers = format!("/etc/sudoers.d/support-tunnel-{user}");
+    let ours = std::fs::read_to_string(&sudoers).expect("sudoers drop-in");
+    let left_over = format!("/etc/sudoers.d/.support-tunnel-{user}.check");
+    std::fs::write(&left_over, &ours).expect("writes");
+    let theirs = "/etc/sudoers.d/.support-tunnel-support-00000000000000aa.check";
+    std::fs::write(
+        theirs,
+        "# support-tunnel another-agent 00000000000000aa: removed when the tunnel ends\n",
+    )
+    .expect("writes");
     w.device.crash();
     // The worst case: the record itself is lost (say, a corrupted disk).
     for e in std::fs::read_dir(w.device.state_dir().join("tunnels")).expect("dir") {
@@ -226,6 +239,15 @@ fn start_up_repair_removes_what_no_record_explains() {
     assert!(user_exists(&user));
     w.device.start_daemon(None);
     assert_no_access_left(&user);
+    assert!(
+        !std::path::Path::new(&left_over).exists(),
+        "this agent's leftover is removed"
+    );
+    assert!(
+        std::path::Path::new(theirs).exists(),
+        "another agent's copy is left alone"
+    );
+    std::fs::remove_file(theirs).expect("rm");
     // Repair is idempotent and says so.
     let out = w.device.run(&["repair"]);
     assert!(
@@ -484,5 +506,5 @@ fn a_request_stays_approvable_for_the_devices_pending_window() {
     assert!(text.contains("goes stale at"), "{text}");
     // Still approvable later: approve now, and it connects.
     let s = approve(&w.cp, &w.eng, &code, &Terms::default());
-    wait_connected(&w.cp, &w.eng, &s, &w.sshd.host_key);
+    w.wait_connected(&s);
 }

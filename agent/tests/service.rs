@@ -84,7 +84,7 @@ fn systemd_hears_ready_then_a_status_that_follows_the_tunnel() {
         m == format!("STATUS={short}: waiting for approval")
     });
     let s = approve(&w.cp, &w.eng, &code, &Terms::default());
-    wait_connected(&w.cp, &w.eng, &s, &w.sshd.host_key);
+    w.wait_connected(&s);
     let user = s.user();
     until(&listener, "connected", |m| {
         m.starts_with(&format!("STATUS=connected: alice, user {user}, ")) && m.ends_with(" left")

@@ -92,7 +92,7 @@ fn the_reference_client_drives_a_whole_tunnel_through_the_socket() {
     assert_eq!(first["phase"], "pending");
 
     let s = approve(&w.cp, &w.eng, &code, &Terms::default());
-    wait_connected(&w.cp, &w.eng, &s, &w.sshd.host_key);
+    w.wait_connected(&s);
     wait_for("status to show connected", Duration::from_secs(10), || {
         let st = py(&w, &["status"]).expect("status");
         st.as_array()

@@ -277,11 +277,34 @@ pub fn approve(cp: &ControlPlane, eng: &Engineer, code_text: &str, terms: &Terms
 /// Waits for the control plane to show the device connected, and checks the
 /// sealed report names `host_key`.
 pub fn wait_connected(cp: &ControlPlane, eng: &Engineer, s: &Session, host_key: &str) {
-    wait_for(
-        "the device to report connected",
-        Duration::from_secs(30),
-        || matches!(cp.state(&eng.cp_key, s.id), TunnelState::Connected(_)),
-    );
+    wait_connected_explained(cp, eng, s, host_key, String::new);
+}
+
+/// [`wait_connected`], and on a timeout the control plane's state and what
+/// `explain` says (the device's side) are in the panic.
+fn wait_connected_explained(
+    cp: &ControlPlane,
+    eng: &Engineer,
+    s: &Session,
+    host_key: &str,
+    explain: impl Fn() -> String,
+) {
+    let timeout = Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let state = cp.state(&eng.cp_key, s.id);
+        if matches!(state, TunnelState::Connected(_)) {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "timed out after {timeout:?} waiting for the device to report connected; \
+                 the control plane has {state:?}\n{}",
+                explain()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let report = cp.show(&eng.cp_key, s.id).report.expect("report");
     let opened = report
         .open(
@@ -402,6 +425,21 @@ impl World {
         }
     }
 
+    /// Waits for the control plane to show the device connected (and the
+    /// sealed report to name sshd's host key); on a timeout the panic has
+    /// the device's side too: the daemon's stderr and `status`.
+    pub fn wait_connected(&self, s: &Session) {
+        wait_connected_explained(&self.cp, &self.eng, s, &self.sshd.host_key, || {
+            let status = self.device.run(&["status"]);
+            format!(
+                "the daemon's stderr:\n{}\nsupport-agent status:\n{}{}",
+                self.device.daemon_stderr(),
+                String::from_utf8_lossy(&status.stdout),
+                String::from_utf8_lossy(&status.stderr)
+            )
+        });
+    }
+
     /// request -> approve -> connected -> admin peer up.
     pub fn connect(&self, request_args: &[&str], terms: &Terms) -> Session {
         let (_, code) = self.device.request(request_args);
@@ -421,7 +459,7 @@ impl World {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        wait_connected(&self.cp, &self.eng, &s, &self.sshd.host_key);
+        self.wait_connected(&s);
         s.connect();
         s
     }
