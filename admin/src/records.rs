@@ -14,9 +14,10 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use support_protocol::approval_box::{ApprovalContents, SealedApproval};
 use support_protocol::codec::CodecError;
-use support_protocol::hybrid_psk::{derive_approver_psk, PskInputs};
+use support_protocol::hybrid_psk::derive_approver_psk;
 use support_protocol::messages::TunnelRequest;
 use support_protocol::one_time_code::OneTimeSecret;
+use support_protocol::request_tag;
 use support_protocol::tunnel_keys::AdminTunnelKeys;
 use support_protocol::TunnelId;
 use support_tunnel::{BufferProfile, EngineConfig, Role};
@@ -42,6 +43,9 @@ pub enum RecordError {
     DamagedField(Option<CodecError>),
     /// The device's ML-KEM key in the record is invalid.
     InvalidKemKey,
+    /// The record's request does not verify with its one-time secret
+    /// (altered on disk).
+    RequestUnverified(TunnelId),
     /// The record could not be serialized.
     Encode(serde_json::Error),
     /// The record could not be read or written.
@@ -61,6 +65,10 @@ impl fmt::Display for RecordError {
             Self::DamagedField(None) => f.write_str("a tunnel record is damaged"),
             Self::DamagedField(Some(e)) => write!(f, "a tunnel record is damaged: {e}"),
             Self::InvalidKemKey => f.write_str("the device's ML-KEM key is invalid"),
+            Self::RequestUnverified(id) => write!(
+                f,
+                "the record of {id} is damaged: its request does not verify with its code"
+            ),
             Self::Encode(e) => e.fmt(f),
             Self::File(e) => e.fmt(f),
         }
@@ -213,15 +221,18 @@ impl AdminTunnel {
             support_protocol::kem::encapsulate(&request.body.kem.0, &keys.kem_randomness())
                 .map_err(|_| RecordError::InvalidKemKey)?;
         let shared = Zeroizing::new(shared);
-        let psk = derive_approver_psk(&PskInputs {
-            one_time_secret: &self.secret()?,
-            kem_shared_secret: &shared,
-            tunnel_id: self.id,
-            device_wireguard: &request.body.wireguard.0,
-            admin_wireguard: &keys.wireguard().public,
-            kem_encapsulation_key: &request.body.kem.0,
-            kem_ciphertext: &contents.kem_ciphertext.0,
-        });
+        let secret = self.secret()?;
+        // Verified again from the record: what the PSK binds to is the
+        // request the code authenticated.
+        let verified = request_tag::verify(&secret, &request)
+            .map_err(|_| RecordError::RequestUnverified(self.id))?;
+        let psk = derive_approver_psk(
+            &verified,
+            &secret,
+            &shared,
+            &keys.wireguard().public,
+            &contents.kem_ciphertext.0,
+        );
         let a = contents.addresses;
         Ok(EngineConfig {
             private_key: *keys.wireguard().secret,
@@ -377,6 +388,48 @@ pub(crate) mod tests {
             host_keys: Vec::new(),
             approved_at: 1_700_000_000,
         }
+    }
+
+    #[test]
+    fn a_request_altered_on_disk_gives_no_psk() {
+        use support_protocol::bounded::{BoundedString, BoundedVec};
+        use support_protocol::fixtures::Terms;
+        use support_protocol::messages::DeviceFacts;
+        use support_protocol::tunnel_keys::DeviceTunnelKeys;
+
+        let device = DeviceTunnelKeys::from_seed([3; 32]);
+        let facts = DeviceFacts {
+            hostname: BoundedString::new("amplipi").expect("fits"),
+            model: BoundedString::new("m").expect("fits"),
+            firmware: BoundedString::new("f").expect("fits"),
+            agent_version: BoundedString::new("a").expect("fits"),
+        };
+        let ports = BoundedVec::try_from(&[22u16][..]).expect("fits");
+        let request = TunnelRequest::new(
+            &device,
+            facts,
+            600,
+            ports,
+            BoundedString::new("").expect("fits"),
+        );
+        let admin = AdminTunnelKeys::from_seed([4; 32]);
+        let contents = Terms::new(10).contents(&request.body.kem.0, &admin);
+        let id = device.tunnel_id();
+        let mut record = AdminTunnel {
+            seed: hex::encode([4u8; 32]),
+            secret: hex::encode(device.one_time_secret().as_bytes()),
+            request: encode_hex(&request),
+            contents: encode_hex(&contents),
+            ..fixture(id)
+        };
+        assert!(record.engine_config().is_ok(), "the record as approved");
+        let mut altered = request;
+        altered.body.duration_secs += 1;
+        record.request = encode_hex(&altered);
+        assert!(matches!(
+            record.engine_config(),
+            Err(RecordError::RequestUnverified(i)) if i == id
+        ));
     }
 
     fn records(d: &tempfile::TempDir) -> Records {

@@ -167,3 +167,11 @@ impl Terms {
         }
     }
 }
+
+/// The PSK of raw inputs, for tests that change one input at a time (no
+/// program has a reason to: [`crate::hybrid_psk::derive_psk`] and
+/// [`crate::hybrid_psk::derive_approver_psk`] fill the inputs from checked
+/// values).
+pub fn psk_from_inputs(inputs: &crate::hybrid_psk::PskInputs<'_>) -> zeroize::Zeroizing<[u8; 32]> {
+    crate::hybrid_psk::derive(inputs)
+}

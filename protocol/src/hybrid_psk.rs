@@ -27,9 +27,9 @@
 //!
 //! Two entry points, one derivation: the device's [`derive_psk`] takes a
 //! [`CheckedApproval`], so it runs only after the approval was verified,
-//! opened and checked; the approver's [`derive_approver_psk`] takes the
-//! inputs one by one, because the approver wrote the approval itself and has
-//! nothing to open.
+//! opened and checked; the approver's [`derive_approver_psk`] takes a
+//! [`VerifiedRequest`] and what it wrote itself, because the approver is the
+//! approval's author and has nothing to open.
 
 use hkdf::Hkdf;
 use sha2::Sha256;
@@ -42,9 +42,12 @@ use crate::kem::{
 };
 use crate::labels;
 use crate::one_time_code::OneTimeSecret;
+use crate::request_tag::VerifiedRequest;
 
-/// Everything the PSK is derived from, field by field: what the approver
-/// gives [`derive_approver_psk`].
+/// Everything the PSK is derived from, field by field. The two entry points
+/// fill it from a [`CheckedApproval`] (the device) or a [`VerifiedRequest`]
+/// (the approver); tests that vary one input at a time use
+/// `fixtures::psk_from_inputs` (feature `test-fixtures`).
 pub struct PskInputs<'a> {
     /// The one-time secret.
     pub one_time_secret: &'a OneTimeSecret,
@@ -86,16 +89,32 @@ pub fn derive_psk(
 /// The approver's 32-byte WireGuard PSK (the same value the device derives).
 ///
 /// The approver takes no [`CheckedApproval`] because it has none to take: it
-/// is the author of the approval (it chose the admin keys, made the ML-KEM
-/// ciphertext and wrote the contents), and its only input from outside, the
-/// device's request, it verified against the request tag before approving.
-/// Making it fake a checked approval would prove nothing; a separate, named
-/// entry point keeps the device's path the only one that skips no check.
-pub fn derive_approver_psk(inputs: &PskInputs<'_>) -> Zeroizing<[u8; 32]> {
-    derive(inputs)
+/// is the author of the approval (it chose the admin key, made the ML-KEM
+/// ciphertext and wrote the contents). Its one input from outside, the
+/// device's request, it takes only as a [`VerifiedRequest`]: the tunnel and
+/// both device keys come from the request whose tag the one-time code
+/// verified. The device has no verified request of its own to give, so its
+/// only way to a PSK stays [`derive_psk`], which skips no check.
+pub fn derive_approver_psk(
+    request: &VerifiedRequest,
+    one_time_secret: &OneTimeSecret,
+    kem_shared_secret: &[u8; 32],
+    admin_wireguard: &[u8; 32],
+    kem_ciphertext: &[u8; KEM_CIPHERTEXT_LEN],
+) -> Zeroizing<[u8; 32]> {
+    let body = request.body();
+    derive(&PskInputs {
+        one_time_secret,
+        kem_shared_secret,
+        tunnel_id: request.tunnel_id(),
+        device_wireguard: &body.wireguard.0,
+        admin_wireguard,
+        kem_encapsulation_key: &body.kem.0,
+        kem_ciphertext,
+    })
 }
 
-fn derive(inputs: &PskInputs<'_>) -> Zeroizing<[u8; 32]> {
+pub(crate) fn derive(inputs: &PskInputs<'_>) -> Zeroizing<[u8; 32]> {
     let mut ikm = Zeroizing::new([0u8; 48]);
     ikm[..32].copy_from_slice(inputs.kem_shared_secret);
     ikm[32..].copy_from_slice(inputs.one_time_secret.as_bytes());

@@ -7,6 +7,7 @@ use support_protocol::approval_box::{ApprovalError, LimitError, Limits, Trust};
 use support_protocol::bounded::{BoundedVec, FixedBytes};
 use support_protocol::certificate::{CertificateError, Role, SigningSeed, SupportCa};
 use support_protocol::connected_report::{ConnectedReport, ReportError};
+use support_protocol::fixtures::psk_from_inputs;
 use support_protocol::hybrid_psk::{derive_approver_psk, derive_psk, PskInputs};
 use support_protocol::ids::ApprovalSeq;
 use support_protocol::one_time_code::OneTimeCode;
@@ -59,15 +60,13 @@ fn request_code_approve_open_and_both_sides_derive_the_same_psk() {
             .expect("encapsulates");
     assert_eq!(device_shared, admin_shared);
     let device_psk = derive_psk(&checked, &f.device.one_time_secret(), &device_shared);
-    let admin_psk = derive_approver_psk(&PskInputs {
-        one_time_secret: &code.secret,
-        kem_shared_secret: &admin_shared,
-        tunnel_id: verified.tunnel_id(),
-        device_wireguard: &verified.body().wireguard.0,
-        admin_wireguard: &f.admin.wireguard().public,
-        kem_encapsulation_key: &verified.body().kem.0,
-        kem_ciphertext: &f.contents.kem_ciphertext.0,
-    });
+    let admin_psk = derive_approver_psk(
+        &verified,
+        &code.secret,
+        &admin_shared,
+        &f.admin.wireguard().public,
+        &f.contents.kem_ciphertext.0,
+    );
     assert_eq!(*device_psk, *admin_psk);
 
     // The device reports connected; the admin opens the report bound to its box.
@@ -122,7 +121,7 @@ fn psk_changes_with_every_input() {
         kem_encapsulation_key: &f.request.body.kem.0,
         kem_ciphertext: &ct,
     };
-    let psk = *derive_approver_psk(&base);
+    let psk = *psk_from_inputs(&base);
     let other_secret = support_protocol::one_time_code::OneTimeSecret::from_bytes([0; 16]);
     let mut other_ct = ct;
     other_ct[0] ^= 1;
@@ -160,7 +159,7 @@ fn psk_changes_with_every_input() {
     ];
     for (i, v) in variants.iter().enumerate() {
         assert_ne!(
-            *derive_approver_psk(v),
+            *psk_from_inputs(v),
             psk,
             "input {i} does not change the PSK"
         );

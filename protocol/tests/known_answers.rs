@@ -8,10 +8,12 @@ mod common;
 use common::*;
 use support_protocol::approval_box::{Limits, Trust};
 use support_protocol::bounded::FixedBytes;
-use support_protocol::fixtures::{Approvers, Terms};
+use support_protocol::fixtures::{psk_from_inputs, Approvers, Terms};
 use support_protocol::hybrid_psk::{derive_approver_psk, derive_psk, PskInputs};
 use support_protocol::kem;
+use support_protocol::messages::TunnelRequest;
 use support_protocol::one_time_code::{OneTimeCode, OneTimeSecret};
+use support_protocol::request_tag;
 use support_protocol::tunnel_keys::{AdminTunnelKeys, DeviceTunnelKeys};
 use support_protocol::ApprovalSeq;
 use support_protocol::TunnelId;
@@ -94,7 +96,7 @@ fn hybrid_psk() {
         "d23cde9cb4dde144387aebd75c01b12608369044e0d9e7b586954a3674478730"
     );
     assert_eq!(device.kem().decapsulate(&ct), shared);
-    let psk = derive_approver_psk(&PskInputs {
+    let psk = psk_from_inputs(&PskInputs {
         one_time_secret: &device.one_time_secret(),
         kem_shared_secret: &shared,
         tunnel_id: device.tunnel_id(),
@@ -134,6 +136,20 @@ fn hybrid_psk() {
         .expect("the approval opens and is within limits");
     assert_eq!(
         hex(&*derive_psk(&checked, &device.one_time_secret(), &shared)),
+        "e6c4ff628fc9b40ed76bdb2b4d0e6d1379794b23c57125d7a440d07dbb744bc9"
+    );
+    // And the approver's path, from the device's request as the code verified it.
+    let request = TunnelRequest::new(&device, facts(), 3600, ports(&[22]), s(""));
+    let verified =
+        request_tag::verify(&device.one_time_secret(), &request).expect("the tag verifies");
+    assert_eq!(
+        hex(&*derive_approver_psk(
+            &verified,
+            &device.one_time_secret(),
+            &shared,
+            &[0x04; 32],
+            &ct
+        )),
         "e6c4ff628fc9b40ed76bdb2b4d0e6d1379794b23c57125d7a440d07dbb744bc9"
     );
 }

@@ -17,10 +17,11 @@ use support_protocol::approval_box::{
 use support_protocol::bounded::{BoundedString, BoundedVec, FixedBytes};
 use support_protocol::certificate::{ApproverCertificate, Role, SigningSeed, SupportCa};
 use support_protocol::control_channel::StaticKeypair;
-use support_protocol::hybrid_psk::{derive_approver_psk, PskInputs};
+use support_protocol::hybrid_psk::derive_approver_psk;
 use support_protocol::messages::admin::{ApproveRequest, StopRequest};
 use support_protocol::messages::{AdminRequest, TunnelRequest};
 use support_protocol::one_time_code::OneTimeCode;
+use support_protocol::request_tag::VerifiedRequest;
 use support_protocol::state::TunnelState;
 use support_protocol::tunnel_keys::AdminTunnelKeys;
 use support_protocol::{ApprovalSeq, TunnelId};
@@ -130,6 +131,8 @@ impl Default for Terms {
 /// The admin's side of one approved tunnel.
 pub struct Session {
     pub id: TunnelId,
+    /// The device's request, as the code verified it.
+    pub request: VerifiedRequest,
     pub code: OneTimeCode,
     pub admin: AdminTunnelKeys,
     pub approval: SealedApproval,
@@ -150,15 +153,13 @@ impl Session {
         let (_, shared) =
             support_protocol::kem::encapsulate(&self.kem_key, &self.admin.kem_randomness())
                 .expect("kem");
-        *derive_approver_psk(&PskInputs {
-            one_time_secret: &self.code.secret,
-            kem_shared_secret: &shared,
-            tunnel_id: self.id,
-            device_wireguard: &self.device_wireguard,
-            admin_wireguard: &self.admin.wireguard().public,
-            kem_encapsulation_key: &self.kem_key,
-            kem_ciphertext: &self.contents.kem_ciphertext.0,
-        })
+        *derive_approver_psk(
+            &self.request,
+            &self.code.secret,
+            &shared,
+            &self.admin.wireguard().public,
+            &self.contents.kem_ciphertext.0,
+        )
     }
 
     /// Starts the admin's userspace peer and a local forward to the device's port 22.
@@ -246,7 +247,8 @@ pub fn seal_for(
 pub fn approve(cp: &ControlPlane, eng: &Engineer, code_text: &str, terms: &Terms) -> Session {
     let code = OneTimeCode::parse(code_text).expect("code parses");
     let detail = cp.show(&eng.cp_key, code.tunnel_id);
-    support_protocol::request_tag::verify(&code.secret, &detail.request).expect("tag verifies");
+    let request =
+        support_protocol::request_tag::verify(&code.secret, &detail.request).expect("tag verifies");
     let body = &detail.request.body;
     let admin = AdminTunnelKeys::from_seed(random32());
     let relay = RelayThread::start(body.wireguard.0, admin.wireguard().public);
@@ -262,6 +264,7 @@ pub fn approve(cp: &ControlPlane, eng: &Engineer, code_text: &str, terms: &Terms
     );
     Session {
         id: code.tunnel_id,
+        request,
         device_wireguard: body.wireguard.0,
         kem_key: body.kem.0,
         code,
