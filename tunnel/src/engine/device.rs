@@ -40,17 +40,18 @@ impl Engine {
         let Role::Device { forwards } = &self.config.role else {
             return;
         };
-        let forwards = forwards.clone();
+        // Runs after every ingress packet: nothing is allocated or cloned
+        // unless a socket left Listen (a Vec allocates on its first push).
         let mut promoted = Vec::new();
         for (i, (port, h)) in self.pool.iter().enumerate() {
             let s = self.sockets.get::<tcp::Socket>(*h);
             if s.state() != tcp::State::Listen {
-                promoted.push((i, *port, *h));
+                let target = forwards.iter().find(|f| f.port == *port).map(|f| f.target);
+                promoted.push((i, *port, *h, target));
             }
         }
-        for (i, port, h) in promoted.into_iter().rev() {
+        for (i, port, h, target) in promoted.into_iter().rev() {
             self.pool.remove(i);
-            let target = forwards.iter().find(|f| f.port == port).map(|f| f.target);
             let ok = match target {
                 Some(target) if self.conns.len() < self.config.profile.max_connections => {
                     match TcpStream::connect(target) {

@@ -246,7 +246,7 @@ impl Engine {
             let delay = self
                 .iface
                 .poll_delay(smol_now(start), &self.sockets)
-                .map(|d| Duration::from_micros(d.total_micros()))
+                .map(Duration::from)
                 .unwrap_or(TICK)
                 .min(next_tick.saturating_duration_since(now));
             match self.poll.poll(&mut events, Some(delay)) {

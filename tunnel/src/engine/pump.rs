@@ -33,16 +33,10 @@ pub fn tcp_socket(p: &BufferProfile) -> tcp::Socket<'static> {
         tcp::SocketBuffer::new(vec![0; p.tcp_tx]),
     );
     s.set_congestion_control(tcp::CongestionControl::Reno);
-    s.set_timeout(Some(smoltcp::time::Duration::from_millis(
-        TCP_TIMEOUT.as_millis() as u64,
-    )));
-    s.set_keep_alive(Some(smoltcp::time::Duration::from_millis(
-        TCP_KEEPALIVE.as_millis() as u64,
-    )));
+    s.set_timeout(Some(TCP_TIMEOUT.into()));
+    s.set_keep_alive(Some(TCP_KEEPALIVE.into()));
     s.set_nagle_enabled(false);
-    s.set_queue_delay_target(Some(smoltcp::time::Duration::from_millis(
-        QUEUE_DELAY_TARGET.as_millis() as u64,
-    )));
+    s.set_queue_delay_target(Some(QUEUE_DELAY_TARGET.into()));
     s
 }
 
