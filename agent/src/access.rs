@@ -12,7 +12,6 @@
 //! and a comment line), so repair removes exactly what this agent made and
 //! nothing else, even with no record left.
 
-use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::io::Read as _;
@@ -277,8 +276,21 @@ pub fn our_users(instance: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The sudoers drop-ins this agent instance wrote, with their user names.
-pub fn our_sudoers(instance: &str) -> Vec<(PathBuf, String)> {
+/// A file in the sudoers directory that this agent instance wrote.
+pub struct OurSudoers {
+    /// The file.
+    pub path: PathBuf,
+    /// The tunnel it is for (the user name without `support-`).
+    pub tunnel: String,
+    /// The validation copy `write_sudoers` checks before it becomes the
+    /// drop-in (`.support-tunnel-USER.check`), not the drop-in itself.
+    pub check_copy: bool,
+}
+
+/// The sudoers drop-ins, and their validation copies, that this agent
+/// instance wrote (they start with its tag). Another agent on the machine
+/// may be validating a copy of its own right now: those are not listed.
+pub fn our_sudoers(instance: &str) -> Vec<OurSudoers> {
     let tag = format!("# support-tunnel {instance} ");
     fs::read_dir(SUDOERS_DIR)
         .into_iter()
@@ -286,9 +298,21 @@ pub fn our_sudoers(instance: &str) -> Vec<(PathBuf, String)> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_str()?.to_string();
-            let user = name.strip_prefix(SUDOERS_PREFIX)?.to_string();
+            let (drop_in, check_copy) = match name.strip_prefix('.') {
+                Some(copy) => (copy.strip_suffix(".check")?, true),
+                None => (name.as_str(), false),
+            };
+            let user = drop_in.strip_prefix(SUDOERS_PREFIX)?;
+            let tunnel = user
+                .strip_prefix("support-")
+                .unwrap_or_default()
+                .to_string();
             let text = fs::read_to_string(e.path()).ok()?;
-            text.starts_with(&tag).then(|| (e.path(), user))
+            text.starts_with(&tag).then(|| OurSudoers {
+                path: e.path(),
+                tunnel,
+                check_copy,
+            })
         })
         .collect()
 }
@@ -312,7 +336,7 @@ pub struct Grant<'a> {
 /// an old session can never act as a new support user.
 fn next_uid(config: &Config, state: &StateDir) -> Result<u32, AccessError> {
     let (lo, hi) = config.support_uids;
-    let taken: HashSet<u32> = users().iter().map(|u| u.id).collect();
+    let taken: std::collections::HashSet<u32> = users().iter().map(|u| u.id).collect();
     let mut uid = state.next_support_uid().clamp(lo, hi);
     for _ in 0..=(hi - lo) {
         let candidate = uid;
@@ -505,29 +529,6 @@ fn write_sudoers(user: &str, g: &Grant<'_>) -> Result<(), AccessError> {
     let result = checked.and_then(|()| fs::rename(&check, &path).map_err(at(&path)));
     let _ = fs::remove_file(&check);
     result
-}
-
-/// Removes the validation copies an interrupted `write_sudoers` of this
-/// instance left for tunnels not in `live`. Another agent on the machine (or
-/// this one, for a live tunnel) may be validating its copy right now:
-/// removing it would fail that tunnel's `visudo` check.
-pub fn remove_check_leftovers(instance: &str, live: &HashSet<String>) {
-    let tag = format!("# support-tunnel {instance} ");
-    for e in fs::read_dir(SUDOERS_DIR).into_iter().flatten().flatten() {
-        let name = e.file_name();
-        let Some(user) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix('.')?.strip_prefix(SUDOERS_PREFIX))
-            .and_then(|n| n.strip_suffix(".check"))
-        else {
-            continue;
-        };
-        let id = user.strip_prefix("support-").unwrap_or_default();
-        let ours = fs::read_to_string(e.path()).is_ok_and(|t| t.starts_with(&tag));
-        if ours && !live.contains(id) {
-            let _ = fs::remove_file(e.path());
-        }
-    }
 }
 
 /// Removes the support access of `user`: its processes, the user, its

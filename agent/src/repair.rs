@@ -26,7 +26,8 @@ pub fn live_ids(state: &StateDir, records: &[TunnelRecord]) -> HashSet<String> {
         .collect()
 }
 
-/// Removes users and sudoers drop-ins of this instance that belong to no
+/// Removes users and sudoers drop-ins (and their validation copies) of this
+/// instance that belong to no
 /// tunnel in `live`.
 pub fn remove_orphans(ctx: &Ctx, live: &HashSet<String>) -> Repaired {
     let mut out = Repaired::default();
@@ -41,10 +42,14 @@ pub fn remove_orphans(ctx: &Ctx, live: &HashSet<String>) -> Repaired {
             Err(e) => out.problems.push(e.to_string()),
         }
     }
-    access::remove_check_leftovers(&ctx.instance, live);
-    for (path, user) in access::our_sudoers(&ctx.instance) {
-        let id = user.strip_prefix("support-").unwrap_or_default();
-        if live.contains(id) {
+    for f in access::our_sudoers(&ctx.instance) {
+        if live.contains(&f.tunnel) {
+            continue;
+        }
+        let path = f.path;
+        if f.check_copy {
+            // What an interrupted write_sudoers left: removed silently.
+            let _ = std::fs::remove_file(&path);
             continue;
         }
         match std::fs::remove_file(&path) {
