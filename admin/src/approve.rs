@@ -320,7 +320,7 @@ fn next_approval(
     match current {
         TunnelState::Pending => Ok(ApprovalSeq::FIRST),
         TunnelState::Approved(seq) => {
-            let Ok(mine) = records.load(&id.to_string()) else {
+            let Ok(mine) = records.get(id) else {
                 return Err(ApproveError::ApprovedByAnother { id, seq }.into());
             };
             if mine.hub.provider != provider.kind() {
@@ -375,15 +375,12 @@ pub(crate) fn confirm(prompt: &str, refused: &'static str) -> Result<(), AdminEr
 fn certificate_for_approving(
     me: &Identity,
 ) -> Result<support_protocol::certificate::ApproverCertificate, AdminError> {
-    use support_protocol::certificate::Role;
     let cert = me.my_certificate()?;
     let t = now();
-    cert.verify(&[cert.body.issuer.0], t, Role::Approver)
-        .and_then(|()| cert.check_issued_at(t))
-        .map_err(|error| Refusal::Certificate {
-            error,
-            valid: (cert.body.not_before, cert.body.not_after),
-        })?;
+    crate::identity::usable_now(&cert, t).map_err(|error| Refusal::Certificate {
+        error,
+        valid: (cert.body.not_before, cert.body.not_after),
+    })?;
     if crate::ca::expires_soon(&cert, t) {
         eprintln!(
             "warning: your certificate expires at {}; ask the support CA for a new one soon",

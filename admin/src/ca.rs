@@ -125,7 +125,9 @@ fn load(dirs: &Dirs) -> Result<SupportCa, CaError> {
     };
     let plain = secret_file::unseal(bytes, "CA passphrase: ")?;
     let text = Zeroizing::new(String::from_utf8_lossy(&plain).to_string());
-    match parse_key(&text) {
+    // The protocol's parser, not settings::parse_key: that one copies the
+    // text into its error, and this text is the CA's private seed.
+    match support_protocol::key_text::parse_key(&text) {
         Ok(seed) => Ok(SupportCa(SigningSeed::new(seed))),
         Err(_) => Err(CaError::Damaged(path)),
     }

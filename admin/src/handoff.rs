@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use support_protocol::bounded::{BoundError, BoundedString};
-use support_protocol::certificate::{ApproverCertificate, CertificateError, Role};
+use support_protocol::certificate::{ApproverCertificate, CertificateError};
 use support_protocol::handoff::{
     seal_handoff, HandoffError as SealError, HandoffKey, HandoffPackage, HandoffSender,
 };
@@ -191,10 +191,7 @@ impl HandedOff {
 /// approver key, from its issuer, approver role, inside its window.
 fn my_certificate(me: &Identity) -> Result<ApproverCertificate, AdminError> {
     let cert = me.my_certificate()?;
-    let t = now();
-    cert.verify(&[cert.body.issuer.0], t, Role::Approver)
-        .and_then(|()| cert.check_issued_at(t))
-        .map_err(HandoffError::MyCertificate)?;
+    crate::identity::usable_now(&cert, now()).map_err(HandoffError::MyCertificate)?;
     Ok(cert)
 }
 

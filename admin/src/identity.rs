@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use support_protocol::certificate::{ApproverCertificate, SigningSeed};
+use support_protocol::certificate::{ApproverCertificate, CertificateError, Role, SigningSeed};
 use support_protocol::codec::CodecError;
 use support_protocol::control_channel::StaticKeypair;
 use zeroize::Zeroizing;
@@ -216,6 +216,15 @@ pub fn decode_certificate(text: &str) -> Result<ApproverCertificate, Certificate
 /// The text form of a certificate.
 pub fn encode_certificate(c: &ApproverCertificate) -> String {
     hex::encode(support_protocol::encode(c).unwrap_or_default())
+}
+
+/// Whether `cert` is accepted as an approver's at `t`: signed by its own
+/// issuer, with the approver role, inside its window, not issued in the
+/// future. (Whether the issuer is the CA a device or a receiver pins only
+/// they know.) What `approve` and a hand-off check before signing anything.
+pub fn usable_now(cert: &ApproverCertificate, t: u64) -> Result<(), CertificateError> {
+    cert.verify(&[cert.body.issuer.0], t, Role::Approver)
+        .and_then(|()| cert.check_issued_at(t))
 }
 
 #[cfg(test)]

@@ -301,9 +301,14 @@ impl Records {
             }
             _ => return Err(RecordError::Ambiguous(id.to_string())),
         };
-        let path = self.path(full);
+        self.get(full)
+    }
+
+    /// Loads the record of `id` (a full id, as [`Self::ids`] gives them).
+    pub fn get(&self, id: TunnelId) -> Result<AdminTunnel, RecordError> {
+        let path = self.path(id);
         let bytes = std::fs::read(&path).map_err(|e| RecordError::File(FileError::at(path)(e)))?;
-        serde_json::from_slice(&bytes).map_err(|_| RecordError::Damaged(full))
+        serde_json::from_slice(&bytes).map_err(|_| RecordError::Damaged(id))
     }
 
     /// Every tunnel id with a record.

@@ -125,7 +125,7 @@ pub fn write_generated(
     );
     let mut n = 0;
     for id in records.ids() {
-        let Ok(rec) = records.load(&id.to_string()) else {
+        let Ok(rec) = records.get(id) else {
             continue;
         };
         if rec.host_keys.is_empty() {

@@ -54,7 +54,7 @@ pub(super) fn gc(env: &Env) -> Result<ExitCode, AdminError> {
         if live.contains(&id) {
             continue;
         }
-        let rec = match records.load(&id.to_string()) {
+        let rec = match records.get(id) {
             Ok(rec) => rec,
             // Its secrets must not outlive the tunnel because the record
             // cannot be read; its hub, if any, is found by label below.
