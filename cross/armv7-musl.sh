@@ -23,7 +23,8 @@
 # Defines: ARMV7_TRIPLE, ARMV7_MUSL, armv7_target_dir, armv7_missing (prints
 # what is missing, returns non-zero if anything is), armv7_cargo ARGS...
 # (`cargo ARGS` for the musl target with the size-built std; ARGS need
-# --release or --profile).
+# --release or --profile), and host_musl_cargo ARGS... (the same build for
+# x86_64, to measure the shipped allocator natively; needs musl-dev).
 
 ARMV7_TRIPLE=armv7-unknown-linux-musleabihf
 # The same path as in scripts/install-rust185.sh.
@@ -59,25 +60,50 @@ armv7_missing() {
 
 armv7_cargo() {
   local m=$ARMV7_MUSL/usr/lib/arm-linux-musleabihf
+  # Thumb-2 code (std included): about 28% smaller than ARM code here, and
+  # every ARMv7-A core runs it; Debian's armhf is built this way too.
+  musl_cargo "$ARMV7_TRIPLE" arm-linux-gnueabihf-gcc "$m" "$ARMV7_MUSL/unwind" \
+    -C target-feature=+thumb-mode -- "$@"
+}
+
+# The same build for this machine (x86_64-unknown-linux-musl, Debian's
+# musl-dev): the shipped agent's allocator and std, natively, for measuring
+# its resident memory and CPU (qemu-user shows neither). Builds into
+# $HOST_MUSL_TARGET_DIR.
+HOST_MUSL_TRIPLE=x86_64-unknown-linux-musl
+HOST_MUSL_LIB=/usr/lib/x86_64-linux-musl
+HOST_MUSL_UNWIND=${armv7_target_dir%/rust-1.85}/host-musl-unwind
+host_musl_cargo() {
+  mkdir -p "$HOST_MUSL_UNWIND"
+  ln -sf "$(gcc -print-file-name=libgcc_eh.a)" "$HOST_MUSL_UNWIND/libunwind.a"
+  # Not position-independent: the target defaults to static-pie, whose
+  # start file (rcrt1.o) Debian's musl-dev does not ship.
+  musl_cargo "$HOST_MUSL_TRIPLE" gcc "$HOST_MUSL_LIB" "$HOST_MUSL_UNWIND" \
+    -C relocation-model=static -- "$@"
+}
+
+# musl_cargo TRIPLE LINKER MUSL_LIBDIR UNWIND_DIR [RUSTFLAGS...] -- CARGO_ARGS...
+musl_cargo() {
+  local triple=$1 linker=$2 m=$3 unwind=$4
+  shift 4
   local flags=(
-    -L "native=$m" -L "native=$ARMV7_MUSL/unwind"
+    -L "native=$m" -L "native=$unwind"
     # musl's own start files and libc.a, not rustc's self-contained copies
-    # (Debian ships none for this target).
+    # (Debian ships none for these targets).
     -C link-self-contained=no
     -Z pre-link-arg=-nostartfiles -Z "pre-link-arg=$m/crt1.o" -Z "pre-link-arg=$m/crti.o"
     -C link-arg=-lgcc -C "link-arg=$m/crtn.o"
-    # Thumb-2 code (std included): about 28% smaller than ARM code here, and
-    # every ARMv7-A core runs it; Debian's armhf is built this way too.
-    -C target-feature=+thumb-mode
   )
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do flags+=("$1"); shift; done
+  shift
   local toml="" f
   for f in "${flags[@]}"; do toml+="${toml:+, }\"$f\""; done
   # RUSTFLAGS would replace the target's rustflags below (cargo's order), and
   # the link would fail without them.
   env -u RUSTFLAGS -u CARGO_ENCODED_RUSTFLAGS \
     RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc CARGO_TARGET_DIR="$armv7_target_dir" \
-    /usr/bin/cargo "$@" --locked --target "$ARMV7_TRIPLE" \
+    /usr/bin/cargo "$@" --locked --target "$triple" \
     -Zbuild-std=std,panic_abort "-Zbuild-std-features=$ARMV7_STD_FEATURES" \
-    --config "target.$ARMV7_TRIPLE.linker = \"arm-linux-gnueabihf-gcc\"" \
-    --config "target.$ARMV7_TRIPLE.rustflags = [$toml]"
+    --config "target.$triple.linker = \"$linker\"" \
+    --config "target.$triple.rustflags = [$toml]"
 }

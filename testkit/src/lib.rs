@@ -5,6 +5,7 @@
 
 pub mod hash_transfer;
 pub mod http;
+pub mod load;
 pub mod relay;
 pub mod sim_path;
 pub mod wan;

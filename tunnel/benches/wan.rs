@@ -20,7 +20,7 @@
 
 mod common;
 use common::{
-    admin_peer_config, device_peer_config, hex32, public, random32, spawn_device_peer, Keys,
+    admin_peer_config, b64_32, device_peer_config, public, random32, spawn_device_peer, Keys,
 };
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use support_testkit::load::cpu_secs;
 use support_testkit::relay::RelayThread;
 use support_testkit::wan::{Impairment, WanStage};
 use support_tunnel::{BufferProfile, Engine, EngineHandle};
@@ -45,29 +46,6 @@ fn count_tcp_events() {
 
 fn env(k: &str) -> String {
     std::env::var(k).unwrap_or_default()
-}
-
-fn b64_32(s: &str) -> [u8; 32] {
-    let out = Command::new("sh")
-        .args([
-            "-c",
-            &format!("echo {s} | base64 -d | od -An -tx1 | tr -d ' \\n'"),
-        ])
-        .output()
-        .expect("decode");
-    hex32(&String::from_utf8_lossy(&out.stdout))
-}
-
-/// CPU seconds (user + system) a process has used.
-fn cpu_secs(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command's closing parenthesis; utime and stime are 14 and 15.
-    let rest = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) as f64 / 100.0
 }
 
 // ---------------------------------------------------------------- server

@@ -7,6 +7,7 @@
 //! | [`profile`] | named buffer profiles (device: home uplink, admin: bulk) |
 //! | [`wireguard`] | the WireGuard session, its timers and the re-handshake rule (sans-IO) |
 //! | [`virtual_device`] | smoltcp's `Device` over recycled packet buffers |
+//! | [`udp`] | the socket to the relay: connected, `recvmmsg` batches, UDP GSO sends |
 //! | [`engine`] | the I/O loop: UDP, smoltcp, forwarded connections, events |
 //!
 //! The device side forwards allowlisted tunnel ports to local targets; the
@@ -16,6 +17,7 @@
 
 pub mod engine;
 pub mod profile;
+pub mod udp;
 pub mod virtual_device;
 pub mod wireguard;
 

@@ -27,13 +27,17 @@ impl BufferProfile {
     /// 0.7× kernel TCP or better up to 150 ms and 1% loss (the WAN bench,
     /// ARCHITECTURE.md "The tunnel peer"); 4 MiB was measured too and gains
     /// little but 2 MiB more resident memory during a bulk transfer. The
-    /// buffers are allocated zeroed and the rings start again at their
-    /// beginning whenever they empty, so an SSH session costs what it
-    /// moves; a bulk transfer holds up to its window while it runs.
+    /// send buffer is 1.5 MiB: a device's uplink is the slower side of a
+    /// home connection, 1.5 MiB still covers 80 Mbit/s at 150 ms, and a
+    /// bulk send through a fast path laps the whole ring (the agent's peak
+    /// under iperf3 stays within its 4 MB; cross/FOOTPRINT.md). The buffers
+    /// are allocated zeroed and the rings start again at their beginning
+    /// whenever they empty, so an SSH session costs what it moves; a bulk
+    /// transfer holds up to its window while it runs.
     pub const DEVICE: BufferProfile = BufferProfile {
         name: "device",
         tcp_rx: 2 * 1024 * 1024,
-        tcp_tx: 2 * 1024 * 1024,
+        tcp_tx: 3 * 512 * 1024,
         max_connections: 32,
         listen_pool: 4,
         idle_timeout: std::time::Duration::from_secs(2 * 3600),

@@ -36,6 +36,18 @@ pub fn hex32(s: &str) -> [u8; 32] {
     out
 }
 
+/// 32 bytes from their base64 text (the keys `wg genkey` makes).
+pub fn b64_32(s: &str) -> [u8; 32] {
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            &format!("echo {s} | base64 -d | od -An -tx1 | tr -d ' \\n'"),
+        ])
+        .output()
+        .expect("decode");
+    hex32(&String::from_utf8_lossy(&out.stdout))
+}
+
 /// The device peer's config, from what the parent passed in the child's
 /// environment: BENCH_KEY, BENCH_PEER, BENCH_PSK (hex), BENCH_ENDPOINT (the
 /// relay) and BENCH_TARGET (where port 22 goes).

@@ -16,6 +16,8 @@ pub(super) struct Listener {
     remote_port: u16,
     /// `open`'s listener: closed after its first connection.
     once: bool,
+    /// mio said it is readable, and `accept` has not yet run dry.
+    pub(super) ready: bool,
 }
 
 impl Engine {
@@ -38,6 +40,7 @@ impl Engine {
                 listener: l,
                 remote_port,
                 once,
+                ready: true,
             },
         );
         Ok(())
@@ -47,14 +50,24 @@ impl Engine {
     pub(super) fn accept_local(&mut self) -> bool {
         let mut accepted = Vec::new();
         let mut spent = Vec::new();
-        for (t, l) in self.listeners.iter() {
-            while let Ok((s, _)) = l.listener.accept() {
-                accepted.push((s, l.remote_port));
-                if l.once {
-                    // `open`'s listener: one connection, then gone (each
-                    // listener costs an accept call on every turn).
-                    spent.push(*t);
-                    break;
+        for (t, l) in self.listeners.iter_mut().filter(|(_, l)| l.ready) {
+            loop {
+                match l.listener.accept() {
+                    Ok((s, _)) => {
+                        accepted.push((s, l.remote_port));
+                        if l.once {
+                            // `open`'s listener: one connection, then gone.
+                            spent.push(*t);
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        l.ready = false;
+                        break;
+                    }
+                    // Out of descriptors or the like: tried again next turn.
+                    Err(_) => break,
                 }
             }
         }

@@ -34,6 +34,7 @@ use smoltcp::iface::{Config, Interface, PollIngressSingleResult, SocketHandle, S
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 
 use crate::profile::BufferProfile;
+use crate::udp::{Udp, RECV_BATCH};
 use crate::virtual_device::VirtualDevice;
 use crate::wireguard::{Accepted, WireGuard};
 use admin::Listener;
@@ -47,6 +48,11 @@ const WAKER: Token = Token(1);
 const FIRST_LISTENER: usize = 16;
 const FIRST_CONN: usize = 1 << 20;
 const TICK: Duration = Duration::from_millis(100);
+/// Packets smoltcp queues before the engine encrypts and sends them: one
+/// UDP GSO send's worth.
+const EGRESS_BATCH: usize = 64;
+/// Datagrams read before smoltcp takes them in.
+const INGRESS_BATCH: usize = 2 * RECV_BATCH;
 
 /// One allowlisted device port and where it goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,7 +108,7 @@ pub struct EngineConfig {
 pub struct Engine {
     config: EngineConfig,
     poll: Poll,
-    udp: UdpSocket,
+    udp: Udp,
     commands: Receiver<Command>,
     events: Option<Sender<Event>>,
     wg: WireGuard,
@@ -118,29 +124,20 @@ pub struct Engine {
     next_id: u64,
     next_port: u16,
     tunnel_up: bool,
+    /// mio said the UDP socket is readable, and it has not yet run dry.
+    udp_readable: bool,
     udp_out: Vec<Vec<u8>>,
-    scratch: Vec<u8>,
     reap: Vec<SocketHandle>,
     started: Instant,
 }
 
-/// A non-blocking UDP socket with the buffers the profile asks for.
-fn udp_socket(bind: SocketAddr, buffer: usize) -> io::Result<std::net::UdpSocket> {
-    let s = socket2::Socket::new(
-        socket2::Domain::for_address(bind),
-        socket2::Type::DGRAM,
-        None,
-    )?;
-    // Best effort: the kernel caps these at its configured maximum.
-    let _ = s.set_recv_buffer_size(buffer);
-    let _ = s.set_send_buffer_size(buffer);
-    s.set_nonblocking(true)?;
-    s.bind(&bind.into())?;
-    Ok(s.into())
+fn smol_now(start: Instant) -> smoltcp::time::Instant {
+    smol_at(start, Instant::now())
 }
 
-fn smol_now(start: Instant) -> smoltcp::time::Instant {
-    smoltcp::time::Instant::from_micros(start.elapsed().as_micros() as i64)
+/// `now` on smoltcp's clock, which starts at the engine's start.
+fn smol_at(start: Instant, now: Instant) -> smoltcp::time::Instant {
+    smoltcp::time::Instant::from_micros(now.saturating_duration_since(start).as_micros() as i64)
 }
 
 impl Engine {
@@ -152,7 +149,11 @@ impl Engine {
     ) -> io::Result<(EngineHandle, std::thread::JoinHandle<io::Result<()>>)> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let mut udp = UdpSocket::from_std(udp_socket(config.bind, config.profile.udp_buffer)?);
+        let mut udp = UdpSocket::from_std(crate::udp::connected(
+            config.bind,
+            config.endpoint,
+            config.profile.udp_buffer,
+        )?);
         poll.registry()
             .register(&mut udp, UDP, Interest::READABLE)?;
         let local_udp = udp.local_addr()?;
@@ -205,7 +206,7 @@ impl Engine {
             next_port: 49152 + (config.random % 8192) as u16,
             config,
             poll,
-            udp,
+            udp: Udp::new(udp),
             commands,
             events,
             wg,
@@ -219,8 +220,8 @@ impl Engine {
             next_listener: FIRST_LISTENER,
             next_id: 1,
             tunnel_up: false,
+            udp_readable: true,
             udp_out: Vec::new(),
-            scratch: Vec::new(),
             reap: Vec::new(),
             started: start,
         };
@@ -241,18 +242,27 @@ impl Engine {
         self.wg
             .start(Instant::now(), &mut |p| self.udp_out.push(p.to_vec()));
         self.flush_udp();
+        let mut busy = false;
         loop {
-            let now = Instant::now();
-            let delay = self
-                .iface
-                .poll_delay(smol_now(start), &self.sockets)
-                .map(Duration::from)
-                .unwrap_or(TICK)
-                .min(next_tick.saturating_duration_since(now));
+            // While work moves, only collect readiness; otherwise sleep
+            // until smoltcp's next timer or our tick.
+            let delay = if busy {
+                Duration::ZERO
+            } else {
+                let now = Instant::now();
+                self.iface
+                    .poll_delay(smol_now(start), &self.sockets)
+                    .map(Duration::from)
+                    .unwrap_or(TICK)
+                    .min(next_tick.saturating_duration_since(now))
+            };
             match self.poll.poll(&mut events, Some(delay)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
+            }
+            for event in events.iter() {
+                self.note_ready(event);
             }
             while let Ok(cmd) = self.commands.try_recv() {
                 match cmd {
@@ -267,103 +277,120 @@ impl Engine {
                     } => self.add_listener(listener, remote_port, once)?,
                 }
             }
-            // Work until nothing moves, then sleep in poll.
-            for _ in 0..64 {
-                let mut progress = self.receive_udp()?;
-                progress |= self.accept_local();
-                // One packet at a time, refilling the listening pool in
-                // between: smoltcp has no accept backlog, so a burst of SYNs
-                // would otherwise meet a closed port.
-                loop {
-                    let ts = smol_now(start);
-                    match self
-                        .iface
-                        .poll_ingress_single(ts, &mut self.dev, &mut self.sockets)
-                    {
-                        PollIngressSingleResult::None => break,
-                        _ => {
-                            progress = true;
-                            self.promote_accepted();
-                        }
-                    }
-                }
-                progress |= self.pump_all();
-                let ts = smol_now(start);
-                let _ = self.iface.poll_egress(ts, &mut self.dev, &mut self.sockets);
-                for h in self.reap.drain(..) {
-                    self.sockets.remove(h);
-                }
-                progress |= self.encrypt_outgoing();
+            busy = self.turn()?;
+            if Instant::now() >= next_tick {
+                self.wg
+                    .tick(Instant::now(), &mut |p| self.udp_out.push(p.to_vec()));
                 self.flush_udp();
-                if Instant::now() >= next_tick {
-                    self.wg
-                        .tick(Instant::now(), &mut |p| self.udp_out.push(p.to_vec()));
-                    self.flush_udp();
-                    next_tick = Instant::now() + TICK;
-                }
-                if !progress {
-                    break;
-                }
+                next_tick = Instant::now() + TICK;
             }
         }
     }
 
-    fn receive_udp(&mut self) -> io::Result<bool> {
-        let mut buf = std::mem::take(&mut self.scratch);
-        buf.resize(65_536, 0);
-        let mut got = false;
+    /// Records what mio reported ready. Its readiness is edge-triggered: a
+    /// flag set here stays set until a call on that socket would block, so
+    /// no turn spends a system call on a socket with nothing for it.
+    fn note_ready(&mut self, event: &mio::event::Event) {
+        let token = event.token();
+        let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+        let writable = event.is_writable() || event.is_write_closed() || event.is_error();
+        if token == UDP {
+            self.udp_readable |= readable;
+        } else if let Some(c) = self.conns.get_mut(&token) {
+            c.note_ready(readable, writable);
+        } else if let Some(l) = self.listeners.get_mut(&token) {
+            l.ready |= readable;
+        }
+    }
+
+    /// One pass over everything that is ready. Returns whether anything moved.
+    fn turn(&mut self) -> io::Result<bool> {
+        // One clock reading per turn: a turn takes microseconds.
+        let now = Instant::now();
+        let ts = smol_at(self.started, now);
+        let mut progress = self.receive_udp(now)?;
+        progress |= self.accept_local();
+        // One packet at a time, refilling the listening pool in between:
+        // smoltcp has no accept backlog, so a burst of SYNs would otherwise
+        // meet a closed port.
+        while self
+            .iface
+            .poll_ingress_single(ts, &mut self.dev, &mut self.sockets)
+            != PollIngressSingleResult::None
+        {
+            progress = true;
+            self.promote_accepted();
+        }
+        progress |= self.pump_all(now);
+        // smoltcp sends at most one segment per socket per call: call it
+        // until it has nothing more, encrypting and sending a batch at a
+        // time, so that a burst leaves in few system calls and few packet
+        // buffers are held.
         loop {
-            match self.udp.recv_from(&mut buf) {
-                Ok((n, from)) => {
-                    // Only the configured endpoint speaks to us; the rest is noise.
-                    if from != self.config.endpoint {
-                        continue;
-                    }
-                    got = true;
-                    let (udp_out, dev) = (&mut self.udp_out, &mut self.dev);
-                    let accepted = self.wg.datagram(
-                        Instant::now(),
-                        &buf[..n],
-                        &mut |p| udp_out.push(p.to_vec()),
-                        &mut |p| dev.push_rx(p),
-                    );
-                    if matches!(accepted, Ok(Accepted::Proof)) && !self.tunnel_up {
-                        self.tunnel_up = true;
-                        self.emit(Event::TunnelUp);
-                    }
+            let mut emitted = false;
+            while self.dev.queued_tx() < EGRESS_BATCH {
+                let queued = self.dev.queued_tx();
+                let _ = self.iface.poll_egress(ts, &mut self.dev, &mut self.sockets);
+                if self.dev.queued_tx() == queued {
+                    break;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                // ICMP port unreachable from a relay that is restarting.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
-                Err(e) => {
-                    self.scratch = buf;
-                    return Err(e);
-                }
+                emitted = true;
+            }
+            progress |= self.encrypt_outgoing();
+            if !emitted {
+                break;
             }
         }
-        self.scratch = buf;
+        for h in self.reap.drain(..) {
+            self.sockets.remove(h);
+        }
         self.flush_udp();
+        Ok(progress)
+    }
+
+    /// Reads datagrams while the socket has them, up to `INGRESS_BATCH`
+    /// waiting for smoltcp (the rest waits in the socket's buffer for the
+    /// next turn rather than in ours).
+    fn receive_udp(&mut self, now: Instant) -> io::Result<bool> {
+        let mut got = false;
+        while self.udp_readable && self.dev.queued_rx() + RECV_BATCH <= INGRESS_BATCH {
+            let (wg, udp_out, dev) = (&mut self.wg, &mut self.udp_out, &mut self.dev);
+            let mut proof = false;
+            let received = self.udp.receive(&mut |d| {
+                let accepted = wg.datagram(now, d, &mut |p| udp_out.push(p.to_vec()), &mut |p| {
+                    dev.push_rx(p)
+                });
+                proof |= matches!(accepted, Ok(Accepted::Proof));
+            })?;
+            if proof && !self.tunnel_up {
+                self.tunnel_up = true;
+                self.emit(Event::TunnelUp);
+            }
+            got |= received.datagrams > 0;
+            self.udp_readable = !received.dry;
+            self.flush_udp();
+        }
         Ok(got)
     }
 
+    /// Sends what WireGuard answered outside the data path (handshakes,
+    /// cookies, keepalives).
     fn flush_udp(&mut self) {
         for p in self.udp_out.drain(..) {
-            // A full socket buffer drops the datagram; WireGuard and TCP recover.
-            let _ = self.udp.send_to(&p, self.config.endpoint);
+            self.udp.queue(&p);
         }
+        self.udp.flush();
     }
 
     fn encrypt_outgoing(&mut self) -> bool {
         let mut any = false;
         while let Some(p) = self.dev.pop_tx() {
             any = true;
-            let udp = &self.udp;
-            let endpoint = self.config.endpoint;
-            self.wg.send(&p, &mut |d| {
-                let _ = udp.send_to(d, endpoint);
-            });
+            let udp = &mut self.udp;
+            self.wg.send(&p, &mut |d| udp.queue(d));
             self.dev.recycle(p);
         }
+        self.udp.flush();
         any
     }
 }

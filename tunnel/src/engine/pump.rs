@@ -52,6 +52,19 @@ pub(super) struct Conn {
     bytes_out: u64,
     local_eof: bool,
     remote_eof: bool,
+    /// mio said the stream is readable, and a read has not yet run dry.
+    readable: bool,
+    /// mio said the stream is writable, and a write has not yet been refused.
+    writable: bool,
+}
+
+impl Conn {
+    /// Records readiness from a mio event (edge-triggered: kept until a
+    /// call would block).
+    pub(super) fn note_ready(&mut self, readable: bool, writable: bool) {
+        self.readable |= readable;
+        self.writable |= writable;
+    }
 }
 
 impl Engine {
@@ -84,6 +97,8 @@ impl Engine {
                 bytes_out: 0,
                 local_eof: false,
                 remote_eof: false,
+                readable: true,
+                writable: true,
             },
         );
         self.emit(Event::Opened { id, port });
@@ -92,7 +107,7 @@ impl Engine {
 
     /// Pumps every connection, closes the finished and the idle ones.
     /// Returns whether anything moved.
-    pub(super) fn pump_all(&mut self) -> bool {
+    pub(super) fn pump_all(&mut self, now: Instant) -> bool {
         let mut progress = false;
         let mut done = Vec::new();
         let idle_timeout = self.config.profile.idle_timeout;
@@ -100,8 +115,8 @@ impl Engine {
             let s = self.sockets.get_mut::<tcp::Socket>(c.handle);
             let (moved, mut finished) = pump(c, s);
             if moved {
-                c.last_active = Instant::now();
-            } else if c.last_active.elapsed() >= idle_timeout {
+                c.last_active = now;
+            } else if now.saturating_duration_since(c.last_active) >= idle_timeout {
                 s.abort();
                 finished = true;
             }
@@ -182,7 +197,7 @@ fn pump(c: &mut Conn, s: &mut tcp::Socket<'static>) -> (bool, bool) {
     // Local -> tunnel, read straight into smoltcp's send buffer, no further
     // ahead than the window needs (a later write, a keystroke after a burst
     // of output, does not wait behind megabytes of it).
-    while !c.local_eof && s.can_send() && s.send_queue() < s.send_backlog_hint() {
+    while c.readable && !c.local_eof && s.can_send() && s.send_queue() < s.send_backlog_hint() {
         let r = s.send(|buf| match c.stream.read(buf) {
             Ok(n) => (n, Ok(n)),
             Err(e) => (0, Err(e)),
@@ -196,7 +211,10 @@ fn pump(c: &mut Conn, s: &mut tcp::Socket<'static>) -> (bool, bool) {
                 c.bytes_out += n as u64;
                 moved = true;
             }
-            Step::Blocked => break,
+            Step::Blocked => {
+                c.readable = false;
+                break;
+            }
             Step::Again => continue,
             Step::Failed => {
                 s.abort();
@@ -205,13 +223,17 @@ fn pump(c: &mut Conn, s: &mut tcp::Socket<'static>) -> (bool, bool) {
         }
     }
     // Tunnel -> local.
-    while s.can_recv() {
+    while c.writable && s.can_recv() {
         let r = s.recv(|buf| match c.stream.write(buf) {
             Ok(n) => (n, Ok(n)),
             Err(e) => (0, Err(e)),
         });
         match Step::of(r) {
-            Step::Moved(0) | Step::Blocked => break,
+            Step::Moved(0) => break,
+            Step::Blocked => {
+                c.writable = false;
+                break;
+            }
             Step::Moved(n) => {
                 c.bytes_in += n as u64;
                 moved = true;

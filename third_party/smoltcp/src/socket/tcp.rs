@@ -750,6 +750,8 @@ const DELAY_WINDOW_MIN_SEGMENTS: usize = 16;
 const DELAY_WINDOW_INITIAL: usize = 64 * 1024;
 /// How long a least round trip is remembered (a path may lengthen).
 const MIN_RTT_EPOCH: Duration = Duration::from_secs(10);
+/// The most bytes a standing queue may hold, whatever the delay target.
+const QUEUE_MAX_BYTES: u64 = 256 * 1024;
 /// Longer than any round trip: "not measured yet".
 const NO_RTT: Duration = Duration::from_secs(3600);
 
@@ -798,7 +800,7 @@ impl DelayWindow {
             (self.smoothed * 7 + rtt) / 8
         };
         let base = self.min_rtt[0].min(self.min_rtt[1]);
-        let allowed = self.target.max(base / 4);
+        let allowed = self.allowed_queue(base);
         let floor = DELAY_WINDOW_MIN_SEGMENTS * mss;
         let cap = rwnd.max(floor);
         if self.slow_start {
@@ -851,6 +853,20 @@ impl DelayWindow {
         }
         self.cwnd = self.cwnd.min(cap);
         self.next_round(now, rtt);
+    }
+
+    /// The queueing delay allowed on a path of least round trip `base`:
+    /// the target, but no more than `QUEUE_MAX_BYTES` at the path's rate (on
+    /// a fast short path a few milliseconds are megabytes, held in the send
+    /// buffer for nothing), or a quarter of the round trip if that is more.
+    fn allowed_queue(&self, base: Duration) -> Duration {
+        let rate = self.path_rate();
+        let by_bytes = if rate > 0 {
+            Duration::from_micros(QUEUE_MAX_BYTES.saturating_mul(1_000_000) / rate)
+        } else {
+            self.target
+        };
+        self.target.min(by_bytes).max(base / 4)
     }
 
     /// Ends a round: its delivery rate joins the last ones.
@@ -962,6 +978,11 @@ impl Pacer {
 
     fn cap(rate: u64, mss: usize) -> u64 {
         (rate / 1000).max(10 * mss as u64)
+    }
+
+    /// The credit a new burst waits for: half the cap.
+    fn quantum(rate: u64, mss: usize) -> usize {
+        (Self::cap(rate, mss) / 2) as usize
     }
 
     /// The credit at `now`.
@@ -1467,10 +1488,20 @@ impl<'a> Socket<'a> {
     }
 
     /// How long pacing holds back the next full segment, if it does.
+    ///
+    /// Within a burst (a segment already went at this instant) the next one
+    /// needs a segment's credit; a new burst waits for a quantum (half the
+    /// allowed burst), so that a fast path is paced in bursts of half a
+    /// millisecond rather than one wake-up of the engine per segment.
     fn pacing_wait(&self, now: Instant) -> Option<Duration> {
         let rate = self.pacing_rate()?;
-        self.pacer
-            .wait(now, rate, self.remote_mss, self.remote_mss)
+        let mss = self.remote_mss;
+        let need = if self.pacer.at == now {
+            mss
+        } else {
+            Pacer::quantum(rate, mss)
+        };
+        self.pacer.wait(now, rate, mss, need)
     }
 
     /// What this ACK shows arrived: the newest logged send it (or its first
@@ -1504,7 +1535,7 @@ impl<'a> Socket<'a> {
     /// like Linux's `TCP_NOTSENT_LOWAT`.
     pub fn send_backlog_hint(&self) -> usize {
         match &self.delay_window {
-            Some(w) => w.cwnd.saturating_mul(2).max(256 * 1024),
+            Some(w) => (w.cwnd + w.cwnd / 4).max(256 * 1024),
             None => self.tx_buffer.capacity(),
         }
     }
