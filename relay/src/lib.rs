@@ -10,8 +10,10 @@
 //! * [`wire`]: WireGuard message framing and `mac1` checks.
 //! * [`relay`]: the sans-IO core: datagram and time in, forward or drop out.
 //! * [`rate_limit`]: token buckets for handshake messages.
+//! * [`batch`]: the socket read and written a batch of datagrams at a time.
 #![forbid(unsafe_code)]
 
+pub mod batch;
 pub mod rate_limit;
 pub mod relay;
 pub mod wire;
@@ -20,6 +22,7 @@ use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use batch::Batch;
 use relay::{Relay, RelayConfig, Side, Stats};
 
 /// Binds the relay's UDP socket with large kernel buffers (a whole TCP
@@ -38,7 +41,8 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<UdpSocket> {
 }
 
 /// Relays on `socket` until `deadline` (the tunnel's expiry) or `stop`.
-/// One thread, no allocation per datagram. `log` gets endpoint changes and
+/// One thread, a batch of datagrams per system call ([`batch`]), no
+/// allocation per datagram. `log` gets endpoint changes and
 /// a stats line a minute.
 pub fn serve(
     socket: &UdpSocket,
@@ -49,7 +53,7 @@ pub fn serve(
 ) -> std::io::Result<Stats> {
     let start = Instant::now();
     let mut relay = Relay::new(config, start);
-    let mut buf = vec![0u8; 65_536];
+    let mut batch = Batch::new();
     let mut last_report = start;
     let mut known = [None, None];
     loop {
@@ -58,8 +62,8 @@ pub fn serve(
             return Ok(relay.stats());
         }
         socket.set_read_timeout(Some((deadline - now).min(Duration::from_millis(200))))?;
-        let (n, from) = match socket.recv_from(&mut buf) {
-            Ok(x) => x,
+        match batch.receive(socket) {
+            Ok(_) => {}
             // With a receive timeout set, Linux ends the call with EINTR
             // when the process is stopped and continued (signal(7)), even
             // without a signal handler: keep relaying.
@@ -77,13 +81,20 @@ pub fn serve(
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
             Err(e) => return Err(e),
         };
-        if let Ok(targets) = relay.handle(Instant::now(), from, &buf[..n]) {
-            for to in targets.iter() {
-                if let Err(e) = socket.send_to(&buf[..n], to) {
-                    log(&format!("send to {to} failed: {e}"));
+        let now = Instant::now();
+        for i in 0..batch.len() {
+            let Some((from, d)) = batch.datagram(i) else {
+                continue;
+            };
+            if let Ok(targets) = relay.handle(now, from, d) {
+                for to in targets.iter() {
+                    batch.forward(i, to);
                 }
             }
         }
+        batch.send(socket, &mut |to, e| {
+            log(&format!("send to {to} failed: {e}"))
+        });
         for (i, side) in [Side::Device, Side::Admin].into_iter().enumerate() {
             let ep = relay.endpoint(side);
             if ep != known[i] {
