@@ -14,7 +14,7 @@ use std::os::fd::AsRawFd;
 
 use mio::net::UdpSocket;
 use nix::errno::Errno;
-use nix::sys::socket::{self, sockopt, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
+use nix::sys::socket::{self, sockopt, ControlMessage, MsgFlags, MultiHeaders};
 
 use crate::TUNNEL_MTU;
 
@@ -66,7 +66,8 @@ pub struct Received {
 /// The connected, batched UDP socket of one peer.
 pub struct Udp {
     socket: UdpSocket,
-    headers: MultiHeaders<SockaddrStorage>,
+    /// Without room for senders' addresses: the socket is connected.
+    headers: MultiHeaders<()>,
     rx: Vec<u8>,
     /// Datagrams waiting to go, back to back: all `seg` bytes long but the last.
     tx: Vec<u8>,
