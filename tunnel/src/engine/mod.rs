@@ -126,6 +126,8 @@ pub struct Engine {
     tunnel_up: bool,
     /// mio said the UDP socket is readable, and it has not yet run dry.
     udp_readable: bool,
+    /// When the earliest write held for a batch is due (`pump.rs`).
+    write_hold: Option<Instant>,
     udp_out: Vec<Vec<u8>>,
     reap: Vec<SocketHandle>,
     started: Instant,
@@ -221,6 +223,7 @@ impl Engine {
             next_id: 1,
             tunnel_up: false,
             udp_readable: true,
+            write_hold: None,
             udp_out: Vec::new(),
             reap: Vec::new(),
             started: start,
@@ -250,11 +253,16 @@ impl Engine {
                 Duration::ZERO
             } else {
                 let now = Instant::now();
-                self.iface
+                let mut delay = self
+                    .iface
                     .poll_delay(smol_now(start), &self.sockets)
                     .map(Duration::from)
                     .unwrap_or(TICK)
-                    .min(next_tick.saturating_duration_since(now))
+                    .min(next_tick.saturating_duration_since(now));
+                if let Some(due) = self.write_hold {
+                    delay = delay.min(due.saturating_duration_since(now));
+                }
+                delay
             };
             match self.poll.poll(&mut events, Some(delay)) {
                 Ok(()) => {}

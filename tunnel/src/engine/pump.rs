@@ -23,6 +23,15 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
 /// the path's round trip, if more): an SSH keystroke next to a transfer
 /// waits behind at most this much of it.
 const QUEUE_DELAY_TARGET: Duration = Duration::from_millis(5);
+/// A bulk stream from the tunnel is written to the local stream once this
+/// much has arrived (or `WRITE_HOLD` after its first byte), so the local
+/// side wakes once per 64 KiB rather than once per turn of the engine.
+const WRITE_BATCH: usize = 64 * 1024;
+/// Less than this waiting is not a bulk stream (a keystroke, a command's
+/// answer): it is written at once.
+const WRITE_AT_ONCE_BELOW: usize = 8 * 1024;
+/// How long a bulk stream's bytes may wait to fill a batch.
+const WRITE_HOLD: Duration = Duration::from_millis(1);
 
 /// A TCP socket as every tunnel connection has it: the profile's buffers,
 /// Nagle off, the congestion controller, the timeout and the keepalive.
@@ -56,6 +65,8 @@ pub(super) struct Conn {
     readable: bool,
     /// mio said the stream is writable, and a write has not yet been refused.
     writable: bool,
+    /// Since when bytes from the tunnel wait to fill a write batch.
+    held_since: Option<Instant>,
 }
 
 impl Conn {
@@ -99,6 +110,7 @@ impl Engine {
                 remote_eof: false,
                 readable: true,
                 writable: true,
+                held_since: None,
             },
         );
         self.emit(Event::Opened { id, port });
@@ -106,14 +118,20 @@ impl Engine {
     }
 
     /// Pumps every connection, closes the finished and the idle ones.
-    /// Returns whether anything moved.
+    /// Returns whether anything moved; `self.write_hold` becomes the
+    /// earliest time a held write is due.
     pub(super) fn pump_all(&mut self, now: Instant) -> bool {
         let mut progress = false;
         let mut done = Vec::new();
         let idle_timeout = self.config.profile.idle_timeout;
+        self.write_hold = None;
         for (t, c) in self.conns.iter_mut() {
             let s = self.sockets.get_mut::<tcp::Socket>(c.handle);
-            let (moved, mut finished) = pump(c, s);
+            let (moved, mut finished) = pump(c, s, now);
+            if let Some(since) = c.held_since {
+                let due = since + WRITE_HOLD;
+                self.write_hold = Some(self.write_hold.map_or(due, |d| d.min(due)));
+            }
             if moved {
                 c.last_active = now;
             } else if now.saturating_duration_since(c.last_active) >= idle_timeout {
@@ -190,9 +208,26 @@ impl Step {
     }
 }
 
+/// Whether bytes from the tunnel wait for more before they are written:
+/// a bulk stream's, until a batch has arrived or for `WRITE_HOLD`.
+fn hold_write(c: &mut Conn, s: &tcp::Socket<'static>, now: Instant) -> bool {
+    let queued = s.recv_queue();
+    let bulk = (WRITE_AT_ONCE_BELOW..WRITE_BATCH).contains(&queued) && s.may_recv();
+    if !bulk {
+        c.held_since = None;
+        return false;
+    }
+    let since = *c.held_since.get_or_insert(now);
+    if now.saturating_duration_since(since) < WRITE_HOLD {
+        return true;
+    }
+    c.held_since = None;
+    false
+}
+
 /// Moves bytes both ways between a tunnel socket and its local stream.
 /// Returns (bytes moved?, connection finished?).
-fn pump(c: &mut Conn, s: &mut tcp::Socket<'static>) -> (bool, bool) {
+fn pump(c: &mut Conn, s: &mut tcp::Socket<'static>, now: Instant) -> (bool, bool) {
     let mut moved = false;
     // Local -> tunnel, read straight into smoltcp's send buffer, no further
     // ahead than the window needs (a later write, a keystroke after a burst
@@ -223,7 +258,7 @@ fn pump(c: &mut Conn, s: &mut tcp::Socket<'static>) -> (bool, bool) {
         }
     }
     // Tunnel -> local.
-    while c.writable && s.can_recv() {
+    while c.writable && s.can_recv() && !hold_write(c, s, now) {
         let r = s.recv(|buf| match c.stream.write(buf) {
             Ok(n) => (n, Ok(n)),
             Err(e) => (0, Err(e)),
