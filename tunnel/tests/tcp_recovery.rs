@@ -66,7 +66,10 @@ fn data_segment(p: &[u8]) -> Option<(u32, usize)> {
 
 struct Run {
     delivered: Vec<u8>,
-    data_segments_sent: usize,
+    /// Data segments sent again: sent, less the distinct sequence numbers.
+    /// (Counted this way, not against the payload over the MSS: a burst
+    /// ends with whatever part of a segment the send buffer held.)
+    resent: usize,
     stats: tcp::Stats,
 }
 
@@ -181,14 +184,9 @@ fn transfer_with(n: usize, lose: &[(usize, usize)], mut random: Random, buffer: 
     assert!(delivered == payload, "the bytes arrived changed");
     Run {
         delivered,
-        data_segments_sent,
+        resent: data_segments_sent - first_seq_seen.len(),
         stats,
     }
-}
-
-fn segments(n: usize) -> usize {
-    // The tunnel MTU less the IPv4 and TCP headers.
-    n.div_ceil(1420 - 20 - 20)
 }
 
 #[test]
@@ -196,7 +194,7 @@ fn without_loss_every_segment_is_sent_once() {
     let n = 400 * 1024;
     let r = transfer(n, &[]);
     assert_eq!(r.delivered.len(), n);
-    assert_eq!(r.data_segments_sent, segments(n));
+    assert_eq!(r.resent, 0);
     assert_eq!(r.stats, tcp::Stats::default());
 }
 
@@ -208,7 +206,7 @@ fn one_lost_segment_is_resent_alone_without_a_timeout() {
     assert_eq!(r.stats.hole_retransmits, 1, "{:?}", r.stats);
     assert_eq!(r.stats.timeouts, 0, "{:?}", r.stats);
     // Upstream 0.12 sent everything after the hole again.
-    assert_eq!(r.data_segments_sent, segments(n) + 1);
+    assert_eq!(r.resent, 1);
 }
 
 #[test]
@@ -217,7 +215,7 @@ fn several_holes_in_one_window_are_each_resent_once() {
     let r = transfer(n, &[(60, 1), (64, 1), (70, 1), (71, 1), (90, 1)]);
     assert_eq!(r.stats.timeouts, 0, "{:?}", r.stats);
     assert_eq!(r.stats.hole_retransmits, 5, "{:?}", r.stats);
-    assert_eq!(r.data_segments_sent, segments(n) + 5);
+    assert_eq!(r.resent, 5);
 }
 
 #[test]
@@ -228,7 +226,7 @@ fn a_lost_retransmission_is_sent_again_and_only_it() {
     let r = transfer(n, &[(60, 2)]);
     assert_eq!(r.stats.hole_retransmits, 2, "{:?}", r.stats);
     assert!(r.stats.timeouts <= 1, "{:?}", r.stats);
-    assert_eq!(r.data_segments_sent, segments(n) + 2);
+    assert_eq!(r.resent, 2);
 }
 
 #[test]
@@ -239,12 +237,7 @@ fn a_timeout_during_a_recovery_resends_the_holes_not_the_window() {
     let r = transfer(n, &[(60, 3)]);
     assert!(r.stats.timeouts >= 1, "{:?}", r.stats);
     // Only the hole went out again, each time; never the segments after it.
-    assert_eq!(
-        r.data_segments_sent,
-        segments(n) + r.stats.hole_retransmits as usize,
-        "{:?}",
-        r.stats
-    );
+    assert_eq!(r.resent, r.stats.hole_retransmits as usize, "{:?}", r.stats);
 }
 
 #[test]
