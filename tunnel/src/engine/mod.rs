@@ -330,10 +330,10 @@ impl Engine {
             self.promote_accepted();
         }
         progress |= self.pump_all(now);
-        // smoltcp sends at most one segment per socket per call: call it
-        // until it has nothing more, encrypting and sending a batch at a
-        // time, so that a burst leaves in few system calls and few packet
-        // buffers are held.
+        // smoltcp sends at most 64 segments per socket per call (upstream:
+        // one): call it until it has nothing more, encrypting and sending a
+        // batch at a time, so that a burst leaves in few system calls and
+        // few packet buffers are held.
         loop {
             let mut emitted = false;
             while self.dev.queued_tx() < EGRESS_BATCH {
