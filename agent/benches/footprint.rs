@@ -89,7 +89,7 @@ fn main() {
         100.0 / took.as_secs_f64()
     );
     match iperf {
-        Some(mut server) => {
+        Some(server) => {
             let secs = std::env::var("BENCH_SECS")
                 .ok()
                 .and_then(|v| v.parse().ok())
@@ -110,8 +110,7 @@ fn main() {
                 "  peak (VmHWM) over all of the above:           {:>6} KiB",
                 kib(pid, "VmHWM:")
             );
-            let _ = server.kill();
-            let _ = server.wait();
+            drop(server);
         }
         None => println!("  iperf3: not measured (scripts/setup installs it)"),
     }

@@ -21,9 +21,19 @@ pub fn free_tcp_port(ip: Ipv4Addr) -> u16 {
         .expect("free port")
 }
 
+/// A running `iperf3 -s`, stopped when dropped (also when a bench panics).
+pub struct Iperf3Server(Child);
+
+impl Drop for Iperf3Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `iperf3 -s` from `cmd` (e.g. `Command::new("env")`, or a host's
 /// `exec`) on `bind:port`, and returns once it says it listens.
-pub fn iperf3_server(mut cmd: Command, bind: Ipv4Addr, port: u16) -> Child {
+pub fn iperf3_server(mut cmd: Command, bind: Ipv4Addr, port: u16) -> Iperf3Server {
     let mut child = cmd
         .args(["iperf3", "-s", "--forceflush", "-B"])
         .arg(bind.to_string())
@@ -44,7 +54,7 @@ pub fn iperf3_server(mut cmd: Command, bind: Ipv4Addr, port: u16) -> Child {
     }
     // Keep draining its output so that it never blocks on a full pipe.
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    child
+    Iperf3Server(child)
 }
 
 /// One iperf3 run from `cmd` to `to` for `secs` seconds (`reverse`: the

@@ -145,7 +145,7 @@ fn our_path(profile: &str, secs: u64) {
     let (dk, ak, psk) = (random32(), random32(), random32());
     let (relay, stop) = relay_thread(public(&dk), public(&ak), "127.0.0.1:0");
     let port = free_tcp_port(Ipv4Addr::LOCALHOST);
-    let mut server = iperf3_server(Command::new("env"), Ipv4Addr::LOCALHOST, port);
+    let _server = iperf3_server(Command::new("env"), Ipv4Addr::LOCALHOST, port);
     let iperf: SocketAddr = (Ipv4Addr::LOCALHOST, port).into();
     let idle_target = idle_sink();
     let keys = (dk, ak, psk);
@@ -206,8 +206,6 @@ fn our_path(profile: &str, secs: u64) {
     admin.shutdown();
     drop(child.stdin.take());
     let _ = child.wait();
-    let _ = server.kill();
-    let _ = server.wait();
     stop.store(true, Ordering::Relaxed);
 }
 
@@ -229,13 +227,13 @@ fn wireguard_go_pair(secs: u64) -> Option<(Option<Run>, Option<Run>)> {
     let port = relay.port();
     device.wireguard(&kd, dip, &ka.public, (device.host_ip, port).into(), aip);
     admin.wireguard(&ka, aip, &kd.public, (admin.host_ip, port).into(), dip);
-    let mut server = iperf3_server(device.exec(&[]), dip, 5201);
+    let server = iperf3_server(device.exec(&[]), dip, 5201);
     let to: SocketAddr = (dip, 5201).into();
     let pid = device.wg_pid().expect("wireguard-go runs");
     let up = directions("up").then(|| run(admin.exec(&[]), to, pid, secs, false));
     let down = directions("down").then(|| run(admin.exec(&[]), to, pid, secs, true));
-    let _ = server.kill();
-    let _ = server.wait();
+    // Before the namespaces go.
+    drop(server);
     stop.store(true, Ordering::Relaxed);
     Some((up, down))
 }
