@@ -1536,7 +1536,7 @@ impl<'a> Socket<'a> {
     }
 
     /// How many bytes are worth holding in the send buffer (unacknowledged
-    /// and unsent together): twice the delay window, at least 256 KiB, or
+    /// and unsent together): the delay window and a quarter, at least 256 KiB, or
     /// the whole buffer without one (support-tunnel patch). An application
     /// that writes no further than this keeps its own later writes (a
     /// keystroke after a burst of output) from queueing behind megabytes,
