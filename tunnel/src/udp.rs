@@ -91,11 +91,6 @@ impl Udp {
         }
     }
 
-    /// Whether sends are segmented by the kernel.
-    pub fn gso(&self) -> bool {
-        self.gso
-    }
-
     /// Reads one batch of datagrams and hands each to `each`.
     pub fn receive(&mut self, each: &mut dyn FnMut(&[u8])) -> io::Result<Received> {
         let mut lens = [0usize; RECV_BATCH];
@@ -173,30 +168,26 @@ impl Udp {
     /// Sends what is queued. A full socket buffer drops it, as it would
     /// drop single datagrams: WireGuard and TCP recover.
     pub fn flush(&mut self) {
-        let tx = std::mem::take(&mut self.tx);
-        match self.count {
-            0 => {}
-            1 => self.send_one(&tx),
-            _ => {
-                let seg = self.seg as u16;
-                let sent = socket::sendmsg::<()>(
-                    self.socket.as_raw_fd(),
-                    &[IoSlice::new(&tx)],
-                    &[ControlMessage::UdpGsoSegments(&seg)],
-                    MsgFlags::empty(),
-                    None,
-                );
-                // EIO: the device cannot segment; EINVAL, ENOPROTOOPT: the
-                // kernel has no UDP GSO. Send them one by one from now on.
-                if let Err(Errno::EIO | Errno::EINVAL | Errno::ENOPROTOOPT) = sent {
-                    self.gso = false;
-                    for d in tx.chunks(self.seg) {
-                        self.send_one(d);
-                    }
+        if self.count == 1 {
+            self.send_one(&self.tx);
+        } else if self.count > 1 {
+            let seg = self.seg as u16;
+            let sent = socket::sendmsg::<()>(
+                self.socket.as_raw_fd(),
+                &[IoSlice::new(&self.tx)],
+                &[ControlMessage::UdpGsoSegments(&seg)],
+                MsgFlags::empty(),
+                None,
+            );
+            // EIO: the device cannot segment; EINVAL, ENOPROTOOPT: the
+            // kernel has no UDP GSO. Send them one by one from now on.
+            if let Err(Errno::EIO | Errno::EINVAL | Errno::ENOPROTOOPT) = sent {
+                self.gso = false;
+                for d in self.tx.chunks(self.seg) {
+                    self.send_one(d);
                 }
             }
         }
-        self.tx = tx;
         self.tx.clear();
         self.count = 0;
     }

@@ -255,7 +255,7 @@ impl Engine {
                 let now = Instant::now();
                 let mut delay = self
                     .iface
-                    .poll_delay(smol_now(start), &self.sockets)
+                    .poll_delay(smol_at(start, now), &self.sockets)
                     .map(Duration::from)
                     .unwrap_or(TICK)
                     .min(next_tick.saturating_duration_since(now));
