@@ -17,26 +17,17 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use support_testkit::load::{free_tcp_port, have, iperf3_run, iperf3_server};
+use support_testkit::load::{iperf3_run, iperf3_server, status_kib as kib};
+use support_testkit::{have, world::free_tcp_port};
 
 /// The device port the approval allows for iperf3.
 const IPERF_DEVICE_PORT: u16 = 5201;
-
-fn kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .expect("status")
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("field")
-}
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let iperf_port = free_tcp_port(Ipv4Addr::LOCALHOST);
+    let iperf_port = free_tcp_port();
     let iperf =
         have("iperf3").then(|| iperf3_server(Command::new("env"), Ipv4Addr::LOCALHOST, iperf_port));
     let settings = DeviceSettings {

@@ -42,15 +42,16 @@ pub fn require_root_and_wireguard() {
         "this test creates network namespaces: run as root (scripts/test does)"
     );
     for tool in ["wireguard-go", "wg", "ip"] {
-        assert!(
-            Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false),
-            "{tool} is missing: run scripts/setup"
-        );
+        assert!(have(tool), "{tool} is missing: run scripts/setup");
     }
+}
+
+/// Whether a program is on the PATH.
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool} >/dev/null")])
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// A WireGuard key pair from `wg`.

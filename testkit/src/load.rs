@@ -2,24 +2,8 @@
 //! under it (CPU time and memory from `/proc`).
 
 use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
-
-/// Whether a program is on the PATH.
-pub fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool} >/dev/null")])
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// A free TCP port on `ip` (bound, then released for a server to take).
-pub fn free_tcp_port(ip: Ipv4Addr) -> u16 {
-    TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 /// A running `iperf3 -s`, stopped when dropped (also when a bench panics).
 pub struct Iperf3Server(Child);
@@ -91,15 +75,16 @@ pub fn cpu_secs(pid: u32) -> f64 {
     (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) as f64 / 100.0
 }
 
-/// A `/proc/PID/status` memory field in KiB (`"VmRSS:"`, `"VmHWM:"`), 0 if absent.
+/// A `/proc/PID/status` memory field in KiB (`"VmRSS:"`, `"VmHWM:"`);
+/// panics if the process or the field is gone (a bench must not print 0).
 pub fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
+        .expect("status")
         .lines()
         .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+        .expect("field")
 }
 
 /// One direction of an iperf3 run, as seen from the device side.

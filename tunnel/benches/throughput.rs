@@ -26,9 +26,8 @@
 
 mod common;
 use common::{admin_peer_config, b64_32, public, random32, spawn_device_peer};
-use support_testkit::load::{
-    free_tcp_port, have, iperf3_run as run, iperf3_server, status_kib, Run,
-};
+use support_testkit::load::{iperf3_run as run, iperf3_server, status_kib, Run};
+use support_testkit::{have, world::free_tcp_port};
 
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -144,7 +143,7 @@ fn wait_up(events: &std::sync::mpsc::Receiver<Event>) {
 fn our_path(profile: &str, secs: u64) {
     let (dk, ak, psk) = (random32(), random32(), random32());
     let (relay, stop) = relay_thread(public(&dk), public(&ak), "127.0.0.1:0");
-    let port = free_tcp_port(Ipv4Addr::LOCALHOST);
+    let port = free_tcp_port();
     let _server = iperf3_server(Command::new("env"), Ipv4Addr::LOCALHOST, port);
     let iperf: SocketAddr = (Ipv4Addr::LOCALHOST, port).into();
     let idle_target = idle_sink();
@@ -210,10 +209,7 @@ fn our_path(profile: &str, secs: u64) {
 }
 
 fn wireguard_go_pair(secs: u64) -> Option<(Option<Run>, Option<Run>)> {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout == b"0\n");
+    let root = support_testkit::sh(&["id", "-u"]) == "0";
     if !root || !have("wireguard-go") {
         println!("wireguard-go pair: not measured (needs root and wireguard-go; scripts/setup installs it)");
         return None;

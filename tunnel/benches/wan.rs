@@ -497,10 +497,7 @@ fn main() {
     }
     let secs: f64 = env("BENCH_SECS").parse().unwrap_or(4.0);
     let root = support_testkit::sh(&["id", "-u"]) == "0";
-    let have_wg = Command::new("sh")
-        .args(["-c", "command -v wireguard-go >/dev/null"])
-        .status()
-        .is_ok_and(|s| s.success());
+    let have_wg = support_testkit::have("wireguard-go");
 
     let (dk, ak, psk) = (random32(), random32(), random32());
     let ours_relay = RelayThread::start(public(&dk), public(&ak));
