@@ -27,7 +27,7 @@ use relay::{Relay, RelayConfig, Side, Stats};
 
 /// Binds the relay's UDP socket with large kernel buffers (a whole TCP
 /// window can arrive as one burst; the kernel caps the size at
-/// `net.core.rmem_max`).
+/// `net.core.rmem_max`) and UDP GRO where the kernel has it ([`batch`]).
 pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<UdpSocket> {
     let s = socket2::Socket::new(
         socket2::Domain::for_address(addr),
@@ -37,7 +37,10 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<UdpSocket> {
     let _ = s.set_recv_buffer_size(4 * 1024 * 1024);
     let _ = s.set_send_buffer_size(4 * 1024 * 1024);
     s.bind(&addr.into())?;
-    Ok(s.into())
+    let s: UdpSocket = s.into();
+    // Best effort: without it (before Linux 5.0) datagrams come one by one.
+    let _ = nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::UdpGroSegment, &true);
+    Ok(s)
 }
 
 /// Relays on `socket` until `deadline` (the tunnel's expiry) or `stop`.
@@ -53,7 +56,7 @@ pub fn serve(
 ) -> std::io::Result<Stats> {
     let start = Instant::now();
     let mut relay = Relay::new(config, start);
-    let mut batch = Batch::new();
+    let mut batch = Batch::new(socket);
     let mut last_report = start;
     let mut known = [None, None];
     loop {
