@@ -7,6 +7,7 @@
 //! | [`profile`] | named buffer profiles (device: home uplink, admin: bulk) |
 //! | [`wireguard`] | the WireGuard session, its timers and the re-handshake rule (sans-IO) |
 //! | [`virtual_device`] | smoltcp's `Device` over recycled packet buffers |
+//! | [`ingress`] | packets into smoltcp, with an ACK every 16 |
 //! | [`udp`] | the socket to the relay: connected, `recvmmsg` batches, UDP GSO sends |
 //! | [`engine`] | the I/O loop: UDP, smoltcp, forwarded connections, events |
 //!
@@ -16,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod engine;
+pub mod ingress;
 pub mod profile;
 pub mod udp;
 pub mod virtual_device;

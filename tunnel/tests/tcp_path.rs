@@ -9,7 +9,8 @@
 
 mod sim;
 
-use sim::{run, Path};
+use sim::{acks_for_a_burst, run, Path};
+use support_tunnel::ingress::ACK_EVERY;
 
 /// A shorter run than the bench's: the debug build simulates more slowly.
 fn path(rtt_ms: i64, loss: f64) -> Path {
@@ -91,4 +92,14 @@ fn what_is_sent_again_was_lost() {
         );
         assert!(o.stats.hole_retransmits > 0, "no loss was repaired");
     }
+}
+
+#[test]
+fn a_burst_taken_in_one_turn_is_acknowledged_every_sixteen_segments() {
+    // smoltcp alone answers a turn with one ACK however much it took in;
+    // the sender's window grows per ACK, so a burst of 64 answered once
+    // held a bulk transfer through a train-forwarding relay to a third.
+    assert_eq!(acks_for_a_burst(64), 64 / ACK_EVERY);
+    assert_eq!(acks_for_a_burst(100), 100 / ACK_EVERY + 1);
+    assert_eq!(acks_for_a_burst(ACK_EVERY - 1), 1);
 }

@@ -30,9 +30,10 @@ use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
-use smoltcp::iface::{Config, Interface, PollIngressSingleResult, SocketHandle, SocketSet};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 
+use crate::ingress::Ingress;
 use crate::profile::BufferProfile;
 use crate::udp::{Udp, RECV_BATCH};
 use crate::virtual_device::VirtualDevice;
@@ -321,11 +322,8 @@ impl Engine {
         // One packet at a time, refilling the listening pool in between:
         // smoltcp has no accept backlog, so a burst of SYNs would otherwise
         // meet a closed port.
-        while self
-            .iface
-            .poll_ingress_single(ts, &mut self.dev, &mut self.sockets)
-            != PollIngressSingleResult::None
-        {
+        let mut ingress = Ingress::default();
+        while ingress.take_one(ts, &mut self.iface, &mut self.dev, &mut self.sockets) {
             progress = true;
             self.promote_accepted();
         }

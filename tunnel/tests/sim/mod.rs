@@ -7,11 +7,12 @@
 
 use std::collections::BTreeMap;
 
-use smoltcp::iface::{Config, Interface, PollIngressSingleResult, SocketHandle, SocketSet};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Packet, TcpPacket};
 use support_testkit::sim_path::{Rng, SimLink};
+use support_tunnel::ingress::Ingress;
 use support_tunnel::virtual_device::VirtualDevice;
 use support_tunnel::{tcp_socket, BufferProfile};
 
@@ -116,14 +117,11 @@ impl Host {
         }
     }
 
-    /// What the engine does on each wake-up: every packet in, then egress
-    /// until smoltcp has nothing more to send (one segment per socket per call).
+    /// What the engine does on each wake-up: every packet in (with an ACK
+    /// every `ACK_EVERY`), then egress until smoltcp has nothing more to send.
     fn turn(&mut self, t: Instant, out: &mut Vec<Vec<u8>>) {
-        while self
-            .iface
-            .poll_ingress_single(t, &mut self.dev, &mut self.sockets)
-            != PollIngressSingleResult::None
-        {}
+        let mut ingress = Ingress::default();
+        while ingress.take_one(t, &mut self.iface, &mut self.dev, &mut self.sockets) {}
         loop {
             self.iface.poll_egress(t, &mut self.dev, &mut self.sockets);
             let before = out.len();
@@ -152,6 +150,60 @@ impl Host {
             .connect(cx, (IpAddress::v4(B[0], B[1], B[2], B[3]), port), local)
             .expect("connects");
     }
+}
+
+/// A bulk transfer A -> B over a 10 ms, 25 MB/s path; after half a second
+/// B stops taking packets until `burst` have arrived, then takes them all
+/// in one turn (as a relay's train, a NIC's coalesced batch or a busy
+/// device would give them). Returns the ACKs B answers that turn with.
+pub fn acks_for_a_burst(burst: usize) -> usize {
+    let (mut a, mut b) = (
+        Host::new(A, 1, &BufferProfile::ADMIN),
+        Host::new(B, 2, &BufferProfile::DEVICE),
+    );
+    b.bulk().listen(BULK_PORT).expect("listens");
+    let bulk = a.bulk;
+    a.connect(BULK_PORT, 50000, bulk);
+    let link = || SimLink::new(25.0, 2 << 20, 5_000, 0.0);
+    let (mut ab, mut ba) = (link(), link());
+    let mut rng = Rng(1);
+    let chunk = vec![0x5au8; 64 * 1024];
+    let (mut out, mut held, mut now) = (Vec::new(), Vec::new(), 0i64);
+    while held.len() < burst {
+        assert!(now < 5_000_000, "only {} segments arrived", held.len());
+        let t = Instant::from_micros(now);
+        let paused = now >= 500_000;
+        for p in ab.arrived(now) {
+            if !paused {
+                b.dev.push_rx(&p);
+            } else if bulk_segment(&p).is_some() {
+                held.push(p);
+            }
+        }
+        for p in ba.arrived(now) {
+            a.dev.push_rx(&p);
+        }
+        let _ = a.bulk().send_slice(&chunk);
+        a.turn(t, &mut out);
+        out.drain(..).for_each(|p| ab.send(now, p, &mut rng));
+        if !paused {
+            b.turn(t, &mut out);
+            while b.bulk().recv(|d| (d.len(), d.len())).unwrap_or(0) > 0 {}
+            out.drain(..).for_each(|p| ba.send(now, p, &mut rng));
+        }
+        now += STEP_US;
+    }
+    for p in &held[..burst] {
+        b.dev.push_rx(p);
+    }
+    b.turn(Instant::from_micros(now), &mut out);
+    out.iter()
+        .filter(|p| {
+            let ip = Ipv4Packet::new_checked(&p[..]).expect("IPv4");
+            let tcp = TcpPacket::new_checked(ip.payload()).expect("TCP");
+            tcp.ack() && tcp.payload().is_empty()
+        })
+        .count()
 }
 
 /// The sequence range of a bulk data segment, if `p` is one.
