@@ -8,7 +8,7 @@
 //! | [`wireguard`] | the WireGuard session, its timers and the re-handshake rule (sans-IO) |
 //! | [`virtual_device`] | smoltcp's `Device` over recycled packet buffers |
 //! | [`ingress`] | packets into smoltcp, with an ACK every 16 |
-//! | [`udp`] | the socket to the relay: connected, `recvmmsg` batches, UDP GSO sends |
+//! | [`udp`] | the socket to the relay: connected, GRO trains or `recvmmsg` batches in, UDP GSO out |
 //! | [`engine`] | the I/O loop: UDP, smoltcp, forwarded connections, events |
 //!
 //! The device side forwards allowlisted tunnel ports to local targets; the

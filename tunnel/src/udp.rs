@@ -7,6 +7,18 @@
 //!
 //! Where the kernel has no UDP GSO (before Linux 4.18), or a device refuses
 //! it, datagrams go out one `send` each.
+//!
+//! With UDP GRO (Linux 5.0), the kernel hands over a run of datagrams that
+//! arrived together (a train the relay forwarded whole, or what a NIC's
+//! NAPI poll coalesced) as one message, and a train costs one system call
+//! and one wake-up. A train may be 64 KiB, so the 64 KiB receive buffer is
+//! then one slot. Where nothing is joined (a NIC driver without GRO, such
+//! as some Wi-Fi), that would be one call per datagram: after
+//! [`UNMERGED_LIMIT`] full-size datagrams in a row arrived alone, GRO is
+//! turned off and the same buffer is read as 32 slots with `recvmmsg`.
+//! It is turned off when the socket has just run dry: a train queued
+//! before would be read without its segment size (the kernel reports it
+//! only while GRO is on), and lost.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
@@ -14,11 +26,13 @@ use std::os::fd::AsRawFd;
 
 use mio::net::UdpSocket;
 use nix::errno::Errno;
-use nix::sys::socket::{self, sockopt, ControlMessage, MsgFlags, MultiHeaders};
+use nix::sys::socket::{
+    self, sockopt, ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders,
+};
 
 use crate::TUNNEL_MTU;
 
-/// Datagrams read by one `recvmmsg`.
+/// Datagrams read by one `recvmmsg` without GRO.
 pub const RECV_BATCH: usize = 32;
 /// Room for one datagram: a WireGuard data packet for our MTU is
 /// `TUNNEL_MTU` + 32 bytes. A longer one is cut short by the kernel and
@@ -32,6 +46,26 @@ const GSO_MAX_SEGMENTS: usize = 64;
 const GSO_MAX_BYTES: usize = 60 * 1024;
 
 const _: () = assert!(TUNNEL_MTU + 32 <= SLOT);
+
+/// Room for one train with GRO: the kernel joins up to 64 KiB. The
+/// receive buffer is this one slot, or `RECV_BATCH` slots without GRO.
+const TRAIN_SLOT: usize = RECV_BATCH * SLOT;
+const _: () = assert!(TRAIN_SLOT == 64 * 1024);
+/// Full-size datagrams in a row that came one per message before GRO is
+/// judged useless here and turned off.
+pub const UNMERGED_LIMIT: usize = 64;
+/// A datagram at least this long is part of a bulk stream (a keystroke's
+/// is a few hundred bytes, and comes alone anyway).
+const FULL_SIZE: usize = 1024;
+
+/// How the socket is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// GRO on: one message per call, a train of datagrams or one.
+    Trains,
+    /// One datagram per message, `RECV_BATCH` per call.
+    Datagrams,
+}
 
 /// A non-blocking UDP socket bound to `bind` with the buffers asked for,
 /// connected to `endpoint`.
@@ -51,7 +85,10 @@ pub fn connected(
     s.set_nonblocking(true)?;
     s.bind(&bind.into())?;
     s.connect(&endpoint.into())?;
-    Ok(s.into())
+    let s: std::net::UdpSocket = s.into();
+    // Best effort: without it (before Linux 5.0) datagrams come one by one.
+    let _ = socket::setsockopt(&s, sockopt::UdpGroSegment, &true);
+    Ok(s)
 }
 
 /// What a [`Udp::receive`] came to.
@@ -69,6 +106,9 @@ pub struct Udp {
     /// Without room for senders' addresses: the socket is connected.
     headers: MultiHeaders<()>,
     rx: Vec<u8>,
+    layout: Layout,
+    /// Full-size datagrams in a row that came alone (with GRO on).
+    unmerged: usize,
     /// Datagrams waiting to go, back to back: all `seg` bytes long but the last.
     tx: Vec<u8>,
     seg: usize,
@@ -80,10 +120,17 @@ impl Udp {
     /// Wraps a socket already connected to its endpoint (see [`connected`]).
     pub fn new(socket: UdpSocket) -> Udp {
         let gso = socket::getsockopt(&socket, sockopt::UdpGsoSegment).is_ok();
+        let gro = socket::getsockopt(&socket, sockopt::UdpGroSegment).unwrap_or(false);
         Udp {
             socket,
             headers: MultiHeaders::preallocate(RECV_BATCH, None),
-            rx: vec![0; RECV_BATCH * SLOT],
+            rx: vec![0; TRAIN_SLOT],
+            layout: if gro {
+                Layout::Trains
+            } else {
+                Layout::Datagrams
+            },
+            unmerged: 0,
             tx: Vec::new(),
             seg: 0,
             count: 0,
@@ -91,13 +138,25 @@ impl Udp {
         }
     }
 
-    /// Reads one batch of datagrams and hands each to `each`.
+    /// Reads one batch of datagrams (or one train) and hands each to `each`.
     pub fn receive(&mut self, each: &mut dyn FnMut(&[u8])) -> io::Result<Received> {
-        let mut lens = [0usize; RECV_BATCH];
-        let got = loop {
+        let (slots, slot) = match self.layout {
+            Layout::Trains => (1, TRAIN_SLOT),
+            Layout::Datagrams => (RECV_BATCH, SLOT),
+        };
+        // Each message's length and segment size.
+        let mut got = [(0usize, 0usize); RECV_BATCH];
+        let n = loop {
+            if slots == 1 {
+                // nix's recvmmsg leaves a header's control length where the
+                // last call's kernel put it (0 after a message without a
+                // segment size), which would cut the next one off: fresh
+                // headers each call, a few small allocations per train.
+                self.headers = MultiHeaders::preallocate(1, Some(nix::cmsg_space!(i32)));
+            }
             let mut iovs: Vec<[IoSliceMut; 1]> = self
                 .rx
-                .chunks_mut(SLOT)
+                .chunks_mut(slot)
                 .map(|c| [IoSliceMut::new(c)])
                 .collect();
             match socket::recvmmsg(
@@ -109,22 +168,27 @@ impl Udp {
             ) {
                 Ok(results) => {
                     let mut n = 0;
-                    for (len, m) in lens.iter_mut().zip(results) {
-                        // A datagram longer than a slot is not ours to read.
-                        *len = if m.flags.contains(MsgFlags::MSG_TRUNC) {
-                            0
+                    for (g, m) in got.iter_mut().zip(results) {
+                        // A message longer than its slot is not ours to read.
+                        *g = if m.flags.contains(MsgFlags::MSG_TRUNC) {
+                            (0, 0)
                         } else {
-                            m.bytes
+                            (m.bytes, gro_segment(&m).unwrap_or(m.bytes))
                         };
                         n += 1;
                     }
                     break n;
                 }
                 Err(Errno::EAGAIN) => {
+                    if self.layout == Layout::Trains && self.unmerged >= UNMERGED_LIMIT {
+                        let _ = socket::setsockopt(&self.socket, sockopt::UdpGroSegment, &false);
+                        self.layout = Layout::Datagrams;
+                        self.headers = MultiHeaders::preallocate(RECV_BATCH, None);
+                    }
                     return Ok(Received {
                         datagrams: 0,
                         dry: true,
-                    })
+                    });
                 }
                 // Interrupted; or an ICMP port unreachable from a relay
                 // that is restarting, reported on the connected socket.
@@ -132,15 +196,33 @@ impl Udp {
                 Err(e) => return Err(e.into()),
             }
         };
-        for (i, len) in lens.iter().take(got).enumerate() {
-            if *len > 0 {
-                each(&self.rx[i * SLOT..i * SLOT + len]);
+        let mut datagrams = 0;
+        for (i, &(len, seg)) in got.iter().take(n).enumerate() {
+            let message = &self.rx[i * slot..i * slot + len];
+            // A datagram longer than SLOT is not WireGuard's for our MTU.
+            for d in message.chunks(seg.max(1)).filter(|d| d.len() <= SLOT) {
+                each(d);
+                datagrams += 1;
             }
         }
+        if self.layout == Layout::Trains && n == 1 {
+            self.note_merging(got[0]);
+        }
         Ok(Received {
-            datagrams: got,
-            dry: got < RECV_BATCH,
+            datagrams,
+            dry: n < slots,
         })
+    }
+
+    /// Counts bulk datagrams that came one per message; at
+    /// `UNMERGED_LIMIT` in a row, GRO goes off at the next dry read (a
+    /// system call per datagram costs more than GRO saves).
+    fn note_merging(&mut self, (len, seg): (usize, usize)) {
+        if len > seg {
+            self.unmerged = 0;
+        } else if len >= FULL_SIZE {
+            self.unmerged += 1;
+        }
     }
 
     /// Queues a datagram. It goes out with the batch at [`Udp::flush`], or
@@ -196,6 +278,17 @@ impl Udp {
         // A full socket buffer drops the datagram; WireGuard and TCP recover.
         let _ = self.socket.send(datagram);
     }
+}
+
+/// The segment size of a train the kernel joined (UDP GRO), if it is one.
+fn gro_segment<S>(m: &socket::RecvMsg<'_, '_, S>) -> Option<usize> {
+    m.cmsgs()
+        .ok()?
+        .find_map(|c| match c {
+            ControlMessageOwned::UdpGroSegments(s) => usize::try_from(s).ok(),
+            _ => None,
+        })
+        .filter(|&s| s > 0)
 }
 
 #[cfg(test)]
@@ -282,6 +375,91 @@ mod tests {
             got.push(buf[..n].to_vec());
         }
         assert_eq!(got, sent);
+    }
+
+    /// Each datagram's length and first byte, short enough to print.
+    fn summary(v: &[Vec<u8>]) -> Vec<(usize, u8)> {
+        v.iter().map(|d| (d.len(), d[0])).collect()
+    }
+
+    /// Sends `datagrams` (all as long as the first but the last) as one
+    /// GSO train, as the relay forwards them.
+    fn send_train(far: &std::net::UdpSocket, datagrams: &[Vec<u8>]) {
+        let seg = datagrams[0].len() as u16;
+        socket::sendmsg::<()>(
+            far.as_raw_fd(),
+            &[IoSlice::new(&datagrams.concat())],
+            &[ControlMessage::UdpGsoSegments(&seg)],
+            MsgFlags::empty(),
+            None,
+        )
+        .expect("GSO send");
+    }
+
+    #[test]
+    fn a_train_arrives_in_one_call_as_its_datagrams() {
+        let (mut udp, far) = pair();
+        assert_eq!(udp.layout, Layout::Trains, "this kernel has UDP GRO");
+        let mut sent: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 1452]).collect();
+        sent.push(vec![0xee; 300]);
+        send_train(&far, &sent);
+        let mut got = Vec::new();
+        let r = udp
+            .receive(&mut |d| got.push(d.to_vec()))
+            .expect("receives");
+        assert_eq!((r.datagrams, got), (sent.len(), sent));
+        assert_eq!(udp.layout, Layout::Trains);
+    }
+
+    #[test]
+    fn bulk_datagrams_arriving_alone_turn_gro_off_and_none_is_lost() {
+        let (mut udp, far) = pair();
+        // A train, then full-size datagrams one by one: nothing joins them
+        // on the way.
+        let train: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 1000]).collect();
+        send_train(&far, &train);
+        let alone: Vec<Vec<u8>> = (0..UNMERGED_LIMIT + 10)
+            .map(|i| vec![i as u8; 1400])
+            .collect();
+        for d in &alone {
+            far.send(d).expect("sends");
+        }
+        let sent = [train.clone(), alone].concat();
+        let mut got = receive_all(&mut udp, sent.len());
+        assert_eq!(summary(&got), summary(&sent));
+        assert_eq!(got, sent);
+        assert_eq!(udp.layout, Layout::Trains);
+        // Dry once: from now on, batches of single datagrams.
+        let r = udp
+            .receive(&mut |_| panic!("nothing more"))
+            .expect("receives");
+        assert!(r.dry);
+        assert_eq!(udp.layout, Layout::Datagrams);
+        got.clear();
+        send_train(&far, &train);
+        let burst: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 700]).collect();
+        for d in &burst {
+            far.send(d).expect("sends");
+        }
+        let r = udp
+            .receive(&mut |d| got.push(d.to_vec()))
+            .expect("receives");
+        assert_eq!(r.datagrams, RECV_BATCH.min(train.len() + burst.len()));
+        got.extend(receive_all(&mut udp, train.len() + burst.len() - got.len()));
+        assert_eq!(got, [train, burst].concat());
+    }
+
+    #[test]
+    fn small_datagrams_arriving_alone_leave_gro_on() {
+        let (mut udp, far) = pair();
+        let sent: Vec<Vec<u8>> = (0..2 * UNMERGED_LIMIT)
+            .map(|i| vec![i as u8; 200])
+            .collect();
+        for d in &sent {
+            far.send(d).expect("sends");
+        }
+        assert_eq!(receive_all(&mut udp, sent.len()), sent);
+        assert_eq!(udp.layout, Layout::Trains);
     }
 
     #[test]
