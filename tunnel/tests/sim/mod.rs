@@ -40,6 +40,9 @@ pub struct Path {
     pub window: Option<usize>,
     /// The random seed of the losses.
     pub seed: u64,
+    /// B takes nothing in for `.1` µs every `.0` µs (a device whose CPU
+    /// is busy elsewhere), if set.
+    pub pauses: Option<(i64, i64)>,
 }
 
 impl Path {
@@ -53,6 +56,7 @@ impl Path {
             secs: 10.0,
             window: None,
             seed: 0x9E37_79B9_7F4A_7C15,
+            pauses: None,
         }
     }
 }
@@ -311,8 +315,11 @@ pub fn run(path: &Path, mut trace: Option<&mut dyn FnMut(String)>) -> Outcome {
         for p in out.drain(..) {
             ab.send(now, p, &mut rng);
         }
-        b.turn(t, &mut out);
-        while b.bulk().can_recv() {
+        let paused = path.pauses.is_some_and(|(every, off)| now % every < off);
+        if !paused {
+            b.turn(t, &mut out);
+        }
+        while !paused && b.bulk().can_recv() {
             let _ = b.bulk().recv(|d| {
                 received += d.len() as u64;
                 (d.len(), ())
@@ -323,7 +330,9 @@ pub fn run(path: &Path, mut trace: Option<&mut dyn FnMut(String)>) -> Outcome {
             let n = b.echo().recv_slice(&mut buf).unwrap_or(0);
             let _ = b.echo().send_slice(&buf[..n]);
         }
-        b.turn(t, &mut out);
+        if !paused {
+            b.turn(t, &mut out);
+        }
         for p in out.drain(..) {
             ba.send(now, p, &mut rng);
         }
