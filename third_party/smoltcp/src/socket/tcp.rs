@@ -3273,11 +3273,14 @@ impl<'a> Socket<'a> {
                     let rec = self
                         .recovery
                         .get_or_insert_with(|| Recovery::probe(high, una));
-                    if !rec.active {
-                        // What the receiver held may have been dropped
-                        // since: ask again.
-                        rec.activate(high, una, rec.highest_sacked().is_none());
-                    }
+                    // What the receiver held may have been dropped since:
+                    // ask again. Also during a recovery: a timeout means
+                    // it failed, and a recovery whose holes were all filled
+                    // while the tail of the window was lost (no SACK block
+                    // shows it) would otherwise resend one segment per
+                    // timeout, each timeout twice as long (a 1 MB transfer
+                    // through a NAT that dropped bursts took minutes).
+                    rec.activate(high, una, rec.highest_sacked().is_none());
                     rec.rtx_next = una;
                     rec.rtx_len = 0;
                     rec.pending = Some(una);
