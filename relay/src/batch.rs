@@ -190,15 +190,12 @@ impl Batch {
                 continue;
             }
             let start = slot * SLOT;
-            let mut at = 0;
-            while at < m.bytes {
-                let len = seg.min(m.bytes - at);
+            for at in (0..m.bytes).step_by(seg) {
                 self.got.push(Datagram {
                     at: start + at,
-                    len,
+                    len: seg.min(m.bytes - at),
                     from,
                 });
-                at += len;
             }
         }
         Ok(self.got.len())
@@ -260,27 +257,23 @@ impl Batch {
                 .iter()
                 .map(|t| Some(SockaddrStorage::from(t.to)))
                 .collect();
+            // Headers with room for a control message hand that room to
+            // the kernel even when none is written (it refuses the empty
+            // one): sends without one use headers of their own.
             let gso_seg = seg.unwrap_or(0);
             let gso = [ControlMessage::UdpGsoSegments(&gso_seg)];
-            let result = if seg.is_some() {
-                socket::sendmmsg(
-                    socket.as_raw_fd(),
-                    &mut self.tx_gso,
-                    slices.iter(),
-                    &addrs,
-                    gso,
-                    MsgFlags::empty(),
-                )
-            } else {
-                socket::sendmmsg(
-                    socket.as_raw_fd(),
-                    &mut self.tx_plain,
-                    slices.iter(),
-                    &addrs,
-                    [],
-                    MsgFlags::empty(),
-                )
-            }
+            let (headers, cmsgs): (_, &[ControlMessage]) = match seg {
+                Some(_) => (&mut self.tx_gso, &gso),
+                None => (&mut self.tx_plain, &[]),
+            };
+            let result = socket::sendmmsg(
+                socket.as_raw_fd(),
+                headers,
+                slices.iter(),
+                &addrs,
+                cmsgs,
+                MsgFlags::empty(),
+            )
             .map(|r| r.count());
             match result {
                 Ok(n) => sent += n.max(1),
