@@ -86,6 +86,8 @@ pub enum AccessError {
         /// The processes.
         pids: Vec<i32>,
     },
+    /// The config requires recording, and sshd would not record this user.
+    RecordingRequired(String),
     /// The removal went on past several problems.
     Several(Vec<AccessError>),
 }
@@ -119,6 +121,10 @@ impl std::fmt::Display for AccessError {
             Self::Survivors { uid, pids } => write!(
                 f,
                 "processes of uid {uid} survive SIGKILL: {pids:?}; the account is kept until they are gone"
+            ),
+            Self::RecordingRequired(why) => write!(
+                f,
+                "this device requires recorded sessions (require_recording), and {why}"
             ),
             Self::Several(all) => {
                 for (i, e) in all.iter().enumerate() {
@@ -364,8 +370,18 @@ pub fn user_name(id: TunnelId) -> String {
     id.support_user()
 }
 
+/// Whether sshd sends the support user's sessions through the recorder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sessions {
+    /// The drop-in applies: sessions are recorded, the key is in the
+    /// root-owned keys directory, the home is an ordinary writable one.
+    Recorded,
+    /// It does not (why): today's access, key in a root-owned `~/.ssh`.
+    Unrecorded(String),
+}
+
 /// Creates (or, after a restart, re-asserts) the support access.
-pub fn create(config: &Config, state: &StateDir, g: &Grant<'_>) -> Result<(), AccessError> {
+pub fn create(config: &Config, state: &StateDir, g: &Grant<'_>) -> Result<Sessions, AccessError> {
     let user = user_name(g.tunnel);
     if !valid_name(&user) {
         return Err(AccessError::NotASupportUser(user));
@@ -405,12 +421,63 @@ pub fn create(config: &Config, state: &StateDir, g: &Grant<'_>) -> Result<(), Ac
             }
         }
     }
-    secure_home(&home, &user)?;
-    write_authorized_keys(config, &home, g)?;
+    // sshd is asked about this very user: `Match Group` needs the account.
+    let sessions = match crate::sshd::check_recorded(config, &user) {
+        Ok(()) => Sessions::Recorded,
+        Err(e) if config.recording.require => {
+            return Err(AccessError::RecordingRequired(e.to_string()))
+        }
+        Err(e) => Sessions::Unrecorded(e.to_string()),
+    };
+    match sessions {
+        Sessions::Recorded => {
+            ordinary_home(&home, &user)?;
+            crate::sshd::ensure_keys_dir(config)
+                .map_err(|e| AccessError::RecordingRequired(e.to_string()))?;
+            let keys = keys_file(config, &user);
+            write_atomic(&keys, key_line(config, g).as_bytes(), 0o644).map_err(at(&keys))?;
+        }
+        Sessions::Unrecorded(_) => {
+            // A key left in the keys directory would let sshd in unrecorded
+            // if the drop-in came back; there is one place for the key.
+            let _ = fs::remove_file(keys_file(config, &user));
+            secure_home(&home, &user)?;
+            write_authorized_keys(config, &home, g)?;
+        }
+    }
     if config.sudo {
         write_sudoers(&user, g)?;
     }
-    Ok(())
+    Ok(sessions)
+}
+
+/// The user's key file in the root-owned keys directory (recorded sessions).
+fn keys_file(config: &Config, user: &str) -> PathBuf {
+    config.recording.authorized_keys_dir.join(user)
+}
+
+/// An ordinary home (user-owned, 0700, with a `work` directory) for a
+/// recorded user: sshd reads its key elsewhere and runs no `~/.ssh/rc`, so
+/// nothing in the home can widen the access.
+fn ordinary_home(home: &Path, user: &str) -> Result<(), AccessError> {
+    let meta = fs::symlink_metadata(home).map_err(at(home))?;
+    if !meta.is_dir() {
+        return Err(AccessError::Tampered(home.to_path_buf()));
+    }
+    let (uid, gid) = users()
+        .into_iter()
+        .find(|u| u.name == user)
+        .map(|u| (u.id, u.gid))
+        .ok_or_else(|| AccessError::Vanished(user.into()))?;
+    let work = home.join("work");
+    if fs::symlink_metadata(&work).is_err() {
+        fs::create_dir(&work).map_err(at(&work))?;
+        // lchown: the user owns the home, and may have swapped `work` for a link.
+        std::os::unix::fs::lchown(&work, Some(uid), Some(gid)).map_err(at(&work))?;
+    }
+    // lchown: the home itself was just checked to be a directory, not a link.
+    std::os::unix::fs::lchown(home, Some(uid), Some(gid)).map_err(at(home))?;
+    fs::set_permissions(home, fs::Permissions::from_mode(0o700)).map_err(at(home))
 }
 
 fn add_user(
@@ -495,7 +562,14 @@ fn write_authorized_keys(config: &Config, home: &Path, g: &Grant<'_>) -> Result<
     fs::create_dir_all(&dir).map_err(at(&dir))?;
     std::os::unix::fs::chown(&dir, Some(0), Some(0)).map_err(at(&dir))?;
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).map_err(at(&dir))?;
-    let line = format!(
+    let keys = dir.join("authorized_keys");
+    write_atomic(&keys, key_line(config, g).as_bytes(), 0o644).map_err(at(&keys))
+}
+
+/// The admin's key, restricted, good until the tunnel's end (OpenSSH itself
+/// stops honouring it then, even if the agent is dead).
+fn key_line(config: &Config, g: &Grant<'_>) -> String {
+    format!(
         "restrict,pty,{}expiry-time=\"{}\" {}\n",
         from_option(config),
         ssh_expiry_time(g.expiry_wall),
@@ -503,9 +577,7 @@ fn write_authorized_keys(config: &Config, home: &Path, g: &Grant<'_>) -> Result<
             &g.admin_ssh_key,
             &format!("support-tunnel-{}", g.tunnel)
         ),
-    );
-    let keys = dir.join("authorized_keys");
-    write_atomic(&keys, line.as_bytes(), 0o644).map_err(at(&keys))
+    )
 }
 
 fn sudoers_path(user: &str) -> PathBuf {
@@ -540,6 +612,7 @@ pub fn remove(config: &Config, user: &str) -> Result<(), AccessError> {
     let mut problems = Vec::new();
     // First the key and sudo: nothing new may start while we clean up.
     let _ = fs::remove_file(sudoers_path(user));
+    let _ = fs::remove_file(keys_file(config, user));
     let home = config.home_base.join(user);
     // Only through a root-owned .ssh: never follow what the user may have planted.
     let ssh = home.join(".ssh");

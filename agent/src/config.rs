@@ -229,6 +229,12 @@ struct File {
     pre_up_failure: Option<PreUpFailure>,
     support_uids: Option<String>,
     log_level: Option<String>,
+    require_recording: Option<bool>,
+    record_input: Option<bool>,
+    recording_cap: Option<toml::Value>,
+    sshd_config: Option<PathBuf>,
+    authorized_keys_dir: Option<PathBuf>,
+    sftp_server: Option<PathBuf>,
 }
 
 /// What a failing `pre_up` hook does.
@@ -295,7 +301,31 @@ pub struct Config {
     pub support_uids: (u32, u32),
     /// The least important journal lines written (`--verbose` makes it debug).
     pub log_level: crate::journal::Level,
+    /// Session recording: the sshd drop-in and what the recorder keeps.
+    pub recording: Recording,
 }
+
+/// Session recording settings (`require_recording`, `record_input`,
+/// `recording_cap`, `sshd_config`, `authorized_keys_dir`, `sftp_server`).
+#[derive(Clone, Debug)]
+pub struct Recording {
+    /// Refuse support sessions unless sshd sends them through the recorder.
+    pub require: bool,
+    /// Record what the engineer types, not only what the device shows.
+    pub input: bool,
+    /// The most bytes of recordings kept per tunnel; the oldest sessions
+    /// are rotated out first, then the live one stops being recorded.
+    pub cap: u64,
+    /// sshd's main config (the drop-in must be included from it).
+    pub sshd_config: PathBuf,
+    /// The root-owned directory of support users' keys when recording.
+    pub authorized_keys_dir: PathBuf,
+    /// The SFTP server the recorder runs for sftp and scp.
+    pub sftp_server: PathBuf,
+}
+
+/// The default per-tunnel recording cap: 64 MiB.
+pub const DEFAULT_RECORDING_CAP: u64 = 64 << 20;
 
 /// Where a setting may be overridden from (flags first, then environment).
 #[derive(Default, Debug)]
@@ -435,6 +465,23 @@ impl Config {
                     )
                 })?,
             },
+            recording: Recording {
+                require: f.require_recording.unwrap_or(false),
+                input: f.record_input.unwrap_or(false),
+                cap: match f.recording_cap {
+                    None => DEFAULT_RECORDING_CAP,
+                    Some(v) => parse_size(&v).map_err(|why| bad("recording_cap", why))?,
+                },
+                sshd_config: f
+                    .sshd_config
+                    .unwrap_or_else(|| PathBuf::from("/etc/ssh/sshd_config")),
+                authorized_keys_dir: f
+                    .authorized_keys_dir
+                    .unwrap_or_else(|| PathBuf::from("/etc/support-tunnel/authorized_keys")),
+                sftp_server: f
+                    .sftp_server
+                    .unwrap_or_else(|| PathBuf::from("/usr/lib/openssh/sftp-server")),
+            },
         })
     }
 
@@ -482,6 +529,22 @@ impl Config {
                 format!("{p} is not in the [ports] allowlist"),
             ));
         }
+        for (name, path) in [
+            ("sshd_config", &self.recording.sshd_config),
+            ("authorized_keys_dir", &self.recording.authorized_keys_dir),
+            ("sftp_server", &self.recording.sftp_server),
+            ("socket", &self.socket),
+        ] {
+            if !plain_absolute(path) {
+                return Err(bad(
+                    name,
+                    format!(
+                        "'{}' must be an absolute path without spaces, quotes or '%' (sshd's config names it)",
+                        path.display()
+                    ),
+                ));
+            }
+        }
         if !valid_name(&self.group) {
             return Err(bad(
                 "group",
@@ -499,6 +562,42 @@ impl Config {
     /// The allowlisted ports.
     pub fn allowed_ports(&self) -> Vec<u16> {
         self.ports.keys().copied().collect()
+    }
+}
+
+/// An absolute path that sshd's config can carry unquoted.
+pub fn plain_absolute(path: &Path) -> bool {
+    path.to_str().is_some_and(|s| {
+        s.starts_with('/')
+            && s.bytes()
+                .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\'' | b'%' | b'\\'))
+    })
+}
+
+/// A size: bytes, or a number with K, M or G (powers of 1024), at least 64 KiB.
+fn parse_size(v: &toml::Value) -> Result<u64, String> {
+    let bytes = match v {
+        toml::Value::Integer(n) if *n > 0 => Some(*n as u64),
+        toml::Value::String(s) => {
+            let s = s.trim();
+            let (digits, shift) = match s.char_indices().last() {
+                Some((i, 'K' | 'k')) => (&s[..i], 10),
+                Some((i, 'M' | 'm')) => (&s[..i], 20),
+                Some((i, 'G' | 'g')) => (&s[..i], 30),
+                _ => (s, 0),
+            };
+            digits
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .and_then(|n| n.checked_mul(1 << shift))
+        }
+        _ => None,
+    };
+    match bytes {
+        Some(b) if b >= 64 << 10 => Ok(b),
+        Some(_) => Err("at least 64K".into()),
+        None => Err(format!("{v:?} is not a size like \"64M\"")),
     }
 }
 
@@ -782,5 +881,32 @@ mod tests {
             e.to_string(),
             "ports: the target of port 22, 'nowhere', is not an address like 127.0.0.1:22"
         );
+    }
+
+    #[test]
+    fn recording_settings_are_checked() {
+        let base = format!(
+            "control_plane = \"http://x\"\ncontrol_plane_keys = [\"{k}\"]\nsupport_ca_keys = [\"{k}\"]\n",
+            k = "ab".repeat(32)
+        );
+        let with = |extra: &str| Config::parse(&format!("{base}{extra}"));
+        let c = with("").expect("defaults");
+        assert!(!c.recording.require && !c.recording.input);
+        assert_eq!(c.recording.cap, DEFAULT_RECORDING_CAP);
+        let cap = |v: &str| with(&format!("recording_cap = {v}")).map(|c| c.recording.cap);
+        assert_eq!(cap("\"8M\"").expect("8M"), 8 << 20);
+        assert_eq!(cap("\"512k\"").expect("512k"), 512 << 10);
+        assert_eq!(cap("1048576").expect("bytes"), 1 << 20);
+        for wrong in ["\"1K\"", "\"lots\"", "-5", "\"99999999999G\""] {
+            assert!(cap(wrong).is_err(), "{wrong}");
+        }
+        let e = with("authorized_keys_dir = \"/etc/keys dir\"").expect_err("a space");
+        assert!(
+            e.to_string()
+                .starts_with("authorized_keys_dir: '/etc/keys dir' must be an absolute path"),
+            "{e}"
+        );
+        assert!(with("sftp_server = \"sftp-server\"").is_err(), "relative");
+        assert!(with("socket = \"/run/%u.sock\"").is_err(), "an sshd token");
     }
 }

@@ -20,6 +20,7 @@ use crate::repair::{self, Repaired};
 use crate::runtime::{Ctx, StatusPhase, TunnelStatus};
 use crate::socket::{self, ErrorCode, Failure, Replier, SocketRequest, SocketResponse};
 use crate::state::{LockError, Phase, StateDir, StateLock};
+use std::io::{BufRead, BufReader};
 
 /// Socket clients served at once from the owner's group (the web UI); root
 /// (the owner's CLI) is always served, so a flood cannot block the kill switch.
@@ -27,6 +28,9 @@ const MAX_OWNER_CLIENTS: usize = 8;
 /// Socket clients served at once from support sessions, which have their
 /// own budget: they can never take the owner's slots.
 const MAX_SUPPORT_CLIENTS: usize = 2;
+/// Sessions recorded at once (each holds a thread while it lasts); a
+/// recorder moves from the support budget to this one.
+const MAX_RECORDINGS: usize = 16;
 /// How long a stop waits for the access to be removed.
 const STOP_WAIT: Duration = Duration::from_secs(10);
 /// How often a `watch` with nothing to say checks that its client is still there.
@@ -109,6 +113,7 @@ pub struct Daemon {
     /// Shared context.
     pub ctx: Arc<Ctx>,
     tunnels: Mutex<HashMap<String, Running>>,
+    recorders: AtomicUsize,
     _lock: StateLock,
 }
 
@@ -119,6 +124,7 @@ impl Daemon {
         let daemon = Arc::new(Daemon {
             ctx,
             tunnels: Mutex::new(HashMap::new()),
+            recorders: AtomicUsize::new(0),
             _lock: lock,
         });
         let group = &daemon.ctx.config.group;
@@ -252,19 +258,206 @@ impl Daemon {
         !map.is_empty()
     }
 
-    /// Reads one request from `stream` and answers it in the client's framing.
-    fn serve_client(&self, stream: &UnixStream, caller: Caller) {
+    /// Reads one request from `stream` and answers it in the client's
+    /// framing. A recorder gives its support slot back (`slot`) and takes
+    /// one of the recordings' budget for as long as its session lasts.
+    fn serve_client(&self, stream: &UnixStream, caller: Caller, slot: Option<&AtomicUsize>) {
         let (framing, req) = socket::read_request(stream);
         debug!("socket: {caller:?} ({framing:?}) asks {req:?}");
         // A client that stops reading cannot hold this thread and its slot.
         let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
         let mut reply = Replier::new(stream, framing);
+        let owner = !matches!(caller, Caller::Support(_));
         match req {
             Err(f) => reply.answer(&SocketResponse::failure(f)),
-            Ok(SocketRequest::Watch { id }) if !matches!(caller, Caller::Support(_)) => {
+            Ok(SocketRequest::Watch { id }) if owner => {
                 self.watch(id.as_deref(), &mut reply, stream)
             }
+            Ok(SocketRequest::WatchSession { id }) if owner => {
+                self.watch_session(id.as_deref(), &mut reply, stream)
+            }
+            Ok(SocketRequest::Replay { id, session }) if owner => {
+                self.replay(id.as_deref(), session, &mut reply)
+            }
+            Ok(SocketRequest::Record {
+                kind,
+                command,
+                width,
+                height,
+                term,
+            }) => {
+                let Caller::Support(uid) = caller else {
+                    return reply.answer(&SocketResponse::error(
+                        ErrorCode::Forbidden,
+                        "only a support session's recorder records",
+                    ));
+                };
+                if let Some(s) = slot {
+                    s.fetch_sub(1, Ordering::SeqCst);
+                }
+                if self.recorders.fetch_add(1, Ordering::SeqCst) >= MAX_RECORDINGS {
+                    reply.answer(&SocketResponse::error(
+                        ErrorCode::Busy,
+                        format!("{MAX_RECORDINGS} sessions are being recorded already"),
+                    ));
+                } else {
+                    let start = crate::recording::Start {
+                        kind,
+                        command,
+                        width,
+                        height,
+                        term,
+                    };
+                    self.record(stream, &mut reply, uid, &start);
+                }
+                self.recorders.fetch_sub(1, Ordering::SeqCst);
+                if let Some(s) = slot {
+                    s.fetch_add(1, Ordering::SeqCst);
+                }
+            }
             Ok(req) => reply.answer(&self.handle(req, caller)),
+        }
+    }
+
+    /// Records one session of the support user `uid`, filed under the
+    /// tunnel that user belongs to (and no other).
+    fn record(
+        &self,
+        stream: &UnixStream,
+        reply: &mut Replier<'_>,
+        uid: u32,
+        start: &crate::recording::Start,
+    ) {
+        let user = access::user_of_uid(uid);
+        let tunnel = self
+            .ctx
+            .statuses()
+            .into_iter()
+            .find(|s| s.user.is_some() && s.user == user && s.phase == StatusPhase::Connected)
+            .map(|s| s.id);
+        let (Some(user), Some(tunnel)) = (user, tunnel) else {
+            return reply.answer(&SocketResponse::error(
+                ErrorCode::Forbidden,
+                "no connected tunnel has this support user",
+            ));
+        };
+        // A session may sit idle for hours; it ends when its recorder does.
+        let _ = stream.set_read_timeout(None);
+        let ctx = &self.ctx;
+        let mut answered = false;
+        let result = crate::recording::record(
+            &ctx.recordings,
+            &tunnel,
+            &user,
+            start,
+            &mut &*stream,
+            |session| {
+                answered = true;
+                reply.answer(&SocketResponse {
+                    id: Some(tunnel.clone()),
+                    session: Some(session),
+                    record_input: Some(ctx.config.recording.input),
+                    sftp_server: Some(ctx.config.recording.sftp_server.display().to_string()),
+                    ..SocketResponse::default()
+                });
+                ctx.log(
+                    &tunnel,
+                    owner_log::Entry::SessionStarted {
+                        session,
+                        kind: start.kind.name().into(),
+                        command: start.command.clone().unwrap_or_default(),
+                    },
+                );
+            },
+        );
+        match result {
+            Ok(summary) => ctx.log(&tunnel, owner_log::Entry::SessionEnded(summary)),
+            Err(e) => {
+                error!("tunnel {tunnel}: cannot record a session: {e}");
+                if !answered {
+                    reply.answer(&SocketResponse::error(
+                        ErrorCode::Failed,
+                        format!("the agent cannot write the recording: {e}"),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// A tunnel with an owner log: `id` (a unique prefix), or the newest.
+    fn logged_tunnel(&self, id: Option<&str>) -> Result<String, Failure> {
+        let known = self.ctx.state.logged_tunnels();
+        match id {
+            Some(p) => resolve(p, known.iter()),
+            None => known
+                .last()
+                .cloned()
+                .ok_or_else(|| Failure::new(ErrorCode::NotFound, "this device has no tunnels")),
+        }
+    }
+
+    /// Streams one recording's lines.
+    fn replay(&self, id: Option<&str>, session: u32, reply: &mut Replier<'_>) {
+        let tunnel = match self.logged_tunnel(id) {
+            Ok(t) => t,
+            Err(f) => return reply.answer(&SocketResponse::failure(f)),
+        };
+        let file = match crate::recording::open(self.ctx.recordings.root(), &tunnel, session) {
+            Ok(f) => f,
+            Err(e) => {
+                let code = match e {
+                    crate::recording::ReadError::NotFound(_) => ErrorCode::NotFound,
+                    crate::recording::ReadError::Io(_) => ErrorCode::Failed,
+                };
+                return reply.answer(&SocketResponse::error(code, e.to_string()));
+            }
+        };
+        for line in BufReader::new(file).lines() {
+            match line {
+                Ok(l) if reply.raw_line(&l) => {}
+                _ => return,
+            }
+        }
+    }
+
+    /// Streams a tunnel's live sessions as they are recorded, each from its
+    /// start, until the tunnel has ended or the client leaves.
+    fn watch_session(&self, id: Option<&str>, reply: &mut Replier<'_>, stream: &UnixStream) {
+        let statuses = self.ctx.statuses();
+        let found = match id {
+            Some(p) => resolve(p, statuses.iter().map(|s| &s.id)),
+            None => statuses
+                .iter()
+                .filter(|s| s.phase != StatusPhase::Ended)
+                .max_by_key(|s| s.requested_at)
+                .map(|s| s.id.clone())
+                .ok_or_else(|| Failure::new(ErrorCode::NotFound, "no live tunnel to watch")),
+        };
+        let tunnel = match found {
+            Ok(t) => t,
+            Err(f) => return reply.answer(&SocketResponse::failure(f)),
+        };
+        let recordings = &self.ctx.recordings;
+        let mut followed: Vec<u32> = Vec::new();
+        loop {
+            if let Some(n) = recordings.live_session(&tunnel, &followed) {
+                let gone = || client_gone(stream);
+                if !recordings.follow(&tunnel, n, |l| reply.raw_line(l), gone) {
+                    return;
+                }
+                followed.push(n);
+                continue;
+            }
+            let ended = self
+                .ctx
+                .statuses()
+                .iter()
+                .find(|s| s.id == tunnel)
+                .is_none_or(|s| s.phase == StatusPhase::Ended);
+            if ended || client_gone(stream) {
+                return;
+            }
+            recordings.wait(WATCH_CHECK);
         }
     }
 
@@ -331,7 +524,7 @@ impl Daemon {
                 },
                 _ => SocketResponse::error(
                     ErrorCode::Forbidden,
-                    "a support session cannot request support, change tunnels or read the owner's records; only the owner can",
+                    "a support session cannot request support, change tunnels or read the owner's records or recordings; only the owner can",
                 ),
             };
         }
@@ -357,6 +550,7 @@ impl Daemon {
             SocketRequest::Log { id } => {
                 match owner_log::read_tunnel(&self.ctx.state, id.as_deref()) {
                     Ok((id, lines)) => SocketResponse {
+                        recordings: Some(self.ctx.recordings.listed(&id)),
                         id: Some(id),
                         log: Some(lines),
                         ..SocketResponse::default()
@@ -386,7 +580,18 @@ impl Daemon {
                 answer.done = Some(r.done);
                 answer
             }
-            SocketRequest::Watch { .. } => SocketResponse::error(
+            SocketRequest::Recordings { id } => match self.logged_tunnel(id.as_deref()) {
+                Ok(id) => SocketResponse {
+                    recordings: Some(self.ctx.recordings.listed(&id)),
+                    id: Some(id),
+                    ..SocketResponse::default()
+                },
+                Err(f) => SocketResponse::failure(f),
+            },
+            SocketRequest::Watch { .. }
+            | SocketRequest::WatchSession { .. }
+            | SocketRequest::Replay { .. }
+            | SocketRequest::Record { .. } => SocketResponse::error(
                 ErrorCode::Forbidden,
                 "a support session cannot watch tunnels",
             ),
@@ -487,7 +692,7 @@ impl Daemon {
                     let spawned = std::thread::Builder::new()
                         .name("socket-client".into())
                         .spawn(move || {
-                            me.serve_client(&stream, caller);
+                            me.serve_client(&stream, caller, count.as_deref());
                             if let Some(c) = count {
                                 c.fetch_sub(1, Ordering::SeqCst);
                             }

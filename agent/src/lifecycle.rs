@@ -527,6 +527,7 @@ impl Supervisor {
                 ) {
                     (Some(why), _) => Err(why),
                     (None, Some(g)) => access::create(&self.ctx.config, &self.ctx.state, &g)
+                        .map(|sessions| self.log(Entry::recording(&sessions)))
                         .map_err(|e| format!("cannot create the support access: {e}")),
                     (None, None) => Err("the tunnel id is unreadable".into()),
                 };
@@ -541,7 +542,7 @@ impl Supervisor {
             } => {
                 let what = match self.grant(&admin_ssh, expiry_wall) {
                     Some(g) => match access::create(&self.ctx.config, &self.ctx.state, &g) {
-                        Ok(()) => "the wall clock jumped; the key's and sudo's expiry follow the time left".into(),
+                        Ok(_) => "the wall clock jumped; the key's and sudo's expiry follow the time left".into(),
                         Err(e) => format!("cannot rewrite the access's expiry: {e}"),
                     },
                     None => "the tunnel id is unreadable".into(),

@@ -99,6 +99,24 @@ pub enum Entry {
         /// Why.
         reason: String,
     },
+    /// Whether the support user's sessions are recorded, and if not, why.
+    Recording {
+        /// Recorded.
+        recorded: bool,
+        /// Why not (empty when recorded).
+        why: String,
+    },
+    /// A recorded session began.
+    SessionStarted {
+        /// The session's number in the tunnel.
+        session: u32,
+        /// shell, exec, sftp or scp.
+        kind: String,
+        /// The command (exec, scp), empty for a shell.
+        command: String,
+    },
+    /// A recorded session ended (its recording: `support-agent replay`).
+    SessionEnded(crate::recording::Summary),
     /// Something went wrong that the owner may want to know.
     Problem {
         /// What.
@@ -119,13 +137,30 @@ impl LogLine {
 }
 
 impl Entry {
+    /// What the owner is told about recording when the access is made.
+    pub fn recording(sessions: &crate::access::Sessions) -> Entry {
+        match sessions {
+            crate::access::Sessions::Recorded => Entry::Recording {
+                recorded: true,
+                why: String::new(),
+            },
+            crate::access::Sessions::Unrecorded(why) => Entry::Recording {
+                recorded: false,
+                why: why.clone(),
+            },
+        }
+    }
+
     /// How important the entry is in the system journal.
     pub fn priority(&self) -> crate::journal::Level {
         use crate::journal::Level;
         match self {
-            Entry::Refused { .. } | Entry::ConnectionRefused { .. } | Entry::Problem { .. } => {
-                Level::Warning
-            }
+            Entry::Refused { .. }
+            | Entry::ConnectionRefused { .. }
+            | Entry::Problem { .. }
+            | Entry::Recording {
+                recorded: false, ..
+            } => Level::Warning,
             _ => Level::Info,
         }
     }
@@ -187,6 +222,19 @@ impl Entry {
             Entry::ConnectionRefused { port, reason } => {
                 format!("connection to port {port} refused: {reason}")
             }
+            Entry::Recording { recorded: true, .. } => {
+                "sessions are recorded: support-agent watch follows them live, replay shows them".into()
+            }
+            Entry::Recording { why, .. } => format!("sessions are NOT recorded: {why}"),
+            Entry::SessionStarted {
+                session,
+                kind,
+                command,
+            } => match command.is_empty() {
+                true => format!("session {session} ({kind}) started"),
+                false => format!("session {session} ({kind}) started: {command}"),
+            },
+            Entry::SessionEnded(s) => s.describe(),
             Entry::Problem { what } => format!("problem: {what}"),
             Entry::Ended { reason } => format!("ended ({reason})"),
         }

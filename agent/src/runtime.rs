@@ -159,6 +159,8 @@ pub struct Ctx {
     pub instance: String,
     /// The support group's gid.
     pub gid: Option<u32>,
+    /// Session recordings.
+    pub recordings: crate::recording::Recordings,
     status: Mutex<StatusTable>,
     changed: Condvar,
 }
@@ -173,7 +175,9 @@ struct StatusTable {
 impl Ctx {
     /// A context for `config`.
     pub fn new(config: Config, state: StateDir, gid: Option<u32>) -> Arc<Ctx> {
+        let recordings = crate::recording::Recordings::new(&state, config.recording.cap);
         Arc::new(Ctx {
+            recordings,
             cp: ControlPlane::new(&config.control_plane, config.control_plane_keys.clone()),
             instance: instance_tag(state.root()),
             config,

@@ -60,6 +60,39 @@ pub enum SocketRequest {
         /// The tunnel (or a unique prefix; the newest live one when absent).
         id: Option<String>,
     },
+    /// The session recorder asks to record a session (support users only;
+    /// the tunnel is the caller's own, known by its uid). After the answer,
+    /// the recorder streams frames (SOCKET.md, "Recording").
+    Record {
+        /// shell, exec, sftp or scp.
+        kind: crate::recording::Kind,
+        /// The command sshd was asked to run.
+        command: Option<String>,
+        /// The terminal's columns.
+        width: Option<u16>,
+        /// Its rows.
+        height: Option<u16>,
+        /// `TERM`.
+        term: Option<String>,
+    },
+    /// The recordings of one tunnel (the newest when absent).
+    Recordings {
+        /// The tunnel (or a unique prefix of its id).
+        id: Option<String>,
+    },
+    /// One recording, streamed as asciicast v2 lines.
+    Replay {
+        /// The tunnel (or a unique prefix; the newest when absent).
+        id: Option<String>,
+        /// The session number.
+        session: u32,
+    },
+    /// A tunnel's live sessions as they are recorded (asciicast v2 lines,
+    /// a header line at each session's start), until the tunnel ends.
+    WatchSession {
+        /// The tunnel (or a unique prefix; the newest live one when absent).
+        id: Option<String>,
+    },
 }
 
 /// What kind of failure an answer reports, for programs (SOCKET.md lists them).
@@ -199,6 +232,18 @@ pub struct SocketResponse {
     /// What a stop or repair did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub done: Option<Vec<String>>,
+    /// The session number a recording got (`record`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<u32>,
+    /// Whether the recorder records input too (`record`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record_input: Option<bool>,
+    /// The SFTP server the recorder runs (`record`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sftp_server: Option<String>,
+    /// A tunnel's recordings (`recordings`, `log`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recordings: Option<Vec<crate::recording::Listed>>,
 }
 
 impl Default for SocketResponse {
@@ -217,6 +262,10 @@ impl Default for SocketResponse {
             log: None,
             list: None,
             done: None,
+            session: None,
+            record_input: None,
+            sftp_server: None,
+            recordings: None,
         }
     }
 }
@@ -471,8 +520,8 @@ pub fn parse_json(bytes: &[u8]) -> Result<SocketRequest, Failure> {
 /// `GET /v1/status`, `/v1/list`, `/v1/log[/ID]`, `/v1/watch[/ID]`.
 fn http_request(method: &str, target: &str, body: &[u8]) -> Result<SocketRequest, Failure> {
     let path = target.split('?').next().unwrap_or("");
-    let mut parts = path.trim_start_matches('/').splitn(3, '/');
-    let (version, op, id) = (parts.next(), parts.next(), parts.next());
+    let mut parts = path.trim_start_matches('/').splitn(4, '/');
+    let (version, op, id, more) = (parts.next(), parts.next(), parts.next(), parts.next());
     if version != Some("v1") {
         return Err(Failure::new(
             ErrorCode::NotFound,
@@ -480,16 +529,28 @@ fn http_request(method: &str, target: &str, body: &[u8]) -> Result<SocketRequest
         ));
     }
     let id = id.filter(|s| !s.is_empty()).map(str::to_string);
+    let not_found = || {
+        Failure::new(
+            ErrorCode::NotFound,
+            format!("no route {method} {path}; see SOCKET.md (POST /v1, GET /v1/status ...)"),
+        )
+    };
+    if let ("GET", Some("replay")) = (method, op) {
+        let session = more.and_then(|s| s.parse().ok()).ok_or_else(not_found)?;
+        return Ok(SocketRequest::Replay { id, session });
+    }
+    if more.is_some() {
+        return Err(not_found());
+    }
     match (method, op) {
         ("POST", None | Some("")) => parse_json(body),
+        ("GET", Some("recordings")) => Ok(SocketRequest::Recordings { id }),
+        ("GET", Some("watch-session")) => Ok(SocketRequest::WatchSession { id }),
         ("GET", Some("status")) if id.is_none() => Ok(SocketRequest::Status {}),
         ("GET", Some("list")) if id.is_none() => Ok(SocketRequest::List {}),
         ("GET", Some("log")) => Ok(SocketRequest::Log { id }),
         ("GET", Some("watch")) => Ok(SocketRequest::Watch { id }),
-        _ => Err(Failure::new(
-            ErrorCode::NotFound,
-            format!("no route {method} {path}; see SOCKET.md (POST /v1, GET /v1/status ...)"),
-        )),
+        _ => Err(not_found()),
     }
 }
 
@@ -532,6 +593,13 @@ impl<'a> Replier<'a> {
 
     /// One line of a stream of answers (`watch`); false once the client is gone.
     pub fn stream_line(&mut self, r: &SocketResponse) -> bool {
+        let line = serde_json::to_string(r).unwrap_or_default();
+        self.raw_line(&line)
+    }
+
+    /// One line of a stream as it is (an asciicast line); false once the
+    /// client is gone.
+    pub fn raw_line(&mut self, line: &str) -> bool {
         let mut s = self.stream;
         if !self.started && self.framing == Framing::Http {
             let head = "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nConnection: close\r\n\r\n";
@@ -540,9 +608,7 @@ impl<'a> Replier<'a> {
             }
         }
         self.started = true;
-        let mut line = serde_json::to_vec(r).unwrap_or_default();
-        line.push(b'\n');
-        s.write_all(&line).is_ok()
+        s.write_all(line.as_bytes()).is_ok() && s.write_all(b"\n").is_ok()
     }
 }
 
@@ -599,6 +665,26 @@ mod tests {
             http_request("POST", "/v1", br#"{"op":"list"}"#),
             Ok(SocketRequest::List {})
         );
+        assert_eq!(
+            get("/v1/replay/abc/3"),
+            Ok(SocketRequest::Replay {
+                id: Some("abc".into()),
+                session: 3
+            })
+        );
+        assert_eq!(
+            get("/v1/recordings/abc"),
+            Ok(SocketRequest::Recordings {
+                id: Some("abc".into())
+            })
+        );
+        assert_eq!(
+            get("/v1/watch-session"),
+            Ok(SocketRequest::WatchSession { id: None })
+        );
+        for wrong in ["/v1/replay/abc", "/v1/replay/abc/x", "/v1/status/a/b"] {
+            assert_eq!(get(wrong).expect_err(wrong).code, ErrorCode::NotFound);
+        }
         assert_eq!(
             get("/v2/status").expect_err("refused").code,
             ErrorCode::NotFound

@@ -43,6 +43,16 @@ pub enum Command {
     Stop { id: Option<String> },
     /// `repair`.
     Repair,
+    /// `watch [ID]`: follow a live session.
+    Watch { id: Option<String> },
+    /// `replay ID [SESSION] [--speed N]`.
+    Replay {
+        id: Option<String>,
+        session: Option<u32>,
+        speed: f64,
+    },
+    /// `install-sshd [--drop-in PATH]`.
+    InstallSshd { drop_in: Option<PathBuf> },
     /// `migrate-from-original [--dry-run] [--yes] [--root DIR]`.
     Migrate {
         dry_run: bool,
@@ -76,7 +86,10 @@ pub const COMMANDS: &[&str] = &[
     "list",
     "log",
     "stop",
+    "watch",
+    "replay",
     "repair",
+    "install-sshd",
     "migrate-from-original",
     "help",
 ];
@@ -136,6 +149,15 @@ pub enum UsageError {
     StopIdAndAll,
     /// `stop` with neither an id nor `--all`.
     StopWhat,
+    /// `replay` without a tunnel id.
+    ReplayWhat,
+    /// A value that is not what the flag takes.
+    BadValue {
+        /// The flag or argument.
+        what: String,
+        /// The value.
+        value: String,
+    },
 }
 
 impl fmt::Display for UsageError {
@@ -173,6 +195,10 @@ impl fmt::Display for UsageError {
             Self::StopWhat => {
                 f.write_str("say which tunnel to stop (support-agent stop ID), or --all")
             }
+            Self::ReplayWhat => f.write_str(
+                "say which tunnel's sessions to replay (support-agent replay ID [SESSION]; support-agent log lists them)",
+            ),
+            Self::BadValue { what, value } => write!(f, "'{value}' is not a valid {what}"),
         }
     }
 }
@@ -272,10 +298,16 @@ fn command(
     let mut req = RequestArgs::default();
     let (mut json, mut all, mut dry_run, mut yes) = (false, false, false, false);
     let mut root = None;
+    let mut drop_in = None;
+    let mut speed = None;
     let mut positional: Vec<String> = Vec::new();
     while let Some(token) = next(p)? {
         let flag = match token {
-            Token::Value(v) if positional.is_empty() && matches!(name, "log" | "stop" | "help") => {
+            Token::Value(v)
+                if (positional.is_empty()
+                    && matches!(name, "log" | "stop" | "help" | "watch" | "replay"))
+                    || (positional.len() == 1 && name == "replay") =>
+            {
                 positional.push(string(v)?);
                 continue;
             }
@@ -302,6 +334,19 @@ fn command(
             ("migrate-from-original", "--dry-run") => dry_run = true,
             ("migrate-from-original", "--yes") => yes = true,
             ("migrate-from-original", "--root") => root = Some(value(p, &flag)?.into()),
+            ("install-sshd", "--drop-in") => drop_in = Some(value(p, &flag)?.into()),
+            ("replay", "--speed") => {
+                let v = value(p, &flag)?;
+                match v.parse::<f64>() {
+                    Ok(x) if x > 0.0 && x.is_finite() => speed = Some(x),
+                    _ => {
+                        return Err(UsageError::BadValue {
+                            what: "--speed (a number above 0, e.g. 2 or 0.5)".into(),
+                            value: v,
+                        })
+                    }
+                }
+            }
             _ => {
                 return Err(match owner_of(&flag) {
                     Some(owner) if owner != name => UsageError::FlagOfAnotherCommand {
@@ -316,6 +361,22 @@ fn command(
                 })
             }
         }
+    }
+    if name == "replay" {
+        let mut it = positional.into_iter();
+        let id = it.next().ok_or(UsageError::ReplayWhat)?;
+        let session = match it.next() {
+            None => None,
+            Some(v) => Some(v.parse().map_err(|_| UsageError::BadValue {
+                what: "session number".into(),
+                value: v,
+            })?),
+        };
+        return Ok(Command::Replay {
+            id: Some(id),
+            session,
+            speed: speed.unwrap_or(1.0),
+        });
     }
     let id = positional.pop();
     Ok(match name {
@@ -336,6 +397,8 @@ fn command(
             (id, _) => Command::Stop { id },
         },
         "repair" => Command::Repair,
+        "watch" => Command::Watch { id },
+        "install-sshd" => Command::InstallSshd { drop_in },
         "migrate-from-original" => Command::Migrate { dry_run, yes, root },
         "help" => match id {
             Some(c) if known(&c).is_none() => return Err(UsageError::UnknownCommand(c)),
@@ -352,6 +415,8 @@ fn owner_of(flag: &str) -> Option<&'static str> {
         "--json" => "status",
         "--all" => "stop",
         "--dry-run" | "--yes" | "--root" => "migrate-from-original",
+        "--drop-in" => "install-sshd",
+        "--speed" => "replay",
         _ => return None,
     })
 }
@@ -462,6 +527,28 @@ mod tests {
                 &["request", "--wait", "--follow"],
                 UsageError::WaitAndFollow,
             ),
+            (&["replay"], UsageError::ReplayWhat),
+            (
+                &["replay", "ab", "x"],
+                UsageError::BadValue {
+                    what: "session number".into(),
+                    value: "x".into(),
+                },
+            ),
+            (
+                &["replay", "ab", "--speed", "0"],
+                UsageError::BadValue {
+                    what: "--speed (a number above 0, e.g. 2 or 0.5)".into(),
+                    value: "0".into(),
+                },
+            ),
+            (
+                &["replay", "ab", "1", "2"],
+                UsageError::StrayArgument {
+                    arg: "2".into(),
+                    command: "replay",
+                },
+            ),
         ] {
             assert_eq!(e(args), want, "{args:?}");
         }
@@ -514,6 +601,21 @@ mod tests {
             Command::Help(Some("request".into()))
         );
         assert_eq!(h(&["--help", "stop"]), Command::Help(Some("stop".into())));
+        assert_eq!(
+            h(&["replay", "ab", "3", "--speed", "2.5"]),
+            Command::Replay {
+                id: Some("ab".into()),
+                session: Some(3),
+                speed: 2.5
+            }
+        );
+        assert_eq!(h(&["watch"]), Command::Watch { id: None });
+        assert_eq!(
+            h(&["install-sshd", "--drop-in", "/x.conf"]),
+            Command::InstallSshd {
+                drop_in: Some("/x.conf".into())
+            }
+        );
         assert_eq!(h(&[]), Command::Help(None));
         assert_eq!(h(&["-V"]), Command::Version);
     }

@@ -13,7 +13,11 @@ Commands:
   list      List every tunnel this device has had
   log       Show the owner's record of a tunnel: who approved, which key, connections
   stop      End a tunnel now (or --all): the owner's kill switch
+  watch     Follow support's live session on this device, read-only
+  replay    Replay a recorded support session
   repair    Remove anything left behind by ended tunnels (safe to run any time)
+  install-sshd
+            Install the sshd drop-in that records every support session
   migrate-from-original
             Remove what the original (Python) support tunnel left on this device
   help      This help, or a command's: support-agent help request
@@ -97,9 +101,56 @@ Usage: support-agent list [--json]
 const LOG: &str = "\
 support-agent log: the owner's record of a tunnel: who approved it (as the
 support organization certified them), which SSH key, each connection with
-its port, times and bytes, and how it ended.
+its port, times and bytes, each recorded session (its command, exit code,
+files transferred), the recordings kept, and how it ended.
 
 Usage: support-agent log [ID] [--json]     (default: the newest tunnel)
+";
+
+const WATCH: &str = "\
+support-agent watch: follow support's session on this device as it
+happens, read-only: what their terminal shows appears in yours. It follows
+each session of the tunnel in turn until the tunnel ends; Ctrl-C stops
+watching (not the session; support-agent stop ends that).
+
+Usage: support-agent watch [ID]     (default: the newest live tunnel)
+
+Needs the sshd drop-in (support-agent install-sshd): without it sessions
+are not recorded, and there is nothing to watch.
+";
+
+const REPLAY: &str = "\
+support-agent replay: play back what support's sessions showed, with their
+timing. Files transferred and commands' exit codes are shown between the
+lines. Without SESSION every recorded session of the tunnel plays in turn.
+
+Usage: support-agent replay ID [SESSION] [--speed N]
+
+  --speed N   Play N times as fast (e.g. 4, or 0.5) [default: 1]; pauses
+              longer than 2 s are shortened to 2 s
+
+The recordings are asciicast v2 files under the state directory
+(recordings/ID/NNNN.cast), so asciinema can play them too. support-agent
+log ID lists a tunnel's sessions.
+";
+
+const INSTALL_SSHD: &str = "\
+support-agent install-sshd: make sshd send every session of a support user
+through this agent's session recorder, so the owner can watch and replay
+it. Writes the drop-in (Match Group <group> User support-*: the key file in
+a root-owned directory, ForceCommand to the recorder, no forwarding of any
+kind, no ~/.ssh/rc), has sshd check its configuration, and checks with a
+short-lived probe user that sshd really applies it (the drop-in must be
+included from sshd_config, as Debian's Include /etc/ssh/sshd_config.d/*.conf
+does). Then reload sshd (systemctl reload ssh).
+
+Usage: support-agent install-sshd [--drop-in PATH]
+
+  --drop-in PATH   Where to write it [default: /etc/ssh/sshd_config.d/support-tunnel.conf]
+
+The config's sshd_config, authorized_keys_dir and socket are what the
+drop-in names. With require_recording = true the agent refuses to open a
+tunnel whose sessions sshd would not record.
 ";
 
 const STOP: &str = "\
@@ -148,6 +199,9 @@ pub fn text(command: Option<&str>) -> &'static str {
         Some("log") => LOG,
         Some("stop") => STOP,
         Some("repair") => REPAIR,
+        Some("watch") => WATCH,
+        Some("replay") => REPLAY,
+        Some("install-sshd") => INSTALL_SSHD,
         Some("migrate-from-original") => MIGRATE,
         Some("help") => HELP_CMD,
         _ => HELP,

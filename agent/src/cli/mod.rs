@@ -18,6 +18,7 @@ use crate::config::{parse_duration, parse_ports, Config, DEFAULT_PATH};
 use crate::daemon::Daemon;
 use crate::journal;
 use crate::owner_log;
+use crate::recording;
 use crate::runtime::{EndReason, StatusPhase, TunnelStatus};
 use crate::socket::{self, ErrorCode, Failure, SocketRequest, SocketResponse};
 use crate::state::StateDir;
@@ -46,7 +47,11 @@ const STALE: u8 = 4;
 
 /// Runs the command line.
 pub fn main() -> ExitCode {
-    let args = match args::parse(std::env::args_os().skip(1)) {
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if let Some(code) = crate::recorder::entry(&raw) {
+        return code;
+    }
+    let args = match args::parse(raw) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("support-agent: {e}\nSee: support-agent --help");
@@ -113,6 +118,11 @@ fn run(command: &Command, config: Config) -> Result<ExitCode, Error> {
         Command::Log { id, json } => done(log(id.clone(), *json, &config)),
         Command::Stop { id } => done(stop(id.clone(), &config)),
         Command::Repair => done(repair(&config)),
+        Command::Watch { id } => done(watch(id.clone(), &config)),
+        Command::Replay { id, session, speed } => {
+            done(replay(id.as_deref(), *session, *speed, &config))
+        }
+        Command::InstallSshd { drop_in } => done(install_sshd(drop_in.as_deref(), &config)),
         Command::Help(_) | Command::Version | Command::Migrate { .. } => Ok(ExitCode::SUCCESS),
     }
 }
@@ -459,23 +469,251 @@ fn list(json: bool, config: &Config) -> Result<(), Error> {
 }
 
 fn log(want: Option<String>, json: bool, config: &Config) -> Result<(), Error> {
-    let (id, lines) = from_daemon_or_files(
+    let (id, lines, recordings) = from_daemon_or_files(
         config,
         SocketRequest::Log { id: want.clone() },
-        |r| (r.id.unwrap_or_default(), r.log.unwrap_or_default()),
-        |state| owner_log::read_tunnel(state, want.as_deref()),
+        |r| {
+            (
+                r.id.unwrap_or_default(),
+                r.log.unwrap_or_default(),
+                r.recordings.unwrap_or_default(),
+            )
+        },
+        |state| {
+            let (id, lines) = owner_log::read_tunnel(state, want.as_deref())?;
+            let recordings = recording::list(&recording::root(state), &id)
+                .into_iter()
+                .map(|(session, bytes)| recording::Listed {
+                    session,
+                    bytes,
+                    live: false,
+                })
+                .collect();
+            Ok((id, lines, recordings))
+        },
     )?;
     if json {
         out!(
             "{}",
             serde_json::to_string_pretty(&lines).unwrap_or_default()
         );
-    } else {
-        out!("tunnel {id}");
-        for l in lines {
-            out!("  {}", l.render());
+        return Ok(());
+    }
+    out!("tunnel {id}");
+    for l in lines {
+        out!("  {}", l.render());
+    }
+    if !recordings.is_empty() {
+        out!("recordings (support-agent replay {id} SESSION):");
+        for r in recordings {
+            let live = if r.live {
+                ", live: support-agent watch"
+            } else {
+                ""
+            };
+            out!("  session {}: {} bytes{live}", r.session, r.bytes);
         }
     }
+    Ok(())
+}
+
+/// One line of a recording stream: a session's header, an event, or the
+/// daemon's refusal.
+enum CastLine {
+    Header(serde_json::Value),
+    Event(f64, String, String),
+    Other,
+}
+
+fn cast_line(line: &str) -> Result<CastLine, Error> {
+    let v: serde_json::Value = serde_json::from_str(line)
+        .map_err(|e| format!("the recording has a line that is not JSON: {e}"))?;
+    if v.get("ok") == Some(&serde_json::Value::Bool(false)) {
+        let r: SocketResponse = serde_json::from_value(v)?;
+        return Err(daemon_answer(r)
+            .err()
+            .map(Error::from)
+            .unwrap_or_else(|| "refused".into()));
+    }
+    if v.get("version").is_some() {
+        return Ok(CastLine::Header(v));
+    }
+    match v.as_array().map(Vec::as_slice) {
+        Some([t, code, data]) => Ok(CastLine::Event(
+            t.as_f64().unwrap_or(0.0),
+            code.as_str().unwrap_or("").to_string(),
+            data.as_str().unwrap_or("").to_string(),
+        )),
+        _ => Ok(CastLine::Other),
+    }
+}
+
+fn session_banner(h: &serde_json::Value) -> String {
+    let st = &h["support_tunnel"];
+    let command = st["command"]
+        .as_str()
+        .map(|c| format!(": {c}"))
+        .unwrap_or_default();
+    format!(
+        "--- session {} ({}) of tunnel {} as {}{command} ---",
+        st["session"],
+        st["kind"].as_str().unwrap_or("?"),
+        st["tunnel"].as_str().unwrap_or("?"),
+        st["user"].as_str().unwrap_or("?"),
+    )
+}
+
+/// Writes one event to the owner's terminal: output as it was, markers
+/// (transfers, exit codes) on a line of their own; input is not echoed.
+fn show_event(code: &str, data: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout();
+    match code {
+        "o" => {
+            let _ = stdout.write_all(recording::terminal_safe(data).as_bytes());
+        }
+        "m" => {
+            let _ = write!(stdout, "\r\n[{}]\r\n", recording::terminal_safe(data));
+        }
+        _ => {}
+    }
+    let _ = stdout.flush();
+}
+
+fn watch(id: Option<String>, config: &Config) -> Result<(), Error> {
+    let stream = socket::connect(&config.socket)?
+        .ok_or("the daemon is not running, so no session is live")?;
+    socket::send(&stream, &SocketRequest::WatchSession { id })?;
+    eprintln!("Watching support's sessions as they happen (read-only); Ctrl-C stops watching.");
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        use std::io::{BufRead as _, Read as _};
+        let n = (&mut reader)
+            .take(8 << 20)
+            .read_line(&mut line)
+            .map_err(socket::ClientError::Receive)?;
+        if n == 0 {
+            break;
+        }
+        match cast_line(line.trim_end())? {
+            CastLine::Header(h) => eprint!("\r\n{}\r\n", session_banner(&h)),
+            CastLine::Event(_, code, data) => show_event(&code, &data),
+            CastLine::Other => {}
+        }
+    }
+    eprintln!("\r\nThe tunnel has ended; there is nothing more to watch.");
+    Ok(())
+}
+
+fn replay(
+    id: Option<&str>,
+    session: Option<u32>,
+    speed: f64,
+    config: &Config,
+) -> Result<(), Error> {
+    let daemon = socket::connect(&config.socket)?.is_some();
+    if !daemon && !rustix::process::geteuid().is_root() {
+        return Err(
+            "the daemon is not running; without it only root can read the recordings".into(),
+        );
+    }
+    let state = StateDir::existing(&config.state_dir);
+    let (tunnel, sessions) = match session {
+        Some(n) => (id.map(String::from), vec![n]),
+        None => {
+            let (tunnel, listed) = from_daemon_or_files(
+                config,
+                SocketRequest::Recordings {
+                    id: id.map(String::from),
+                },
+                |r| (r.id.unwrap_or_default(), r.recordings.unwrap_or_default()),
+                |state| {
+                    let (tunnel, _) = owner_log::read_tunnel(state, id)?;
+                    let listed = recording::list(&recording::root(state), &tunnel)
+                        .into_iter()
+                        .map(|(session, bytes)| recording::Listed {
+                            session,
+                            bytes,
+                            live: false,
+                        })
+                        .collect();
+                    Ok((tunnel, listed))
+                },
+            )?;
+            if listed.is_empty() {
+                return Err(format!("tunnel {tunnel} has no recorded sessions").into());
+            }
+            (Some(tunnel), listed.iter().map(|l| l.session).collect())
+        }
+    };
+    for n in sessions {
+        let source: Box<dyn std::io::BufRead> = match socket::connect(&config.socket)? {
+            Some(stream) => {
+                socket::send(
+                    &stream,
+                    &SocketRequest::Replay {
+                        id: tunnel.clone(),
+                        session: n,
+                    },
+                )?;
+                Box::new(BufReader::new(stream))
+            }
+            None => {
+                let (t, _) = owner_log::read_tunnel(&state, tunnel.as_deref())?;
+                let file =
+                    recording::open(&recording::root(&state), &t, n).map_err(|e| e.to_string())?;
+                Box::new(BufReader::new(file))
+            }
+        };
+        play(source, speed)?;
+    }
+    Ok(())
+}
+
+/// Plays one recording with its timing (`speed` times as fast, pauses at most 2 s).
+fn play(source: Box<dyn std::io::BufRead>, speed: f64) -> Result<(), Error> {
+    let mut last = 0.0;
+    for line in std::io::BufRead::lines(source) {
+        let line = line.map_err(socket::ClientError::Receive)?;
+        match cast_line(&line)? {
+            CastLine::Header(h) => {
+                eprint!("{}\r\n", session_banner(&h));
+                last = 0.0;
+            }
+            CastLine::Event(t, code, data) => {
+                let pause = ((t - last) / speed).clamp(0.0, 2.0);
+                if pause > 0.0005 && code != "i" {
+                    std::thread::sleep(Duration::from_secs_f64(pause));
+                }
+                last = t;
+                show_event(&code, &data);
+            }
+            CastLine::Other => {}
+        }
+    }
+    eprint!("\r\n");
+    Ok(())
+}
+
+fn install_sshd(drop_in: Option<&std::path::Path>, config: &Config) -> Result<(), Error> {
+    if !rustix::process::geteuid().is_root() {
+        return Err("install-sshd needs root (it writes sshd's config)".into());
+    }
+    let path = drop_in.unwrap_or(std::path::Path::new(crate::sshd::DEFAULT_DROP_IN));
+    let done = crate::sshd::install(config, path)?;
+    out!(
+        "Wrote {}: every session of a support user runs through {} {}.",
+        done.drop_in.display(),
+        done.agent.display(),
+        crate::sshd::RECORD_COMMAND
+    );
+    out!(
+        "sshd accepts it and applies it (checked with a probe user of group {}).",
+        config.group
+    );
+    out!("Reload sshd for it to take effect: systemctl reload ssh");
     Ok(())
 }
 

@@ -1,0 +1,555 @@
+//! Recorded sessions, end to end: Debian's sshd with the drop-in that
+//! `support-agent install-sshd` writes, real support users, the whole flow
+//! through WireGuard. A shell typed in tmux, watched live by the owner in
+//! another tmux and replayed; exec; scp (SFTP and legacy) and sftp up and
+//! down with each file logged; escapes that are refused or recorded; the
+//! recording cap under a 100 MB flood; and `require_recording`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::tmux::Tmux;
+use common::*;
+
+/// Where test recorders live: sshd runs the recorder as the support user,
+/// so its binary and keys need a root-owned path anyone may traverse
+/// (never /tmp: StrictModes refuses a world-writable parent).
+fn run_dir() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let d = PathBuf::from(format!(
+        "/run/support-tunnel-tests/{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&d).expect("run dir");
+    d
+}
+
+/// A [`Lab`] whose sshd sends support sessions through the recorder.
+struct Recorded {
+    lab: Lab,
+    dir: PathBuf,
+}
+
+impl Drop for Recorded {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl std::ops::Deref for Recorded {
+    type Target = Lab;
+    fn deref(&self) -> &Lab {
+        &self.lab
+    }
+}
+
+/// The recorder's agent (a copy anyone may run) and the device's config.
+fn agent_in(dir: &Path, device: &Device, args: &[&str]) -> Output {
+    Command::new(dir.join("support-agent"))
+        .arg("--config")
+        .arg(&device.config)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("agent runs")
+}
+
+fn recorded_lab(extra: &str, install: bool) -> Recorded {
+    require_root_and_sshd();
+    let dir = run_dir();
+    std::fs::copy(agent_bin(), dir.join("support-agent")).expect("copy the agent");
+    let mut sshd = Sshd::start(None);
+    let cp = ControlPlane::start(&[]);
+    let ca = Ca::new();
+    let eng = Engineer::new(&cp, Some(&ca), "alice");
+    let ca_key: [u8; 32] = hex::decode(&ca.public)
+        .expect("hex")
+        .try_into()
+        .expect("32");
+    let settings = DeviceSettings {
+        extra: format!(
+            "sshd_config = \"{}\"\nauthorized_keys_dir = \"{}/keys\"\n{extra}",
+            sshd.config_file().display(),
+            dir.display()
+        ),
+        ..DeviceSettings::default()
+    };
+    let mut device = Device::new(&cp.url, &cp.public, &ca_key, &sshd, &settings);
+    if install {
+        let drop_in = sshd.drop_in_dir().join("support-tunnel.conf");
+        let out = agent_in(
+            &dir,
+            &device,
+            &[
+                "install-sshd",
+                "--drop-in",
+                drop_in.to_str().expect("utf-8"),
+            ],
+        );
+        let said = ok(&out);
+        assert!(said.contains("applies it"), "{said}");
+        sshd.restart();
+    }
+    device.start_daemon(None);
+    Recorded {
+        lab: Lab {
+            sshd,
+            cp,
+            ca,
+            eng,
+            device,
+        },
+        dir,
+    }
+}
+
+/// `support-agent log ID` on the device.
+fn owner_log(lab: &Lab, id: &str) -> String {
+    ok(&lab.device.run(&["log", id]))
+}
+
+/// Waits until the owner's log of `id` has `n` ended sessions; returns it.
+fn ended_sessions(lab: &Lab, id: &str, n: usize) -> String {
+    let mut log = String::new();
+    wait_for("the sessions to end", Duration::from_secs(30), || {
+        log = owner_log(lab, id);
+        log.matches(") ended after").count() >= n
+    });
+    log
+}
+
+/// The number of the last session of `kind` that ended, from the log.
+fn last_session(log: &str, kind: &str) -> String {
+    log.lines()
+        .filter(|l| l.contains(&format!("({kind}) ended after")))
+        .filter_map(|l| l.split("session ").nth(1)?.split(' ').next())
+        .next_back()
+        .unwrap_or_else(|| panic!("no {kind} session in {log}"))
+        .to_string()
+}
+
+fn replay(lab: &Lab, id: &str, session: &str) -> String {
+    ok(&lab.device.run(&["replay", id, session, "--speed", "1000"]))
+}
+
+const NOTICE: &str = "this session is recorded";
+
+#[test]
+fn a_shell_is_watched_live_and_replayed_and_a_command_is_recorded() {
+    let lab = recorded_lab("", true);
+    let (id, _) = lab.approve(&[], &["--yes"]);
+    assert!(
+        owner_log(&lab, &id).contains("sessions are recorded"),
+        "{}",
+        owner_log(&lab, &id)
+    );
+
+    let eng = Tmux::new(&format!(
+        "{ADMIN} --home {} connect {id}",
+        lab.eng.home.path().display()
+    ));
+    eng.wait_for_text(NOTICE, Duration::from_secs(30));
+    // The owner follows it from their own terminal.
+    let owner = Tmux::new(&format!(
+        "{} --config {} watch {id}",
+        agent_bin(),
+        lab.device.config.display()
+    ));
+    owner.wait_for_text("(shell) of tunnel", Duration::from_secs(20));
+    eng.keys("echo marker-$((6*7))");
+    eng.wait_for_text("marker-42", Duration::from_secs(30));
+    owner.wait_for_text("marker-42", Duration::from_secs(10));
+    assert_eq!(
+        eng.screen().matches(NOTICE).count(),
+        1,
+        "told once: {}",
+        eng.screen()
+    );
+    eng.resize(120, 40);
+    eng.keys("stty size");
+    eng.wait_for_text("40 120", Duration::from_secs(10));
+    eng.keys("exit");
+
+    let log = ended_sessions(&lab, &id, 1);
+    let shell = last_session(&log, "shell");
+    let replayed = replay(&lab, &id, &shell);
+    assert!(replayed.contains("marker-42"), "{replayed}");
+    assert!(
+        replayed.contains("40 120"),
+        "the window change went through"
+    );
+    let cast = std::fs::read_to_string(
+        lab.device
+            .state_dir()
+            .join(format!("recordings/{id}/{shell:0>4}.cast")),
+    )
+    .expect("the asciicast file");
+    let header: serde_json::Value =
+        serde_json::from_str(cast.lines().next().expect("header")).expect("json");
+    assert_eq!(header["version"], 2, "asciicast v2: {cast}");
+    assert!(cast.contains("\"r\", \"120x40\""), "the resize is recorded");
+
+    // A command: its line, exit code and output; the notice once, on stderr.
+    let out = lab
+        .eng
+        .run(&["exec", &id, "--", "echo exec-$((3*3)); exit 3"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "exec-9\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).matches(NOTICE).count(),
+        1
+    );
+    let log = ended_sessions(&lab, &id, 2);
+    assert!(
+        log.contains("(exec) ended after") && log.contains(": echo exec-$((3*3)); exit 3, exit 3"),
+        "{log}"
+    );
+    assert!(replay(&lab, &id, &last_session(&log, "exec")).contains("exec-9"));
+    // Support cannot read what was recorded of them.
+    let files = lab.device.state_dir().join(format!("recordings/{id}"));
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(files.join(format!("{shell:0>4}.cast")))
+            .expect("meta")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o077, 0, "root's alone: {mode:o}");
+    ok(&lab.eng.run(&["stop", &id]));
+}
+
+/// The engineer's ssh config for `id`, written to a file.
+fn ssh_config(lab: &Lab, id: &str) -> String {
+    lab.home_file("ssh_config", &ok(&lab.eng.run(&["ssh-config", id])))
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("runs")
+}
+
+fn must(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn scp_and_sftp_transfers_are_logged_each_with_its_path_and_size() {
+    let lab = recorded_lab("", true);
+    let (id, _) = lab.approve(&[], &["--yes"]);
+    let cfg = ssh_config(&lab, &id);
+    let host = format!("support-{id}");
+    let scratch = tempdir();
+    let up = scratch.path().join("up.bin");
+    let data: Vec<u8> = (0..1_048_576u32)
+        .map(|i| (i * 7 + i / 1000) as u8)
+        .collect();
+    std::fs::write(&up, &data).expect("file");
+    let scp = |args: &[&str]| {
+        let mut c = Command::new("scp");
+        c.args(["-F", &cfg, "-o", "BatchMode=yes", "-q"]).args(args);
+        run(&mut c)
+    };
+    let up_s = up.to_str().expect("utf-8");
+    // Into the home directory itself: it is an ordinary, writable home.
+    must(scp(&[up_s, &format!("{host}:")]), "scp (SFTP) up");
+    must(
+        scp(&["-O", up_s, &format!("{host}:legacy.bin")]),
+        "scp -O up",
+    );
+    let down1 = scratch.path().join("down1");
+    let down2 = scratch.path().join("down2");
+    must(
+        scp(&[&format!("{host}:up.bin"), down1.to_str().expect("utf-8")]),
+        "scp (SFTP) down",
+    );
+    must(
+        scp(&[
+            "-O",
+            &format!("{host}:legacy.bin"),
+            down2.to_str().expect("utf-8"),
+        ]),
+        "scp -O down",
+    );
+    assert_eq!(std::fs::read(&down1).expect("down1"), data);
+    assert_eq!(std::fs::read(&down2).expect("down2"), data);
+    let batch = scratch.path().join("batch");
+    let down3 = scratch.path().join("down3");
+    std::fs::write(
+        &batch,
+        format!(
+            "put {up_s} sftp.bin\nget sftp.bin {}\nrename sftp.bin renamed.bin\nrm renamed.bin\n",
+            down3.display()
+        ),
+    )
+    .expect("batch");
+    let mut sftp = Command::new("sftp");
+    sftp.args(["-F", &cfg, "-o", "BatchMode=yes", "-b"])
+        .arg(&batch)
+        .arg(&host);
+    must(run(&mut sftp), "sftp");
+    assert_eq!(std::fs::read(&down3).expect("down3"), data);
+
+    let log = ended_sessions(&lab, &id, 5);
+    for want in [
+        "upload ",
+        "up.bin (1048576 bytes) ok",
+        "download ",
+        "legacy.bin (1048576 bytes) ok",
+        "sftp.bin (1048576 bytes) ok",
+        "sftp.bin -> /home/",
+        "/renamed.bin ok",
+    ] {
+        assert!(log.contains(want), "{want:?} in\n{log}");
+    }
+    let uploads = log
+        .lines()
+        .filter(|l| l.contains("upload ") && l.contains("(1048576 bytes) ok"))
+        .count();
+    let downloads = log
+        .lines()
+        .filter(|l| l.contains("download ") && l.contains("(1048576 bytes) ok"))
+        .count();
+    assert_eq!((uploads, downloads), (3, 3), "{log}");
+    assert!(log.contains("(scp) ended after") && log.contains("(sftp) ended after"));
+    ok(&lab.eng.run(&["stop", &id]));
+}
+
+/// Runs `python3` in a support session to talk to the agent's socket.
+fn socket_from_session(cfg: &str, host: &str, socket: &Path, request: &str) -> String {
+    let script = format!(
+        "import socket; s = socket.socket(socket.AF_UNIX); s.connect({:?}); \
+         s.sendall({:?}.encode() + bytes([10])); print(s.makefile().readline())",
+        socket.display().to_string(),
+        request
+    );
+    let mut c = Command::new("ssh");
+    c.args(["-F", cfg, "-o", "BatchMode=yes", host, "python3", "-c"])
+        .arg(format!("'{script}'"));
+    must(run(&mut c), "python3 in the session")
+}
+
+#[test]
+fn escapes_from_the_recorder_are_refused_or_recorded() {
+    let lab = recorded_lab("", true);
+    let (id, _) = lab.approve(&[], &["--yes"]);
+    let cfg = ssh_config(&lab, &id);
+    let host = format!("support-{id}");
+    let user = format!("support-{id}");
+    let ssh = |args: &[&str]| {
+        let mut c = Command::new("ssh");
+        c.args(["-F", &cfg, "-o", "BatchMode=yes"]).args(args);
+        run(&mut c)
+    };
+    // No forwarding of any kind, even with -N (no session at all).
+    let out = ssh(&[
+        "-N",
+        "-o",
+        "ExitOnForwardFailure=yes",
+        "-R",
+        "0:127.0.0.1:22",
+        &host,
+    ]);
+    assert!(!out.status.success(), "a remote forward is refused");
+    let port = free_tcp_port();
+    let mut fwd = Command::new("ssh")
+        .args(["-F", &cfg, "-o", "BatchMode=yes", "-N", "-L"])
+        .arg(format!("{port}:127.0.0.1:{}", lab.sshd.port))
+        .arg(&host)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ssh -L");
+    wait_for("ssh to listen locally", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("local end");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut banner = String::new();
+    let _ = std::io::Read::read_to_string(&mut s, &mut banner);
+    assert!(
+        !banner.contains("SSH-"),
+        "the forward reached sshd: {banner}"
+    );
+    let _ = fwd.kill();
+    let _ = fwd.wait();
+
+    // ssh -s sftp: the subsystem goes through the recorder too.
+    let before = owner_log(&lab, &id).matches("(sftp) ended").count();
+    let _ = ssh(&["-s", &host, "sftp"]);
+    ended_sessions(&lab, &id, 1);
+    wait_for(
+        "the sftp session in the log",
+        Duration::from_secs(10),
+        || owner_log(&lab, &id).matches("(sftp) ended").count() > before,
+    );
+
+    // exec, a different SSH_ORIGINAL_COMMAND and shell environment tricks:
+    // each is a recorded command.
+    let out = ssh(&[&host, "exec /bin/sh -c 'echo escaped-$((1+1))'"]);
+    assert_eq!(must(out, "exec"), "escaped-2\n");
+    let out = ssh(&[
+        "-o",
+        "SetEnv=SSH_ORIGINAL_COMMAND=internal-sftp BASH_ENV=/tmp/evil LD_PRELOAD=/tmp/evil.so",
+        &host,
+        "echo env-$((2+2))",
+    ]);
+    assert_eq!(must(out, "SetEnv"), "env-4\n");
+    let log = ended_sessions(&lab, &id, 3);
+    assert!(
+        log.contains(": exec /bin/sh -c 'echo escaped-$((1+1))', exit 0"),
+        "{log}"
+    );
+    assert!(log.contains(": echo env-$((2+2)), exit 0"), "{log}");
+
+    // ~/.ssh is the user's to write, and sshd does not read it.
+    let scratch = tempdir();
+    let own = scratch.path().join("own_key");
+    let own_pub = ssh_keygen(&own);
+    must(
+        ssh(&[
+            &host,
+            &format!(
+                "mkdir -p ~/.ssh && echo '{own_pub}' > ~/.ssh/authorized_keys && \
+                 echo 'touch ~/rc-ran' > ~/.ssh/rc && echo written"
+            ),
+        ]),
+        "write ~/.ssh",
+    );
+    let own_cfg = std::fs::read_to_string(&cfg)
+        .expect("cfg")
+        .lines()
+        .map(|l| match l.trim_start().starts_with("IdentityFile ") {
+            true => format!("    IdentityFile {}", own.display()),
+            false => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let own_cfg = lab.home_file("own_ssh_config", &own_cfg);
+    let mut c = Command::new("ssh");
+    c.args(["-F", &own_cfg, "-o", "BatchMode=yes", &host, "true"]);
+    let out = run(&mut c);
+    assert!(!out.status.success(), "a key the user planted is refused");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // ~/.ssh/rc never runs (the session above and this one would have run it).
+    must(ssh(&[&host, "true"]), "a session after the rc");
+    assert!(
+        !Path::new(&format!("/home/{user}/rc-ran")).exists(),
+        "~/.ssh/rc ran"
+    );
+
+    // The socket files a recorder under the caller's own tunnel only, and
+    // a session reads no recordings.
+    let sock = lab.device.socket();
+    let said = socket_from_session(
+        &cfg,
+        &host,
+        &sock,
+        &format!(
+            r#"{{"op":"record","kind":"shell","id":"{}"}}"#,
+            "0".repeat(16)
+        ),
+    );
+    assert!(
+        said.contains("bad_request") && said.contains("unknown field"),
+        "{said}"
+    );
+    for op in [
+        r#"{"op":"replay","session":1}"#,
+        r#"{"op":"recordings"}"#,
+        r#"{"op":"watch_session"}"#,
+        r#"{"op":"log"}"#,
+    ] {
+        let said = socket_from_session(&cfg, &host, &sock, op);
+        assert!(said.contains("forbidden"), "{op}: {said}");
+    }
+    ok(&lab.eng.run(&["stop", &id]));
+}
+
+/// Resident peak of `pid` in KiB (VmHWM).
+fn peak_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_flood_hits_the_recording_cap_and_the_session_goes_on() {
+    let lab = recorded_lab("recording_cap = \"1M\"\n", true);
+    let (id, _) = lab.approve(&[], &["--yes"]);
+    let cfg = ssh_config(&lab, &id);
+    let host = format!("support-{id}");
+    let mut c = Command::new("ssh");
+    c.args(["-F", &cfg, "-o", "BatchMode=yes", "-tt", &host])
+        .arg("head -c 100000000 /dev/zero | tr '\\0' a; echo; echo after-the-flood");
+    let out = run(&mut c);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout.len() >= 100_000_000,
+        "{} bytes",
+        out.stdout.len()
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout[out.stdout.len() - 100..]).contains("after-the-flood")
+    );
+    let log = ended_sessions(&lab, &id, 1);
+    assert!(log.contains("cut at the tunnel's recording_cap"), "{log}");
+    let dir = lab.device.state_dir().join(format!("recordings/{id}"));
+    let total: u64 = std::fs::read_dir(&dir)
+        .expect("recordings")
+        .flatten()
+        .map(|e| e.metadata().expect("meta").len())
+        .sum();
+    assert!(total <= (1 << 20) + 4096, "{total} bytes kept");
+    // The session is still usable afterwards, and recorded again.
+    let out = lab.eng.run(&["exec", &id, "--", "echo still-here"]);
+    assert_eq!(ok(&out), "still-here\n");
+    eprintln!(
+        "100 MB through a recorded terminal: recording kept {total} bytes; the agent daemon's peak RSS {} KiB",
+        peak_kib(lab.device.pid())
+    );
+    ok(&lab.eng.run(&["stop", &id]));
+}
+
+#[test]
+fn require_recording_refuses_a_tunnel_that_sshd_would_not_record() {
+    let lab = recorded_lab("require_recording = true\n", false);
+    let (id, code) = lab.device.request(&[]);
+    let out = lab
+        .eng
+        .run(&["approve", &code, "--provider", "local", "--yes"]);
+    let _ = out;
+    let id = id.to_string();
+    let mut log = String::new();
+    wait_for("the tunnel to fail", Duration::from_secs(30), || {
+        log = owner_log(&lab, &id);
+        log.contains("requires recorded sessions")
+    });
+    assert!(log.contains("ForceCommand"), "{log}");
+    wait_for("the tunnel to end", Duration::from_secs(30), || {
+        owner_log(&lab, &id).contains("ended (")
+    });
+    assert!(
+        !user_exists(&format!("support-{id}")),
+        "no support user is left"
+    );
+}
