@@ -7,105 +7,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use common::recorded::{recorded_lab, ssh_config};
 use common::tmux::Tmux;
 use common::*;
-
-/// Where test recorders live: sshd runs the recorder as the support user,
-/// so its binary and keys need a root-owned path anyone may traverse
-/// (never /tmp: StrictModes refuses a world-writable parent).
-fn run_dir() -> PathBuf {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let d = PathBuf::from(format!(
-        "/run/support-tunnel-tests/{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-    ));
-    std::fs::create_dir_all(&d).expect("run dir");
-    d
-}
-
-/// A [`Lab`] whose sshd sends support sessions through the recorder.
-struct Recorded {
-    lab: Lab,
-    dir: PathBuf,
-}
-
-impl Drop for Recorded {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl std::ops::Deref for Recorded {
-    type Target = Lab;
-    fn deref(&self) -> &Lab {
-        &self.lab
-    }
-}
-
-/// The recorder's agent (a copy anyone may run) and the device's config.
-fn agent_in(dir: &Path, device: &Device, args: &[&str]) -> Output {
-    Command::new(dir.join("support-agent"))
-        .arg("--config")
-        .arg(&device.config)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("agent runs")
-}
-
-fn recorded_lab(extra: &str, install: bool) -> Recorded {
-    require_root_and_sshd();
-    let dir = run_dir();
-    std::fs::copy(agent_bin(), dir.join("support-agent")).expect("copy the agent");
-    let mut sshd = Sshd::start(None);
-    let cp = ControlPlane::start(&[]);
-    let ca = Ca::new();
-    let eng = Engineer::new(&cp, Some(&ca), "alice");
-    let ca_key: [u8; 32] = hex::decode(&ca.public)
-        .expect("hex")
-        .try_into()
-        .expect("32");
-    let settings = DeviceSettings {
-        extra: format!(
-            "sshd_config = \"{}\"\nauthorized_keys_dir = \"{}/keys\"\n{extra}",
-            sshd.config_file().display(),
-            dir.display()
-        ),
-        ..DeviceSettings::default()
-    };
-    let mut device = Device::new(&cp.url, &cp.public, &ca_key, &sshd, &settings);
-    if install {
-        let drop_in = sshd.drop_in_dir().join("support-tunnel.conf");
-        let out = agent_in(
-            &dir,
-            &device,
-            &[
-                "install-sshd",
-                "--drop-in",
-                drop_in.to_str().expect("utf-8"),
-            ],
-        );
-        let said = ok(&out);
-        assert!(said.contains("applies it"), "{said}");
-        sshd.restart();
-    }
-    device.start_daemon(None);
-    Recorded {
-        lab: Lab {
-            sshd,
-            cp,
-            ca,
-            eng,
-            device,
-        },
-        dir,
-    }
-}
 
 /// `support-agent log ID` on the device.
 fn owner_log(lab: &Lab, id: &str) -> String {
@@ -218,11 +126,6 @@ fn a_shell_is_watched_live_and_replayed_and_a_command_is_recorded() {
     );
     assert_eq!(mode & 0o077, 0, "root's alone: {mode:o}");
     ok(&lab.eng.run(&["stop", &id]));
-}
-
-/// The engineer's ssh config for `id`, written to a file.
-fn ssh_config(lab: &Lab, id: &str) -> String {
-    lab.home_file("ssh_config", &ok(&lab.eng.run(&["ssh-config", id])))
 }
 
 fn run(cmd: &mut Command) -> Output {

@@ -126,8 +126,17 @@ fn the_reference_client_drives_a_whole_tunnel_through_the_socket() {
         .map(|l| l["event"].as_str().expect("event"))
         .collect();
     assert!(
-        events.starts_with(&["requested", "approved", "up"]),
+        events.starts_with(&["requested", "approved", "recording", "up"]),
         "{events:?}"
+    );
+    // This sshd has no recording drop-in: the owner is told, with why.
+    assert_eq!(log[2]["recorded"], false);
+    assert!(
+        log[2]["why"]
+            .as_str()
+            .expect("why")
+            .contains("ForceCommand"),
+        "{log}"
     );
     assert_eq!(log[1]["approver"], "alice");
 

@@ -5,6 +5,7 @@
 
 pub mod discovery;
 pub mod fake_gcp;
+pub mod recorded;
 pub mod schema;
 pub mod tmux;
 
