@@ -83,7 +83,7 @@ fn main() {
             let out = Command::new("scp")
                 .args(["-F", &cfg, "-o", "BatchMode=yes", "-q"])
                 .arg(&big)
-                .arg(format!("support-{id}:big{i}"))
+                .arg(format!("support-{id}:work/big{i}"))
                 .stdin(Stdio::null())
                 .output()
                 .expect("scp");

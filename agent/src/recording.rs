@@ -23,8 +23,9 @@ use crate::util::{format_duration, wall_now};
 
 /// The most output an `exec` session records (the recorder enforces it).
 pub const EXEC_OUTPUT_CAP: u64 = 256 << 10;
-/// The largest frame the recorder may send.
-pub const MAX_FRAME: usize = 64 << 10;
+/// The largest frame the recorder may send. Small: the daemon turns each
+/// into JSON in memory, and its whole budget is 4 MB.
+pub const MAX_FRAME: usize = 16 << 10;
 /// Transfers kept in one session's summary; more are counted only.
 const MAX_TRANSFERS: usize = 200;
 /// Room left past the cap for the marker that says recording stopped.
@@ -397,13 +398,14 @@ impl Recordings {
             recordings: self,
             tunnel: tunnel.to_string(),
             session,
-            file: io::BufWriter::with_capacity(16 << 10, file),
+            file: io::BufWriter::with_capacity(4 << 10, file),
             started: Instant::now(),
             written: 0,
             truncated: false,
             pending: Vec::new(),
+            scratch: Vec::new(),
         };
-        w.line(&header.to_string())?;
+        w.line(header.to_string().as_bytes())?;
         w.flush()?;
         Ok(w)
     }
@@ -549,11 +551,13 @@ pub struct Writer<'a> {
     truncated: bool,
     /// Output bytes of an unfinished UTF-8 sequence, kept for the next frame.
     pending: Vec<u8>,
+    /// The line being built.
+    scratch: Vec<u8>,
 }
 
 impl Writer<'_> {
-    fn line(&mut self, text: &str) -> io::Result<()> {
-        self.file.write_all(text.as_bytes())?;
+    fn line(&mut self, text: &[u8]) -> io::Result<()> {
+        self.file.write_all(text)?;
         self.file.write_all(b"\n")?;
         self.written += text.len() as u64 + 1;
         Ok(())
@@ -576,10 +580,12 @@ impl Writer<'_> {
             return Ok(());
         }
         let t = self.started.elapsed().as_secs_f64();
-        let text = format!(
-            "[{t:.6}, \"{code}\", {}]",
-            serde_json::to_string(data).unwrap_or_default()
-        );
+        // One buffer for every line: no allocation per event.
+        let mut text = std::mem::take(&mut self.scratch);
+        text.clear();
+        let _ = write!(text, "[{t:.6}, \"{code}\", ");
+        serde_json::to_writer(&mut text, data).map_err(io::Error::other)?;
+        text.push(b']');
         if !self.recordings.reserve(&self.tunnel, text.len() as u64 + 1) {
             self.truncated = true;
             let _ = self.recordings.reserve(&self.tunnel, MARKER_ROOM);
@@ -587,10 +593,13 @@ impl Writer<'_> {
                 "[{t:.6}, \"m\", \"support-tunnel: the tunnel's recording_cap ({} bytes) is reached; the rest of this session is not recorded\"]",
                 self.recordings.cap
             );
-            self.line(&note)?;
+            self.scratch = text;
+            self.line(note.as_bytes())?;
             return self.flush();
         }
-        self.line(&text)?;
+        let written = self.line(&text);
+        self.scratch = text;
+        written?;
         // Each event reaches the file (not the disk) at once: watchers see
         // it, and the recorder's frames are already large under load.
         self.flush()
@@ -599,15 +608,22 @@ impl Writer<'_> {
     /// Output (`o`) or input (`i`) bytes; an unfinished UTF-8 sequence at
     /// the end waits for the next frame.
     pub fn data(&mut self, code: &str, bytes: &[u8]) -> io::Result<()> {
-        let mut all = std::mem::take(&mut self.pending);
-        all.extend_from_slice(bytes);
-        let keep = incomplete_tail(&all);
+        let joined;
+        let all = if self.pending.is_empty() {
+            bytes
+        } else {
+            let mut a = std::mem::take(&mut self.pending);
+            a.extend_from_slice(bytes);
+            joined = a;
+            &joined[..]
+        };
+        let keep = incomplete_tail(all);
         let (now, later) = all.split_at(all.len() - keep);
         self.pending = later.to_vec();
         if now.is_empty() {
             return Ok(());
         }
-        let text = String::from_utf8_lossy(now).into_owned();
+        let text = String::from_utf8_lossy(now);
         self.event(code, &text)
     }
 
@@ -634,10 +650,13 @@ impl Writer<'_> {
         self.truncated = false;
         let _ = self.recordings.reserve(&self.tunnel, MARKER_ROOM);
         let t = self.started.elapsed().as_secs_f64();
-        self.line(&format!(
-            "[{t:.6}, \"m\", {}]",
-            serde_json::to_string(&text).unwrap_or_default()
-        ))?;
+        self.line(
+            format!(
+                "[{t:.6}, \"m\", {}]",
+                serde_json::to_string(&text).unwrap_or_default()
+            )
+            .as_bytes(),
+        )?;
         self.truncated = truncated;
         self.file.flush()?;
         self.file.get_ref().sync_data()?;
@@ -761,7 +780,7 @@ pub fn record(
         truncated: false,
         complete: false,
     };
-    let mut buf = Vec::with_capacity(MAX_FRAME);
+    let mut buf = Vec::new();
     let mut end = None;
     loop {
         let frame = match read_frame(stream, &mut buf) {

@@ -55,6 +55,11 @@ fn send_transfers(sink: &Sink, list: Vec<Transfer>) {
     }
 }
 
+/// The capacity asked for the pipes of a session (the default is 64 KiB).
+const PIPE_SIZE: usize = 1 << 20;
+/// What one read takes from a stream.
+const CHUNK: usize = 128 << 10;
+
 /// What is recorded of the streams.
 pub struct Keep {
     /// Record the program's output (a command's), up to [`EXEC_OUTPUT_CAP`].
@@ -72,6 +77,19 @@ pub fn run(mut cmd: Command, sink: &Sink, tap: Tap, keep: Keep) -> Result<End, S
         .spawn()
         .map_err(|e| format!("cannot start the session's program: {e}"))?;
     sink.watch_child(child.id());
+    // Deeper pipes on both sides: fewer stalls and wake-ups per megabyte
+    // for the two hops the recorder adds (measured: `benches/recording`).
+    for fd in [
+        child.stdin.as_ref().map(|p| p.as_fd()),
+        child.stdout.as_ref().map(|p| p.as_fd()),
+        Some(std::io::stdin().as_fd()),
+        Some(std::io::stdout().as_fd()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let _ = rustix::pipe::fcntl_setpipe_size(fd, PIPE_SIZE);
+    }
     let tap = Arc::new(Mutex::new(tap));
     let bytes_in = Arc::new(AtomicU64::new(0));
     let bytes_out = Arc::new(AtomicU64::new(0));
@@ -81,7 +99,7 @@ pub fn run(mut cmd: Command, sink: &Sink, tap: Tap, keep: Keep) -> Result<End, S
         let (sink, tap, bytes_in) = (sink.clone(), tap.clone(), bytes_in.clone());
         // Not joined: it may sit in a read of sshd's stdin after the program ended.
         std::thread::spawn(move || {
-            let mut buf = vec![0u8; 64 << 10];
+            let mut buf = vec![0u8; CHUNK];
             let stdin = std::io::stdin();
             loop {
                 let n = sink::read(stdin.as_fd(), &mut buf);
@@ -114,7 +132,7 @@ pub fn run(mut cmd: Command, sink: &Sink, tap: Tap, keep: Keep) -> Result<End, S
         let record_output = keep.output;
         std::thread::spawn(move || {
             let mut from = from;
-            let mut buf = vec![0u8; 64 << 10];
+            let mut buf = vec![0u8; CHUNK];
             let mut told = false;
             loop {
                 let n = match from.read(&mut buf) {

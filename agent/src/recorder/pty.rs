@@ -134,7 +134,7 @@ pub fn run(
         }
     }
     let mut bytes_out = 0u64;
-    let mut buf = vec![0u8; 64 << 10];
+    let mut buf = vec![0u8; crate::recording::MAX_FRAME];
     loop {
         // EIO once the shell and everything it left on the terminal are gone.
         let n = sink::read(master.as_fd(), &mut buf);
