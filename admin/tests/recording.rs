@@ -117,6 +117,26 @@ fn a_shell_is_watched_live_and_replayed_and_a_command_is_recorded() {
         "{log}"
     );
     assert!(replay(&lab, &id, &last_session(&log, "exec")).contains("exec-9"));
+    // The web UI gets the same through the socket, as curl would ask.
+    let http = |path: &str| {
+        raw_socket(
+            &lab.device.socket(),
+            format!("GET {path} HTTP/1.1\r\nHost: agent\r\n\r\n").as_bytes(),
+        )
+    };
+    let listed = http(&format!("/v1/recordings/{id}"));
+    assert!(listed.starts_with("HTTP/1.1 200"), "{listed}");
+    assert!(
+        listed.contains(&format!("{{\"session\":{shell},")),
+        "{listed}"
+    );
+    let cast = http(&format!("/v1/replay/{id}/{shell}"));
+    assert!(cast.starts_with("HTTP/1.1 200"), "{cast}");
+    assert!(
+        cast.contains("\"version\":2") && cast.contains("marker-42"),
+        "{cast}"
+    );
+    assert!(http(&format!("/v1/replay/{id}/999")).starts_with("HTTP/1.1 404"));
     // Support cannot read what was recorded of them.
     let files = lab.device.state_dir().join(format!("recordings/{id}"));
     let mode = std::os::unix::fs::PermissionsExt::mode(
@@ -379,6 +399,37 @@ fn escapes_from_the_recorder_are_refused_or_recorded() {
         assert!(said.contains("forbidden"), "{op}: {said}");
     }
     ok(&lab.eng.run(&["stop", &id]));
+}
+
+#[test]
+fn two_tunnels_file_each_session_under_its_own() {
+    let lab = recorded_lab("", true);
+    let (a, _) = lab.approve(&[], &["--yes"]);
+    let (b, _) = lab.approve(&[], &["--yes"]);
+    assert_eq!(
+        ok(&lab.eng.run(&["exec", &a, "--", "echo from-a"])),
+        "from-a\n"
+    );
+    assert_eq!(
+        ok(&lab.eng.run(&["exec", &b, "--", "echo from-b"])),
+        "from-b\n"
+    );
+    let (log_a, log_b) = (ended_sessions(&lab, &a, 1), ended_sessions(&lab, &b, 1));
+    assert!(
+        log_a.contains("echo from-a") && !log_a.contains("from-b"),
+        "{log_a}"
+    );
+    assert!(
+        log_b.contains("echo from-b") && !log_b.contains("from-a"),
+        "{log_b}"
+    );
+    let a1 = replay(&lab, &a, &last_session(&log_a, "exec"));
+    let b1 = replay(&lab, &b, &last_session(&log_b, "exec"));
+    assert!(a1.contains("from-a") && !a1.contains("from-b"), "{a1}");
+    assert!(b1.contains("from-b") && !b1.contains("from-a"), "{b1}");
+    for id in [&a, &b] {
+        ok(&lab.eng.run(&["stop", id]));
+    }
 }
 
 /// Resident peak of `pid` in KiB (VmHWM).
