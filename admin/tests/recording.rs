@@ -485,6 +485,46 @@ fn a_flood_hits_the_recording_cap_and_the_session_goes_on() {
 }
 
 #[test]
+fn install_sshd_refuses_a_drop_in_that_sshd_does_not_include() {
+    let lab = recorded_lab("", false);
+    // sshd's config without its Include line: the drop-in would be dead.
+    let scratch = tempdir();
+    let main = std::fs::read_to_string(lab.sshd.config_file()).expect("sshd_config");
+    let (_, rest) = main.split_once('\n').expect("the Include line");
+    let cfg = scratch.path().join("sshd_config");
+    std::fs::write(&cfg, rest).expect("write");
+    let agent_toml = std::fs::read_to_string(&lab.device.config)
+        .expect("agent.toml")
+        .replace(
+            &format!("sshd_config = \"{}\"", lab.sshd.config_file().display()),
+            &format!("sshd_config = \"{}\"", cfg.display()),
+        );
+    let toml = scratch.path().join("agent.toml");
+    std::fs::write(&toml, agent_toml).expect("write");
+    let drop_in = lab.sshd.drop_in_dir().join("support-tunnel.conf");
+    let child = Command::new(lab.dir.join("support-agent"))
+        .arg("--config")
+        .arg(&toml)
+        .args(["install-sshd", "--drop-in"])
+        .arg(&drop_in)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    // Its probe user is named after its pid (other tests probe at the same time).
+    let probe = format!("support-check{}", child.id() % 100_000);
+    let out = child.wait_with_output().expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("sshd does not record support sessions") && err.contains("ForceCommand"),
+        "{err}"
+    );
+    assert!(!drop_in.exists(), "the dead drop-in is taken back");
+    assert!(!user_exists(&probe), "the probe user {probe} is gone");
+}
+
+#[test]
 fn require_recording_refuses_a_tunnel_that_sshd_would_not_record() {
     let lab = recorded_lab("require_recording = true\n", false);
     let (id, code) = lab.device.request(&[]);

@@ -182,7 +182,7 @@ pub struct Installed {
 
 /// Writes the drop-in, has sshd check its whole configuration, and checks
 /// with a short-lived probe user of the support group that sshd applies it.
-/// A drop-in sshd refuses is taken back.
+/// A drop-in sshd refuses, or does not apply, is taken back.
 pub fn install(config: &Config, drop_in_path: &Path) -> Result<Installed, SshdError> {
     let agent = std::env::current_exe().map_err(|error| SshdError::Io {
         path: PathBuf::from("/proc/self/exe"),
@@ -220,7 +220,11 @@ pub fn install(config: &Config, drop_in_path: &Path) -> Result<Installed, SshdEr
             String::from_utf8_lossy(&syntax.stderr).trim().to_string(),
         ));
     }
-    with_probe_user(config, |user| check_recorded(config, user))?;
+    // A drop-in sshd does not apply records nothing: it is taken back too.
+    if let Err(e) = with_probe_user(config, |user| check_recorded(config, user)) {
+        let _ = undo();
+        return Err(e);
+    }
     Ok(Installed {
         drop_in: drop_in_path.to_path_buf(),
         agent,
