@@ -137,6 +137,33 @@ fn a_shell_is_watched_live_and_replayed_and_a_command_is_recorded() {
         "{cast}"
     );
     assert!(http(&format!("/v1/replay/{id}/999")).starts_with("HTTP/1.1 404"));
+    // And through the reference client it ships.
+    let client = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../agent/dist/support_agent_client.py"
+    );
+    let py = |args: &[&str]| {
+        let out = Command::new("python3")
+            .arg(client)
+            .arg("--socket")
+            .arg(lab.device.socket())
+            .args(args)
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let listed: serde_json::Value = serde_json::from_str(&py(&["recordings", &id])).expect("json");
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
+    let cast = py(&["replay", &id, &shell]);
+    assert!(
+        cast.lines().count() > 3 && cast.contains("marker-42"),
+        "{cast}"
+    );
     // Support cannot read what was recorded of them.
     let files = lab.device.state_dir().join(format!("recordings/{id}"));
     let mode = std::os::unix::fs::PermissionsExt::mode(

@@ -42,8 +42,10 @@ class Agent:
         self.path = path
         self.timeout = timeout
 
-    def _lines(self, request, timeout):
-        """Sends one request; yields each answer (raising AgentError on a refusal)."""
+    def _lines(self, request, timeout, raw=False):
+        """Sends one request; yields each answer (raising AgentError on a
+        refusal). With raw, yields every line as parsed JSON (recordings:
+        asciicast lines) and raises only on a refusal."""
         request = dict(request, v=VERSION)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -63,6 +65,9 @@ class Agent:
                         raise AgentError("failed", "the answer is too long")
                 line, buf = buf.split(b"\n", 1)
                 answer = json.loads(line)
+                if raw and not (isinstance(answer, dict) and answer.get("ok") is False):
+                    yield answer
+                    continue
                 if not answer.get("ok"):
                     raise AgentError(answer.get("error_code", "failed"), answer.get("error", ""))
                 yield answer
@@ -111,6 +116,29 @@ class Agent:
         """Every tunnel on record: [{"id", "requested_at", "last"}], newest last."""
         return self._call({"op": "list"})["list"]
 
+    def recordings(self, tunnel_id=None):
+        """A tunnel's recorded sessions (the newest tunnel by default):
+        [{"session", "bytes", "live"}], oldest first."""
+        req = {"op": "recordings"}
+        if tunnel_id is not None:
+            req["id"] = tunnel_id
+        return self._call(req)["recordings"]
+
+    def replay(self, tunnel_id, session):
+        """Yields one recording as asciicast v2: its header (a dict), then
+        each event [seconds, code, data]."""
+        req = {"op": "replay", "id": tunnel_id, "session": session}
+        yield from self._lines(req, self.timeout, raw=True)
+
+    def watch_session(self, tunnel_id=None):
+        """Yields support's live sessions as they are recorded: each
+        session's asciicast header, then its events, until the tunnel ends.
+        Show "o" data in a terminal emulator (xterm.js), not a raw one."""
+        req = {"op": "watch_session"}
+        if tunnel_id is not None:
+            req["id"] = tunnel_id
+        yield from self._lines(req, None, raw=True)
+
     def stop(self, tunnel_id):
         """Ends the tunnel; returns once its access is gone. The ids stopped."""
         if not tunnel_id:
@@ -135,9 +163,12 @@ def main(argv=None):
     r.add_argument("--note")
     sub.add_parser("status")
     sub.add_parser("list")
-    for name in ("watch", "log"):
+    for name in ("watch", "log", "recordings", "watch_session"):
         sub.add_parser(name).add_argument("id", nargs="?")
     sub.add_parser("stop").add_argument("id")
+    rp = sub.add_parser("replay")
+    rp.add_argument("id")
+    rp.add_argument("session", type=int)
     args = p.parse_args(argv)
     agent = Agent(args.socket)
     try:
@@ -147,7 +178,12 @@ def main(argv=None):
             for status in agent.watch(args.id):
                 print(json.dumps(status), flush=True)
             return 0
-        elif args.op in ("log", "stop"):
+        elif args.op in ("replay", "watch_session"):
+            lines = agent.replay(args.id, args.session) if args.op == "replay" else agent.watch_session(args.id)
+            for line in lines:
+                print(json.dumps(line), flush=True)
+            return 0
+        elif args.op in ("log", "stop", "recordings"):
             out = getattr(agent, args.op)(args.id)
         else:
             out = getattr(agent, args.op)()
