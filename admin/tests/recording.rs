@@ -459,6 +459,48 @@ fn two_tunnels_file_each_session_under_its_own() {
     }
 }
 
+#[test]
+fn keystrokes_are_recorded_only_when_the_config_says_so() {
+    for (record_input, kept) in [("record_input = true\n", true), ("", false)] {
+        let lab = recorded_lab(record_input, true);
+        let (id, _) = lab.approve(&[], &["--yes"]);
+        let cfg = ssh_config(&lab, &id);
+        let mut ssh = Command::new("ssh")
+            .args([
+                "-F",
+                &cfg,
+                "-o",
+                "BatchMode=yes",
+                &format!("support-{id}"),
+                "wc -c",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ssh");
+        std::io::Write::write_all(&mut ssh.stdin.take().expect("stdin"), b"typed-by-support\n")
+            .expect("write");
+        let out = ssh.wait_with_output().expect("ssh");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "17");
+        let log = ended_sessions(&lab, &id, 1);
+        let n = last_session(&log, "exec");
+        let cast = std::fs::read_to_string(
+            lab.device
+                .state_dir()
+                .join(format!("recordings/{id}/{n:0>4}.cast")),
+        )
+        .expect("cast");
+        assert_eq!(
+            cast.contains("\"i\", \"typed-by-support\\n\""),
+            kept,
+            "{record_input:?}: {cast}"
+        );
+        assert!(cast.contains("\"o\", \"17\\n\""), "{cast}");
+        ok(&lab.eng.run(&["stop", &id]));
+    }
+}
+
 /// Resident peak of `pid` in KiB (VmHWM).
 fn peak_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

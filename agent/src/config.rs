@@ -314,7 +314,8 @@ pub struct Recording {
     /// Record what the engineer types, not only what the device shows.
     pub input: bool,
     /// The most bytes of recordings kept per tunnel; the oldest sessions
-    /// are rotated out first, then the live one stops being recorded.
+    /// are rotated out first, then the live one stops being recorded. All
+    /// tunnels together keep about `recording::DEVICE_CAPS` caps.
     pub cap: u64,
     /// sshd's main config (the drop-in must be included from it).
     pub sshd_config: PathBuf,

@@ -2,6 +2,7 @@
 //! `request --wait` runs the same thing in the foreground for one tunnel.
 
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
@@ -20,7 +21,6 @@ use crate::repair::{self, Repaired};
 use crate::runtime::{Ctx, StatusPhase, TunnelStatus};
 use crate::socket::{self, ErrorCode, Failure, Replier, SocketRequest, SocketResponse};
 use crate::state::{LockError, Phase, StateDir, StateLock};
-use std::io::{BufRead, BufReader};
 
 /// Socket clients served at once from the owner's group (the web UI); root
 /// (the owner's CLI) is always served, so a flood cannot block the kill switch.
@@ -360,7 +360,8 @@ impl Daemon {
                     sftp_server: Some(ctx.config.recording.sftp_server.display().to_string()),
                     ..SocketResponse::default()
                 });
-                ctx.log(
+                log_session(
+                    ctx,
                     &tunnel,
                     owner_log::Entry::SessionStarted {
                         session,
@@ -371,7 +372,7 @@ impl Daemon {
             },
         );
         match result {
-            Ok(summary) => ctx.log(&tunnel, owner_log::Entry::SessionEnded(summary)),
+            Ok(summary) => log_session(ctx, &tunnel, owner_log::Entry::SessionEnded(summary)),
             Err(e) => {
                 error!("tunnel {tunnel}: cannot record a session: {e}");
                 if !answered {
@@ -711,6 +712,12 @@ impl Daemon {
             }
         }
     }
+}
+
+/// A session's start or end: in the owner's log, and in the journal.
+fn log_session(ctx: &Ctx, tunnel: &str, entry: owner_log::Entry) {
+    info!("tunnel {tunnel}: {}", entry.describe());
+    ctx.log(tunnel, entry);
 }
 
 /// Answers a caller who is not served, in a line a JSON-lines client reads.

@@ -28,6 +28,9 @@ pub const EXEC_OUTPUT_CAP: u64 = 256 << 10;
 pub const MAX_FRAME: usize = 16 << 10;
 /// Transfers kept in one session's summary; more are counted only.
 const MAX_TRANSFERS: usize = 200;
+/// All recordings on the device stay within this many tunnel caps; the
+/// oldest tunnels' go first.
+pub const DEVICE_CAPS: u64 = 4;
 /// Room left past the cap for the marker that says recording stopped.
 const MARKER_ROOM: u64 = 512;
 
@@ -298,6 +301,19 @@ pub fn list(root: &Path, tunnel: &str) -> Vec<(u32, u64)> {
     all
 }
 
+/// The recordings of `tunnel` under `state`, as the socket lists them
+/// (read from disk: none is live).
+pub fn listed_on_disk(state: &StateDir, tunnel: &str) -> Vec<Listed> {
+    list(&root(state), tunnel)
+        .into_iter()
+        .map(|(session, bytes)| Listed {
+            session,
+            bytes,
+            live: false,
+        })
+        .collect()
+}
+
 /// Opens one recording for reading (`replay`).
 pub fn open(root: &Path, tunnel: &str, session: u32) -> Result<fs::File, ReadError> {
     fs::File::open(cast_path(root, tunnel, session)).map_err(|e| match e.kind() {
@@ -347,6 +363,7 @@ impl Recordings {
     /// Starts recording a session of `tunnel`: numbers it and writes the
     /// asciicast header.
     pub fn begin(&self, tunnel: &str, user: &str, start: &Start) -> io::Result<Writer<'_>> {
+        self.prune_older_tunnels(tunnel);
         let dir = tunnel_dir(&self.root, tunnel);
         fs::create_dir_all(&dir)?;
         let existing = list(&self.root, tunnel);
@@ -408,6 +425,43 @@ impl Recordings {
         w.line(header.to_string().as_bytes())?;
         w.flush()?;
         Ok(w)
+    }
+
+    /// Before a session begins, brings every tunnel's recordings together
+    /// within [`DEVICE_CAPS`] tunnel caps: the recordings of the tunnels
+    /// recorded longest ago go first (never `current`'s, nor a tunnel with a
+    /// live session). With the new session, the device holds at most one
+    /// cap more.
+    fn prune_older_tunnels(&self, current: &str) {
+        let mut dirs: Vec<(std::time::SystemTime, String, u64)> = fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_str()?.to_string();
+                let modified = e.metadata().ok()?.modified().ok()?;
+                let bytes = list(&self.root, &name).iter().map(|(_, b)| b).sum();
+                Some((modified, name, bytes))
+            })
+            .collect();
+        dirs.sort();
+        let mut total: u64 = dirs.iter().map(|(_, _, b)| b).sum();
+        for (_, name, bytes) in dirs {
+            if total <= self.cap.saturating_mul(DEVICE_CAPS) {
+                break;
+            }
+            let mut reg = self.lock();
+            if name == current || reg.live.iter().any(|l| l.tunnel == name) {
+                continue;
+            }
+            if fs::remove_dir_all(tunnel_dir(&self.root, &name)).is_ok() {
+                total = total.saturating_sub(bytes);
+                reg.used.remove(&name);
+                crate::journal::info!(
+                    "tunnel {name}: its recordings rotated out (all recordings past {DEVICE_CAPS} x recording_cap)"
+                );
+            }
+        }
     }
 
     /// Reserves `n` bytes of `tunnel`'s cap, rotating out its oldest
@@ -918,6 +972,38 @@ mod tests {
         assert!(lines
             .iter()
             .any(|l| l[2].as_str().is_some_and(|m| m.contains("recording_cap"))));
+    }
+
+    #[test]
+    fn the_oldest_tunnels_recordings_go_once_all_pass_four_caps() {
+        let dir = tempfile::tempdir().expect("dir");
+        let state = StateDir::open(dir.path()).expect("state");
+        let cap = 64 << 10;
+        let r = Recordings::new(&state, cap);
+        let chunk = vec![b'x'; 8 << 10];
+        let full: Vec<(u8, &[u8])> = (0..7).map(|_| (tag::OUTPUT, &chunk[..])).collect();
+        for t in ["t1", "t2", "t3", "t4", "t5", "t6"] {
+            record(&r, t, "u", &shell(), &mut &frames(&full)[..], |_| {}).expect("rec");
+            // Directory times order the tunnels; make them distinct.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let left: Vec<String> = {
+            let mut v: Vec<String> = fs::read_dir(r.root())
+                .expect("root")
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        // t6 began with five tunnels' recordings on disk, past four caps.
+        assert_eq!(left, vec!["t2", "t3", "t4", "t5", "t6"], "t1 went first");
+        let total: u64 = left
+            .iter()
+            .flat_map(|t| list(r.root(), t))
+            .map(|(_, b)| b)
+            .sum();
+        assert!(total <= 5 * cap, "{total}");
     }
 
     #[test]

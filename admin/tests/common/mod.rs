@@ -175,8 +175,17 @@ pub struct Lab {
 
 impl Lab {
     pub fn new(settings: &DeviceSettings) -> Lab {
+        Lab::with(|_| settings.clone(), |_, _| {})
+    }
+
+    /// A lab whose device settings may name its sshd, with a step between
+    /// the device's config and the daemon's start (installing a drop-in).
+    pub fn with(
+        settings: impl FnOnce(&Sshd) -> DeviceSettings,
+        before_start: impl FnOnce(&mut Sshd, &Device),
+    ) -> Lab {
         require_root_and_sshd();
-        let sshd = Sshd::start(None);
+        let mut sshd = Sshd::start(None);
         let cp = ControlPlane::start(&[]);
         let ca = Ca::new();
         let eng = Engineer::new(&cp, Some(&ca), "alice");
@@ -184,7 +193,8 @@ impl Lab {
             .expect("hex")
             .try_into()
             .expect("32");
-        let mut device = Device::new(&cp.url, &cp.public, &ca_key, &sshd, settings);
+        let mut device = Device::new(&cp.url, &cp.public, &ca_key, &sshd, &settings(&sshd));
+        before_start(&mut sshd, &device);
         device.start_daemon(None);
         Lab {
             sshd,

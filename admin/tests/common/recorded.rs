@@ -51,53 +51,41 @@ pub fn agent_in(dir: &Path, device: &Device, args: &[&str]) -> Output {
         .expect("agent runs")
 }
 
+/// A lab whose device config has `extra` and names the test sshd and a keys
+/// directory; with `install`, `support-agent install-sshd` (the copy in the
+/// run dir) writes the drop-in before sshd restarts and the daemon starts.
 pub fn recorded_lab(extra: &str, install: bool) -> Recorded {
-    require_root_and_sshd();
     let dir = run_dir();
     std::fs::copy(agent_bin(), dir.join("support-agent")).expect("copy the agent");
-    let mut sshd = Sshd::start(None);
-    let cp = ControlPlane::start(&[]);
-    let ca = Ca::new();
-    let eng = Engineer::new(&cp, Some(&ca), "alice");
-    let ca_key: [u8; 32] = hex::decode(&ca.public)
-        .expect("hex")
-        .try_into()
-        .expect("32");
-    let settings = DeviceSettings {
-        extra: format!(
-            "sshd_config = \"{}\"\nauthorized_keys_dir = \"{}/keys\"\n{extra}",
-            sshd.config_file().display(),
-            dir.display()
-        ),
-        ..DeviceSettings::default()
-    };
-    let mut device = Device::new(&cp.url, &cp.public, &ca_key, &sshd, &settings);
-    if install {
-        let drop_in = sshd.drop_in_dir().join("support-tunnel.conf");
-        let out = agent_in(
-            &dir,
-            &device,
-            &[
-                "install-sshd",
-                "--drop-in",
-                drop_in.to_str().expect("utf-8"),
-            ],
-        );
-        let said = ok(&out);
-        assert!(said.contains("applies it"), "{said}");
-        sshd.restart();
-    }
-    device.start_daemon(None);
-    Recorded {
-        lab: Lab {
-            sshd,
-            cp,
-            ca,
-            eng,
-            device,
+    let lab = Lab::with(
+        |sshd| DeviceSettings {
+            extra: format!(
+                "sshd_config = \"{}\"\nauthorized_keys_dir = \"{}/keys\"\n{extra}",
+                sshd.config_file().display(),
+                dir.display()
+            ),
+            ..DeviceSettings::default()
         },
-        dir,
-    }
+        |sshd, device| {
+            if !install {
+                return;
+            }
+            let drop_in = sshd.drop_in_dir().join("support-tunnel.conf");
+            let out = agent_in(
+                &dir,
+                device,
+                &[
+                    "install-sshd",
+                    "--drop-in",
+                    drop_in.to_str().expect("utf-8"),
+                ],
+            );
+            let said = ok(&out);
+            assert!(said.contains("applies it"), "{said}");
+            sshd.restart();
+        },
+    );
+    Recorded { lab, dir }
 }
 
 /// The engineer's ssh config for `id`, written to a file; returns its path.

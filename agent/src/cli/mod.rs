@@ -481,14 +481,7 @@ fn log(want: Option<String>, json: bool, config: &Config) -> Result<(), Error> {
         },
         |state| {
             let (id, lines) = owner_log::read_tunnel(state, want.as_deref())?;
-            let recordings = recording::list(&recording::root(state), &id)
-                .into_iter()
-                .map(|(session, bytes)| recording::Listed {
-                    session,
-                    bytes,
-                    live: false,
-                })
-                .collect();
+            let recordings = recording::listed_on_disk(state, &id);
             Ok((id, lines, recordings))
         },
     )?;
@@ -630,14 +623,7 @@ fn replay(
                 |r| (r.id.unwrap_or_default(), r.recordings.unwrap_or_default()),
                 |state| {
                     let (tunnel, _) = owner_log::read_tunnel(state, id)?;
-                    let listed = recording::list(&recording::root(state), &tunnel)
-                        .into_iter()
-                        .map(|(session, bytes)| recording::Listed {
-                            session,
-                            bytes,
-                            live: false,
-                        })
-                        .collect();
+                    let listed = recording::listed_on_disk(state, &tunnel);
                     Ok((tunnel, listed))
                 },
             )?;

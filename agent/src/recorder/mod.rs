@@ -142,7 +142,7 @@ fn session(socket: &Path) -> Result<ExitCode, String> {
         );
     }
     let shell = login_shell();
-    let end = match plan {
+    let end = match &plan {
         Plan::Shell if tty => {
             let name = Path::new(&shell)
                 .file_name()
@@ -150,32 +150,19 @@ fn session(socket: &Path) -> Result<ExitCode, String> {
             let argv0 = format!("-{}", name.unwrap_or_else(|| "sh".into()));
             pty::run(&shell, &argv0, &[], &sink, input)
         }
-        Plan::Exec(cmd) if tty => pty::run(&shell, &shell, &["-c", &cmd], &sink, input),
-        Plan::Shell => {
+        Plan::Exec(cmd) if tty => pty::run(&shell, &shell, &["-c", cmd.as_str()], &sink, input),
+        Plan::Shell | Plan::Exec(_) => {
+            // No terminal: the shell reads its commands, or runs the one given.
             let mut c = Command::new(&shell);
-            c.arg("-l");
-            pipes::run(
-                c,
-                &sink,
-                Tap::None,
-                Keep {
-                    output: true,
-                    input,
-                },
-            )
-        }
-        Plan::Exec(cmd) => {
-            let mut c = Command::new(&shell);
-            c.arg("-c").arg(&cmd);
-            pipes::run(
-                c,
-                &sink,
-                Tap::None,
-                Keep {
-                    output: true,
-                    input,
-                },
-            )
+            match &plan {
+                Plan::Exec(cmd) => c.arg("-c").arg(cmd),
+                _ => c.arg("-l"),
+            };
+            let keep = Keep {
+                output: true,
+                input,
+            };
+            pipes::run(c, &sink, Tap::None, keep)
         }
         Plan::Sftp => {
             let server = answer
@@ -194,11 +181,11 @@ fn session(socket: &Path) -> Result<ExitCode, String> {
         Plan::Scp(cmd, parsed) => {
             let is_dir = Path::new(&parsed.target).is_dir();
             let mut c = Command::new(&shell);
-            c.arg("-c").arg(&cmd);
+            c.arg("-c").arg(cmd);
             pipes::run(
                 c,
                 &sink,
-                Tap::Scp(scp::ScpTap::new(parsed, is_dir)),
+                Tap::Scp(scp::ScpTap::new(parsed.clone(), is_dir)),
                 Keep {
                     output: false,
                     input: false,
