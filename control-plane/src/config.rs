@@ -25,6 +25,9 @@ pub const DEFAULT_PORT: u16 = 8080;
 pub const DEFAULT_DATA: &str = "/var/lib/support-control-plane";
 /// The most concurrent connections by default.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+/// Connections one client address (an IPv6 /64) may hold: 5% of the whole,
+/// and room for a few thousand devices behind one carrier-grade NAT.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 1_000;
 /// Tunnel requests per minute per client address by default.
 pub const DEFAULT_CREATES_PER_MINUTE_PER_ADDRESS: u32 = 10;
 /// Tunnel requests per minute overall by default.
@@ -59,12 +62,24 @@ pub struct ServeArgs {
     /// How long an ended tunnel's record is kept; its audit records stay [default: 30d].
     #[arg(long, alias = "retention-secs", env = "SUPPORT_CP_RETENTION", value_parser = parse_duration_arg)]
     pub retention: Option<u64>,
+    /// How long the record of a tunnel that ended without ever being approved is kept [default: 1h].
+    #[arg(long, env = "SUPPORT_CP_UNAPPROVED_RETENTION", value_parser = parse_duration_arg)]
+    pub unapproved_retention: Option<u64>,
+    /// A pending request whose device has not polled for this long expires; devices poll all the time [default: 30m].
+    #[arg(long, env = "SUPPORT_CP_PENDING_HEARTBEAT", value_parser = parse_duration_arg)]
+    pub pending_heartbeat: Option<u64>,
     /// The longest tunnel a device may request [default: 30d].
     #[arg(long, alias = "max-duration-secs", env = "SUPPORT_CP_MAX_DURATION", value_parser = parse_duration_arg)]
     pub max_duration: Option<u64>,
     /// Most concurrent connections (long-polls included) [default: 20000].
     #[arg(long, env = "SUPPORT_CP_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Most connections one client address holds; IPv6 counts per /64 [default: 1000].
+    #[arg(long, env = "SUPPORT_CP_MAX_CONNECTIONS_PER_ADDRESS")]
+    pub max_connections_per_address: Option<usize>,
+    /// Most long-polls one client address holds; IPv6 counts per /64 [default: 1000].
+    #[arg(long, env = "SUPPORT_CP_MAX_POLLS_PER_ADDRESS")]
+    pub max_polls_per_address: Option<usize>,
     /// Most live tunnels at once [default: 50000].
     #[arg(long, env = "SUPPORT_CP_MAX_LIVE_TUNNELS")]
     pub max_live_tunnels: Option<u64>,
@@ -84,6 +99,14 @@ pub struct ServeArgs {
     /// Log format: text or json [default: text].
     #[arg(long, env = "SUPPORT_CP_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// A support CA public key (hex; repeatable): approvals need a certificate it signed, valid now.
+    #[arg(
+        long = "support-ca-key",
+        env = "SUPPORT_CP_SUPPORT_CA_KEYS",
+        value_delimiter = ',',
+        value_parser = parse_key_arg
+    )]
+    pub support_ca_keys: Vec<[u8; 32]>,
 }
 
 /// What `serve` runs with: each setting from the first of its flag (or
@@ -104,6 +127,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpAddr>,
     /// The connection cap.
     pub max_connections: usize,
+    /// The connection cap of one client address (IPv6: its /64).
+    pub max_connections_per_address: usize,
     /// `text` or `json` (checked when logging starts).
     pub log_format: String,
 }
@@ -181,6 +206,26 @@ impl Settings {
                 ),
                 long_poll_max_secs: defaults.long_poll_max_secs,
                 retention_secs: pick(args.retention, file.retention, defaults.retention_secs),
+                unapproved_retention_secs: pick(
+                    args.unapproved_retention,
+                    file.unapproved_retention,
+                    defaults.unapproved_retention_secs,
+                ),
+                pending_heartbeat_secs: pick(
+                    args.pending_heartbeat,
+                    file.pending_heartbeat,
+                    defaults.pending_heartbeat_secs,
+                ),
+                max_polls_per_address: pick(
+                    args.max_polls_per_address,
+                    file.max_polls_per_address,
+                    defaults.max_polls_per_address,
+                ),
+                support_ca_keys: pick(
+                    Some(args.support_ca_keys).filter(|k| !k.is_empty()),
+                    file.support_ca_keys,
+                    Vec::new(),
+                ),
             },
             creates: CreateLimits {
                 per_address_per_minute: per_address,
@@ -200,6 +245,11 @@ impl Settings {
                 args.max_connections,
                 file.max_connections,
                 DEFAULT_MAX_CONNECTIONS,
+            ),
+            max_connections_per_address: pick(
+                args.max_connections_per_address,
+                file.max_connections_per_address,
+                DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
             ),
             log_format: pick(
                 args.log_format,
@@ -248,6 +298,12 @@ pub struct FileConfig {
     /// How long an ended tunnel's record is kept, seconds.
     #[serde(default, alias = "retention_secs", deserialize_with = "duration_secs")]
     pub retention: Option<u64>,
+    /// How long a never-approved tunnel's record is kept, seconds.
+    #[serde(default, deserialize_with = "duration_secs")]
+    pub unapproved_retention: Option<u64>,
+    /// How long a pending request lives without a poll, seconds.
+    #[serde(default, deserialize_with = "duration_secs")]
+    pub pending_heartbeat: Option<u64>,
     /// Longest duration a device may request, seconds.
     #[serde(
         default,
@@ -257,6 +313,10 @@ pub struct FileConfig {
     pub max_duration: Option<u64>,
     /// Connection cap.
     pub max_connections: Option<usize>,
+    /// Connections one client address (IPv6: its /64) may hold.
+    pub max_connections_per_address: Option<usize>,
+    /// Long-polls one client address (IPv6: its /64) may hold.
+    pub max_polls_per_address: Option<usize>,
     /// Cap on live tunnels.
     pub max_live_tunnels: Option<u64>,
     /// Creates per minute per client address.
@@ -267,6 +327,10 @@ pub struct FileConfig {
     pub trusted_proxies: Option<Vec<IpAddr>>,
     /// `text` or `json`.
     pub log_format: Option<String>,
+    /// The support CA's public keys: approvals must carry a certificate
+    /// they signed, valid by this server's clock.
+    #[serde(default, deserialize_with = "keys")]
+    pub support_ca_keys: Option<Vec<[u8; 32]>>,
 }
 
 impl FileConfig {
@@ -276,6 +340,19 @@ impl FileConfig {
             .with_context(|| format!("reading config {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
     }
+}
+
+/// A key flag's value: 64 hex digits.
+pub fn parse_key_arg(s: &str) -> Result<[u8; 32], String> {
+    support_protocol::key_text::parse_key(s).map_err(|e| e.to_string())
+}
+
+fn keys<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<[u8; 32]>>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|k| parse_key_arg(k).map_err(serde::de::Error::custom))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 /// A duration flag's value: "24h" or seconds.
@@ -364,7 +441,7 @@ mod resolution {
     use super::{
         CreateLimits, FileConfig, ServeArgs, Settings, DEFAULT_CREATES_PER_MINUTE,
         DEFAULT_CREATES_PER_MINUTE_PER_ADDRESS, DEFAULT_DATA, DEFAULT_LOG_FORMAT,
-        DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT,
+        DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, DEFAULT_PORT,
     };
     use crate::service::ServiceConfig;
     use clap::{Args, Parser};
@@ -403,13 +480,18 @@ data = "/from/file"
 approval_window = "2h"
 max_pending_window = "2d"
 retention = "2d"
+unapproved_retention = "2h"
+pending_heartbeat = "2m"
 max_duration = "2h"
 max_connections = 2
+max_connections_per_address = 2
+max_polls_per_address = 2
 max_live_tunnels = 2
 creates_per_minute_per_address = 20
 creates_per_minute = 2
 trusted_proxies = ["10.0.0.2"]
 log_format = "json"
+support_ca_keys = ["0202020202020202020202020202020202020202020202020202020202020202"]
 "#;
 
     const FLAGS: &[&str] = &[
@@ -419,13 +501,18 @@ log_format = "json"
         "--approval-window=3h",
         "--max-pending-window=3d",
         "--retention=3d",
+        "--unapproved-retention=3h",
+        "--pending-heartbeat=3m",
         "--max-duration=3h",
         "--max-connections=3",
+        "--max-connections-per-address=3",
+        "--max-polls-per-address=3",
         "--max-live-tunnels=3",
         "--creates-per-minute-per-address=30",
         "--creates-per-minute=3",
         "--trusted-proxy=10.0.0.3",
         "--log-format=text",
+        "--support-ca-key=0303030303030303030303030303030303030303030303030303030303030303",
     ];
 
     fn addr(s: &str) -> SocketAddr {
@@ -452,6 +539,7 @@ log_format = "json"
                 },
                 trusted_proxies: Vec::new(),
                 max_connections: DEFAULT_MAX_CONNECTIONS,
+                max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
                 log_format: DEFAULT_LOG_FORMAT.to_string(),
             }
         );
@@ -470,6 +558,10 @@ log_format = "json"
                 max_live_tunnels: 2,
                 long_poll_max_secs: d.long_poll_max_secs,
                 retention_secs: 2 * 86400,
+                unapproved_retention_secs: 2 * 3600,
+                pending_heartbeat_secs: 2 * 60,
+                max_polls_per_address: 2,
+                support_ca_keys: vec![[2; 32]],
             },
             creates: CreateLimits {
                 per_address_per_minute: 20,
@@ -478,6 +570,7 @@ log_format = "json"
             },
             trusted_proxies: vec![ip("10.0.0.2")],
             max_connections: 2,
+            max_connections_per_address: 2,
             log_format: "json".into(),
         }
     }
@@ -504,6 +597,10 @@ log_format = "json"
                 max_live_tunnels: 3,
                 long_poll_max_secs: ServiceConfig::default().long_poll_max_secs,
                 retention_secs: 3 * 86400,
+                unapproved_retention_secs: 3 * 3600,
+                pending_heartbeat_secs: 3 * 60,
+                max_polls_per_address: 3,
+                support_ca_keys: vec![[3; 32]],
             },
             creates: CreateLimits {
                 per_address_per_minute: 30,
@@ -512,6 +609,7 @@ log_format = "json"
             },
             trusted_proxies: vec![ip("10.0.0.3")],
             max_connections: 3,
+            max_connections_per_address: 3,
             log_format: "text".into(),
         };
         assert_eq!(Settings::resolve(parse(FLAGS), file(FILE)), want);
@@ -609,11 +707,31 @@ log_format = "json"
             ),
             ("retention", duration(d.service.retention_secs), true),
             (
+                "unapproved_retention",
+                duration(d.service.unapproved_retention_secs),
+                true,
+            ),
+            (
+                "pending_heartbeat",
+                duration(d.service.pending_heartbeat_secs),
+                true,
+            ),
+            (
                 "max_duration",
                 duration(d.service.max_duration_secs.into()),
                 true,
             ),
             ("max_connections", d.max_connections.to_string(), false),
+            (
+                "max_connections_per_address",
+                d.max_connections_per_address.to_string(),
+                false,
+            ),
+            (
+                "max_polls_per_address",
+                d.service.max_polls_per_address.to_string(),
+                false,
+            ),
             (
                 "max_live_tunnels",
                 d.service.max_live_tunnels.to_string(),

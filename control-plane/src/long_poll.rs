@@ -1,6 +1,9 @@
-//! Long-poll wake-ups: a `Notify` per tunnel that has waiters.
+//! Long-poll wake-ups: a `Notify` per tunnel that has waiters, and the
+//! count of waiters per client network (an address, an IPv6 /64), so that
+//! one network cannot hold every poll the server can keep.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -10,42 +13,79 @@ use tokio::sync::Notify;
 /// The registry of waiting long-polls.
 #[derive(Default)]
 pub struct LongPolls {
-    map: Mutex<HashMap<TunnelId, Arc<Notify>>>,
+    map: Mutex<Waiters>,
     waiting: AtomicI64,
     shutdown: Notify,
 }
 
-/// One waiting long-poll: holds its tunnel's notifier while alive.
-pub struct WaitGuard<'a>(&'a LongPolls, TunnelId, Arc<Notify>);
+#[derive(Default)]
+struct Waiters {
+    tunnels: HashMap<TunnelId, Arc<Notify>>,
+    networks: HashMap<IpAddr, usize>,
+}
+
+/// One waiting long-poll: holds its tunnel's notifier and its network's
+/// share while alive.
+pub struct WaitGuard<'a> {
+    polls: &'a LongPolls,
+    id: TunnelId,
+    network: IpAddr,
+    notify: Arc<Notify>,
+}
 
 impl WaitGuard<'_> {
     /// The notifier to wait on.
     pub fn notify(&self) -> &Notify {
-        &self.2
+        &self.notify
     }
 }
 
 impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
-        let mut map = self.0.map.lock().unwrap_or_else(|p| p.into_inner());
+        self.polls.waiting.fetch_sub(1, Ordering::Relaxed);
+        let mut map = self.polls.map.lock().unwrap_or_else(|p| p.into_inner());
         // Drop the entry once no other waiter holds it (only the map's
         // reference and this guard's remain).
-        if Arc::strong_count(&self.2) <= 2 {
-            map.remove(&self.1);
+        if Arc::strong_count(&self.notify) <= 2 {
+            map.tunnels.remove(&self.id);
+        }
+        if let Some(n) = map.networks.get_mut(&self.network) {
+            *n -= 1;
+            if *n == 0 {
+                map.networks.remove(&self.network);
+            }
         }
     }
 }
 
 impl LongPolls {
-    /// Registers a waiter for `id`; the guard unregisters it.
-    pub fn register(&self, id: TunnelId) -> WaitGuard<'_> {
-        let n = {
+    /// Registers a waiter for `id` from `network`; the guard unregisters
+    /// it. None when `network` already holds `per_network` waiters.
+    pub fn register(
+        &self,
+        id: TunnelId,
+        network: IpAddr,
+        per_network: usize,
+    ) -> Option<WaitGuard<'_>> {
+        let notify = {
             let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-            map.entry(id).or_default().clone()
+            let held = map.networks.entry(network).or_default();
+            if *held >= per_network {
+                if *held == 0 {
+                    map.networks.remove(&network);
+                }
+                return None;
+            }
+            *held += 1;
+            map.tunnels.entry(id).or_default().clone()
         };
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        WaitGuard(self, id, n)
+        Some(WaitGuard {
+            polls: self,
+            id,
+            network,
+            notify,
+        })
     }
 
     /// Wakes every waiter of `id`.
@@ -54,6 +94,7 @@ impl LongPolls {
             .map
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .tunnels
             .get(&id)
             .cloned();
         if let Some(n) = n {
@@ -63,7 +104,11 @@ impl LongPolls {
 
     /// How many tunnels have a notifier now (for tests: entries go with their last waiter).
     pub fn tunnels_tracked(&self) -> usize {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .tunnels
+            .len()
     }
 
     /// How many long-polls wait now.
@@ -74,7 +119,13 @@ impl LongPolls {
     /// Ends every wait (shutdown): waiters answer with the current state.
     pub fn shutdown(&self) {
         self.shutdown.notify_waiters();
-        for n in self.map.lock().unwrap_or_else(|p| p.into_inner()).values() {
+        for n in self
+            .map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .tunnels
+            .values()
+        {
             n.notify_waiters();
         }
     }
@@ -93,10 +144,11 @@ mod tests {
     #[test]
     fn a_tunnel_s_notifier_goes_with_its_last_waiter() {
         let polls = LongPolls::default();
+        let net = |s: &str| s.parse().expect("ip");
         {
-            let _a = polls.register(TunnelId(1));
-            let _b = polls.register(TunnelId(1));
-            let _c = polls.register(TunnelId(2));
+            let _a = polls.register(TunnelId(1), net("10.0.0.1"), 9);
+            let _b = polls.register(TunnelId(1), net("10.0.0.2"), 9);
+            let _c = polls.register(TunnelId(2), net("10.0.0.1"), 9);
             assert_eq!(polls.tunnels_tracked(), 2);
             assert_eq!(polls.waiting(), 3);
         }
@@ -106,5 +158,29 @@ mod tests {
             "entries leaked after their waiters left"
         );
         assert_eq!(polls.waiting(), 0);
+        assert!(polls.map.lock().expect("lock").networks.is_empty());
+    }
+
+    #[test]
+    fn one_network_holds_at_most_its_share() {
+        let polls = LongPolls::default();
+        let (a, b) = (
+            "10.0.0.1".parse().expect("ip"),
+            "10.0.0.2".parse().expect("ip"),
+        );
+        let held: Vec<_> = (0..5)
+            .filter_map(|i| polls.register(TunnelId(i), a, 3))
+            .collect();
+        assert_eq!(held.len(), 3);
+        assert!(polls.register(TunnelId(9), a, 3).is_none());
+        assert!(
+            polls.register(TunnelId(9), b, 3).is_some(),
+            "another network waits"
+        );
+        drop(held);
+        assert!(
+            polls.register(TunnelId(9), a, 3).is_some(),
+            "its share comes back"
+        );
     }
 }

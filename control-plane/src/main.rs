@@ -35,7 +35,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the HTTP service (creates the store and the first key on first start).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the public keys agents and admins pin (current first, one per line).
     PublicKey(DataArg),
     /// Rotate or retire the control plane's static keys.
@@ -199,7 +199,7 @@ fn ensure_newline(s: &str) -> String {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Cmd::Serve(args) => serve(args),
+        Cmd::Serve(args) => serve(*args),
         Cmd::PublicKey(d) => {
             let keys = server_keys::load(&d.data)?;
             if keys.is_empty() {
@@ -277,6 +277,33 @@ fn init_logging(format: &str) -> Result<()> {
     Ok(())
 }
 
+/// Raises the soft limit on open files to the hard one: each held
+/// long-poll is a socket, and the usual soft default (1024) would cap the
+/// service far below `max_connections`. Logs the limit either way.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let before = getrlimit(Resource::Nofile);
+    let mut raised = before;
+    raised.current = before.maximum;
+    let show = |v: Option<u64>| v.map_or("unlimited".to_string(), |n| n.to_string());
+    if before.current == before.maximum {
+        tracing::info!(limit = %show(before.current), "open-file limit");
+        return;
+    }
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::info!(
+            from = %show(before.current),
+            to = %show(before.maximum),
+            "open-file limit raised"
+        ),
+        Err(e) => tracing::warn!(
+            limit = %show(before.current),
+            error = %e,
+            "cannot raise the open-file limit"
+        ),
+    }
+}
+
 fn serve(args: ServeArgs) -> Result<()> {
     let Settings {
         listen,
@@ -286,9 +313,20 @@ fn serve(args: ServeArgs) -> Result<()> {
         creates,
         trusted_proxies,
         max_connections,
+        max_connections_per_address,
         log_format,
     } = Settings::load(args)?;
     init_logging(&log_format)?;
+    raise_open_file_limit();
+    match config.support_ca_keys.len() {
+        0 => tracing::warn!(
+            "support_ca_keys is not set: approvals' certificates are checked by the devices only"
+        ),
+        n => tracing::info!(
+            pinned = n,
+            "approvals must carry a certificate of a pinned support CA, valid by this clock"
+        ),
+    }
 
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
     let keys = server_keys::load_or_create(&data)?;
@@ -312,6 +350,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         let state = Arc::new(AppState {
             trusted_proxies,
             max_connections,
+            max_connections_per_address,
             ..AppState::new(service.clone(), keys.clone())
         });
         let sweeper = {

@@ -1,5 +1,5 @@
-//! Token buckets for tunnel creates: one per client address and one
-//! overall. Time is an argument (the shared sans-IO bucket of
+//! Token buckets for tunnel creates: one per client address (per /64 for
+//! IPv6) and one overall. Time is an argument (the shared sans-IO bucket of
 //! `support-token-bucket`), so the limits test deterministically.
 
 use std::collections::HashMap;
@@ -14,7 +14,20 @@ const MAX_ADDRESSES: usize = 100_000;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-/// A per-address and global rate limit.
+/// The network a client address counts as: an IPv4 address alone, an
+/// IPv6 address as its /64 (one home or host gets a whole /64 to pick
+/// addresses from), an IPv4-mapped IPv6 address as its IPv4 address.
+pub fn network_of(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
+}
+
+/// A per-address (per /64 for IPv6) and global rate limit.
 pub struct RateLimiter {
     per_addr: Rate,
     global: Rate,
@@ -57,7 +70,9 @@ impl RateLimiter {
                 !b.is_full(per_addr)
             });
         }
-        let b = map.entry(addr).or_insert(Bucket::full(&self.per_addr, now));
+        let b = map
+            .entry(network_of(addr))
+            .or_insert(Bucket::full(&self.per_addr, now));
         b.refill(&self.per_addr, now);
         if !b.has_token() || !global.has_token() {
             return false;
@@ -102,6 +117,27 @@ mod tests {
         assert_eq!(allowed(&l, ip(2), t0, 20), 5);
         // A long pause fills the bucket to its burst, no more.
         assert_eq!(allowed(&l, ip(1), t0 + Duration::from_secs(3600), 20), 5);
+    }
+
+    #[test]
+    fn ipv6_counts_per_64_and_mapped_ipv4_as_ipv4() {
+        use super::network_of;
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().expect("ip");
+        let c: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        assert_eq!(network_of(a), network_of(b));
+        assert_ne!(network_of(a), network_of(c));
+        let mapped: IpAddr = "::ffff:198.51.100.7".parse().expect("ip");
+        assert_eq!(
+            network_of(mapped),
+            "198.51.100.7".parse::<IpAddr>().expect("ip")
+        );
+        let t0 = Instant::now();
+        let l = RateLimiter::new(10, 5, 1000, t0);
+        let one_64 = (0..100u16)
+            .filter(|n| l.allow(format!("2001:db8:1:2::{n:x}").parse().expect("ip"), t0))
+            .count();
+        assert_eq!(one_64, 5, "one /64 shares one bucket");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use support_control_plane::service::{DeviceOutcome, ServiceConfig};
 use support_control_plane::store::AdminRole;
 use support_protocol::audit::AuditAction;
 use support_protocol::control_channel::StaticKeypair;
+use support_protocol::messages::device::PollRequest;
 use support_protocol::messages::{
     AdminRequest, AdminResponse, ApiError, DeviceRequest, DeviceResponse, ErrorCode, TunnelRequest,
 };
@@ -86,6 +87,20 @@ fn code<T: std::fmt::Debug>(r: Result<T, ApiError>) -> ErrorCode {
     r.expect_err("refused").code
 }
 
+/// A poll (asking for no wait) on the service at `now`: what renews a
+/// pending request's lease.
+fn poll(cp: &InProcess, d: &Device, now: u64) -> TunnelState {
+    let request = DeviceRequest::Poll(PollRequest {
+        tunnel_id: d.id(),
+        known: TunnelState::Pending,
+        wait_secs: 0,
+    });
+    match device(cp, d, request, now) {
+        Ok(DeviceResponse::Poll { state, .. }) => state,
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn a_pending_request_goes_stale_at_the_end_of_the_devices_window_to_the_second() {
     let cp = InProcess::start();
@@ -97,6 +112,13 @@ fn a_pending_request_goes_stale_at_the_end_of_the_devices_window_to_the_second()
         other => panic!("{other:?}"),
     };
     assert_eq!(window, 24 * 3600, "the device's default window");
+    // The device keeps polling (here every 20 minutes, a long outage's worth).
+    let mut at = T;
+    while at + 1200 < T + window {
+        at += 1200;
+        assert_eq!(poll(&cp, &d, at), TunnelState::Pending);
+        assert_eq!(cp.service.sweep_expired(at).expect("sweeps"), 0);
+    }
     assert_eq!(cp.service.sweep_expired(T + window - 1).expect("sweeps"), 0);
     assert_eq!(state(&cp, &d), TunnelState::Pending);
     assert_eq!(cp.service.sweep_expired(T + window).expect("sweeps"), 1);
@@ -108,6 +130,71 @@ fn a_pending_request_goes_stale_at_the_end_of_the_devices_window_to_the_second()
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_request_nobody_polls_expires_after_the_heartbeat_and_is_deleted_soon_after() {
+    let (cp, alice) = staffed(config(|c| {
+        c.pending_heartbeat_secs = 600;
+        c.unapproved_retention_secs = 300;
+        c.retention_secs = 100_000;
+    }));
+    let (fake, real, served) = (Device::new(), Device::new(), Device::new());
+    for d in [&fake, &real, &served] {
+        match create(&cp, d, T).expect("created") {
+            // The owner is still told the device's whole window.
+            DeviceResponse::Created {
+                stale_after_secs, ..
+            } => assert_eq!(stale_after_secs, 24 * 3600),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Admins see the device's window too, not the lease.
+    let listed = match admin(&cp, &alice, AdminRequest::Show(fake.id()), T).expect("shown") {
+        AdminResponse::Show(t) => t.summary.expires_at,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(listed, T + 24 * 3600);
+    // The real device polls every 4 minutes; the fake one never does.
+    for at in (T + 240..=T + 1200).step_by(240) {
+        poll(&cp, &real, at);
+        poll(&cp, &served, at);
+    }
+    assert_eq!(cp.service.sweep_expired(T + 599).expect("sweeps"), 0);
+    assert_eq!(cp.service.sweep_expired(T + 600).expect("sweeps"), 1);
+    assert_eq!(state(&cp, &fake), TunnelState::Expired);
+    assert_eq!(state(&cp, &real), TunnelState::Pending);
+    // An approved and stopped tunnel keeps the full retention.
+    let approval = Approvers::new().approval(&served, 1);
+    admin(&cp, &alice, approve_req(&served, None, approval), T + 1200).expect("approved");
+    admin(&cp, &alice, stop_req(served.id()), T + 1201).expect("stopped");
+    admin(&cp, &alice, stop_req(real.id()), T + 1201).expect("stopped");
+    // Past the heartbeat after its last poll, the real one would go too.
+    assert_eq!(cp.service.purge_ended(T + 900).expect("purges"), 0);
+    assert_eq!(cp.service.purge_ended(T + 901).expect("purges"), 1);
+    assert_eq!(cp.store().tunnel(fake.id()).expect("reads"), None);
+    assert_eq!(cp.service.purge_ended(T + 1501).expect("purges"), 0);
+    assert_eq!(cp.service.purge_ended(T + 1502).expect("purges"), 1);
+    assert_eq!(cp.store().tunnel(real.id()).expect("reads"), None);
+    assert_eq!(state(&cp, &served), TunnelState::Stopped);
+    assert_eq!(
+        cp.service.purge_ended(T + 1201 + 100_000).expect("purges"),
+        0
+    );
+    assert_eq!(
+        cp.service.purge_ended(T + 1202 + 100_000).expect("purges"),
+        1
+    );
+    // Their stories stay in the audit log.
+    assert_eq!(
+        cp.store()
+            .audit_page(Some(fake.id()), 0, 10)
+            .expect("reads")
+            .into_iter()
+            .map(|r| r.entry.action)
+            .collect::<Vec<_>>(),
+        vec![AuditAction::Requested, AuditAction::Expired]
+    );
 }
 
 #[test]

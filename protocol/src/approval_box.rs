@@ -409,6 +409,34 @@ impl SealedApproval {
         })
     }
 
+    /// What a party without the one-time secret can check (the control
+    /// plane, before it stores the approval): the certificate under
+    /// `ca_keys`, of the approver role and valid at `now` by that party's own
+    /// clock ([`ApproverCertificate::verify_at`]), and the approver's
+    /// signature over this box for this tunnel and these device keys.
+    /// Returns the certified approver's name. The device checks all of it
+    /// again, against its own trust ([`Self::open_checked`]).
+    pub fn verify_signer(
+        &self,
+        tunnel_id: TunnelId,
+        device: &DevicePublicKeys,
+        ca_keys: &[[u8; 32]],
+        now: u64,
+    ) -> Result<&str, ApprovalError> {
+        self.certificate
+            .verify_at(ca_keys, now, Role::Approver)
+            .map_err(ApprovalError::Certificate)?;
+        let aad = binding(tunnel_id, self.approval_seq, device);
+        let vk = VerifyingKey::from_bytes(&self.certificate.body.key.0)
+            .map_err(|_| ApprovalError::BadSignature)?;
+        vk.verify_strict(
+            &signed_message(&aad, &self.salt.0, &self.ciphertext),
+            &Signature::from_bytes(&self.signature.0),
+        )
+        .map_err(|_| ApprovalError::BadSignature)?;
+        Ok(self.certificate.body.name.as_str())
+    }
+
     /// Verifies and opens the approval for the device's own tunnel: newer
     /// than any accepted, certificate, signature, box, issue time. Limits are
     /// not checked: [`Self::open_checked`] checks both, and only its

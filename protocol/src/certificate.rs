@@ -109,6 +109,13 @@ pub enum CertificateError {
         /// The approval's issue time.
         issued_at: u64,
     },
+    /// By a clock the verifier trusts, the certificate is not valid yet.
+    NotYetValid {
+        /// Start of validity.
+        not_before: u64,
+        /// The verifier's time.
+        now: u64,
+    },
 }
 
 impl core::fmt::Display for CertificateError {
@@ -126,6 +133,9 @@ impl core::fmt::Display for CertificateError {
             }
             Self::IssuedOutsideValidity { issued_at } => {
                 write!(f, "the approval was issued at {issued_at}, outside the certificate's validity")
+            }
+            Self::NotYetValid { not_before, now } => {
+                write!(f, "the approver's certificate is valid only from {not_before} (it is {now})")
             }
         }
     }
@@ -171,6 +181,26 @@ impl ApproverCertificate {
             return Err(CertificateError::WrongRole {
                 required,
                 certified: self.body.role,
+            });
+        }
+        Ok(())
+    }
+
+    /// The check of a verifier with a clock it trusts (the control plane,
+    /// not the device): [`Self::verify`] with `now` as the floor, and not
+    /// before the window either. An approver's clock set back cannot make
+    /// an expired certificate pass here.
+    pub fn verify_at(
+        &self,
+        pinned_cas: &[[u8; 32]],
+        now: u64,
+        required: Role,
+    ) -> Result<(), CertificateError> {
+        self.verify(pinned_cas, now, required)?;
+        if now < self.body.not_before {
+            return Err(CertificateError::NotYetValid {
+                not_before: self.body.not_before,
+                now,
             });
         }
         Ok(())

@@ -364,6 +364,64 @@ fn an_uncertified_key_another_ca_a_viewer_or_an_expired_certificate_cannot_appro
 }
 
 #[test]
+fn the_control_plane_checks_the_signer_by_its_own_clock_without_the_secret() {
+    let f = Fixture::new(8);
+    let cas = [f.ca.0.public()];
+    let check = |s: &support_protocol::approval_box::SealedApproval, now: u64| {
+        s.verify_signer(f.device.tunnel_id(), &f.device.public_keys(), &cas, now)
+            .map(String::from)
+    };
+    let good = f.seal(1);
+    assert_eq!(
+        check(&good, NOW),
+        Ok(f.certificate.body.name.as_str().to_string())
+    );
+
+    // Expired by the checker's clock, whatever the approver's clock said:
+    // issued (by the approver's clock) inside the window.
+    let mallory = SigningSeed::new([0x67; 32]);
+    let old = f.ca.certify(
+        s("carol"),
+        mallory.public(),
+        Role::Approver,
+        3,
+        NOW - 100 * DAY,
+        NOW - 20 * DAY,
+    );
+    let mut c = f.contents.clone();
+    c.issued_at = NOW - 30 * DAY;
+    let expired = f.seal_with(1, &c, &mallory, &old);
+    assert!(matches!(
+        check(&expired, NOW),
+        Err(ApprovalError::Certificate(CertificateError::Expired { .. }))
+    ));
+    // Not valid yet.
+    assert!(matches!(
+        check(&good, f.certificate.body.not_before - 1),
+        Err(ApprovalError::Certificate(
+            CertificateError::NotYetValid { .. }
+        ))
+    ));
+    // Another CA, another tunnel's device keys, a key the certificate does not name.
+    assert!(matches!(
+        good.verify_signer(
+            f.device.tunnel_id(),
+            &f.device.public_keys(),
+            &[[7; 32]],
+            NOW
+        ),
+        Err(ApprovalError::Certificate(CertificateError::UnknownIssuer))
+    ));
+    let other = Fixture::new(9);
+    assert_eq!(
+        good.verify_signer(f.device.tunnel_id(), &other.device.public_keys(), &cas, NOW),
+        Err(ApprovalError::BadSignature)
+    );
+    let forged = f.seal_with(1, &f.contents, &mallory, &f.certificate);
+    assert_eq!(check(&forged, NOW), Err(ApprovalError::BadSignature));
+}
+
+#[test]
 fn a_wrong_device_clock_does_not_matter_only_the_time_floor_does() {
     let f = Fixture::new(7);
     let cas = [f.ca.0.public()];

@@ -253,7 +253,19 @@ async fn device_reply(state: Arc<AppState>, caller: Caller, call: DeviceCall) ->
             wait_secs,
         }) => {
             let polls = svc.polls().clone();
-            let guard = polls.register(tunnel_id);
+            let network = crate::rate_limit::network_of(caller.addr);
+            let Some(guard) =
+                polls.register(tunnel_id, network, svc.config().max_polls_per_address)
+            else {
+                state.metrics.request("long-poll-cap", 429);
+                return DeviceReply::error(
+                    call.request_id,
+                    ApiError::new(
+                        ErrorCode::RateLimited,
+                        "too many long-polls from this address; retry later",
+                    ),
+                );
+            };
             let notified = guard.notify().notified();
             tokio::pin!(notified);
             notified.as_mut().enable();

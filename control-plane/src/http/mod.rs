@@ -46,6 +46,9 @@ pub struct AppState {
     pub trusted_proxies: Vec<IpAddr>,
     /// The connection cap.
     pub max_connections: usize,
+    /// The connection cap of one client address (IPv6: its /64); trusted
+    /// proxies have none of their own.
+    pub max_connections_per_address: usize,
 }
 
 impl AppState {
@@ -58,6 +61,7 @@ impl AppState {
             metrics: Metrics::default(),
             trusted_proxies: Vec::new(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_address: crate::config::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
         }
     }
 }

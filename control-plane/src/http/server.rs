@@ -34,6 +34,7 @@ pub async fn serve(
 ) {
     let filter = routes(state.clone(), which);
     let conns = Arc::new(Semaphore::new(state.max_connections));
+    let per_address = Arc::new(PerAddress::default());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -48,6 +49,12 @@ pub async fn serve(
                 }
             },
         };
+        let Some(share) = per_address.take(&state, peer.ip()) else {
+            tracing::debug!(%peer, "this address's connection cap reached; closing connection");
+            state.metrics.request("address-connection-cap", 503);
+            drop(stream);
+            continue;
+        };
         let Ok(permit) = conns.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "connection cap reached; closing connection");
             state.metrics.request("connection-cap", 503);
@@ -58,6 +65,7 @@ pub async fn serve(
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
+            let _share = share;
             let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(Peer(peer));
                 let mut svc = svc.clone();
@@ -84,5 +92,44 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("in-flight requests did not finish in time");
+    }
+}
+
+/// Open connections per client network (an address, an IPv6 /64).
+#[derive(Default)]
+struct PerAddress(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One connection's share of its network's cap, given back on drop.
+struct Share(Arc<PerAddress>, std::net::IpAddr);
+
+impl PerAddress {
+    /// A share for a connection from `peer` (none needed from a trusted
+    /// proxy, which carries many clients: the global cap bounds it, and
+    /// their polls are capped per client address), or None when its
+    /// network holds its cap already.
+    fn take(self: &Arc<Self>, state: &AppState, peer: std::net::IpAddr) -> Option<Option<Share>> {
+        if state.trusted_proxies.contains(&peer) {
+            return Some(None);
+        }
+        let network = crate::rate_limit::network_of(peer);
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let held = map.get(&network).copied().unwrap_or(0);
+        if held >= state.max_connections_per_address {
+            return None;
+        }
+        map.insert(network, held + 1);
+        Some(Some(Share(self.clone(), network)))
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut map = (self.0).0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.1);
+            }
+        }
     }
 }

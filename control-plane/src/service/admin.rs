@@ -26,17 +26,24 @@ fn err(code: ErrorCode, msg: &str) -> ApiError {
     ApiError::new(code, msg)
 }
 
-fn summary(r: &TunnelRecord) -> TunnelSummary {
-    TunnelSummary {
-        tunnel_id: r.id(),
-        state: r.state,
-        facts: r.request.body.facts.clone(),
-        created_at: r.created_at,
-        expires_at: r.expires_at,
-    }
-}
-
 impl Service {
+    /// A tunnel as lists show it. A pending request's expiry is the end of
+    /// the device's window: the lease its polls renew is bookkeeping.
+    fn summary(&self, r: &TunnelRecord) -> TunnelSummary {
+        let expires_at = if r.state == TunnelState::Pending {
+            self.request_deadline(r)
+        } else {
+            r.expires_at
+        };
+        TunnelSummary {
+            tunnel_id: r.id(),
+            state: r.state,
+            facts: r.request.body.facts.clone(),
+            created_at: r.created_at,
+            expires_at,
+        }
+    }
+
     /// Handles one authenticated admin call.
     pub fn admin_call(&self, caller: Caller, call: AdminCall, now: u64) -> AdminReply {
         let request_id = call.request_id;
@@ -262,7 +269,7 @@ impl Service {
         } else {
             None
         };
-        let tunnels = BoundedVec::new(records.iter().map(summary).collect())
+        let tunnels = BoundedVec::new(records.iter().map(|r| self.summary(r)).collect())
             .map_err(|_| err(ErrorCode::Internal, "page too large"))?;
         Ok(AdminResponse::List { tunnels, next })
     }
@@ -274,7 +281,7 @@ impl Service {
             .map_err(|e| internal(&e))?
             .ok_or_else(|| err(ErrorCode::NotFound, "no such tunnel"))?;
         Ok(AdminResponse::Show(Box::new(TunnelDetail {
-            summary: summary(&r),
+            summary: self.summary(&r),
             request: r.request.clone(),
             approval: r.approval.clone(),
             report: r.report.clone(),
@@ -312,10 +319,14 @@ impl Service {
             ));
         }
         let window = self.config.approval_window_secs;
+        let cas = &self.config.support_ca_keys;
         self.change_tunnel(a.tunnel_id, now, &mut |r| {
             if r.approval.as_ref() == Some(&a.approval) {
                 // The same approval again (a replay): already in force.
                 return Ok(None);
+            }
+            if !cas.is_empty() {
+                check_signer(&a.approval, r, admin, cas, now)?;
             }
             if r.state.approval() != a.expected {
                 return Err(err(
@@ -381,4 +392,36 @@ fn no_handoff(id: TunnelId) -> ApiError {
         ErrorCode::NotFound,
         &format!("no hand-off of tunnel {id} is waiting for you"),
     )
+}
+
+/// The approval's certificate chain and signature, by this server's clock,
+/// and that the certified approver is the admin who posts it: an enrolled
+/// admin whose certificate expired (or who posts another's approval) is
+/// refused here, whatever the poster's clock said when it signed.
+fn check_signer(
+    approval: &support_protocol::approval_box::SealedApproval,
+    r: &crate::store::TunnelRecord,
+    admin: &AdminRecord,
+    cas: &[[u8; 32]],
+    now: u64,
+) -> Result<(), ApiError> {
+    let device = r.request.device_public_keys();
+    let signer = approval
+        .verify_signer(r.request.body.tunnel_id, &device, cas, now)
+        .map_err(|e| {
+            err(
+                ErrorCode::Forbidden,
+                &format!("the approval is refused: {e}"),
+            )
+        })?;
+    if signer != admin.name {
+        return Err(err(
+            ErrorCode::Forbidden,
+            &format!(
+                "the approval is signed by the key certified for {signer}, not by {}'s",
+                admin.name
+            ),
+        ));
+    }
+    Ok(())
 }

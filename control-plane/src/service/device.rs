@@ -36,7 +36,7 @@ impl Service {
         let request_id = call.request_id;
         let result = match call.request {
             DeviceRequest::Create(req) => self.create(caller, &req, now),
-            DeviceRequest::Poll(p) => match self.poll_check(caller, &p) {
+            DeviceRequest::Poll(p) => match self.poll_check(caller, &p, now) {
                 Ok(None) => {
                     let wait_secs = u64::from(p.wait_secs).min(self.config.long_poll_max_secs);
                     return DeviceOutcome::Wait {
@@ -72,6 +72,39 @@ impl Service {
             .min(self.config.max_pending_window_secs)
     }
 
+    /// When the device's request stops being approvable, whether or not
+    /// it keeps polling.
+    pub(super) fn request_deadline(&self, r: &TunnelRecord) -> u64 {
+        r.created_at + u64::from(self.pending_window(&r.request))
+    }
+
+    /// How long a pending request lives without another poll from its device.
+    fn pending_lease(&self, r: &TunnelRecord, now: u64) -> u64 {
+        self.request_deadline(r)
+            .min(now.saturating_add(self.config.pending_heartbeat_secs))
+    }
+
+    /// A poll renews its pending request's lease, once a quarter of the
+    /// heartbeat has passed (one write per device every few minutes, not per poll).
+    fn renew_pending(&self, r: &TunnelRecord, now: u64) -> Result<(), ApiError> {
+        let lease = self.pending_lease(r, now);
+        if r.state != TunnelState::Pending
+            || lease <= r.expires_at + self.config.pending_heartbeat_secs / 4
+        {
+            return Ok(());
+        }
+        // No long-poll is woken: nothing the device waits for has changed.
+        self.store
+            .update_tunnel(r.id(), now, &mut |t| {
+                if t.state == TunnelState::Pending && t.expires_at < lease {
+                    t.expires_at = lease;
+                }
+                Ok(None)
+            })
+            .map_err(|e| internal(&e))?;
+        Ok(())
+    }
+
     fn own_tunnel(&self, caller: Caller, id: TunnelId) -> Result<TunnelRecord, ApiError> {
         let r = self
             .store
@@ -97,7 +130,8 @@ impl Service {
         let id = req.body.tunnel_id;
         let created = |r: &TunnelRecord| DeviceResponse::Created {
             tunnel_id: id,
-            stale_after_secs: u32::try_from(r.expires_at.saturating_sub(now)).unwrap_or(u32::MAX),
+            stale_after_secs: u32::try_from(self.request_deadline(r).saturating_sub(now))
+                .unwrap_or(u32::MAX),
         };
         // A replayed create answers again without counting against any limit.
         if let Some(existing) = self.store.tunnel(id).map_err(|e| internal(&e))? {
@@ -142,17 +176,19 @@ impl Service {
                 "the control plane is at its tunnel limit; try again later",
             ));
         }
-        let record = TunnelRecord {
+        let mut record = TunnelRecord {
             request: req.clone(),
             state: TunnelState::Pending,
             created_at: now,
-            // The device decides how long its request stays approvable (the
-            // owner may send the code tonight, support approve tomorrow).
-            expires_at: now + u64::from(self.pending_window(req)),
+            expires_at: 0,
             approval: None,
             report: None,
             stop_reason: None,
         };
+        // The device decides how long its request stays approvable (the
+        // owner may send the code tonight, support approve tomorrow), as
+        // long as it keeps polling.
+        record.expires_at = self.pending_lease(&record, now);
         let audit = AuditDraft {
             actor: Actor::Device,
             tunnel_id: Some(id),
@@ -176,9 +212,13 @@ impl Service {
         &self,
         caller: Caller,
         p: &PollRequest,
+        now: u64,
     ) -> Result<Option<DeviceResponse>, ApiError> {
         let r = self.own_tunnel(caller, p.tunnel_id)?;
-        if r.state != p.known || p.wait_secs == 0 {
+        self.renew_pending(&r, now)?;
+        // An ended tunnel never changes again: holding its poll would only
+        // let one replayed message occupy connections.
+        if r.state != p.known || p.wait_secs == 0 || r.state.kind().is_terminal() {
             return Ok(Some(poll_response(&r)));
         }
         Ok(None)

@@ -32,6 +32,21 @@ pub struct ServiceConfig {
     pub long_poll_max_secs: u64,
     /// How long an ended tunnel's record is kept (its audit records stay).
     pub retention_secs: u64,
+    /// How long the record of a tunnel that ended without ever being
+    /// approved is kept (a flood of creates does not sit out the retention).
+    pub unapproved_retention_secs: u64,
+    /// A pending request whose device has not polled for this long expires:
+    /// a device waiting for its approval polls all the time (its retries
+    /// back off to a minute at most), a flood's requests never do.
+    pub pending_heartbeat_secs: u64,
+    /// Long-polls one client address (IPv6: its /64) may hold at once;
+    /// past it a poll is answered `rate_limited` at once.
+    pub max_polls_per_address: usize,
+    /// The support CA's public keys. When set, an approval is stored only
+    /// with a certificate they signed, of the approver role, valid by this
+    /// server's clock, naming the admin who posts it (devices check it all
+    /// again; this is defence in depth, never the root of trust).
+    pub support_ca_keys: Vec<[u8; 32]>,
 }
 
 impl Default for ServiceConfig {
@@ -43,6 +58,10 @@ impl Default for ServiceConfig {
             max_live_tunnels: 50_000,
             long_poll_max_secs: 25,
             retention_secs: 30 * 24 * 3600,
+            unapproved_retention_secs: 3600,
+            pending_heartbeat_secs: 1800,
+            max_polls_per_address: 1_000,
+            support_ca_keys: Vec::new(),
         }
     }
 }
@@ -88,11 +107,15 @@ impl Service {
         &self.config
     }
 
-    /// Deletes tunnels that ended more than the retention period ago, so the
-    /// store does not grow without bound.
+    /// Deletes tunnels that ended more than the retention period ago (the
+    /// never-approved ones after their shorter one), so the store does not
+    /// grow without bound.
     pub fn purge_ended(&self, now: u64) -> Result<usize, StoreError> {
-        self.store
-            .purge_ended(now.saturating_sub(self.config.retention_secs), 1000)
+        self.store.purge_ended(
+            now.saturating_sub(self.config.retention_secs),
+            now.saturating_sub(self.config.unapproved_retention_secs),
+            1000,
+        )
     }
 
     /// Moves every live tunnel whose time is up to expired and wakes its long-polls.

@@ -147,9 +147,15 @@ pub trait Store: Send + Sync + 'static {
     fn live_tunnels(&self) -> StoreResult<u64>;
     /// Tunnel counts by state (kept up to date with every change; no scan).
     fn count_by_state(&self) -> StoreResult<Vec<(TunnelStateKind, u64)>>;
-    /// Deletes up to `limit` tunnels that ended before `ended_before` (the
+    /// Deletes up to `limit` tunnels that ended before `ended_before`, or
+    /// before `unapproved_ended_before` if they were never approved (the
     /// audit log keeps their history); returns how many went.
-    fn purge_ended(&self, ended_before: u64, limit: usize) -> StoreResult<usize>;
+    fn purge_ended(
+        &self,
+        ended_before: u64,
+        unapproved_ended_before: u64,
+        limit: usize,
+    ) -> StoreResult<usize>;
 
     /// Enrolls (or re-keys) an admin.
     fn put_admin(&self, admin: &AdminRecord, by: Actor, now: u64) -> StoreResult<()>;

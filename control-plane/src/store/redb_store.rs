@@ -20,6 +20,9 @@ const TUNNELS: TableDefinition<u64, &[u8]> = TableDefinition::new("tunnels");
 const EXPIRY: TableDefinition<(u64, u64), ()> = TableDefinition::new("expiry");
 /// (ended_at, tunnel id) for every ended tunnel: the retention purge's index.
 const ENDED: TableDefinition<(u64, u64), ()> = TableDefinition::new("ended");
+/// The same keys for tunnels that ended without ever being approved (a
+/// flood's requests among them): purged after a shorter retention.
+const ENDED_UNAPPROVED: TableDefinition<(u64, u64), ()> = TableDefinition::new("ended_unapproved");
 /// Tunnels per state, kept with every change so metrics never scan.
 const STATE_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("state_counts");
 const ADMINS: TableDefinition<&str, &[u8]> = TableDefinition::new("admins");
@@ -48,6 +51,7 @@ fn for_each_table(f: &mut impl EachTable) -> StoreResult<()> {
     f.table(TUNNELS)?;
     f.table(EXPIRY)?;
     f.table(ENDED)?;
+    f.table(ENDED_UNAPPROVED)?;
     f.table(STATE_COUNTS)?;
     f.table(ADMINS)?;
     f.table(ADMIN_KEYS)?;
@@ -203,6 +207,12 @@ fn reindex(
             .map_err(err)?
             .insert((now, new.id().0), ())
             .map_err(err)?;
+        if new.approval.is_none() {
+            tx.open_table(ENDED_UNAPPROVED)
+                .map_err(err)?
+                .insert((now, new.id().0), ())
+                .map_err(err)?;
+        }
         // A hand-off ends with its tunnel.
         tx.open_table(HANDOFFS)
             .map_err(err)?
@@ -348,21 +358,38 @@ impl Store for RedbStore {
         Ok(out)
     }
 
-    fn purge_ended(&self, ended_before: u64, limit: usize) -> StoreResult<usize> {
+    fn purge_ended(
+        &self,
+        ended_before: u64,
+        unapproved_ended_before: u64,
+        limit: usize,
+    ) -> StoreResult<usize> {
         let tx = self.db.begin_write().map_err(err)?;
         let mut n = 0;
         {
             let mut ended = tx.open_table(ENDED).map_err(err)?;
+            let mut unapproved = tx.open_table(ENDED_UNAPPROVED).map_err(err)?;
             let mut tunnels = tx.open_table(TUNNELS).map_err(err)?;
-            let due: Vec<(u64, u64)> = ended
-                .range((0, 0)..(ended_before, 0))
+            let mut due: Vec<(u64, u64)> = unapproved
+                .range((0, 0)..(unapproved_ended_before, 0))
                 .map_err(err)?
                 .take(limit)
                 .map(|i| i.map(|(k, _)| k.value()))
                 .collect::<Result<_, _>>()
                 .map_err(err)?;
+            let room = limit - due.len();
+            for item in ended
+                .range((0, 0)..(ended_before, 0))
+                .map_err(err)?
+                .take(room)
+            {
+                due.push(item.map_err(err)?.0.value());
+            }
+            due.sort_unstable();
+            due.dedup();
             for (at, id) in due {
                 ended.remove((at, id)).map_err(err)?;
+                unapproved.remove((at, id)).map_err(err)?;
                 let old = tunnels.remove(id).map_err(err)?.map(|v| v.value().to_vec());
                 if let Some(bytes) = old {
                     let r: TunnelRecord = decode(&bytes)?;
