@@ -427,14 +427,19 @@ impl SealedApproval {
             .verify_at(ca_keys, now, Role::Approver)
             .map_err(ApprovalError::Certificate)?;
         let aad = binding(tunnel_id, self.approval_seq, device);
+        self.check_signature(&aad)?;
+        Ok(self.certificate.body.name.as_str())
+    }
+
+    /// The certified approver's signature over the box bound to `aad`.
+    fn check_signature(&self, aad: &[u8; 32]) -> Result<(), ApprovalError> {
         let vk = VerifyingKey::from_bytes(&self.certificate.body.key.0)
             .map_err(|_| ApprovalError::BadSignature)?;
         vk.verify_strict(
-            &signed_message(&aad, &self.salt.0, &self.ciphertext),
+            &signed_message(aad, &self.salt.0, &self.ciphertext),
             &Signature::from_bytes(&self.signature.0),
         )
-        .map_err(|_| ApprovalError::BadSignature)?;
-        Ok(self.certificate.body.name.as_str())
+        .map_err(|_| ApprovalError::BadSignature)
     }
 
     /// Verifies and opens the approval for the device's own tunnel: newer
@@ -460,13 +465,7 @@ impl SealedApproval {
             .verify(trust.ca_keys, trust.time_floor, Role::Approver)
             .map_err(ApprovalError::Certificate)?;
         let aad = binding(tunnel_id, self.approval_seq, device);
-        let vk = VerifyingKey::from_bytes(&self.certificate.body.key.0)
-            .map_err(|_| ApprovalError::BadSignature)?;
-        vk.verify_strict(
-            &signed_message(&aad, &self.salt.0, &self.ciphertext),
-            &Signature::from_bytes(&self.signature.0),
-        )
-        .map_err(|_| ApprovalError::BadSignature)?;
+        self.check_signature(&aad)?;
         let plain = sealing::open(
             labels::APPROVAL_BOX,
             secret,
