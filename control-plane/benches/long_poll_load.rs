@@ -137,6 +137,11 @@ fn main() {
             &data,
             "--max-connections",
             "19000",
+            // Every simulated device connects from 127.0.0.1.
+            "--max-connections-per-address",
+            "19000",
+            "--max-polls-per-address",
+            "19000",
         ])
         .args([
             "--creates-per-minute-per-address",
