@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use support_protocol::bounded::BoundError;
@@ -109,43 +110,78 @@ impl fmt::Display for ControlPlaneError {
 
 impl std::error::Error for ControlPlaneError {}
 
-/// A control plane.
+/// A control plane: one URL (a single or load-balanced address), or each
+/// replica's, tried in turn when one does not answer.
 pub struct ControlPlane {
-    url: String,
+    urls: Vec<String>,
     keys: Vec<[u8; 32]>,
     me: StaticKeypair,
+    /// The URL that answered last: later calls start there.
+    current: AtomicUsize,
 }
 
 impl ControlPlane {
-    /// `url` with pinned `keys`, calling as `me`.
+    /// `urls` (one, or several separated by commas) with pinned `keys`,
+    /// calling as `me`.
     pub fn new(
-        url: &str,
+        urls: &str,
         keys: Vec<[u8; 32]>,
         me: StaticKeypair,
     ) -> Result<ControlPlane, ControlPlaneError> {
-        if !url.starts_with("http://") && !url.starts_with("https://") {
-            return Err(ControlPlaneError::BadUrl(url.to_string()));
+        let urls: Vec<String> = urls
+            .split(',')
+            .map(|u| u.trim().trim_end_matches('/').to_string())
+            .collect();
+        if let Some(bad) = urls
+            .iter()
+            .find(|u| !u.starts_with("http://") && !u.starts_with("https://"))
+        {
+            return Err(ControlPlaneError::BadUrl(bad.clone()));
         }
         if keys.is_empty() {
             return Err(ControlPlaneError::NoPinnedKey);
         }
         Ok(ControlPlane {
-            url: url.trim_end_matches('/').to_string(),
+            urls,
             keys,
             me,
+            current: AtomicUsize::new(0),
         })
     }
 
-    /// One call, to each pinned key in turn until one answers.
+    /// One call, at the URL that answered last, then at each other one
+    /// while they are unreachable.
     pub fn call(&self, request: AdminRequest) -> Result<AdminResponse, ControlPlaneError> {
         let call = AdminCall {
             request_id: RequestId(u64::from_le_bytes(random())),
             request,
         };
         let bytes = support_protocol::encode(&call).map_err(ControlPlaneError::Encode)?;
+        let first = self.current.load(Ordering::Relaxed);
+        let mut last = ControlPlaneError::NoPinnedKey;
+        for i in 0..self.urls.len() {
+            let at = (first + i) % self.urls.len();
+            match self.call_at(&self.urls[at], &call, &bytes) {
+                Err(e @ ControlPlaneError::Unreachable { .. }) => last = e,
+                answered => {
+                    self.current.store(at, Ordering::Relaxed);
+                    return answered;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// The call at `url`, to each pinned key in turn until one answers.
+    fn call_at(
+        &self,
+        url: &str,
+        call: &AdminCall,
+        bytes: &[u8],
+    ) -> Result<AdminResponse, ControlPlaneError> {
         let mut last = ControlPlaneError::NoPinnedKey;
         for server in &self.keys {
-            let (pending, body) = ClientCall::start(Api::Admin, &self.me, server, random(), &bytes)
+            let (pending, body) = ClientCall::start(Api::Admin, &self.me, server, random(), bytes)
                 .map_err(ControlPlaneError::Channel)?;
             let agent = ureq::Agent::config_builder()
                 .timeout_global(Some(Duration::from_secs(30)))
@@ -153,11 +189,11 @@ impl ControlPlane {
                 .build()
                 .new_agent();
             let mut resp = agent
-                .post(format!("{}/v1/admin", self.url))
+                .post(format!("{url}/v1/admin"))
                 .header("content-type", "application/octet-stream")
                 .send(&body[..])
                 .map_err(|e| ControlPlaneError::Unreachable {
-                    url: self.url.clone(),
+                    url: url.to_string(),
                     source: Box::new(e),
                 })?;
             let status = resp.status().as_u16();
@@ -308,6 +344,47 @@ mod tests {
             Err(ControlPlaneError::Unreachable { url: u, .. }) => assert_eq!(u, url),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_replica_that_does_not_answer_passes_the_call_to_the_next() {
+        // A "replica" that takes each connection and hangs up, counting them.
+        let dead = TcpListener::bind("127.0.0.1:0").expect("binds");
+        let dead_url = format!("http://{}", dead.local_addr().expect("addr"));
+        let hangups = std::sync::Arc::new(AtomicUsize::new(0));
+        let counted = hangups.clone();
+        std::thread::spawn(move || {
+            for stream in dead.incoming() {
+                counted.fetch_add(1, Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        let (live, key) = answering(Ok(AdminResponse::Stopped));
+        let cp =
+            ControlPlane::new(&format!("{dead_url}, {live}/"), vec![key], me()).expect("client");
+        cp.stop(TunnelId(1), "test")
+            .expect("the second one answers");
+        assert_eq!(hangups.load(Ordering::SeqCst), 1);
+        // The next call starts at the one that answered.
+        cp.stop(TunnelId(2), "test").expect("answered");
+        assert_eq!(hangups.load(Ordering::SeqCst), 1);
+        // A refusal is an answer: it is not tried elsewhere.
+        let (refusing, key2) = answering(Err(ApiError::new(ErrorCode::NotFound, "no")));
+        let (other, _) = answering(Ok(AdminResponse::Stopped));
+        let cp =
+            ControlPlane::new(&format!("{refusing},{other}"), vec![key2], me()).expect("client");
+        assert!(cp
+            .stop(TunnelId(1), "test")
+            .expect_err("refused")
+            .is_refusal(ErrorCode::NotFound));
+        // None answers: the last one's failure is named.
+        let cp =
+            ControlPlane::new(&format!("{dead_url},{dead_url}"), vec![key], me()).expect("client");
+        match cp.stop(TunnelId(1), "test") {
+            Err(ControlPlaneError::Unreachable { url, .. }) => assert_eq!(url, dead_url),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(hangups.load(Ordering::SeqCst), 3);
     }
 
     #[test]

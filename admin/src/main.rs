@@ -53,7 +53,7 @@ pub struct Cli {
     /// and ~/.local/share).
     #[arg(long, global = true, env = "SUPPORT_ADMIN_HOME", value_name = "DIR")]
     home: Option<PathBuf>,
-    /// The control plane's URL (overrides admin.toml).
+    /// The control plane's URL (overrides admin.toml); replicas' URLs separated by commas, tried in turn.
     #[arg(
         long,
         global = true,

@@ -117,11 +117,31 @@ impl Dirs {
     }
 }
 
+/// A URL, or an array of them (joined with commas, as `--control-plane`
+/// takes several).
+fn url_or_urls<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Urls {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(Some(match Urls::deserialize(d)? {
+        Urls::One(u) => u,
+        Urls::Many(list) if list.is_empty() => {
+            return Err(serde::de::Error::custom("control_plane: an empty list"))
+        }
+        Urls::Many(list) => list.join(", "),
+    }))
+}
+
 /// `admin.toml`.
 #[derive(Deserialize, Default, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// The control plane's base URL.
+    /// The control plane's base URL; with replicas, each one's (an array
+    /// in the file), kept here separated by commas.
+    #[serde(default, deserialize_with = "url_or_urls")]
     pub control_plane: Option<String>,
     /// Its pinned Noise public keys (hex), current first.
     #[serde(default)]
@@ -216,6 +236,25 @@ mod tests {
                 .starts_with(&format!("'{}g': ", "0".repeat(63))),
             "{e}"
         );
+    }
+
+    #[test]
+    fn control_plane_is_one_url_or_a_list() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let path = d.path().join("admin.toml");
+        let read = |text: &str| {
+            std::fs::write(&path, text).expect("write");
+            Settings::load(&dirs(&d)).map(|s| s.control_plane)
+        };
+        assert_eq!(
+            read("control_plane = \"http://a\"\n").expect("one"),
+            Some("http://a".into())
+        );
+        assert_eq!(
+            read("control_plane = [\"http://a\", \"http://b\"]\n").expect("two"),
+            Some("http://a, http://b".into())
+        );
+        assert!(read("control_plane = []\n").is_err());
     }
 
     #[test]

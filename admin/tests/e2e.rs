@@ -82,6 +82,46 @@ fn the_owners_stop_ends_a_running_admin_session_within_two_seconds() {
     assert_no_access_left(&user);
 }
 
+/// `control_plane = "URL"` in `file` becomes `["DEAD", "URL"]`.
+fn put_a_dead_replica_first(file: &std::path::Path, dead: &str) {
+    let text = std::fs::read_to_string(file).expect("config");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("control_plane = \""))
+        .expect("a control_plane line");
+    let url = line.trim_start_matches("control_plane = ");
+    let listed = format!("control_plane = [\"{dead}\", {url}]");
+    std::fs::write(file, text.replace(line, &listed)).expect("config");
+}
+
+#[test]
+fn a_device_and_an_engineer_naming_a_dead_replica_first_go_on_with_the_next() {
+    // A replica that is down: nothing listens on its port.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        format!("http://{}", l.local_addr().expect("addr"))
+    };
+    let lab = Lab::with(
+        |_| DeviceSettings::default(),
+        |_, device| put_a_dead_replica_first(&device.config, &dead),
+    );
+    put_a_dead_replica_first(&lab.eng.home.path().join("admin.toml"), &dead);
+    // Request (device), approve and exec (engineer), stop through the control
+    // plane (engineer to device): each call skips the dead one.
+    let (id, _) = lab.approve(&[], &[]);
+    assert_eq!(exec_ok(&lab, &id, "echo through").trim(), "through");
+    ok(&lab.eng.run(&["stop", &id]));
+    wait_for("the stop", Duration::from_secs(30), || {
+        !user_exists(&format!("support-{id}"))
+    });
+    let status = lab.device.run(&["status"]);
+    assert!(
+        !String::from_utf8_lossy(&status.stdout).contains("unreachable"),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+}
+
 #[test]
 fn a_control_plane_restart_mid_tunnel_does_not_drop_it() {
     let mut lab = Lab::new(&DeviceSettings::default());

@@ -207,11 +207,21 @@ fn bad(name: &'static str, why: impl Into<String>) -> ConfigError {
     }
 }
 
+/// URLs written as one string, separated by commas (as the environment
+/// and `--control-plane` give them).
+fn url_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(String::from)
+        .collect()
+}
+
 /// The file as written.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct File {
-    control_plane: Option<String>,
+    control_plane: Option<toml::Value>,
     control_plane_keys: Option<Vec<String>>,
     support_ca_keys: Option<Vec<String>>,
     max_duration: Option<toml::Value>,
@@ -265,8 +275,10 @@ pub struct Hooks {
 /// The agent's settings, validated.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// The control plane's base URL (`http://host:port`).
-    pub control_plane: String,
+    /// The control plane's base URLs (`http://host:port`): one (a single
+    /// or load-balanced address), or each replica's, tried in turn when
+    /// one is unreachable.
+    pub control_plane: Vec<String>,
     /// The control plane's pinned Noise public keys (current first).
     pub control_plane_keys: Vec<[u8; 32]>,
     /// The pinned support-CA public keys.
@@ -360,7 +372,7 @@ impl Config {
             .clone()
             .or_else(|| env("CONTROL_PLANE"))
         {
-            c.control_plane = v;
+            c.control_plane = url_list(&v);
         }
         if let Some(v) = overrides
             .state_dir
@@ -428,7 +440,23 @@ impl Config {
         };
         let max_duration = dur(f.max_duration, DEFAULT_MAX_DURATION, "max_duration")?;
         Ok(Config {
-            control_plane: f.control_plane.unwrap_or_default(),
+            control_plane: match f.control_plane {
+                None => Vec::new(),
+                Some(toml::Value::String(s)) => url_list(&s),
+                Some(toml::Value::Array(a)) => a
+                    .into_iter()
+                    .map(|v| match v {
+                        toml::Value::String(s) => Ok(s.trim().to_string()),
+                        other => Err(bad("control_plane", format!("{other:?} is not a URL"))),
+                    })
+                    .collect::<Result<_, _>>()?,
+                Some(other) => {
+                    return Err(bad(
+                        "control_plane",
+                        format!("{other:?} is not a URL or a list of URLs"),
+                    ))
+                }
+            },
             control_plane_keys: keys(f.control_plane_keys, "control_plane_keys")?,
             support_ca_keys: keys(f.support_ca_keys, "support_ca_keys")?,
             default_duration: dur(f.default_duration, max_duration, "default_duration")?,
@@ -487,17 +515,24 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.control_plane.starts_with("https://") {
-            return Err(ConfigError::Https(self.control_plane.clone()));
-        }
-        if !self.control_plane.starts_with("http://") {
+        if self.control_plane.is_empty() {
             return Err(bad(
                 "control_plane",
-                format!(
-                    "'{}' is not an http:// URL (the channel is Noise-encrypted to the pinned keys)",
-                    self.control_plane
-                ),
+                "not set; write the control plane's http://HOST:PORT",
             ));
+        }
+        for url in &self.control_plane {
+            if url.starts_with("https://") {
+                return Err(ConfigError::Https(url.clone()));
+            }
+            if !url.starts_with("http://") {
+                return Err(bad(
+                    "control_plane",
+                    format!(
+                        "'{url}' is not an http:// URL (the channel is Noise-encrypted to the pinned keys)"
+                    ),
+                ));
+            }
         }
         if self.control_plane_keys.is_empty() {
             return Err(bad(
@@ -787,6 +822,35 @@ mod tests {
         assert_eq!(c.pre_up_failure, PreUpFailure::Abort);
         assert_eq!(c.log_level, crate::journal::Level::Info);
         assert!(c.sudo);
+    }
+
+    #[test]
+    fn control_plane_names_one_url_or_several() {
+        let with = |cp: &str| {
+            Config::parse(&format!(
+                "control_plane = {cp}\ncontrol_plane_keys = [\"{k}\"]\nsupport_ca_keys = [\"{k}\"]\n",
+                k = "ab".repeat(32)
+            ))
+        };
+        let urls = |cp: &str| with(cp).expect("parses").control_plane;
+        assert_eq!(urls("\"http://a:8080\""), ["http://a:8080"]);
+        let two = ["http://a:8080", "http://b:8080"];
+        assert_eq!(urls("[\"http://a:8080\", \"http://b:8080\"]"), two);
+        // The environment's and the flag's form: commas.
+        assert_eq!(urls("\"http://a:8080, http://b:8080\""), two);
+        for (bad, why) in [
+            ("[\"http://a\", \"https://b\"]", "speaks plain http:// only"),
+            (
+                "[\"http://a\", \"b:8080\"]",
+                "'b:8080' is not an http:// URL",
+            ),
+            ("[]", "control_plane: not set"),
+            ("[\"http://a\", 8080]", "is not a URL"),
+            ("8080", "is not a URL or a list of URLs"),
+        ] {
+            let e = with(bad).expect_err(bad).to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

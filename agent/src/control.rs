@@ -4,6 +4,8 @@
 
 use std::fmt;
 use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use support_protocol::control_channel::{Api, ClientCall, StaticKeypair};
@@ -41,24 +43,32 @@ impl fmt::Display for CallError {
 
 impl std::error::Error for CallError {}
 
-/// A control plane at a URL with pinned keys.
+/// A control plane at one URL or several (replicas over one store), with
+/// pinned keys.
 #[derive(Clone, Debug)]
 pub struct ControlPlane {
-    url: String,
+    urls: Vec<String>,
     keys: Vec<[u8; 32]>,
+    /// The URL that answered last: calls start there, so a dead replica
+    /// costs one failed connection, not one per call.
+    current: Arc<AtomicUsize>,
 }
 
 impl ControlPlane {
-    /// `url` is the base (`http://host:port`), `keys` the pinned public keys.
-    pub fn new(url: &str, keys: Vec<[u8; 32]>) -> ControlPlane {
+    /// `urls` are bases (`http://host:port`), `keys` the pinned public keys.
+    pub fn new(urls: &[String], keys: Vec<[u8; 32]>) -> ControlPlane {
         ControlPlane {
-            url: url.trim_end_matches('/').to_string(),
+            urls: urls
+                .iter()
+                .map(|u| u.trim_end_matches('/').to_string())
+                .collect(),
             keys,
+            current: Arc::default(),
         }
     }
 
-    /// Makes one call as `credential`, waiting at most `timeout`. Tries each
-    /// pinned key in turn when the server does not know the first (rotation).
+    /// Makes one call as `credential`, waiting at most `timeout` for each
+    /// URL. A URL that does not answer passes the call to the next one.
     pub fn call(
         &self,
         credential: &StaticKeypair,
@@ -71,9 +81,34 @@ impl ControlPlane {
         };
         let bytes = support_protocol::encode(&call)
             .map_err(|e| CallError::Garbage(format!("cannot encode the call: {e}")))?;
+        let first = self.current.load(Ordering::Relaxed);
+        let mut last = CallError::Unreachable("no control_plane URL is set".into());
+        for i in 0..self.urls.len() {
+            let at = (first + i) % self.urls.len();
+            match self.call_at(&self.urls[at], credential, &call, &bytes, timeout) {
+                Err(e @ CallError::Unreachable(_)) => last = e,
+                answered => {
+                    self.current.store(at, Ordering::Relaxed);
+                    return answered;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// The call at `url`. Tries each pinned key in turn when the server does
+    /// not know the first (rotation).
+    fn call_at(
+        &self,
+        url: &str,
+        credential: &StaticKeypair,
+        call: &DeviceCall,
+        bytes: &[u8],
+        timeout: Duration,
+    ) -> Result<DeviceResponse, CallError> {
         let mut last = CallError::Garbage("no control-plane key is pinned".into());
         for key in &self.keys {
-            match self.call_with(key, credential, &bytes, timeout) {
+            match self.call_with(url, key, credential, bytes, timeout) {
                 Ok(reply) if reply.request_id == call.request_id => {
                     return reply.result.map_err(CallError::Refused)
                 }
@@ -87,6 +122,7 @@ impl ControlPlane {
 
     fn call_with(
         &self,
+        url: &str,
         server: &[u8; 32],
         credential: &StaticKeypair,
         bytes: &[u8],
@@ -95,7 +131,7 @@ impl ControlPlane {
         let (pending, body) =
             ClientCall::start(Api::Device, credential, server, random(), bytes)
                 .map_err(|e| CallError::Garbage(format!("cannot start the channel: {e}")))?;
-        let response = minreq::post(format!("{}/v1/device", self.url))
+        let response = minreq::post(format!("{url}/v1/device"))
             .with_header("content-type", "application/octet-stream")
             .with_body(body)
             .with_timeout(timeout.as_secs().max(1))

@@ -24,7 +24,7 @@ Commands:
 
 Options (before or after the command):
   --config PATH         Config file [default: /etc/support-tunnel/agent.toml]
-  --control-plane URL   Override the control plane's URL
+  --control-plane URL   Override the control plane's URL (several: comma-separated)
   --state-dir DIR       Override the state directory
   --socket PATH         Override the daemon's socket
   -v, --verbose         Debug lines in the log (the config's log_level otherwise)
