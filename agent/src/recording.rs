@@ -982,10 +982,14 @@ mod tests {
         let r = Recordings::new(&state, cap);
         let chunk = vec![b'x'; 8 << 10];
         let full: Vec<(u8, &[u8])> = (0..7).map(|_| (tag::OUTPUT, &chunk[..])).collect();
-        for t in ["t1", "t2", "t3", "t4", "t5", "t6"] {
+        for (n, t) in ["t1", "t2", "t3", "t4", "t5", "t6"].into_iter().enumerate() {
             record(&r, t, "u", &shell(), &mut &frames(&full)[..], |_| {}).expect("rec");
-            // Directory times order the tunnels; make them distinct.
-            std::thread::sleep(Duration::from_millis(20));
+            // Directory times order the tunnels: t1 oldest, whatever the
+            // file system's timestamp granularity.
+            let at = std::time::UNIX_EPOCH + Duration::from_secs(1_000 + n as u64);
+            fs::File::open(tunnel_dir(r.root(), t))
+                .and_then(|d| d.set_modified(at))
+                .expect("dir time");
         }
         let left: Vec<String> = {
             let mut v: Vec<String> = fs::read_dir(r.root())
