@@ -10,18 +10,15 @@ use std::sync::{Arc, Mutex};
 use support_protocol::TunnelId;
 use tokio::sync::Notify;
 
+use crate::rate_limit::{NetworkShares, Share};
+
 /// The registry of waiting long-polls.
 #[derive(Default)]
 pub struct LongPolls {
-    map: Mutex<Waiters>,
+    tunnels: Mutex<HashMap<TunnelId, Arc<Notify>>>,
+    networks: Arc<NetworkShares>,
     waiting: AtomicI64,
     shutdown: Notify,
-}
-
-#[derive(Default)]
-struct Waiters {
-    tunnels: HashMap<TunnelId, Arc<Notify>>,
-    networks: HashMap<IpAddr, usize>,
 }
 
 /// One waiting long-poll: holds its tunnel's notifier and its network's
@@ -29,7 +26,7 @@ struct Waiters {
 pub struct WaitGuard<'a> {
     polls: &'a LongPolls,
     id: TunnelId,
-    network: IpAddr,
+    _share: Share,
     notify: Arc<Notify>,
 }
 
@@ -43,47 +40,38 @@ impl WaitGuard<'_> {
 impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
         self.polls.waiting.fetch_sub(1, Ordering::Relaxed);
-        let mut map = self.polls.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.polls.tunnels.lock().unwrap_or_else(|p| p.into_inner());
         // Drop the entry once no other waiter holds it (only the map's
         // reference and this guard's remain).
         if Arc::strong_count(&self.notify) <= 2 {
-            map.tunnels.remove(&self.id);
-        }
-        if let Some(n) = map.networks.get_mut(&self.network) {
-            *n -= 1;
-            if *n == 0 {
-                map.networks.remove(&self.network);
-            }
+            map.remove(&self.id);
         }
     }
 }
 
 impl LongPolls {
-    /// Registers a waiter for `id` from `network`; the guard unregisters
-    /// it. None when `network` already holds `per_network` waiters.
+    /// Registers a waiter for `id` from client address `addr`; the guard
+    /// unregisters it. None when that address's network (an IPv6 /64)
+    /// already holds `per_network` waiters.
     pub fn register(
         &self,
         id: TunnelId,
-        network: IpAddr,
+        addr: IpAddr,
         per_network: usize,
     ) -> Option<WaitGuard<'_>> {
-        let notify = {
-            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-            let held = map.networks.entry(network).or_default();
-            if *held >= per_network {
-                if *held == 0 {
-                    map.networks.remove(&network);
-                }
-                return None;
-            }
-            *held += 1;
-            map.tunnels.entry(id).or_default().clone()
-        };
+        let share = self.networks.take(addr, per_network)?;
+        let notify = self
+            .tunnels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id)
+            .or_default()
+            .clone();
         self.waiting.fetch_add(1, Ordering::Relaxed);
         Some(WaitGuard {
             polls: self,
             id,
-            network,
+            _share: share,
             notify,
         })
     }
@@ -91,10 +79,9 @@ impl LongPolls {
     /// Wakes every waiter of `id`.
     pub fn wake(&self, id: TunnelId) {
         let n = self
-            .map
+            .tunnels
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .tunnels
             .get(&id)
             .cloned();
         if let Some(n) = n {
@@ -104,11 +91,7 @@ impl LongPolls {
 
     /// How many tunnels have a notifier now (for tests: entries go with their last waiter).
     pub fn tunnels_tracked(&self) -> usize {
-        self.map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .tunnels
-            .len()
+        self.tunnels.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// How many long-polls wait now.
@@ -120,10 +103,9 @@ impl LongPolls {
     pub fn shutdown(&self) {
         self.shutdown.notify_waiters();
         for n in self
-            .map
+            .tunnels
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .tunnels
             .values()
         {
             n.notify_waiters();
@@ -158,7 +140,7 @@ mod tests {
             "entries leaked after their waiters left"
         );
         assert_eq!(polls.waiting(), 0);
-        assert!(polls.map.lock().expect("lock").networks.is_empty());
+        assert_eq!(polls.networks.networks(), 0, "network shares leaked");
     }
 
     #[test]

@@ -1,10 +1,12 @@
-//! Token buckets for tunnel creates: one per client address (per /64 for
-//! IPv6) and one overall. Time is an argument (the shared sans-IO bucket of
-//! `support-token-bucket`), so the limits test deterministically.
+//! Per client network (an address, an IPv6 /64): token buckets for tunnel
+//! creates (one per network and one overall; time is an argument, through
+//! the shared sans-IO bucket of `support-token-bucket`, so the limits test
+//! deterministically), and [`NetworkShares`], the caps on what a network
+//! holds at once (connections, long-polls).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support_token_bucket::{Bucket, Rate};
@@ -24,6 +26,51 @@ pub fn network_of(addr: IpAddr) -> IpAddr {
             Some(v4) => IpAddr::V4(v4),
             None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
         },
+    }
+}
+
+/// How many of something (connections, long-polls) each client network
+/// holds now, each network up to a cap.
+#[derive(Default)]
+pub struct NetworkShares(Mutex<HashMap<IpAddr, usize>>);
+
+/// One thing held by a network, given back on drop.
+pub struct Share {
+    shares: Arc<NetworkShares>,
+    network: IpAddr,
+}
+
+impl NetworkShares {
+    /// A share for the network of `addr`, or None when it holds `cap` already.
+    pub fn take(self: &Arc<Self>, addr: IpAddr, cap: usize) -> Option<Share> {
+        let network = network_of(addr);
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let held = map.get(&network).copied().unwrap_or(0);
+        if held >= cap {
+            return None;
+        }
+        map.insert(network, held + 1);
+        Some(Share {
+            shares: self.clone(),
+            network,
+        })
+    }
+
+    /// How many networks hold a share now (entries go with their last share).
+    pub fn networks(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut map = self.shares.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.network) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.network);
+            }
+        }
     }
 }
 

@@ -253,9 +253,8 @@ async fn device_reply(state: Arc<AppState>, caller: Caller, call: DeviceCall) ->
             wait_secs,
         }) => {
             let polls = svc.polls().clone();
-            let network = crate::rate_limit::network_of(caller.addr);
             let Some(guard) =
-                polls.register(tunnel_id, network, svc.config().max_polls_per_address)
+                polls.register(tunnel_id, caller.addr, svc.config().max_polls_per_address)
             else {
                 state.metrics.request("long-poll-cap", 429);
                 return DeviceReply::error(

@@ -16,6 +16,7 @@ use warp::http::StatusCode;
 use warp::Reply;
 
 use super::{plain, routes, AppState, Peer, Routes};
+use crate::rate_limit::NetworkShares;
 
 /// How long a client may take to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,7 +35,7 @@ pub async fn serve(
 ) {
     let filter = routes(state.clone(), which);
     let conns = Arc::new(Semaphore::new(state.max_connections));
-    let per_address = Arc::new(PerAddress::default());
+    let per_network = Arc::new(NetworkShares::default());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -49,7 +50,13 @@ pub async fn serve(
                 }
             },
         };
-        let Some(share) = per_address.take(&state, peer.ip()) else {
+        // A trusted proxy carries many clients: the global cap bounds it,
+        // and their polls are capped per client address.
+        let share = if state.trusted_proxies.contains(&peer.ip()) {
+            None
+        } else if let Some(share) = per_network.take(peer.ip(), state.max_connections_per_address) {
+            Some(share)
+        } else {
             tracing::debug!(%peer, "this address's connection cap reached; closing connection");
             state.metrics.request("address-connection-cap", 503);
             drop(stream);
@@ -92,44 +99,5 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("in-flight requests did not finish in time");
-    }
-}
-
-/// Open connections per client network (an address, an IPv6 /64).
-#[derive(Default)]
-struct PerAddress(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
-
-/// One connection's share of its network's cap, given back on drop.
-struct Share(Arc<PerAddress>, std::net::IpAddr);
-
-impl PerAddress {
-    /// A share for a connection from `peer` (none needed from a trusted
-    /// proxy, which carries many clients: the global cap bounds it, and
-    /// their polls are capped per client address), or None when its
-    /// network holds its cap already.
-    fn take(self: &Arc<Self>, state: &AppState, peer: std::net::IpAddr) -> Option<Option<Share>> {
-        if state.trusted_proxies.contains(&peer) {
-            return Some(None);
-        }
-        let network = crate::rate_limit::network_of(peer);
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let held = map.get(&network).copied().unwrap_or(0);
-        if held >= state.max_connections_per_address {
-            return None;
-        }
-        map.insert(network, held + 1);
-        Some(Some(Share(self.clone(), network)))
-    }
-}
-
-impl Drop for Share {
-    fn drop(&mut self) {
-        let mut map = (self.0).0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&self.1) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.1);
-            }
-        }
     }
 }
