@@ -421,20 +421,26 @@ impl Daemon {
         }
     }
 
-    /// Streams a tunnel's live sessions as they are recorded, each from its
-    /// start, until the tunnel has ended or the client leaves.
-    fn watch_session(&self, id: Option<&str>, reply: &mut Replier<'_>, stream: &UnixStream) {
+    /// The tunnel a watch follows: the one `id` names (a prefix will do),
+    /// else the newest live one.
+    fn watched(&self, id: Option<&str>) -> Result<String, Failure> {
         let statuses = self.ctx.statuses();
-        let found = match id {
+        match id {
             Some(p) => resolve(p, statuses.iter().map(|s| &s.id)),
             None => statuses
                 .iter()
+                .rev()
                 .filter(|s| s.phase != StatusPhase::Ended)
                 .max_by_key(|s| s.requested_at)
                 .map(|s| s.id.clone())
                 .ok_or_else(|| Failure::new(ErrorCode::NotFound, "no live tunnel to watch")),
-        };
-        let tunnel = match found {
+        }
+    }
+
+    /// Streams a tunnel's live sessions as they are recorded, each from its
+    /// start, until the tunnel has ended or the client leaves.
+    fn watch_session(&self, id: Option<&str>, reply: &mut Replier<'_>, stream: &UnixStream) {
+        let tunnel = match self.watched(id) {
             Ok(t) => t,
             Err(f) => return reply.answer(&SocketResponse::failure(f)),
         };
@@ -464,18 +470,7 @@ impl Daemon {
 
     /// Streams one tunnel's status: now, then at each change, until it has ended.
     fn watch(&self, id: Option<&str>, reply: &mut Replier<'_>, stream: &UnixStream) {
-        let statuses = self.ctx.statuses();
-        let found = match id {
-            Some(p) => resolve(p, statuses.iter().map(|s| &s.id)),
-            None => statuses
-                .iter()
-                .rev()
-                .filter(|s| s.phase != StatusPhase::Ended)
-                .max_by_key(|s| s.requested_at)
-                .map(|s| s.id.clone())
-                .ok_or_else(|| Failure::new(ErrorCode::NotFound, "no live tunnel to watch")),
-        };
-        let id = match found {
+        let id = match self.watched(id) {
             Ok(id) => id,
             Err(f) => return reply.answer(&SocketResponse::failure(f)),
         };
