@@ -63,13 +63,7 @@ fn main() {
         .find_map(|a| a.parse().ok())
         .unwrap_or(3);
     let scratch = tempdir();
-    let big = scratch.path().join("big");
-    let st = Command::new("dd")
-        .args(["if=/dev/urandom", "bs=1M", "count=100", "status=none"])
-        .arg(format!("of={}", big.display()))
-        .status()
-        .expect("dd");
-    assert!(st.success());
+    let big = random_file(scratch.path(), "big", 100);
     let mut rows = Vec::new();
     for recorded in [false, true] {
         let w = recorded_lab("", recorded);

@@ -117,13 +117,7 @@ fn a_shell_a_forward_and_scp_share_one_session() {
     let (id, _) = lab.approve(&["--ports", "22,80"], &["--yes"]);
     let cfg = lab.home_file("ssh_config", &ok(&lab.eng.run(&["ssh-config", &id])));
     let scratch = tempdir();
-    let big = scratch.path().join("big");
-    let st = Command::new("dd")
-        .args(["if=/dev/urandom", "bs=1M", "count=100", "status=none"])
-        .arg(format!("of={}", big.display()))
-        .status()
-        .expect("dd");
-    assert!(st.success());
+    let big = random_file(scratch.path(), "big", 100);
     let digest = sha256_file(&big);
 
     // scp alone (its ssh goes through `support-admin proxy`, which starts the session).

@@ -335,17 +335,7 @@ fn an_uncertified_key_another_ca_a_viewer_or_an_expired_certificate_cannot_appro
     ));
 
     // Expired before the device's time floor.
-    let old = f.ca.certify(
-        s("carol"),
-        mallory.public(),
-        Role::Approver,
-        3,
-        NOW - 100 * DAY,
-        NOW - 20 * DAY,
-    );
-    let mut c = f.contents.clone();
-    c.issued_at = NOW - 30 * DAY;
-    let s5 = f.seal_with(1, &c, &mallory, &old);
+    let s5 = sealed_under_an_expired_certificate(&f, &mallory);
     assert!(matches!(
         open(&s5),
         Err(ApprovalError::Certificate(CertificateError::Expired { .. }))
@@ -361,6 +351,26 @@ fn an_uncertified_key_another_ca_a_viewer_or_an_expired_certificate_cannot_appro
             CertificateError::IssuedOutsideValidity { .. }
         ))
     ));
+}
+
+/// Carol's approval, signed with `key`: her certificate was valid from 100
+/// to 20 days before NOW, and she issued the approval (by her clock) 30
+/// days before NOW, inside it.
+fn sealed_under_an_expired_certificate(
+    f: &Fixture,
+    key: &SigningSeed,
+) -> support_protocol::approval_box::SealedApproval {
+    let old = f.ca.certify(
+        s("carol"),
+        key.public(),
+        Role::Approver,
+        3,
+        NOW - 100 * DAY,
+        NOW - 20 * DAY,
+    );
+    let mut c = f.contents.clone();
+    c.issued_at = NOW - 30 * DAY;
+    f.seal_with(1, &c, key, &old)
 }
 
 #[test]
@@ -380,17 +390,7 @@ fn the_control_plane_checks_the_signer_by_its_own_clock_without_the_secret() {
     // Expired by the checker's clock, whatever the approver's clock said:
     // issued (by the approver's clock) inside the window.
     let mallory = SigningSeed::new([0x67; 32]);
-    let old = f.ca.certify(
-        s("carol"),
-        mallory.public(),
-        Role::Approver,
-        3,
-        NOW - 100 * DAY,
-        NOW - 20 * DAY,
-    );
-    let mut c = f.contents.clone();
-    c.issued_at = NOW - 30 * DAY;
-    let expired = f.seal_with(1, &c, &mallory, &old);
+    let expired = sealed_under_an_expired_certificate(&f, &mallory);
     assert!(matches!(
         check(&expired, NOW),
         Err(ApprovalError::Certificate(CertificateError::Expired { .. }))

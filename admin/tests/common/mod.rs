@@ -224,6 +224,24 @@ impl Lab {
     }
 }
 
+/// A file of `mib` MiB from /dev/urandom at `dir/name` (incompressible:
+/// what a transfer benchmark should send).
+pub fn random_file(dir: &Path, name: &str, mib: u32) -> PathBuf {
+    let path = dir.join(name);
+    let st = Command::new("dd")
+        .args([
+            "if=/dev/urandom",
+            "bs=1M",
+            &format!("count={mib}"),
+            "status=none",
+        ])
+        .arg(format!("of={}", path.display()))
+        .status()
+        .expect("dd");
+    assert!(st.success());
+    path
+}
+
 /// Live processes on this machine whose arguments satisfy `f`.
 pub fn processes(f: impl Fn(&[String]) -> bool) -> usize {
     std::fs::read_dir("/proc")
