@@ -261,6 +261,11 @@ fn allow_open_files(n: u32) {
 #[test]
 fn one_address_holding_5000_connections_replaying_one_poll_cannot_lock_out_another() {
     allow_open_files(20_000);
+    // /metrics on its own listener: the flood fills the API's accept queue,
+    // and the watcher must not wait behind it.
+    let metrics_at: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
     let (server, c, _admin) = Server::with_approver(&[
         "--max-connections",
         "1000",
@@ -268,6 +273,8 @@ fn one_address_holding_5000_connections_replaying_one_poll_cannot_lock_out_anoth
         "200",
         "--max-polls-per-address",
         "50",
+        "--metrics-listen",
+        &metrics_at.to_string(),
     ]);
     let to: SocketAddr = server
         .url
@@ -301,8 +308,8 @@ fn one_address_holding_5000_connections_replaying_one_poll_cannot_lock_out_anoth
     }
     // The attacker's network holds its share of polls, no more.
     let metrics = || {
-        String::from_utf8_lossy(&exchange(connect_from(other, to), "GET", "/metrics", b"").1)
-            .into_owned()
+        let s = connect_from(other, metrics_at);
+        String::from_utf8_lossy(&exchange(s, "GET", "/metrics", b"").1).into_owned()
     };
     wait_for("the attacker's polls to be held", || {
         metrics().contains("support_cp_long_polls_waiting 50\n")

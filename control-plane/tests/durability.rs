@@ -90,6 +90,7 @@ fn a_backup_taken_while_serving_restores_to_a_working_service() {
         url: String::new(),
         public: [0; 32],
         extra: Vec::new(),
+        stdout: None,
     };
     restored.launch();
     match ok_admin(

@@ -40,6 +40,9 @@ pub struct Server {
     pub url: String,
     pub public: [u8; 32],
     pub extra: Vec<String>,
+    /// The server's stdout, kept open: a line it prints later (`metrics on
+    /// ADDR`) must not meet a closed pipe.
+    pub stdout: Option<BufReader<std::process::ChildStdout>>,
 }
 
 pub fn permissive_limits() -> Vec<String> {
@@ -63,6 +66,7 @@ impl Server {
             url: String::new(),
             public: [0; 32],
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            stdout: None,
         };
         s.launch();
         s
@@ -82,9 +86,9 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("server starts");
-        let stdout = child.stdout.take().expect("stdout");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
-        BufReader::new(stdout)
+        stdout
             .read_line(&mut line)
             .expect("reads the listening line");
         let addr = line
@@ -93,6 +97,7 @@ impl Server {
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
         self.url = format!("http://{addr}");
         self.child = Some(child);
+        self.stdout = Some(stdout);
         self.public = self.public_keys()[0];
     }
 
