@@ -53,6 +53,9 @@ pub struct ServeArgs {
     /// The data directory [default: /var/lib/support-control-plane].
     #[arg(long, env = "SUPPORT_CP_DATA")]
     pub data: Option<PathBuf>,
+    /// A PostgreSQL store (postgres://user@host/database) that several replicas share; without it, store.redb in the data directory.
+    #[arg(long, env = "SUPPORT_CP_STORE")]
+    pub store: Option<String>,
     /// How long an approval nobody connected with stays live, e.g. 1h [default: 1h].
     #[arg(long, alias = "approval-window-secs", env = "SUPPORT_CP_APPROVAL_WINDOW", value_parser = parse_duration_arg)]
     pub approval_window: Option<u64>,
@@ -131,6 +134,8 @@ pub struct Settings {
     pub max_connections_per_address: usize,
     /// `text` or `json` (checked when logging starts).
     pub log_format: String,
+    /// The PostgreSQL store's URL; None for the data directory's redb file.
+    pub store: Option<String>,
 }
 
 /// The limits on tunnel creates.
@@ -256,6 +261,8 @@ impl Settings {
                 file.log_format,
                 DEFAULT_LOG_FORMAT.to_string(),
             ),
+            // No default: the redb file in the data directory.
+            store: args.store.or(file.store),
         }
     }
 }
@@ -281,6 +288,8 @@ pub struct FileConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Data directory.
     pub data: Option<PathBuf>,
+    /// A PostgreSQL URL for a store several replicas share.
+    pub store: Option<String>,
     /// Unconnected-approval window, seconds.
     #[serde(
         default,
@@ -477,6 +486,7 @@ mod resolution {
 listen = "127.0.0.2:81"
 metrics_listen = "127.0.0.2:82"
 data = "/from/file"
+store = "postgres://cp@file.internal/support"
 approval_window = "2h"
 max_pending_window = "2d"
 retention = "2d"
@@ -498,6 +508,7 @@ support_ca_keys = ["020202020202020202020202020202020202020202020202020202020202
         "--listen=127.0.0.3:91",
         "--metrics-listen=127.0.0.3:92",
         "--data=/from/flag",
+        "--store=postgres://cp@flag.internal/support",
         "--approval-window=3h",
         "--max-pending-window=3d",
         "--retention=3d",
@@ -541,6 +552,7 @@ support_ca_keys = ["020202020202020202020202020202020202020202020202020202020202
                 max_connections: DEFAULT_MAX_CONNECTIONS,
                 max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
                 log_format: DEFAULT_LOG_FORMAT.to_string(),
+                store: None,
             }
         );
     }
@@ -572,6 +584,7 @@ support_ca_keys = ["020202020202020202020202020202020202020202020202020202020202
             max_connections: 2,
             max_connections_per_address: 2,
             log_format: "json".into(),
+            store: Some("postgres://cp@file.internal/support".into()),
         }
     }
 
@@ -611,6 +624,7 @@ support_ca_keys = ["020202020202020202020202020202020202020202020202020202020202
             max_connections: 3,
             max_connections_per_address: 3,
             log_format: "text".into(),
+            store: Some("postgres://cp@flag.internal/support".into()),
         };
         assert_eq!(Settings::resolve(parse(FLAGS), file(FILE)), want);
         assert_eq!(Settings::resolve(parse(FLAGS), FileConfig::default()), want);

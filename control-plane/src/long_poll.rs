@@ -102,6 +102,12 @@ impl LongPolls {
     /// Ends every wait (shutdown): waiters answer with the current state.
     pub fn shutdown(&self) {
         self.shutdown.notify_waiters();
+        self.wake_all();
+    }
+
+    /// Wakes every waiter: each looks at its tunnel again (changes from
+    /// another replica may have been missed).
+    pub fn wake_all(&self) {
         for n in self
             .tunnels
             .lock()

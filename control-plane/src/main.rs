@@ -13,6 +13,7 @@ use support_control_plane::http::{self, AppState};
 use support_control_plane::operator::{self, Command};
 use support_control_plane::server_keys;
 use support_control_plane::service::{unix_now, Service};
+use support_control_plane::store::postgres::{is_postgres_url, PgStore};
 use support_control_plane::store::redb_store::RedbStore;
 use support_control_plane::store::{AdminRole, Store};
 
@@ -50,7 +51,7 @@ enum Cmd {
     /// Write a consistent copy of the store, also while the server runs.
     Backup {
         #[command(flatten)]
-        data: DataArg,
+        data: StoreArg,
         /// The copy to write (must not exist).
         #[arg(long)]
         out: PathBuf,
@@ -62,6 +63,17 @@ struct DataArg {
     /// The data directory (store, keys, operator socket).
     #[arg(long, env = "SUPPORT_CP_DATA", default_value = DEFAULT_DATA)]
     data: PathBuf,
+}
+
+/// Where an operator command finds the store when no server runs.
+#[derive(clap::Args)]
+struct StoreArg {
+    #[command(flatten)]
+    data: DataArg,
+    /// The PostgreSQL store's URL (postgres://…), when the service uses one;
+    /// without it, store.redb in the data directory.
+    #[arg(long, env = "SUPPORT_CP_STORE")]
+    store: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -82,7 +94,7 @@ enum AdminsCmd {
     /// Enroll an admin's control-channel key (printed by `support-admin init`).
     Add {
         #[command(flatten)]
-        data: DataArg,
+        data: StoreArg,
         /// The admin's name, as the audit log will show it.
         name: String,
         /// The admin's public key (hex).
@@ -92,11 +104,11 @@ enum AdminsCmd {
         role: RoleArg,
     },
     /// List enrolled admins.
-    List(DataArg),
+    List(StoreArg),
     /// Remove an admin; its key is refused from the next call on.
     Remove {
         #[command(flatten)]
-        data: DataArg,
+        data: StoreArg,
         /// The admin's name.
         name: String,
     },
@@ -105,7 +117,7 @@ enum AdminsCmd {
 #[derive(Subcommand)]
 enum AuditCmd {
     /// Check that no audit record was edited, removed or reordered.
-    Verify(DataArg),
+    Verify(StoreArg),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -125,12 +137,22 @@ fn main() -> ExitCode {
     }
 }
 
-fn store_path(data: &Path) -> PathBuf {
-    data.join("store.redb")
+/// Opens the store: the PostgreSQL database `store` names, else the
+/// data directory's redb file.
+fn open_store(data: &Path, store: Option<&str>) -> Result<Arc<dyn Store>> {
+    match store {
+        Some(url) if is_postgres_url(url) => Ok(Arc::new(PgStore::open(url)?)),
+        Some(other) => bail!(
+            "--store {other:?} is not a PostgreSQL URL (postgres://user@host/database); \
+             leave it out to use store.redb in the data directory"
+        ),
+        None => Ok(Arc::new(RedbStore::open(&data.join("store.redb"))?)),
+    }
 }
 
 /// Runs an operator command on the running server, or on the store directly.
-fn operate(data: &Path, cmd: Command) -> Result<()> {
+fn operate(args: &StoreArg, cmd: Command) -> Result<()> {
+    let data = args.data.data.as_path();
     if let Some(answer) = operator::send(data, &cmd)? {
         if !answer.ok {
             bail!("{}", answer.text);
@@ -140,8 +162,8 @@ fn operate(data: &Path, cmd: Command) -> Result<()> {
     }
     check_owner(data)?;
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
-    let store = RedbStore::open(&store_path(data))?;
-    let text = operator::execute(&store, data, None, &cmd)?;
+    let store = open_store(data, args.store.as_deref())?;
+    let text = operator::execute(store.as_ref(), data, None, &cmd)?;
     print!("{}", ensure_newline(&text));
     Ok(())
 }
@@ -243,7 +265,7 @@ fn run(cli: Cli) -> Result<()> {
                 RoleArg::Viewer => AdminRole::Viewer,
             };
             operate(
-                &data.data,
+                &data,
                 Command::AdminsAdd {
                     name,
                     key: public_key,
@@ -251,14 +273,14 @@ fn run(cli: Cli) -> Result<()> {
                 },
             )
         }
-        Cmd::Admins(AdminsCmd::List(d)) => operate(&d.data, Command::AdminsList),
+        Cmd::Admins(AdminsCmd::List(d)) => operate(&d, Command::AdminsList),
         Cmd::Admins(AdminsCmd::Remove { data, name }) => {
-            operate(&data.data, Command::AdminsRemove { name })
+            operate(&data, Command::AdminsRemove { name })
         }
-        Cmd::Audit(AuditCmd::Verify(d)) => operate(&d.data, Command::AuditVerify),
+        Cmd::Audit(AuditCmd::Verify(d)) => operate(&d, Command::AuditVerify),
         Cmd::Backup { data, out } => {
             let out = std::path::absolute(&out)?;
-            operate(&data.data, Command::Backup { out })
+            operate(&data, Command::Backup { out })
         }
     }
 }
@@ -315,6 +337,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         max_connections,
         max_connections_per_address,
         log_format,
+        store,
     } = Settings::load(args)?;
     init_logging(&log_format)?;
     raise_open_file_limit();
@@ -330,7 +353,7 @@ fn serve(args: ServeArgs) -> Result<()> {
 
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
     let keys = server_keys::load_or_create(&data)?;
-    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&store_path(&data))?);
+    let store = open_store(&data, store.as_deref())?;
     let keys = Arc::new(RwLock::new(Arc::new(server_keys::server_keys(&keys))));
     let service = Arc::new(Service::new(
         store.clone(),

@@ -45,8 +45,12 @@ impl Drop for Running {
 fn serve(data: &std::path::Path, extra: &[&str], notify: Option<&std::path::Path>) -> Running {
     let mut cmd = Command::new(BIN);
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data", path_str(data)])
-        .args(extra)
-        .env("SUPPORT_CP_LOG", "warn")
+        .args(extra);
+    if let Some(url) = common::postgres::store_for_test() {
+        common::postgres::register(data, &url);
+        cmd.arg("--store").arg(url);
+    }
+    cmd.env("SUPPORT_CP_LOG", "warn")
         .env_remove("NOTIFY_SOCKET")
         .stdout(Stdio::piped());
     if let Some(n) = notify {

@@ -84,10 +84,21 @@ pub struct Service {
 impl Service {
     /// A service over `store`.
     pub fn new(store: Arc<dyn Store>, config: ServiceConfig, create_limiter: RateLimiter) -> Self {
+        let polls = Arc::new(LongPolls::default());
+        // Long-polls held here wake for changes other replicas make.
+        let waiters = Arc::downgrade(&polls);
+        store.watch_changes(Arc::new(move |id| {
+            if let Some(polls) = waiters.upgrade() {
+                match id {
+                    Some(id) => polls.wake(id),
+                    None => polls.wake_all(),
+                }
+            }
+        }));
         Self {
             store,
             config,
-            polls: Arc::new(LongPolls::default()),
+            polls,
             create_limiter,
         }
     }
@@ -123,10 +134,14 @@ impl Service {
         let due = self.store.due_for_expiry(now, 1000)?;
         let mut expired = 0;
         for id in due {
+            // Another replica may have expired it since `due` was read:
+            // count only what this call changed.
+            let mut expired_here = false;
             let outcome = self.store.update_tunnel(id, now, &mut |r| {
                 if r.state.kind().is_terminal() || r.expires_at > now {
                     return Ok(None);
                 }
+                expired_here = true;
                 r.state = r
                     .state
                     .apply(support_protocol::state::Event::Expire)
@@ -138,8 +153,8 @@ impl Service {
                     action: support_protocol::audit::AuditAction::Expired,
                 }))
             })?;
-            if let Some(Ok(r)) = outcome {
-                if r.state.kind() == support_protocol::messages::TunnelStateKind::Expired {
+            if let Some(Ok(_)) = outcome {
+                if expired_here {
                     expired += 1;
                     self.polls.wake(id);
                 }

@@ -1,9 +1,15 @@
-//! Storage behind a small trait, so a PostgreSQL backend can serve
-//! multi-replica deployments later. [`redb_store::RedbStore`] is the embedded one.
+//! Storage behind a small trait with two engines: [`redb_store::RedbStore`],
+//! one embedded file (the default, for one machine), and
+//! [`postgres::PgStore`], one PostgreSQL database that several replicas
+//! share.
 //!
 //! Every acknowledged write is committed durably before the caller answers,
 //! and every state change appends its audit record in the same transaction.
+//!
+//! The trait is synchronous: the service calls it from tokio's blocking
+//! pool, as a redb commit blocks on fsync anyway.
 
+pub mod postgres;
 pub mod redb_store;
 
 use serde::{Deserialize, Serialize};
@@ -116,8 +122,24 @@ pub struct AuditDraft {
 /// audit record, if the change deserves one), or refuse with an API error.
 pub type UpdateOutcome = Result<Option<AuditDraft>, ApiError>;
 
+/// An admin's name as the audit log holds it (cut to its bound).
+pub(crate) fn admin_name(name: &str) -> support_protocol::bounded::BoundedString<64> {
+    support_protocol::bounded::BoundedString::new(name).unwrap_or_default()
+}
+
+/// Called with a tunnel whose record another replica changed, or with
+/// `None` when changes may have been missed (all waiters should look again).
+pub type ChangeWaker = std::sync::Arc<dyn Fn(Option<TunnelId>) + Send + Sync>;
+
 /// The storage operations the service needs.
 pub trait Store: Send + Sync + 'static {
+    /// Calls `wake` whenever another process sharing this store changes a
+    /// tunnel, so long-polls held here wake for it. One process alone
+    /// wakes its own waiters, so an embedded store does nothing here.
+    fn watch_changes(&self, wake: ChangeWaker) {
+        let _ = wake;
+    }
+
     /// One tunnel.
     fn tunnel(&self, id: TunnelId) -> StoreResult<Option<TunnelRecord>>;
     /// Inserts `record` unless its id exists; returns the record now stored.

@@ -5,7 +5,6 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use support_protocol::audit::{Actor, AuditAction, AuditEntry, AuditRecord, ChainBreak};
-use support_protocol::bounded::BoundedString;
 use support_protocol::handoff::HandoffKey;
 use support_protocol::messages::{ApiError, ErrorCode, TunnelStateKind};
 use support_protocol::TunnelId;
@@ -125,29 +124,129 @@ impl RedbStore {
             )),
             other => err(other),
         })?;
-        let tx = db.begin_write().map_err(err)?;
-        {
-            let mut meta = tx.open_table(META).map_err(err)?;
-            let existing = meta
-                .get("schema_version")
-                .map_err(err)?
-                .map(|v| v.value().to_vec());
-            match existing {
-                None => {
-                    meta.insert("schema_version", SCHEMA_VERSION.to_be_bytes().as_slice())
-                        .map_err(err)?;
-                }
-                Some(v) if v == SCHEMA_VERSION.to_be_bytes() => {}
-                Some(v) => {
-                    return Err(StoreError(format!(
+        init(&db)?;
+        Ok(Self { db })
+    }
+}
+
+/// Writes the schema version (or checks it) and creates every table.
+fn init(db: &Database) -> StoreResult<()> {
+    let tx = db.begin_write().map_err(err)?;
+    {
+        let mut meta = tx.open_table(META).map_err(err)?;
+        let existing = meta
+            .get("schema_version")
+            .map_err(err)?
+            .map(|v| v.value().to_vec());
+        match existing {
+            None => {
+                meta.insert("schema_version", SCHEMA_VERSION.to_be_bytes().as_slice())
+                    .map_err(err)?;
+            }
+            Some(v) if v == SCHEMA_VERSION.to_be_bytes() => {}
+            Some(v) => {
+                return Err(StoreError(format!(
                     "store schema version {v:?} is not {SCHEMA_VERSION}: this build cannot read it"
                 )))
-                }
             }
         }
-        for_each_table(&mut Create(&tx))?;
-        tx.commit().map_err(err)?;
-        Ok(Self { db })
+    }
+    for_each_table(&mut Create(&tx))?;
+    tx.commit().map_err(err)
+}
+
+/// A new redb store filled row by row from another store (a PostgreSQL
+/// backup): written beside `path` and renamed into place by [`Self::finish`],
+/// so a half-written copy never has the final name.
+pub struct RedbImport {
+    path: std::path::PathBuf,
+    partial: std::path::PathBuf,
+    db: Database,
+    tx: redb::WriteTransaction,
+}
+
+impl RedbImport {
+    /// Starts the copy; refuses to overwrite `path`.
+    pub fn create(path: &Path) -> StoreResult<Self> {
+        if path.exists() {
+            return Err(StoreError(format!(
+                "{} exists; refusing to overwrite it",
+                path.display()
+            )));
+        }
+        let partial = path.with_extension("partial");
+        let _ = std::fs::remove_file(&partial);
+        let db = Database::create(&partial).map_err(err)?;
+        init(&db)?;
+        let tx = db.begin_write().map_err(err)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            partial,
+            db,
+            tx,
+        })
+    }
+
+    /// A tunnel, with when it ended (for the retention purge's index).
+    pub fn tunnel(&mut self, record: &TunnelRecord, ended_at: Option<u64>) -> StoreResult<()> {
+        self.tx
+            .open_table(TUNNELS)
+            .map_err(err)?
+            .insert(record.id().0, encode(record)?.as_slice())
+            .map_err(err)?;
+        reindex(&self.tx, None, record, ended_at.unwrap_or(0))
+    }
+
+    /// An enrolled admin.
+    pub fn admin(&mut self, admin: &AdminRecord) -> StoreResult<()> {
+        self.tx
+            .open_table(ADMINS)
+            .map_err(err)?
+            .insert(admin.name.as_str(), encode(admin)?.as_slice())
+            .map_err(err)?;
+        self.tx
+            .open_table(ADMIN_KEYS)
+            .map_err(err)?
+            .insert(admin.key.as_slice(), admin.name.as_str())
+            .map_err(err)?;
+        Ok(())
+    }
+
+    /// A published hand-off key.
+    pub fn handoff_key(&mut self, name: &str, key: &HandoffKey) -> StoreResult<()> {
+        self.tx
+            .open_table(HANDOFF_KEYS)
+            .map_err(err)?
+            .insert(name, encode(key)?.as_slice())
+            .map_err(err)?;
+        Ok(())
+    }
+
+    /// A waiting hand-off.
+    pub fn handoff(&mut self, record: &HandoffRecord) -> StoreResult<()> {
+        self.tx
+            .open_table(HANDOFFS)
+            .map_err(err)?
+            .insert(record.tunnel_id.0, encode(record)?.as_slice())
+            .map_err(err)?;
+        Ok(())
+    }
+
+    /// An audit record, as it is (number, time and hash kept).
+    pub fn audit(&mut self, record: &AuditRecord) -> StoreResult<()> {
+        self.tx
+            .open_table(AUDIT)
+            .map_err(err)?
+            .insert(record.entry.seq, encode(record)?.as_slice())
+            .map_err(err)?;
+        Ok(())
+    }
+
+    /// Commits the copy and gives it its final name.
+    pub fn finish(self) -> StoreResult<()> {
+        self.tx.commit().map_err(err)?;
+        drop(self.db);
+        std::fs::rename(&self.partial, &self.path).map_err(err)
     }
 }
 
@@ -227,10 +326,6 @@ fn reindex(
         bump(tx, new.state.kind(), true)?;
     }
     Ok(())
-}
-
-fn admin_name(name: &str) -> BoundedString<64> {
-    BoundedString::new(name).unwrap_or_default()
 }
 
 impl Store for RedbStore {
@@ -435,7 +530,7 @@ impl Store for RedbStore {
         let draft = AuditDraft {
             actor: by,
             tunnel_id: None,
-            action: AuditAction::AdminAdded(admin_name(&admin.name)),
+            action: AuditAction::AdminAdded(super::admin_name(&admin.name)),
         };
         append_audit(&tx, draft, now)?;
         tx.commit().map_err(err)
@@ -461,7 +556,7 @@ impl Store for RedbStore {
         let draft = AuditDraft {
             actor: by,
             tunnel_id: None,
-            action: AuditAction::AdminRemoved(admin_name(name)),
+            action: AuditAction::AdminRemoved(super::admin_name(name)),
         };
         append_audit(&tx, draft, now)?;
         tx.commit().map_err(err)?;

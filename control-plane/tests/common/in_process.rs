@@ -1,5 +1,5 @@
-//! The control plane in this process: a [`Service`] over a redb store in a
-//! temp dir, and its warp routes driven as a tower service (what
+//! The control plane in this process: a [`Service`] over a store in a temp
+//! dir (or PostgreSQL, see `super::postgres`), and its warp routes driven as a tower service (what
 //! `warp::test` does; its feature needs hyper's client, which this offline
 //! build does not have). No binary, no socket: calls take microseconds and
 //! the service's clock is an argument.
@@ -14,7 +14,6 @@ use bytes::{Buf, Bytes};
 use support_control_plane::config::CreateLimits;
 use support_control_plane::http::{routes, AppState, Peer, Routes};
 use support_control_plane::service::{Caller, Service, ServiceConfig};
-use support_control_plane::store::redb_store::RedbStore;
 use support_control_plane::store::{AdminRecord, AdminRole, Store};
 use support_protocol::audit::Actor;
 use support_protocol::control_channel::{ServerKeys, StaticKeypair};
@@ -73,8 +72,7 @@ impl InProcess {
 
     pub fn with(setup: Setup) -> Arc<InProcess> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store: Arc<dyn Store> =
-            Arc::new(RedbStore::open(&dir.path().join("store.redb")).expect("store opens"));
+        let store = super::postgres::open_store_for_test(dir.path());
         let service = Arc::new(Service::new(
             store,
             setup.config,

@@ -1,9 +1,15 @@
 //! A real control plane (the built binary) on loopback with its store in a
 //! temp dir, and a client that speaks the real control channel over HTTP
 //! to it, or (`in_process`) to the routes and service in this process.
+//!
+//! Every server here keeps its store where `SUPPORT_TEST_STORE` says:
+//! unset (or `redb`), store.redb in its data dir; `postgres`, a database of
+//! its own in the cluster at `SUPPORT_TEST_POSTGRES` (scripts/test starts
+//! one with scripts/pg-scratch and runs the whole suite both ways).
 #![allow(dead_code)]
 
 pub mod in_process;
+pub mod postgres;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -43,6 +49,8 @@ pub struct Server {
     /// The server's stdout, kept open: a line it prints later (`metrics on
     /// ADDR`) must not meet a closed pipe.
     pub stdout: Option<BufReader<std::process::ChildStdout>>,
+    /// The PostgreSQL store's URL, or None for store.redb in `dir`.
+    pub store: Option<String>,
 }
 
 pub fn permissive_limits() -> Vec<String> {
@@ -60,6 +68,15 @@ pub fn permissive_limits() -> Vec<String> {
 impl Server {
     pub fn start(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
+        let store = postgres::store_for_test();
+        Self::start_on(dir, store, extra)
+    }
+
+    /// A server on this data dir and store (a second replica shares one).
+    pub fn start_on(dir: tempfile::TempDir, store: Option<String>, extra: &[&str]) -> Server {
+        if let Some(url) = &store {
+            postgres::register(dir.path(), url);
+        }
         let mut s = Server {
             dir,
             child: None,
@@ -67,9 +84,25 @@ impl Server {
             public: [0; 32],
             extra: extra.iter().map(|s| s.to_string()).collect(),
             stdout: None,
+            store,
         };
         s.launch();
         s
+    }
+
+    /// Rewrites audit record `seq` in the store, as an attacker with
+    /// access to it would.
+    pub fn tamper_audit_record(&self, seq: u64) {
+        match &self.store {
+            Some(url) => support_control_plane::store::postgres::PgStore::open(url)
+                .expect("opens")
+                .tamper_audit_record(seq),
+            None => support_control_plane::store::redb_store::tamper_audit_record(
+                &self.data().join("store.redb"),
+                seq,
+            ),
+        }
+        .expect("tampers");
     }
 
     pub fn data(&self) -> &Path {
@@ -85,6 +118,9 @@ impl Server {
             .env("SUPPORT_CP_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        if let Some(url) = &self.store {
+            cmd.arg("--store").arg(url);
+        }
         let mut child = cmd.spawn().expect("server starts");
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
@@ -201,12 +237,19 @@ pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
+/// Runs the CLI; a command on the data dir of a server with a PostgreSQL
+/// store is pointed at that store, as its operator would point it.
 pub fn cli(args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .env("SUPPORT_CP_LOG", "warn")
-        .output()
-        .expect("cli runs")
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env("SUPPORT_CP_LOG", "warn");
+    let data = args
+        .windows(2)
+        .find(|w| w[0] == "--data")
+        .map(|w| Path::new(w[1]));
+    if let Some(url) = data.and_then(postgres::registered) {
+        cmd.env("SUPPORT_CP_STORE", url);
+    }
+    cmd.output().expect("cli runs")
 }
 
 /// Runs the CLI and checks that it succeeded.
