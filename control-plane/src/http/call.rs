@@ -200,7 +200,11 @@ where
     F: FnOnce(Arc<AppState>, Caller, C) -> Fut,
     Fut: Future<Output = R>,
 {
-    match authenticate::<C, R>(&state, api, &body, peer, xff.as_deref()) {
+    let authenticated = authenticate::<C, R>(&state, api, &body, peer, xff.as_deref());
+    // The body shares its allocation with the connection's first read
+    // buffer (8 KiB): let it go before a long-poll is held.
+    drop(body);
+    match authenticated {
         Ok(Authenticated {
             incoming,
             caller,

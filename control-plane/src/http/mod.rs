@@ -6,8 +6,10 @@
 //! | [`server`] | our accept loop around warp's filters: connection cap, header-read and request timeouts, graceful shutdown |
 //! | [`routes`](mod@routes) | the warp filters, built from an [`AppState`] (so a test can drive them without a socket) |
 //! | [`call`] | one Noise call: authenticate, decode, run the [`Service`], encrypt the answer |
+//! | `device_conn` | device calls read and answered without hyper, so a held long-poll stays small |
 
 pub mod call;
+mod device_conn;
 pub mod routes;
 pub mod server;
 

@@ -1,7 +1,7 @@
 //! Our own accept loop around warp's filters (warp 0.4's `serve` offers no
 //! connection cap or header timeout), so that the connection cap,
 //! header-read timeout, per-request timeout and graceful shutdown are ours
-//! to set.
+//! to set. Device calls skip hyper ([`device_conn`] says why).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use tower_service::Service as _;
 use warp::http::StatusCode;
 use warp::Reply;
 
+use super::device_conn::{self, Head, Replay};
 use super::{plain, routes, AppState, Peer, Routes};
 use crate::rate_limit::NetworkShares;
 
@@ -37,6 +38,8 @@ pub async fn serve(
     let conns = Arc::new(Semaphore::new(state.max_connections));
     let per_network = Arc::new(NetworkShares::default());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let (stopping, _) = tokio::sync::watch::channel(false);
+    let device_calls = matches!(which, Routes::Api { .. });
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -70,9 +73,29 @@ pub async fn serve(
         };
         let svc = warp::service(filter.clone());
         let watcher = graceful.watcher();
+        let (state, mut stopping) = (state.clone(), stopping.subscribe());
         tokio::spawn(async move {
             let _permit = permit;
             let _share = share;
+            let mut stream = stream;
+            // A device call is answered without hyper (device_conn says
+            // why); anything else goes to hyper with what was read replayed.
+            let read = if device_calls {
+                let head = tokio::select! {
+                    head = tokio::time::timeout(HEADER_TIMEOUT, device_conn::read_head(&mut stream)) => head,
+                    _ = stopping.changed() => return,
+                };
+                match head {
+                    Err(_) | Ok(Head::Closed) => return,
+                    Ok(Head::Device(req)) => {
+                        device_conn::serve(stream, req, state, peer, REQUEST_TIMEOUT).await;
+                        return;
+                    }
+                    Ok(Head::Other(read)) => read,
+                }
+            } else {
+                Vec::new()
+            };
             let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(Peer(peer));
                 let mut svc = svc.clone();
@@ -87,17 +110,22 @@ pub async fn serve(
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), svc);
+                .serve_connection(TokioIo::new(Replay::new(read, stream)), svc);
             let _ = watcher.watch(conn).await;
         });
     }
     drop(listener);
     tracing::info!("shutting down: no new connections; ending long-polls");
+    let _ = stopping.send(true);
     state.service.polls().shutdown();
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    // Every connection holds a permit until it is done: hyper's and the
+    // device calls answered without it alike.
+    let everyone = u32::try_from(state.max_connections).unwrap_or(u32::MAX);
+    let drained = async {
+        graceful.shutdown().await;
+        let _ = conns.acquire_many(everyone).await;
+    };
+    if tokio::time::timeout(DRAIN_TIMEOUT, drained).await.is_err() {
         tracing::warn!("in-flight requests did not finish in time");
     }
 }
