@@ -361,7 +361,12 @@ fn serve(args: ServeArgs) -> Result<()> {
         creates.limiter(Instant::now()),
     ));
 
+    // Store calls run on the blocking pool. Past a few dozen threads they
+    // only queue for the store (redb writes one at a time; PostgreSQL has
+    // a pool of 16 connections), while every thread costs its stack and
+    // malloc arena: 10,000 polls arriving at once grew tokio's default 512.
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(64)
         .enable_all()
         .build()?;
     rt.block_on(async move {

@@ -118,8 +118,10 @@ fn a_chunked_device_call_still_gets_hyper_and_warp_answers() {
     // The same body with its length, through the admin path's twin: hyper
     // serves /v1/admin after the head was read here and replayed.
     let mut s = connect(&server);
-    s.write_all(b"POST /v1/admin HTTP/1.1\r\nHost: cp\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
-        .expect("writes");
+    s.write_all(
+        b"POST /v1/admin HTTP/1.1\r\nHost: cp\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+    )
+    .expect("writes");
     let (head, text) = answer(s);
     assert!(head.starts_with("HTTP/1.1 400"), "{head}");
     assert!(

@@ -25,12 +25,13 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use support_protocol::audit::{Actor, AuditAction, AuditEntry, AuditRecord, ChainBreak};
 use support_protocol::handoff::HandoffKey;
 use support_protocol::messages::{ApiError, ErrorCode, TunnelStateKind};
 use support_protocol::TunnelId;
-use tokio_postgres::{AsyncMessage, IsolationLevel, NoTls};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{AsyncMessage, IsolationLevel, NoTls, Row};
 
 use super::redb_store::RedbImport;
 use super::{
@@ -87,6 +88,47 @@ fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
     }
 }
 
+/// Runs `sql` as a statement prepared once per connection: an unprepared
+/// one costs a second round trip every time.
+async fn exec<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> StoreResult<u64> {
+    let statement = c.prepare_cached(sql).await.map_err(pg)?;
+    c.execute(&statement, params).await.map_err(pg)
+}
+
+/// The rows of `sql` (prepared once per connection).
+async fn rows<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> StoreResult<Vec<Row>> {
+    let statement = c.prepare_cached(sql).await.map_err(pg)?;
+    c.query(&statement, params).await.map_err(pg)
+}
+
+/// The row of `sql`, if any (prepared once per connection).
+async fn row_opt<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> StoreResult<Option<Row>> {
+    let statement = c.prepare_cached(sql).await.map_err(pg)?;
+    c.query_opt(&statement, params).await.map_err(pg)
+}
+
+/// The one row of `sql` (prepared once per connection).
+async fn row_one<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> StoreResult<Row> {
+    let statement = c.prepare_cached(sql).await.map_err(pg)?;
+    c.query_one(&statement, params).await.map_err(pg)
+}
+
 fn encode<T: serde::Serialize>(v: &T) -> StoreResult<Vec<u8>> {
     postcard::to_allocvec(v).map_err(err)
 }
@@ -136,10 +178,7 @@ type Tx<'a> = deadpool_postgres::Transaction<'a>;
 /// per-state counts takes it (after its row locks), so appends from
 /// several replicas form one chain.
 async fn lock_head(tx: &Tx<'_>) -> StoreResult<(u64, [u8; 32])> {
-    let row = tx
-        .query_one("SELECT seq, hash FROM audit_head FOR UPDATE", &[])
-        .await
-        .map_err(pg)?;
+    let row = row_one(tx, "SELECT seq, hash FROM audit_head FOR UPDATE", &[]).await?;
     let hash: Vec<u8> = row.get(1);
     let hash = hash
         .try_into()
@@ -165,7 +204,8 @@ async fn append_audit(
             action: draft.action,
         },
     );
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO audit (seq, tunnel_id, record) VALUES ($1, $2, $3)",
         &[
             &big(seq),
@@ -173,26 +213,25 @@ async fn append_audit(
             &encode(&record)?,
         ],
     )
-    .await
-    .map_err(pg)?;
-    tx.execute(
+    .await?;
+    exec(
+        tx,
         "UPDATE audit_head SET seq = $1, hash = $2",
         &[&big(seq), &record.hash.0.as_slice()],
     )
-    .await
-    .map_err(pg)?;
+    .await?;
     Ok(())
 }
 
 /// Moves one tunnel between states in the counts; the head must be locked.
 async fn count(tx: &Tx<'_>, kind: TunnelStateKind, delta: i64) -> StoreResult<()> {
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO state_counts (state, n) VALUES ($1, GREATEST($2::BIGINT, 0)) \
          ON CONFLICT (state) DO UPDATE SET n = GREATEST(state_counts.n + $2, 0)",
         &[&kind.name(), &delta],
     )
-    .await
-    .map_err(pg)?;
+    .await?;
     Ok(())
 }
 
@@ -258,10 +297,7 @@ impl PgStore {
 
     async fn migrate(&self) -> StoreResult<()> {
         let mut client = self.client().await?;
-        client
-            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-            .await
-            .map_err(pg)?;
+        exec(&client, "SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
         let result = async {
             client
                 .batch_execute(
@@ -271,11 +307,10 @@ impl PgStore {
                 )
                 .await
                 .map_err(pg)?;
-            let newest: Option<i32> = client
-                .query_one("SELECT max(version) FROM schema_migrations", &[])
-                .await
-                .map_err(pg)?
-                .get(0);
+            let newest: Option<i32> =
+                row_one(&client, "SELECT max(version) FROM schema_migrations", &[])
+                    .await?
+                    .get(0);
             let newest = newest.unwrap_or(0);
             let known = i32::try_from(SCHEMA_VERSION).unwrap_or(i32::MAX);
             if newest > known {
@@ -286,30 +321,26 @@ impl PgStore {
             for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > newest) {
                 let tx = client.transaction().await.map_err(pg)?;
                 tx.batch_execute(sql).await.map_err(pg)?;
-                tx.execute(
+                exec(
+                    &tx,
                     "INSERT INTO schema_migrations (version) VALUES ($1)",
                     &[version],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
                 tx.commit().await.map_err(pg)?;
                 tracing::info!(version, "applied a store migration");
             }
             Ok(())
         }
         .await;
-        client
-            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
-            .await
-            .map_err(pg)?;
+        exec(&client, "SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await?;
         result
     }
 
     async fn tunnel_in(tx: &Tx<'_>, id: TunnelId, lock: &str) -> StoreResult<Option<TunnelRecord>> {
         let sql = format!("SELECT record FROM tunnels WHERE id = $1 {lock}");
-        tx.query_opt(&sql, &[&key(id.0)])
-            .await
-            .map_err(pg)?
+        row_opt(tx, &sql, &[&key(id.0)])
+            .await?
             .map(|row| decode(row.get::<_, &[u8]>(0)))
             .transpose()
     }
@@ -320,20 +351,21 @@ impl PgStore {
     pub fn tamper_audit_record(&self, seq: u64) -> StoreResult<()> {
         self.run(async {
             let client = self.client().await?;
-            let row = client
-                .query_opt("SELECT record FROM audit WHERE seq = $1", &[&big(seq)])
-                .await
-                .map_err(pg)?
-                .ok_or(StoreError("no such record".into()))?;
+            let row = row_opt(
+                &client,
+                "SELECT record FROM audit WHERE seq = $1",
+                &[&big(seq)],
+            )
+            .await?
+            .ok_or(StoreError("no such record".into()))?;
             let mut r: AuditRecord = decode(row.get::<_, &[u8]>(0))?;
             r.entry.action = AuditAction::Expired;
-            client
-                .execute(
-                    "UPDATE audit SET record = $2 WHERE seq = $1",
-                    &[&big(seq), &encode(&r)?],
-                )
-                .await
-                .map_err(pg)?;
+            exec(
+                &client,
+                "UPDATE audit SET record = $2 WHERE seq = $1",
+                &[&big(seq), &encode(&r)?],
+            )
+            .await?;
             Ok(())
         })
     }
@@ -419,13 +451,14 @@ impl Store for PgStore {
 
     fn tunnel(&self, id: TunnelId) -> StoreResult<Option<TunnelRecord>> {
         self.run(async {
-            self.client()
-                .await?
-                .query_opt("SELECT record FROM tunnels WHERE id = $1", &[&key(id.0)])
-                .await
-                .map_err(pg)?
-                .map(|row| decode(row.get::<_, &[u8]>(0)))
-                .transpose()
+            row_opt(
+                &self.client().await?,
+                "SELECT record FROM tunnels WHERE id = $1",
+                &[&key(id.0)],
+            )
+            .await?
+            .map(|row| decode(row.get::<_, &[u8]>(0)))
+            .transpose()
         })
     }
 
@@ -439,21 +472,20 @@ impl Store for PgStore {
             let mut client = self.client().await?;
             let tx = client.transaction().await.map_err(pg)?;
             let c = columns(record);
-            let inserted = tx
-                .execute(
-                    "INSERT INTO tunnels (id, state, expires_at, ended_at, approved, record) \
+            let inserted = exec(
+                &tx,
+                "INSERT INTO tunnels (id, state, expires_at, ended_at, approved, record) \
                      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
-                    &[
-                        &key(record.id().0),
-                        &c.state,
-                        &c.expires_at,
-                        &c.expires_at.is_none().then(|| big(now)),
-                        &c.approved,
-                        &encode(record)?,
-                    ],
-                )
-                .await
-                .map_err(pg)?;
+                &[
+                    &key(record.id().0),
+                    &c.state,
+                    &c.expires_at,
+                    &c.expires_at.is_none().then(|| big(now)),
+                    &c.approved,
+                    &encode(record)?,
+                ],
+            )
+            .await?;
             if inserted == 0 {
                 let existing = Self::tunnel_in(&tx, record.id(), "").await?;
                 return existing.ok_or(StoreError("a conflicting row vanished".into()));
@@ -487,7 +519,8 @@ impl Store for PgStore {
             if new != old {
                 let c = columns(&new);
                 let ends = new_kind.is_terminal() && !old_kind.is_terminal();
-                tx.execute(
+                exec(
+                    &tx,
                     "UPDATE tunnels SET state = $2, expires_at = $3, approved = $4, record = $5, \
                      ended_at = CASE WHEN $6 THEN $7 ELSE ended_at END WHERE id = $1",
                     &[
@@ -500,17 +533,22 @@ impl Store for PgStore {
                         &big(now),
                     ],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
                 if ends {
                     // A hand-off ends with its tunnel.
-                    tx.execute("DELETE FROM handoffs WHERE tunnel_id = $1", &[&key(id.0)])
-                        .await
-                        .map_err(pg)?;
+                    exec(
+                        &tx,
+                        "DELETE FROM handoffs WHERE tunnel_id = $1",
+                        &[&key(id.0)],
+                    )
+                    .await?;
                 }
-                tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &id.0.to_string()])
-                    .await
-                    .map_err(pg)?;
+                exec(
+                    &tx,
+                    "SELECT pg_notify($1, $2)",
+                    &[&CHANNEL, &id.0.to_string()],
+                )
+                .await?;
             }
             if old_kind != new_kind || draft.is_some() {
                 let head = lock_head(&tx).await?;
@@ -539,37 +577,31 @@ impl Store for PgStore {
             None => None,
         };
         self.run(async {
-            let rows = self
-                .client()
-                .await?
-                .query(
-                    "SELECT record FROM tunnels \
+            let rows = rows(
+                &self.client().await?,
+                "SELECT record FROM tunnels \
                      WHERE ($1::BIGINT IS NULL OR id > $1) AND ($2::TEXT IS NULL OR state = $2) \
                      ORDER BY id LIMIT $3",
-                    &[
-                        &after,
-                        &state.map(TunnelStateKind::name),
-                        &big(limit as u64),
-                    ],
-                )
-                .await
-                .map_err(pg)?;
+                &[
+                    &after,
+                    &state.map(TunnelStateKind::name),
+                    &big(limit as u64),
+                ],
+            )
+            .await?;
             rows.iter().map(|r| decode(r.get::<_, &[u8]>(0))).collect()
         })
     }
 
     fn due_for_expiry(&self, now: u64, limit: usize) -> StoreResult<Vec<TunnelId>> {
         self.run(async {
-            let rows = self
-                .client()
-                .await?
-                .query(
-                    "SELECT id FROM tunnels WHERE expires_at <= $1 \
+            let rows = rows(
+                &self.client().await?,
+                "SELECT id FROM tunnels WHERE expires_at <= $1 \
                      ORDER BY expires_at, id LIMIT $2",
-                    &[&big(now), &big(limit as u64)],
-                )
-                .await
-                .map_err(pg)?;
+                &[&big(now), &big(limit as u64)],
+            )
+            .await?;
             Ok(rows.iter().map(|r| TunnelId(id_of(r.get(0)))).collect())
         })
     }
@@ -585,11 +617,12 @@ impl Store for PgStore {
 
     fn count_by_state(&self) -> StoreResult<Vec<(TunnelStateKind, u64)>> {
         let rows = self.run(async {
-            self.client()
-                .await?
-                .query("SELECT state, n FROM state_counts", &[])
-                .await
-                .map_err(pg)
+            rows(
+                &self.client().await?,
+                "SELECT state, n FROM state_counts",
+                &[],
+            )
+            .await
         })?;
         Ok(TunnelStateKind::ALL
             .into_iter()
@@ -613,21 +646,20 @@ impl Store for PgStore {
             let mut client = self.client().await?;
             let tx = client.transaction().await.map_err(pg)?;
             // SKIP LOCKED: replicas purging at once take disjoint rows.
-            let rows = tx
-                .query(
-                    "DELETE FROM tunnels WHERE id IN (\
+            let rows = rows(
+                &tx,
+                "DELETE FROM tunnels WHERE id IN (\
                        SELECT id FROM tunnels WHERE ended_at IS NOT NULL \
                        AND (ended_at < $1 OR (NOT approved AND ended_at < $2)) \
                        ORDER BY ended_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
                      RETURNING state",
-                    &[
-                        &big(ended_before),
-                        &big(unapproved_ended_before),
-                        &big(limit as u64),
-                    ],
-                )
-                .await
-                .map_err(pg)?;
+                &[
+                    &big(ended_before),
+                    &big(unapproved_ended_before),
+                    &big(limit as u64),
+                ],
+            )
+            .await?;
             if !rows.is_empty() {
                 lock_head(&tx).await?;
                 for k in TunnelStateKind::ALL {
@@ -649,26 +681,25 @@ impl Store for PgStore {
         self.run(async {
             let mut client = self.client().await?;
             let tx = client.transaction().await.map_err(pg)?;
-            let other = tx
-                .query_opt(
-                    "SELECT name FROM admins WHERE key = $1 AND name <> $2",
-                    &[&admin.key.as_slice(), &admin.name],
-                )
-                .await
-                .map_err(pg)?;
+            let other = row_opt(
+                &tx,
+                "SELECT name FROM admins WHERE key = $1 AND name <> $2",
+                &[&admin.key.as_slice(), &admin.name],
+            )
+            .await?;
             if let Some(other) = other {
                 let other: String = other.get(0);
                 return Err(StoreError(format!(
                     "that key is already enrolled as admin '{other}'"
                 )));
             }
-            tx.execute(
+            exec(
+                &tx,
                 "INSERT INTO admins (name, key, record) VALUES ($1, $2, $3) \
                  ON CONFLICT (name) DO UPDATE SET key = $2, record = $3",
                 &[&admin.name, &admin.key.as_slice(), &encode(admin)?],
             )
-            .await
-            .map_err(pg)?;
+            .await?;
             let head = lock_head(&tx).await?;
             let draft = AuditDraft {
                 actor: by,
@@ -684,10 +715,7 @@ impl Store for PgStore {
         self.run(async {
             let mut client = self.client().await?;
             let tx = client.transaction().await.map_err(pg)?;
-            let removed = tx
-                .execute("DELETE FROM admins WHERE name = $1", &[&name])
-                .await
-                .map_err(pg)?;
+            let removed = exec(&tx, "DELETE FROM admins WHERE name = $1", &[&name]).await?;
             if removed == 0 {
                 return Ok(false);
             }
@@ -705,55 +733,52 @@ impl Store for PgStore {
 
     fn admins(&self) -> StoreResult<Vec<AdminRecord>> {
         self.run(async {
-            let rows = self
-                .client()
-                .await?
-                .query("SELECT record FROM admins ORDER BY name", &[])
-                .await
-                .map_err(pg)?;
+            let rows = rows(
+                &self.client().await?,
+                "SELECT record FROM admins ORDER BY name",
+                &[],
+            )
+            .await?;
             rows.iter().map(|r| decode(r.get::<_, &[u8]>(0))).collect()
         })
     }
 
     fn admin_by_key(&self, key: &[u8; 32]) -> StoreResult<Option<AdminRecord>> {
         self.run(async {
-            self.client()
-                .await?
-                .query_opt(
-                    "SELECT record FROM admins WHERE key = $1",
-                    &[&key.as_slice()],
-                )
-                .await
-                .map_err(pg)?
-                .map(|r| decode(r.get::<_, &[u8]>(0)))
-                .transpose()
+            row_opt(
+                &self.client().await?,
+                "SELECT record FROM admins WHERE key = $1",
+                &[&key.as_slice()],
+            )
+            .await?
+            .map(|r| decode(r.get::<_, &[u8]>(0)))
+            .transpose()
         })
     }
 
     fn put_handoff_key(&self, name: &str, key: &HandoffKey) -> StoreResult<()> {
         self.run(async {
-            self.client()
-                .await?
-                .execute(
-                    "INSERT INTO handoff_keys (name, key) VALUES ($1, $2) \
+            exec(
+                &self.client().await?,
+                "INSERT INTO handoff_keys (name, key) VALUES ($1, $2) \
                      ON CONFLICT (name) DO UPDATE SET key = $2",
-                    &[&name, &encode(key)?],
-                )
-                .await
-                .map_err(pg)?;
+                &[&name, &encode(key)?],
+            )
+            .await?;
             Ok(())
         })
     }
 
     fn handoff_key(&self, name: &str) -> StoreResult<Option<HandoffKey>> {
         self.run(async {
-            self.client()
-                .await?
-                .query_opt("SELECT key FROM handoff_keys WHERE name = $1", &[&name])
-                .await
-                .map_err(pg)?
-                .map(|r| decode(r.get::<_, &[u8]>(0)))
-                .transpose()
+            row_opt(
+                &self.client().await?,
+                "SELECT key FROM handoff_keys WHERE name = $1",
+                &[&name],
+            )
+            .await?
+            .map(|r| decode(r.get::<_, &[u8]>(0)))
+            .transpose()
         })
     }
 
@@ -777,15 +802,14 @@ impl Store for PgStore {
                     "the tunnel has ended; there is nothing to hand off",
                 )));
             }
-            let existing: Option<HandoffRecord> = tx
-                .query_opt(
-                    "SELECT record FROM handoffs WHERE tunnel_id = $1 FOR UPDATE",
-                    &[&key(record.tunnel_id.0)],
-                )
-                .await
-                .map_err(pg)?
-                .map(|r| decode(r.get::<_, &[u8]>(0)))
-                .transpose()?;
+            let existing: Option<HandoffRecord> = row_opt(
+                &tx,
+                "SELECT record FROM handoffs WHERE tunnel_id = $1 FOR UPDATE",
+                &[&key(record.tunnel_id.0)],
+            )
+            .await?
+            .map(|r| decode(r.get::<_, &[u8]>(0)))
+            .transpose()?;
             if let Some(e) = existing {
                 if e.package == record.package && e.to == record.to {
                     // A replay of the same post: already in the mailbox.
@@ -803,13 +827,13 @@ impl Store for PgStore {
             }
             let mut stored = record.clone();
             stored.expires_at = tunnel.expires_at;
-            tx.execute(
+            exec(
+                &tx,
                 "INSERT INTO handoffs (tunnel_id, to_name, record) VALUES ($1, $2, $3) \
                  ON CONFLICT (tunnel_id) DO UPDATE SET to_name = $2, record = $3",
                 &[&key(record.tunnel_id.0), &stored.to, &encode(&stored)?],
             )
-            .await
-            .map_err(pg)?;
+            .await?;
             let head = lock_head(&tx).await?;
             append_audit(&tx, head, audit, now).await?;
             tx.commit().await.map_err(pg)?;
@@ -819,31 +843,26 @@ impl Store for PgStore {
 
     fn handoffs_for(&self, to: &str, limit: usize) -> StoreResult<Vec<HandoffRecord>> {
         self.run(async {
-            let rows = self
-                .client()
-                .await?
-                .query(
-                    "SELECT record FROM handoffs WHERE to_name = $1 ORDER BY tunnel_id LIMIT $2",
-                    &[&to, &big(limit as u64)],
-                )
-                .await
-                .map_err(pg)?;
+            let rows = rows(
+                &self.client().await?,
+                "SELECT record FROM handoffs WHERE to_name = $1 ORDER BY tunnel_id LIMIT $2",
+                &[&to, &big(limit as u64)],
+            )
+            .await?;
             rows.iter().map(|r| decode(r.get::<_, &[u8]>(0))).collect()
         })
     }
 
     fn handoff(&self, id: TunnelId) -> StoreResult<Option<HandoffRecord>> {
         self.run(async {
-            self.client()
-                .await?
-                .query_opt(
-                    "SELECT record FROM handoffs WHERE tunnel_id = $1",
-                    &[&key(id.0)],
-                )
-                .await
-                .map_err(pg)?
-                .map(|r| decode(r.get::<_, &[u8]>(0)))
-                .transpose()
+            row_opt(
+                &self.client().await?,
+                "SELECT record FROM handoffs WHERE tunnel_id = $1",
+                &[&key(id.0)],
+            )
+            .await?
+            .map(|r| decode(r.get::<_, &[u8]>(0)))
+            .transpose()
         })
     }
 
@@ -857,13 +876,12 @@ impl Store for PgStore {
         self.run(async {
             let mut client = self.client().await?;
             let tx = client.transaction().await.map_err(pg)?;
-            let taken = tx
-                .execute(
-                    "DELETE FROM handoffs WHERE tunnel_id = $1 AND to_name = $2",
-                    &[&key(id.0), &to],
-                )
-                .await
-                .map_err(pg)?;
+            let taken = exec(
+                &tx,
+                "DELETE FROM handoffs WHERE tunnel_id = $1 AND to_name = $2",
+                &[&key(id.0), &to],
+            )
+            .await?;
             if taken == 0 {
                 return Ok(false);
             }
@@ -881,21 +899,18 @@ impl Store for PgStore {
         limit: usize,
     ) -> StoreResult<Vec<AuditRecord>> {
         self.run(async {
-            let rows = self
-                .client()
-                .await?
-                .query(
-                    "SELECT record FROM audit \
+            let rows = rows(
+                &self.client().await?,
+                "SELECT record FROM audit \
                      WHERE seq > $1 AND ($2::BIGINT IS NULL OR tunnel_id = $2) \
                      ORDER BY seq LIMIT $3",
-                    &[
-                        &big(after_seq),
-                        &tunnel.map(|t| key(t.0)),
-                        &big(limit as u64),
-                    ],
-                )
-                .await
-                .map_err(pg)?;
+                &[
+                    &big(after_seq),
+                    &tunnel.map(|t| key(t.0)),
+                    &big(limit as u64),
+                ],
+            )
+            .await?;
             rows.iter().map(|r| decode(r.get::<_, &[u8]>(0))).collect()
         })
     }
@@ -907,13 +922,12 @@ impl Store for PgStore {
             let mut prev = [0u8; 32];
             let mut count = 0u64;
             loop {
-                let rows = tx
-                    .query(
-                        "SELECT seq, record FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
-                        &[&big(count), &PAGE],
-                    )
-                    .await
-                    .map_err(pg)?;
+                let rows = rows(
+                    &tx,
+                    "SELECT seq, record FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
+                    &[&big(count), &PAGE],
+                )
+                .await?;
                 if rows.is_empty() {
                     return Ok(Ok(count));
                 }
@@ -945,14 +959,13 @@ impl Store for PgStore {
             let tx = snapshot(&mut client).await?;
             let mut after = i64::MIN;
             loop {
-                let rows = tx
-                    .query(
-                        "SELECT id, ended_at, record FROM tunnels WHERE id > $1 \
+                let rows = rows(
+                    &tx,
+                    "SELECT id, ended_at, record FROM tunnels WHERE id > $1 \
                          ORDER BY id LIMIT $2",
-                        &[&after, &PAGE],
-                    )
-                    .await
-                    .map_err(pg)?;
+                    &[&after, &PAGE],
+                )
+                .await?;
                 let Some(last) = rows.last() else { break };
                 after = last.get(0);
                 for row in &rows {
@@ -961,36 +974,23 @@ impl Store for PgStore {
                     out.tunnel(&record, ended.map(unsigned))?;
                 }
             }
-            for row in tx
-                .query("SELECT record FROM admins", &[])
-                .await
-                .map_err(pg)?
-            {
+            for row in rows(&tx, "SELECT record FROM admins", &[]).await? {
                 out.admin(&decode(row.get::<_, &[u8]>(0))?)?;
             }
-            for row in tx
-                .query("SELECT name, key FROM handoff_keys", &[])
-                .await
-                .map_err(pg)?
-            {
+            for row in rows(&tx, "SELECT name, key FROM handoff_keys", &[]).await? {
                 out.handoff_key(row.get(0), &decode(row.get::<_, &[u8]>(1))?)?;
             }
-            for row in tx
-                .query("SELECT record FROM handoffs", &[])
-                .await
-                .map_err(pg)?
-            {
+            for row in rows(&tx, "SELECT record FROM handoffs", &[]).await? {
                 out.handoff(&decode(row.get::<_, &[u8]>(0))?)?;
             }
             let mut seq = 0i64;
             loop {
-                let rows = tx
-                    .query(
-                        "SELECT seq, record FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
-                        &[&seq, &PAGE],
-                    )
-                    .await
-                    .map_err(pg)?;
+                let rows = rows(
+                    &tx,
+                    "SELECT seq, record FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
+                    &[&seq, &PAGE],
+                )
+                .await?;
                 let Some(last) = rows.last() else { break };
                 seq = last.get(0);
                 for row in &rows {
