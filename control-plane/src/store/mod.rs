@@ -11,14 +11,16 @@
 
 pub mod postgres;
 pub mod redb_store;
+#[doc(hidden)]
+pub mod sample;
 
 use serde::{Deserialize, Serialize};
 use support_protocol::approval_box::SealedApproval;
-use support_protocol::audit::{Actor, AuditAction, AuditRecord};
+use support_protocol::audit::{Actor, AuditAction, AuditRecord, ChainBreak};
 use support_protocol::connected_report::SealedReport;
 use support_protocol::handoff::{HandoffKey, HandoffPackage};
 use support_protocol::messages::TunnelStateKind;
-use support_protocol::messages::{ApiError, StopReason, TunnelRequest};
+use support_protocol::messages::{ApiError, ErrorCode, StopReason, TunnelRequest};
 use support_protocol::state::TunnelState;
 use support_protocol::TunnelId;
 
@@ -121,6 +123,67 @@ pub struct AuditDraft {
 /// The outcome of an update closure: keep the record as changed (with an
 /// audit record, if the change deserves one), or refuse with an API error.
 pub type UpdateOutcome = Result<Option<AuditDraft>, ApiError>;
+
+/// What posting a hand-off does, decided the same way by both stores from
+/// what they read in the post's transaction: the record to store (with
+/// the tunnel's expiry), or the answer to give without storing anything.
+pub(crate) fn handoff_to_store(
+    record: &HandoffRecord,
+    tunnel: Option<&TunnelRecord>,
+    waiting: Option<&HandoffRecord>,
+) -> Result<HandoffRecord, HandoffOutcome> {
+    let Some(tunnel) = tunnel else {
+        return Err(Err(ApiError::new(ErrorCode::NotFound, "no such tunnel")));
+    };
+    if tunnel.state.kind().is_terminal() {
+        return Err(Err(ApiError::new(
+            ErrorCode::InvalidState,
+            "the tunnel has ended; there is nothing to hand off",
+        )));
+    }
+    if let Some(e) = waiting {
+        if e.package == record.package && e.to == record.to {
+            // A replay of the same post: already in the mailbox.
+            return Err(Ok(()));
+        }
+        if e.from != record.from {
+            return Err(Err(ApiError::new(
+                ErrorCode::AlreadyExists,
+                &format!(
+                    "a hand-off of this tunnel from {} is waiting for {}",
+                    e.from, e.to
+                ),
+            )));
+        }
+    }
+    let mut stored = record.clone();
+    stored.expires_at = tunnel.expires_at;
+    Ok(stored)
+}
+
+/// Walks the audit log in order, as both stores' `verify_audit` do: each
+/// record must decode, carry the next number and extend the chain.
+#[derive(Default)]
+pub(crate) struct ChainWalk {
+    prev: [u8; 32],
+    /// Records checked so far.
+    pub(crate) count: u64,
+}
+
+impl ChainWalk {
+    /// Checks the record stored under `seq`.
+    pub(crate) fn next(&mut self, seq: u64, bytes: &[u8]) -> Result<(), ChainBreak> {
+        let Ok(r) = postcard::from_bytes::<AuditRecord>(bytes) else {
+            return Err(ChainBreak { seq });
+        };
+        if r.entry.seq != seq || seq != self.count + 1 {
+            return Err(ChainBreak { seq });
+        }
+        self.prev = support_protocol::audit::verify_chain(self.prev, [&r])?;
+        self.count += 1;
+        Ok(())
+    }
+}
 
 /// An admin's name as the audit log holds it (cut to its bound).
 pub(crate) fn admin_name(name: &str) -> support_protocol::bounded::BoundedString<64> {

@@ -28,7 +28,7 @@ use std::time::Duration;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use support_protocol::audit::{Actor, AuditAction, AuditEntry, AuditRecord, ChainBreak};
 use support_protocol::handoff::HandoffKey;
-use support_protocol::messages::{ApiError, ErrorCode, TunnelStateKind};
+use support_protocol::messages::{ApiError, TunnelStateKind};
 use support_protocol::TunnelId;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, IsolationLevel, NoTls, Row};
@@ -48,6 +48,8 @@ const CHANNEL: &str = "support_cp_tunnels";
 const MIGRATION_LOCK: i64 = 0x5350_5f43_505f_4d31; // "SP_CP_M1"
 /// Rows per query when a call walks a whole table (backup, audit verify).
 const PAGE: i64 = 1000;
+/// How often the LISTEN connection is asked whether it still answers.
+const LISTEN_PING: Duration = Duration::from_secs(30);
 /// Connections per replica.
 const POOL_SIZE: usize = 16;
 /// How long a call waits for a free connection, or for a new one.
@@ -245,6 +247,13 @@ impl PgStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
+        // A connection a NAT or a failover dropped without a reset is
+        // noticed in about a minute, not the kernel's two hours.
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .keepalives_interval(Duration::from_secs(10))
+            .keepalives_retries(3);
         config.application_name("support-control-plane");
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -371,18 +380,31 @@ impl PgStore {
     }
 }
 
-/// `url` without its password, for messages.
+/// `url` without its password (in the user part or a `password=`
+/// parameter), for messages.
 fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let base = match (base.find("://"), base.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => match base[scheme + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &base[..scheme + 3], &base[at..]),
+            None => base.to_string(),
+        },
+        _ => base.to_string(),
+    };
+    let Some(query) = query else {
+        return base;
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+            _ => kv.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
 }
 
 impl Drop for PgStore {
@@ -425,7 +447,22 @@ async fn listen(config: tokio_postgres::Config, wake: ChangeWaker) {
                     Ok(()) => {
                         backoff = Duration::from_millis(100);
                         wake(None);
-                        let _ = driver.await;
+                        // The connection only reads: ask it something now
+                        // and then, so a silent break is noticed.
+                        let mut driver = driver;
+                        loop {
+                            tokio::select! {
+                                _ = &mut driver => break,
+                                () = tokio::time::sleep(LISTEN_PING) => {
+                                    let ping = client.simple_query("SELECT 1");
+                                    if !matches!(tokio::time::timeout(LISTEN_PING, ping).await, Ok(Ok(_))) {
+                                        tracing::warn!("the store's LISTEN connection stopped answering");
+                                        driver.abort();
+                                        break;
+                                    }
+                                }
+                            }
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(error = %pg(e), "cannot LISTEN for other replicas' changes");
@@ -791,18 +828,11 @@ impl Store for PgStore {
         self.run(async {
             let mut client = self.client().await?;
             let tx = client.transaction().await.map_err(pg)?;
-            // FOR SHARE: the tunnel cannot end (and drop its hand-off)
-            // before this commits.
-            let Some(tunnel) = Self::tunnel_in(&tx, record.tunnel_id, "FOR SHARE").await? else {
-                return Ok(Err(ApiError::new(ErrorCode::NotFound, "no such tunnel")));
-            };
-            if tunnel.state.kind().is_terminal() {
-                return Ok(Err(ApiError::new(
-                    ErrorCode::InvalidState,
-                    "the tunnel has ended; there is nothing to hand off",
-                )));
-            }
-            let existing: Option<HandoffRecord> = row_opt(
+            // FOR NO KEY UPDATE: posts for one tunnel take turns (with no
+            // hand-off row yet, the one below locks nothing), and the tunnel
+            // cannot end (and drop its hand-off) before this commits.
+            let tunnel = Self::tunnel_in(&tx, record.tunnel_id, "FOR NO KEY UPDATE").await?;
+            let waiting: Option<HandoffRecord> = row_opt(
                 &tx,
                 "SELECT record FROM handoffs WHERE tunnel_id = $1 FOR UPDATE",
                 &[&key(record.tunnel_id.0)],
@@ -810,23 +840,10 @@ impl Store for PgStore {
             .await?
             .map(|r| decode(r.get::<_, &[u8]>(0)))
             .transpose()?;
-            if let Some(e) = existing {
-                if e.package == record.package && e.to == record.to {
-                    // A replay of the same post: already in the mailbox.
-                    return Ok(Ok(()));
-                }
-                if e.from != record.from {
-                    return Ok(Err(ApiError::new(
-                        ErrorCode::AlreadyExists,
-                        &format!(
-                            "a hand-off of this tunnel from {} is waiting for {}",
-                            e.from, e.to
-                        ),
-                    )));
-                }
-            }
-            let mut stored = record.clone();
-            stored.expires_at = tunnel.expires_at;
+            let stored = match super::handoff_to_store(record, tunnel.as_ref(), waiting.as_ref()) {
+                Ok(stored) => stored,
+                Err(answer) => return Ok(answer),
+            };
             exec(
                 &tx,
                 "INSERT INTO handoffs (tunnel_id, to_name, record) VALUES ($1, $2, $3) \
@@ -919,31 +936,21 @@ impl Store for PgStore {
         self.run(async {
             let mut client = self.client().await?;
             let tx = snapshot(&mut client).await?;
-            let mut prev = [0u8; 32];
-            let mut count = 0u64;
+            let mut walk = super::ChainWalk::default();
             loop {
                 let rows = rows(
                     &tx,
                     "SELECT seq, record FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
-                    &[&big(count), &PAGE],
+                    &[&big(walk.count), &PAGE],
                 )
                 .await?;
                 if rows.is_empty() {
-                    return Ok(Ok(count));
+                    return Ok(Ok(walk.count));
                 }
                 for row in rows {
-                    let seq = unsigned(row.get(0));
-                    let Ok(r) = decode::<AuditRecord>(row.get::<_, &[u8]>(1)) else {
-                        return Ok(Err(ChainBreak { seq }));
-                    };
-                    if r.entry.seq != seq || seq != count + 1 {
-                        return Ok(Err(ChainBreak { seq }));
+                    if let Err(b) = walk.next(unsigned(row.get(0)), row.get::<_, &[u8]>(1)) {
+                        return Ok(Err(b));
                     }
-                    match support_protocol::audit::verify_chain(prev, [&r]) {
-                        Ok(h) => prev = h,
-                        Err(b) => return Ok(Err(b)),
-                    }
-                    count += 1;
                 }
             }
         })
@@ -957,17 +964,18 @@ impl Store for PgStore {
         self.run(async {
             let mut client = self.client().await?;
             let tx = snapshot(&mut client).await?;
-            let mut after = i64::MIN;
+            // None before the first page: id 0 is key i64::MIN itself.
+            let mut after: Option<i64> = None;
             loop {
                 let rows = rows(
                     &tx,
-                    "SELECT id, ended_at, record FROM tunnels WHERE id > $1 \
-                         ORDER BY id LIMIT $2",
+                    "SELECT id, ended_at, record FROM tunnels \
+                     WHERE ($1::BIGINT IS NULL OR id > $1) ORDER BY id LIMIT $2",
                     &[&after, &PAGE],
                 )
                 .await?;
                 let Some(last) = rows.last() else { break };
-                after = last.get(0);
+                after = Some(last.get(0));
                 for row in &rows {
                     let ended: Option<i64> = row.get(1);
                     let record: TunnelRecord = decode(row.get::<_, &[u8]>(2))?;

@@ -6,7 +6,7 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use support_protocol::audit::{Actor, AuditAction, AuditEntry, AuditRecord, ChainBreak};
 use support_protocol::handoff::HandoffKey;
-use support_protocol::messages::{ApiError, ErrorCode, TunnelStateKind};
+use support_protocol::messages::{ApiError, TunnelStateKind};
 use support_protocol::TunnelId;
 
 use super::{
@@ -625,38 +625,16 @@ impl Store for RedbStore {
                 .map_err(err)?
                 .map(|v| decode(v.value()))
                 .transpose()?;
-            let Some(tunnel) = tunnel else {
-                return Ok(Err(ApiError::new(ErrorCode::NotFound, "no such tunnel")));
-            };
-            if tunnel.state.kind().is_terminal() {
-                return Ok(Err(ApiError::new(
-                    ErrorCode::InvalidState,
-                    "the tunnel has ended; there is nothing to hand off",
-                )));
-            }
             let mut t = tx.open_table(HANDOFFS).map_err(err)?;
-            let existing: Option<HandoffRecord> = t
+            let waiting: Option<HandoffRecord> = t
                 .get(record.tunnel_id.0)
                 .map_err(err)?
                 .map(|v| decode(v.value()))
                 .transpose()?;
-            if let Some(e) = existing {
-                if e.package == record.package && e.to == record.to {
-                    // A replay of the same post: already in the mailbox.
-                    return Ok(Ok(()));
-                }
-                if e.from != record.from {
-                    return Ok(Err(ApiError::new(
-                        ErrorCode::AlreadyExists,
-                        &format!(
-                            "a hand-off of this tunnel from {} is waiting for {}",
-                            e.from, e.to
-                        ),
-                    )));
-                }
-            }
-            let mut stored = record.clone();
-            stored.expires_at = tunnel.expires_at;
+            let stored = match super::handoff_to_store(record, tunnel.as_ref(), waiting.as_ref()) {
+                Ok(stored) => stored,
+                Err(answer) => return Ok(answer),
+            };
             t.insert(record.tunnel_id.0, encode(&stored)?.as_slice())
                 .map_err(err)?;
         }
@@ -744,23 +722,14 @@ impl Store for RedbStore {
     fn verify_audit(&self) -> StoreResult<Result<u64, ChainBreak>> {
         let tx = self.db.begin_read().map_err(err)?;
         let t = tx.open_table(AUDIT).map_err(err)?;
-        let mut prev = [0u8; 32];
-        let mut count = 0u64;
+        let mut walk = super::ChainWalk::default();
         for item in t.iter().map_err(err)? {
             let (k, v) = item.map_err(err)?;
-            let Ok(r) = decode::<AuditRecord>(v.value()) else {
-                return Ok(Err(ChainBreak { seq: k.value() }));
-            };
-            if r.entry.seq != k.value() || r.entry.seq != count + 1 {
-                return Ok(Err(ChainBreak { seq: k.value() }));
+            if let Err(b) = walk.next(k.value(), v.value()) {
+                return Ok(Err(b));
             }
-            match support_protocol::audit::verify_chain(prev, [&r]) {
-                Ok(h) => prev = h,
-                Err(b) => return Ok(Err(b)),
-            }
-            count += 1;
         }
-        Ok(Ok(count))
+        Ok(Ok(walk.count))
     }
 
     fn backup(&self, path: &Path) -> StoreResult<()> {
@@ -834,19 +803,9 @@ pub fn tamper_handoff(path: &Path, id: TunnelId) -> StoreResult<()> {
 #[cfg(test)]
 mod tests {
     use super::{err, for_each_table, EachTable, RedbStore};
-    use crate::store::{
-        AdminRecord, AdminRole, AuditDraft, HandoffRecord, Store, StoreResult, TunnelRecord,
-    };
+    use crate::store::{Store, StoreResult};
     use redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition, TableHandle};
     use std::collections::BTreeMap;
-    use support_protocol::audit::{Actor, AuditAction};
-    use support_protocol::bounded::{BoundedString, BoundedVec};
-    use support_protocol::certificate::{Role, SigningSeed, SupportCa};
-    use support_protocol::control_channel::StaticKeypair;
-    use support_protocol::handoff::{seal_handoff, HandoffKey, HandoffSender};
-    use support_protocol::messages::{DeviceFacts, TunnelRequest};
-    use support_protocol::state::TunnelState;
-    use support_protocol::tunnel_keys::DeviceTunnelKeys;
 
     /// The names in the one list.
     struct Names(Vec<String>);
@@ -882,100 +841,6 @@ mod tests {
         assert_eq!(defined, listed());
     }
 
-    fn text<const N: usize>(s: &str) -> BoundedString<N> {
-        BoundedString::new(s).expect("fits")
-    }
-
-    fn tunnel(seed: u8, now: u64) -> TunnelRecord {
-        let keys = DeviceTunnelKeys::from_seed([seed; 32]);
-        let facts = DeviceFacts {
-            hostname: text("amplipi"),
-            model: text("AmpliPi"),
-            firmware: text("0.4.7"),
-            agent_version: text("0.1.0"),
-        };
-        let ports = BoundedVec::try_from(&[22u16][..]).expect("fits");
-        TunnelRecord {
-            request: TunnelRequest::new(&keys, facts, 3600, ports, text("help")),
-            state: TunnelState::Pending,
-            created_at: now,
-            expires_at: now + 3600,
-            approval: None,
-            report: None,
-            stop_reason: None,
-        }
-    }
-
-    fn draft(r: &TunnelRecord) -> AuditDraft {
-        AuditDraft {
-            actor: Actor::System,
-            tunnel_id: Some(r.id()),
-            action: AuditAction::Requested,
-        }
-    }
-
-    /// A store with a row in every table, through the `Store` calls alone.
-    fn filled(store: &RedbStore) {
-        let now = 1_800_000_000;
-        let (live, ended) = (tunnel(1, now), tunnel(2, now));
-        for r in [&live, &ended] {
-            store.insert_tunnel(r, draft(r), now).expect("inserts");
-        }
-        store
-            .update_tunnel(ended.id(), now, &mut |r| {
-                r.state = TunnelState::Stopped;
-                Ok(None)
-            })
-            .expect("updates")
-            .expect("exists")
-            .expect("changes");
-        let ca = SupportCa(SigningSeed::new([3; 32]));
-        let (alice, bob) = (SigningSeed::new([4; 32]), SigningSeed::new([5; 32]));
-        let cert = |name: &str, key: &SigningSeed| {
-            ca.certify(text(name), key.public(), Role::Approver, 1, 0, u64::MAX / 2)
-        };
-        let (alice_cert, bob_cert) = (cert("alice", &alice), cert("bob", &bob));
-        let bob_channel = StaticKeypair::from_secret([6; 32]);
-        for (name, channel) in [("alice", [7; 32]), ("bob", bob_channel.public)] {
-            let admin = AdminRecord {
-                name: name.into(),
-                key: channel,
-                role: AdminRole::Approver,
-            };
-            store
-                .put_admin(&admin, Actor::System, now)
-                .expect("enrolls");
-        }
-        let bob_key = HandoffKey::sign(bob_channel.public, &bob, &bob_cert);
-        store.put_handoff_key("bob", &bob_key).expect("stores");
-        let from = HandoffSender {
-            key: &alice,
-            certificate: &alice_cert,
-        };
-        let package = seal_handoff(
-            live.id(),
-            b"secrets",
-            &bob_key,
-            &from,
-            [8; 32],
-            [9; 32],
-            now,
-        )
-        .expect("seals");
-        let record = HandoffRecord {
-            tunnel_id: live.id(),
-            from: "alice".into(),
-            to: "bob".into(),
-            package,
-            posted_at: now,
-            expires_at: 0,
-        };
-        store
-            .post_handoff(&record, draft(&live), now)
-            .expect("posts")
-            .expect("accepted");
-    }
-
     /// Each table's name and row count.
     fn rows(db: &redb::Database) -> BTreeMap<String, u64> {
         let tx = db.begin_read().map_err(err).expect("reads");
@@ -992,7 +857,7 @@ mod tests {
     fn a_backup_holds_every_table_with_every_row() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = RedbStore::open(&dir.path().join("store.redb")).expect("opens");
-        filled(&store);
+        super::super::sample::fill(&store, 1_800_000_000);
         let source = rows(&store.db);
         let names: Vec<&str> = source.keys().map(String::as_str).collect();
         assert_eq!(names, listed(), "the store holds exactly the listed tables");
