@@ -94,29 +94,58 @@ fn a_device_call_split_across_writes_is_answered_and_the_connection_closes() {
     );
 }
 
+/// Reads one response head (up to its blank line) from `s`.
+fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("reads a head");
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
 #[test]
-fn a_chunked_device_call_still_gets_hyper_and_warp_answers() {
+fn a_device_call_with_expect_continue_is_answered_by_hyper_after_the_replayed_head() {
     let server = Server::start(&[]);
     let c = server.client();
     let d = Device::new();
     let (cc, body) = c.device_body(&d.cred(), &device_call(d.create_req()));
     let mut s = connect(&server);
+    // The head is read here, then replayed to hyper, which answers the
+    // Expect before the body is sent.
     write!(
         s,
-        "POST /v1/device HTTP/1.1\r\nHost: cp\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n",
+        "POST /v1/device HTTP/1.1\r\nHost: cp\r\nExpect: 100-continue\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .expect("writes");
-    s.write_all(&body).expect("writes");
-    s.write_all(b"\r\n0\r\n\r\n").expect("writes");
-    let (head, reply_body) = answer(s);
-    // warp wants a Content-Length, as it always did.
-    assert!(head.starts_with("HTTP/1.1 411"), "{head}");
-    assert!(reply_body.starts_with(b"a Content-Length is required"));
-    drop(cc);
+    let interim = read_head(&mut s);
+    assert!(interim.starts_with("HTTP/1.1 100 Continue"), "{interim}");
+    s.write_all(&body).expect("writes the body");
+    let (head, reply) = answer(s);
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    let reply: DeviceReply =
+        support_protocol::decode(&cc.finish(&reply).expect("opens")).expect("decodes");
+    assert!(
+        matches!(reply.result, Ok(DeviceResponse::Created { .. })),
+        "{reply:?}"
+    );
+}
 
-    // The same body with its length, through the admin path's twin: hyper
-    // serves /v1/admin after the head was read here and replayed.
+#[test]
+fn a_chunked_device_call_and_the_admin_api_get_warp_answers_as_before() {
+    let server = Server::start(&[]);
+    // warp wants a Content-Length, and says so on seeing the head.
+    let mut s = connect(&server);
+    s.write_all(
+        b"POST /v1/device HTTP/1.1\r\nHost: cp\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    )
+    .expect("writes");
+    let head = read_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 411"), "{head}");
+
+    // The admin API goes to hyper with its head and body replayed.
     let mut s = connect(&server);
     s.write_all(
         b"POST /v1/admin HTTP/1.1\r\nHost: cp\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",

@@ -440,4 +440,28 @@ fn a_trusted_proxys_forwarded_for_names_the_address_a_create_counts_against() {
     // From anyone else the header is ignored: the peer counts.
     assert_eq!(create_via(PEER, "203.0.113.3"), 200);
     assert_eq!(create_via(PEER, "203.0.113.4"), 429);
+
+    // A proxy that adds a line of its own (HAProxy's `option forwardfor`)
+    // rather than extending the client's: every line counts, so the
+    // client's own line, whatever it claims, does not name the client.
+    let create_with_lines = |client_says: &str, proxy_says: &str| {
+        let body = Device::new().create_body(&c);
+        cp.request(
+            "POST",
+            "/v1/device",
+            &body,
+            peer(proxy),
+            &[
+                ("x-forwarded-for", client_says),
+                ("x-forwarded-for", proxy_says),
+            ],
+        )
+        .status
+    };
+    assert_eq!(create_with_lines("198.51.100.1", "203.0.113.5"), 200);
+    assert_eq!(
+        create_with_lines("198.51.100.2", "203.0.113.5"),
+        429,
+        "a new first line is not a new client"
+    );
 }

@@ -32,6 +32,33 @@ fn random_seed() -> [u8; 32] {
     s
 }
 
+/// Every `X-Forwarded-For` line of a request, in order, joined as one list
+/// (a proxy may add its own line rather than extend the client's); None
+/// without one. Err when a line is not visible ASCII (warp's rule for a
+/// header read as text): the request is refused.
+pub(crate) fn forwarded_for<'a>(
+    lines: impl Iterator<Item = &'a [u8]>,
+) -> Result<Option<String>, ()> {
+    let mut joined: Option<String> = None;
+    for line in lines {
+        let text = std::str::from_utf8(line).map_err(|_| ())?;
+        if !text
+            .bytes()
+            .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+        {
+            return Err(());
+        }
+        match &mut joined {
+            Some(j) => {
+                j.push_str(", ");
+                j.push_str(text);
+            }
+            None => joined = Some(text.to_string()),
+        }
+    }
+    Ok(joined)
+}
+
 /// The client's address: the peer, or, when the peer is a trusted proxy, the
 /// rightmost address in `X-Forwarded-For` that is not itself a trusted proxy.
 pub fn client_addr(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpAddr]) -> IpAddr {

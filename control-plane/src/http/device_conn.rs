@@ -34,6 +34,8 @@ const MAX_HEAD: usize = 8 * 1024;
 const FIRST_READ: usize = 512;
 /// Headers parsed per request; more go to hyper.
 const MAX_HEADERS: usize = 32;
+/// How long writing an answer may take.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a connection's first request is.
 pub(super) enum Head {
@@ -93,8 +95,17 @@ fn classify(buf: &[u8]) -> Option<Head> {
     if req.method != Some("POST") || req.path != Some("/v1/device") {
         return Some(Head::Other(buf.to_vec()));
     }
+    let forwarded_for = match super::call::forwarded_for(
+        req.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
+            .map(|h| h.value),
+    ) {
+        Ok(f) => f,
+        // hyper and warp refuse it, as they always have.
+        Err(()) => return Some(Head::Other(buf.to_vec())),
+    };
     let mut content_length = None;
-    let mut forwarded_for = None;
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
             if content_length.is_some() {
@@ -106,11 +117,6 @@ fn classify(buf: &[u8]) -> Option<Head> {
                 .and_then(|v| v.parse::<u64>().ok());
             if content_length.is_none() {
                 return Some(Head::Other(buf.to_vec()));
-            }
-        } else if h.name.eq_ignore_ascii_case("x-forwarded-for") {
-            // The first one, as warp's `header::optional` reads it.
-            if forwarded_for.is_none() {
-                forwarded_for = std::str::from_utf8(h.value).ok().map(str::to_string);
             }
         } else if ["transfer-encoding", "expect", "upgrade"]
             .iter()
@@ -124,9 +130,10 @@ fn classify(buf: &[u8]) -> Option<Head> {
         // No length, or too long: hyper and warp answer as they always have.
         _ => return Some(Head::Other(buf.to_vec())),
     };
+    // What has arrived of the body; the rest grows the buffer as it comes
+    // (a head claiming 64 KiB and sending nothing holds nothing).
     let rest = &buf[head_len..];
-    let mut body = Vec::with_capacity(content_length);
-    body.extend_from_slice(&rest[..rest.len().min(content_length)]);
+    let body = rest[..rest.len().min(content_length)].to_vec();
     Some(Head::Device(DeviceRequest {
         body,
         content_length,
@@ -146,9 +153,11 @@ pub(super) async fn serve(
     let answer = async {
         let missing = req.content_length - req.body.len();
         if missing > 0 {
-            let start = req.body.len();
-            req.body.resize(req.content_length, 0);
-            if stream.read_exact(&mut req.body[start..]).await.is_err() {
+            let read = (&mut stream)
+                .take(missing as u64)
+                .read_to_end(&mut req.body)
+                .await;
+            if read.is_err() || req.body.len() != req.content_length {
                 return None;
             }
         }
@@ -186,9 +195,13 @@ pub(super) async fn serve(
         parts.status.canonical_reason().unwrap_or(""),
         body.len()
     );
-    let _ = stream.write_all(head.as_bytes()).await;
-    let _ = stream.write_all(&body).await;
-    let _ = stream.shutdown().await;
+    // A client that stops reading does not keep its connection's permit.
+    let write = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(&body).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, write).await;
 }
 
 /// Resolves when the peer closes its side (or the connection fails).
@@ -306,7 +319,26 @@ mod tests {
         )
         .expect("a device call");
         assert_eq!(body, b"ab", "bytes past the body are not part of it");
-        assert_eq!(xff.as_deref(), Some("192.0.2.1"));
+        assert_eq!(
+            xff.as_deref(),
+            Some("192.0.2.1, 192.0.2.9"),
+            "every line, joined, as the warp route reads them"
+        );
+    }
+
+    #[test]
+    fn a_head_claiming_a_long_body_holds_only_what_arrived() {
+        let head = "POST /v1/device HTTP/1.1\r\nContent-Length: 65551\r\n\r\nab";
+        let Some(Head::Device(r)) = classify(head.as_bytes()) else {
+            panic!("a device call");
+        };
+        assert_eq!(r.content_length, 65_551);
+        assert_eq!(r.body, b"ab");
+        assert!(
+            r.body.capacity() < 1024,
+            "{} bytes held for a body that has not arrived",
+            r.body.capacity()
+        );
     }
 
     #[test]
@@ -330,6 +362,8 @@ mod tests {
             "POST /v1/device HTTP/1.1\r\nContent-Length: 65552\r\n\r\n",
             "POST /v1/device HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
             "POST /v1/device HTTP/1.1\r\nBad Header\r\n\r\n",
+            "POST /v1/device HTTP/1.1\r\nX-Forwarded-For: 10.0.0.1\x01\r\nContent-Length: 0\r\n\r\n",
+            "POST /v1/device HTTP/1.1\r\nX-Forwarded-For: caf\u{e9}\r\nContent-Length: 0\r\n\r\n",
             "GET /v1/dev",
             "\x16\x03\x01\x02\x00",
         ] {

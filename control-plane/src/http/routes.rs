@@ -9,7 +9,7 @@ use warp::http::StatusCode;
 use warp::reply::Response as WarpResponse;
 use warp::{Filter, Rejection};
 
-use super::call::{admin, device};
+use super::call::{admin, device, forwarded_for};
 use super::{plain, AppState, Peer, MAX_BODY};
 
 /// Which routes a listener serves.
@@ -30,6 +30,26 @@ fn with_state(
     warp::any().map(move || state.clone())
 }
 
+/// Every `X-Forwarded-For` line, joined ([`forwarded_for`]); a request
+/// with a line that is not text is refused.
+fn forwarded_for_filter() -> impl Filter<Extract = (Option<String>,), Error = Rejection> + Clone {
+    warp::header::headers_cloned().and_then(|headers: warp::http::HeaderMap| async move {
+        forwarded_for(
+            headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .map(|v| v.as_bytes()),
+        )
+        .map_err(|()| warp::reject::custom(BadForwardedFor))
+    })
+}
+
+/// An `X-Forwarded-For` line that is not text (answered 400).
+#[derive(Debug)]
+struct BadForwardedFor;
+
+impl warp::reject::Reject for BadForwardedFor {}
+
 /// The filter for `which` routes. Each request needs a [`Peer`] extension
 /// (the accept loop adds it).
 pub fn routes(state: Arc<AppState>, which: Routes) -> BoxedFilter<(WarpResponse,)> {
@@ -41,7 +61,7 @@ pub fn routes(state: Arc<AppState>, which: Routes) -> BoxedFilter<(WarpResponse,
             .and(warp::body::content_length_limit(MAX_BODY))
             .and(warp::body::bytes())
             .and(warp::ext::get::<Peer>())
-            .and(warp::header::optional::<String>("x-forwarded-for"))
+            .and(forwarded_for_filter())
     };
     let device_route = with_state(state.clone()).and(call("device")).then(
         |st: Arc<AppState>, body, peer, xff| async move {

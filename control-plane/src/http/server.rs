@@ -80,6 +80,7 @@ pub async fn serve(
             let mut stream = stream;
             // A device call is answered without hyper (device_conn says
             // why); anything else goes to hyper with what was read replayed.
+            let accepted = std::time::Instant::now();
             let read = if device_calls {
                 let head = tokio::select! {
                     head = tokio::time::timeout(HEADER_TIMEOUT, device_conn::read_head(&mut stream)) => head,
@@ -109,7 +110,8 @@ pub async fn serve(
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
+                // The head's time is counted from the accept, whoever reads it.
+                .header_read_timeout(HEADER_TIMEOUT.saturating_sub(accepted.elapsed()))
                 .serve_connection(TokioIo::new(Replay::new(read, stream)), svc);
             let _ = watcher.watch(conn).await;
         });
