@@ -7,7 +7,7 @@
 //! again while the call runs to notice the peer closing. So the accept
 //! loop reads every request head itself (bounded in size and time):
 //! a `POST /v1/device` with one `Content-Length` and nothing unusual is
-//! answered here, by the same [`call::device`](super::call) the warp route
+//! answered here, by the same `call::device` the warp route
 //! uses, on a connection that then closes. Anything else (the admin API,
 //! `/metrics`, chunked bodies, `Expect`, a malformed or oversized head)
 //! goes to hyper with the bytes read so far replayed first, and gets

@@ -1,7 +1,7 @@
 //! Our own accept loop around warp's filters (warp 0.4's `serve` offers no
 //! connection cap or header timeout), so that the connection cap,
 //! header-read timeout, per-request timeout and graceful shutdown are ours
-//! to set. Device calls skip hyper ([`device_conn`] says why).
+//! to set. Device calls skip hyper (`device_conn` says why).
 
 use std::future::Future;
 use std::sync::Arc;
