@@ -3,12 +3,12 @@
 
 use std::fmt;
 use std::io::Read;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use support_protocol::bounded::BoundError;
 use support_protocol::codec::CodecError;
 use support_protocol::control_channel::{Api, ChannelError, ClientCall, StaticKeypair};
+use support_protocol::failover::Failover;
 use support_protocol::messages::admin::{ListQuery, StopRequest, TunnelDetail, TunnelSummary};
 use support_protocol::messages::{
     AdminCall, AdminReply, AdminRequest, AdminResponse, ApiError, ErrorCode,
@@ -116,8 +116,8 @@ pub struct ControlPlane {
     urls: Vec<String>,
     keys: Vec<[u8; 32]>,
     me: StaticKeypair,
-    /// The URL that answered last: later calls start there.
-    current: AtomicUsize,
+    /// Which URL answered last: later calls start there.
+    replicas: Failover,
 }
 
 impl ControlPlane {
@@ -145,7 +145,7 @@ impl ControlPlane {
             urls,
             keys,
             me,
-            current: AtomicUsize::new(0),
+            replicas: Failover::default(),
         })
     }
 
@@ -157,19 +157,12 @@ impl ControlPlane {
             request,
         };
         let bytes = support_protocol::encode(&call).map_err(ControlPlaneError::Encode)?;
-        let first = self.current.load(Ordering::Relaxed);
-        let mut last = ControlPlaneError::NoPinnedKey;
-        for i in 0..self.urls.len() {
-            let at = (first + i) % self.urls.len();
-            match self.call_at(&self.urls[at], &call, &bytes) {
-                Err(e @ ControlPlaneError::Unreachable { .. }) => last = e,
-                answered => {
-                    self.current.store(at, Ordering::Relaxed);
-                    return answered;
-                }
-            }
-        }
-        Err(last)
+        self.replicas.call(
+            self.urls.len(),
+            ControlPlaneError::NoPinnedKey,
+            |e| matches!(e, ControlPlaneError::Unreachable { .. }),
+            |at| self.call_at(&self.urls[at], &call, &bytes),
+        )
     }
 
     /// The call at `url`, to each pinned key in turn until one answers.
@@ -278,6 +271,7 @@ impl ControlPlane {
 #[cfg(test)]
 mod tests {
     use std::net::TcpListener;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use support_protocol::control_channel::ServerKeys;
     use support_testkit::http::{read_request, respond};

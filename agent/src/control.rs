@@ -4,11 +4,11 @@
 
 use std::fmt;
 use std::io::Read;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use support_protocol::control_channel::{Api, ClientCall, StaticKeypair};
+use support_protocol::failover::Failover;
 use support_protocol::messages::{
     ApiError, DeviceCall, DeviceReply, DeviceRequest, DeviceResponse,
 };
@@ -49,9 +49,8 @@ impl std::error::Error for CallError {}
 pub struct ControlPlane {
     urls: Vec<String>,
     keys: Vec<[u8; 32]>,
-    /// The URL that answered last: calls start there, so a dead replica
-    /// costs one failed connection, not one per call.
-    current: Arc<AtomicUsize>,
+    /// Which URL answered last (shared by clones): calls start there.
+    replicas: Arc<Failover>,
 }
 
 impl ControlPlane {
@@ -63,7 +62,7 @@ impl ControlPlane {
                 .map(|u| u.trim_end_matches('/').to_string())
                 .collect(),
             keys,
-            current: Arc::default(),
+            replicas: Arc::default(),
         }
     }
 
@@ -81,19 +80,12 @@ impl ControlPlane {
         };
         let bytes = support_protocol::encode(&call)
             .map_err(|e| CallError::Garbage(format!("cannot encode the call: {e}")))?;
-        let first = self.current.load(Ordering::Relaxed);
-        let mut last = CallError::Unreachable("no control_plane URL is set".into());
-        for i in 0..self.urls.len() {
-            let at = (first + i) % self.urls.len();
-            match self.call_at(&self.urls[at], credential, &call, &bytes, timeout) {
-                Err(e @ CallError::Unreachable(_)) => last = e,
-                answered => {
-                    self.current.store(at, Ordering::Relaxed);
-                    return answered;
-                }
-            }
-        }
-        Err(last)
+        self.replicas.call(
+            self.urls.len(),
+            CallError::Unreachable("no control_plane URL is set".into()),
+            |e| matches!(e, CallError::Unreachable(_)),
+            |at| self.call_at(&self.urls[at], credential, &call, &bytes, timeout),
+        )
     }
 
     /// The call at `url`. Tries each pinned key in turn when the server does

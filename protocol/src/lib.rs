@@ -46,6 +46,7 @@ pub mod codec;
 pub mod connected_report;
 pub mod control_channel;
 pub mod duration_text;
+pub mod failover;
 #[cfg(feature = "test-fixtures")]
 pub mod fixtures;
 pub mod handoff;
