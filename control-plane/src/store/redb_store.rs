@@ -155,9 +155,10 @@ fn init(db: &Database) -> StoreResult<()> {
     tx.commit().map_err(err)
 }
 
-/// A new redb store filled row by row from another store (a PostgreSQL
-/// backup): written beside `path` and renamed into place by [`Self::finish`],
-/// so a half-written copy never has the final name.
+/// A new redb store, a backup of either store: filled table by table from
+/// a redb snapshot, or row by row from PostgreSQL. Written beside `path`
+/// and renamed into place by [`Self::finish`], so a half-written copy
+/// never has the final name.
 pub struct RedbImport {
     path: std::path::PathBuf,
     partial: std::path::PathBuf,
@@ -733,24 +734,13 @@ impl Store for RedbStore {
     }
 
     fn backup(&self, path: &Path) -> StoreResult<()> {
-        if path.exists() {
-            return Err(StoreError(format!(
-                "{} exists; refusing to overwrite it",
-                path.display()
-            )));
-        }
-        let tmp = path.with_extension("partial");
-        let _ = std::fs::remove_file(&tmp);
+        let out = RedbImport::create(path)?;
         let src = self.db.begin_read().map_err(err)?;
-        let out = Database::create(&tmp).map_err(err)?;
-        let tx = out.begin_write().map_err(err)?;
         for_each_table(&mut CopyInto {
             from: &src,
-            to: &tx,
+            to: &out.tx,
         })?;
-        tx.commit().map_err(err)?;
-        drop(out);
-        std::fs::rename(&tmp, path).map_err(err)
+        out.finish()
     }
 }
 
