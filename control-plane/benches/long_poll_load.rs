@@ -32,6 +32,11 @@ use tokio::sync::Semaphore;
 
 const BIN: &str = env!("CARGO_BIN_EXE_support-control-plane");
 
+/// The tests' throwaway PostgreSQL clusters (scripts/pg-scratch).
+#[allow(dead_code)]
+#[path = "../tests/common/postgres.rs"]
+mod pg;
+
 fn seed() -> [u8; 32] {
     let mut s = [0u8; 32];
     let _ = getrandom::getrandom(&mut s);
@@ -207,40 +212,6 @@ impl Drop for Replica {
     }
 }
 
-/// A throwaway PostgreSQL cluster (scripts/pg-scratch), removed on drop.
-struct Cluster {
-    dir: std::path::PathBuf,
-    url: String,
-}
-
-fn pg_scratch(args: &[&str]) -> String {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/pg-scratch");
-    let out = Command::new(script)
-        .args(args)
-        .output()
-        .expect("scripts/pg-scratch runs");
-    assert!(
-        out.status.success(),
-        "pg-scratch: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-impl Cluster {
-    fn start() -> Cluster {
-        let dir = tempfile::tempdir().expect("temp dir").keep();
-        let url = pg_scratch(&["start", dir.to_str().expect("utf-8")]);
-        Cluster { dir, url }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        pg_scratch(&["stop", self.dir.to_str().unwrap_or_default()]);
-    }
-}
-
 fn main() {
     let n: usize = std::env::var("BENCH_DEVICES")
         .ok()
@@ -256,7 +227,7 @@ fn main() {
         println!(
             "== PostgreSQL: two replicas on one database (Debian's server, scripts/pg-scratch)"
         );
-        let cluster = Cluster::start();
+        let cluster = pg::Cluster::start();
         let a = Replica::start(Some(&cluster.url), None);
         let b = Replica::start(Some(&cluster.url), Some(&a));
         run(n, &[a, b], Some(&cluster.url));
