@@ -11,6 +11,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::*;
+use support_protocol::control_channel::ClientCall;
 use support_protocol::messages::device::PollRequest;
 use support_protocol::messages::{DeviceReply, DeviceRequest, DeviceResponse};
 use support_protocol::state::TunnelState;
@@ -32,6 +33,16 @@ fn answer(mut s: TcpStream) -> (String, Vec<u8>) {
         .expect("a head");
     let head = String::from_utf8_lossy(&all[..split]).into_owned();
     (head, all[split + 4..].to_vec())
+}
+
+/// `body`, opened with the call's state, is the answer "created".
+fn assert_created(cc: ClientCall, body: &[u8]) {
+    let reply: DeviceReply =
+        support_protocol::decode(&cc.finish(body).expect("opens")).expect("decodes");
+    assert!(
+        matches!(reply.result, Ok(DeviceResponse::Created { .. })),
+        "{reply:?}"
+    );
 }
 
 #[test]
@@ -86,12 +97,7 @@ fn a_device_call_split_across_writes_is_answered_and_the_connection_closes() {
         head.to_ascii_lowercase().contains("connection: close"),
         "{head}"
     );
-    let reply: DeviceReply =
-        support_protocol::decode(&cc.finish(&body).expect("opens")).expect("decodes");
-    assert!(
-        matches!(reply.result, Ok(DeviceResponse::Created { .. })),
-        "{reply:?}"
-    );
+    assert_created(cc, &body);
 }
 
 /// Reads one response head (up to its blank line) from `s`.
@@ -125,12 +131,7 @@ fn a_device_call_with_expect_continue_is_answered_by_hyper_after_the_replayed_he
     s.write_all(&body).expect("writes the body");
     let (head, reply) = answer(s);
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
-    let reply: DeviceReply =
-        support_protocol::decode(&cc.finish(&reply).expect("opens")).expect("decodes");
-    assert!(
-        matches!(reply.result, Ok(DeviceResponse::Created { .. })),
-        "{reply:?}"
-    );
+    assert_created(cc, &reply);
 }
 
 #[test]
