@@ -21,13 +21,20 @@ fn owner_log(lab: &Lab, id: &str) -> String {
 }
 
 /// Waits until the owner's log of `id` has `n` ended sessions; returns it.
+/// On timeout the panic shows the log, so a failure says which session is
+/// missing.
 fn ended_sessions(lab: &Lab, id: &str, n: usize) -> String {
-    let mut log = String::new();
-    wait_for("the sessions to end", Duration::from_secs(30), || {
-        log = owner_log(lab, id);
-        log.matches(") ended after").count() >= n
-    });
-    log
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = owner_log(lab, id);
+        if log.matches(") ended after").count() >= n {
+            return log;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("timed out after 30s waiting for {n} ended sessions; the owner's log:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The number of the last session of `kind` that ended, from the log.
@@ -334,7 +341,8 @@ fn escapes_from_the_recorder_are_refused_or_recorded() {
 
     // ssh -s sftp: the subsystem goes through the recorder too.
     let before = owner_log(&lab, &id).matches("(sftp) ended").count();
-    let _ = ssh(&["-s", &host, "sftp"]);
+    // stdin is closed, so sftp-server reads EOF and exits 0.
+    must(ssh(&["-s", &host, "sftp"]), "ssh -s sftp");
     ended_sessions(&lab, &id, 1);
     wait_for(
         "the sftp session in the log",
