@@ -83,6 +83,21 @@ fn pg(e: tokio_postgres::Error) -> StoreError {
     }
 }
 
+/// A migration's error; when the user may not create the tables, it also
+/// says which grant is missing (Cloud SQL gives an IAM user none).
+fn migration_err(e: tokio_postgres::Error) -> StoreError {
+    let denied = e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE);
+    let StoreError(message) = pg(e);
+    match denied {
+        true => StoreError(format!(
+            "{message}: the store's database user must be allowed to create its tables, \
+             once: GRANT USAGE, CREATE ON SCHEMA public TO <that user> (on Cloud SQL, run \
+             what `tofu output cloud_sql_bootstrap` prints)"
+        )),
+        false => StoreError(message),
+    }
+}
+
 fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
     match e {
         deadpool_postgres::PoolError::Backend(e) => pg(e),
@@ -315,7 +330,7 @@ impl PgStore {
                      applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
                 )
                 .await
-                .map_err(pg)?;
+                .map_err(migration_err)?;
             let newest: Option<i32> =
                 row_one(&client, "SELECT max(version) FROM schema_migrations", &[])
                     .await?
@@ -329,7 +344,7 @@ impl PgStore {
             }
             for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > newest) {
                 let tx = client.transaction().await.map_err(pg)?;
-                tx.batch_execute(sql).await.map_err(pg)?;
+                tx.batch_execute(sql).await.map_err(migration_err)?;
                 exec(
                     &tx,
                     "INSERT INTO schema_migrations (version) VALUES ($1)",

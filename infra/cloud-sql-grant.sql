@@ -1,0 +1,15 @@
+-- support-tunnel: the one grant the control plane's database user needs
+-- (rendered by database.tf into the artifacts bucket; run once by the
+-- operator with `gcloud sql import sql`, which runs it as the built-in
+-- `postgres` user: `tofu output -raw cloud_sql_bootstrap` prints the
+-- command).
+--
+-- Cloud SQL gives an IAM database user LOGIN and nothing else, and
+-- PostgreSQL 15 lets nobody but the database's owner create tables in its
+-- `public` schema. The control plane applies its own migrations
+-- (control-plane/migrations/) at start, so it needs to create tables
+-- there; it then owns them, and later migrations can alter them. No
+-- other privilege: not the database's ownership, not cloudsqlsuperuser.
+-- control-plane/tests/cloud_sql_grant.rs checks that this is enough and
+-- that the control plane cannot start without it.
+GRANT USAGE, CREATE ON SCHEMA public TO "${db_user}";
