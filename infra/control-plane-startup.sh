@@ -3,16 +3,21 @@
 # control_plane.tf with templatefile; runs as root on EVERY boot, so each
 # step checks before it changes anything).
 #
-#  1. the data disk: format it only if it has no filesystem, mount it at
-#     ${data_dir} (fstab by UUID, nofail);
-#  2. systemd drop-ins: the listen address and the backup bucket (the
-#     package's unit already has RequiresMountsFor= on the data directory, so
-#     it never starts on the boot disk, and StateDirectory= gives the
-#     directory to its user);
+#  1. the store's place: with redb, the data disk (format it only if it has
+#     no filesystem, mount it at ${data_dir}, fstab by UUID, nofail); with
+#     Cloud SQL (STORE_URL set) no disk, and the Cloud SQL Auth Proxy: its
+#     binary checked by sha256, a unit that serves 127.0.0.1:5432;
+#  2. systemd drop-ins: the listen address, the store, the backup bucket
+#     (the package's unit already has RequiresMountsFor= on the data
+#     directory, so with redb it never starts on the boot disk, and
+#     StateDirectory= gives the directory to its user);
 #  3. the support-control-plane .deb: download from the artifacts bucket with
 #     the VM's own token, check its sha256, install it (a no-op when that
-#     version is already installed);
-#  4. enable and start the service and the backup timer.
+#     version is already installed; a fresh install does not start it);
+#  4. with Cloud SQL: the static keys every replica shares, from Secret
+#     Manager into DATA/server-keys (never started without them: a replica
+#     that minted its own key would answer with a key nobody pins);
+#  5. enable and start the service, and the backup timer on the first VM.
 #
 # Nothing secret is in here: metadata is readable by anything on the VM.
 set -euo pipefail
@@ -23,45 +28,32 @@ PACKAGE_URL='${package_url}'
 PACKAGE_SHA256='${package_sha256}'
 LISTEN_PORT='${listen_port}'
 BACKUP_URL='${backup_url}'
+STORE_URL='${store_url}'
+SQL_INSTANCE='${sql_instance}'
+PROXY_URL='${proxy_url}'
+PROXY_SHA256='${proxy_sha256}'
+KEYS_SECRET='${keys_secret}'
+RUN_BACKUPS='${run_backups}'
 TOKEN_URL=http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token
+PROXY_BIN=/usr/local/lib/support-tunnel/cloud-sql-proxy
 
 log() { echo "support-control-plane startup: $*"; }
 
-# --- 1. the data disk -------------------------------------------------------
-for _ in $(seq 1 60); do
-  [ -b "$DEVICE" ] && break
-  log "waiting for $DEVICE"
-  sleep 2
-done
-[ -b "$DEVICE" ] || { log "no data disk at $DEVICE; refusing to run the control plane on the boot disk"; exit 1; }
+token() {
+  curl -fsS -H 'Metadata-Flavor: Google' "$TOKEN_URL" |
+    sed -n 's/.*"access_token" *: *"\([^"]*\)".*/\1/p'
+}
 
-# Format only a disk with nothing on it: blkid exits 2 when it finds no
-# signature at all. -p probes the device itself, not blkid's cache (which
-# can describe an earlier disk at the same path). Anything else that is not
-# ext4 (a partition table, two signatures, an error) is left alone.
-rc=0
-fstype=$(blkid -p -o value -s TYPE "$DEVICE") || rc=$?
-if [ "$rc" = 2 ]; then
-  log "formatting the new data disk $DEVICE (ext4)"
-  mkfs.ext4 -q -L support-cp-data -m 0 -E lazy_itable_init=0,lazy_journal_init=0,discard "$DEVICE"
-elif [ "$rc" != 0 ] || [ "$fstype" != ext4 ]; then
-  log "$DEVICE holds something other than ext4 (blkid exit $rc, type '$fstype'); leaving it alone"
-  exit 1
-fi
+# fetch URL FILE: with the VM's token; the header goes through stdin, not
+# the command line (/proc/*/cmdline).
+fetch() {
+  printf 'Authorization: Bearer %s\n' "$(token)" |
+    curl -fsS --retry 3 --proto '=https' -H @- -o "$2" "$1"
+}
 
-uuid=$(blkid -p -o value -s UUID "$DEVICE")
-mkdir -p "$DATA_DIR"
-if ! grep -q "^UUID=$uuid " /etc/fstab; then
-  log "adding the data disk to /etc/fstab"
-  # A replaced disk has a new UUID: drop the old line for this mount point.
-  sed -i "\\# $DATA_DIR ext4 #d" /etc/fstab
-  echo "UUID=$uuid $DATA_DIR ext4 defaults,nofail,discard 0 2" >> /etc/fstab
-  systemctl daemon-reload
-fi
-mountpoint -q "$DATA_DIR" || mount "$DATA_DIR"
-chmod 0700 "$DATA_DIR"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
 
-# --- 2. systemd drop-ins (before the package, so its first start uses them) --
 write_if_changed() { # path content
   if [ ! -f "$1" ] || [ "$(cat "$1")" != "$2" ]; then
     mkdir -p "$(dirname "$1")"
@@ -70,6 +62,88 @@ write_if_changed() { # path content
   fi
 }
 changed=0
+
+# --- 1. the store's place -----------------------------------------------------
+# With redb: the store on its own disk.
+data_disk() {
+  for _ in $(seq 1 60); do
+    [ -b "$DEVICE" ] && break
+    log "waiting for $DEVICE"
+    sleep 2
+  done
+  [ -b "$DEVICE" ] || { log "no data disk at $DEVICE; refusing to run the control plane on the boot disk"; exit 1; }
+
+  # Format only a disk with nothing on it: blkid exits 2 when it finds no
+  # signature at all. -p probes the device itself, not blkid's cache (which
+  # can describe an earlier disk at the same path). Anything else that is not
+  # ext4 (a partition table, two signatures, an error) is left alone.
+  rc=0
+  fstype=$(blkid -p -o value -s TYPE "$DEVICE") || rc=$?
+  if [ "$rc" = 2 ]; then
+    log "formatting the new data disk $DEVICE (ext4)"
+    mkfs.ext4 -q -L support-cp-data -m 0 -E lazy_itable_init=0,lazy_journal_init=0,discard "$DEVICE"
+  elif [ "$rc" != 0 ] || [ "$fstype" != ext4 ]; then
+    log "$DEVICE holds something other than ext4 (blkid exit $rc, type '$fstype'); leaving it alone"
+    exit 1
+  fi
+
+  uuid=$(blkid -p -o value -s UUID "$DEVICE")
+  mkdir -p "$DATA_DIR"
+  if ! grep -q "^UUID=$uuid " /etc/fstab; then
+    log "adding the data disk to /etc/fstab"
+    # A replaced disk has a new UUID: drop the old line for this mount point.
+    sed -i "\\# $DATA_DIR ext4 #d" /etc/fstab
+    echo "UUID=$uuid $DATA_DIR ext4 defaults,nofail,discard 0 2" >> /etc/fstab
+    systemctl daemon-reload
+  fi
+  mountpoint -q "$DATA_DIR" || mount "$DATA_DIR"
+  chmod 0700 "$DATA_DIR"
+}
+
+# With Cloud SQL: no data disk; the proxy the store URL points at.
+cloud_sql_proxy() {
+  if ! echo "$PROXY_SHA256  $PROXY_BIN" | sha256sum -c --status - 2>/dev/null; then
+    log "installing the Cloud SQL Auth Proxy from $PROXY_URL"
+    curl -fsS --retry 5 --proto '=https' -o "$tmp/proxy" "$PROXY_URL"
+    echo "$PROXY_SHA256  $tmp/proxy" | sha256sum -c - || { log "sha256 mismatch: refusing the proxy"; exit 1; }
+    install -D -m 0755 "$tmp/proxy" "$PROXY_BIN"
+    proxy_changed=1
+  fi
+  # --private-ip: the instance has no public address. --auto-iam-authn: the
+  # database user is the VM's service account, logged in with its token.
+  # Only on loopback, as a user of its own with nothing to write.
+  write_if_changed /etc/systemd/system/cloud-sql-proxy.service "# Written by the VM's startup script (infra/control-plane-startup.sh).
+[Unit]
+Description=Cloud SQL Auth Proxy for the support-tunnel control plane's store
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+ExecStart=$PROXY_BIN --private-ip --auto-iam-authn --address 127.0.0.1 --port 5432 $SQL_INSTANCE
+Restart=always
+RestartSec=2
+DynamicUser=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+NoNewPrivileges=yes
+CapabilityBoundingSet=
+RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
+
+[Install]
+WantedBy=multi-user.target"
+  [ "$changed" = 0 ] || proxy_changed=1
+}
+
+proxy_changed=0
+if [ -z "$STORE_URL" ]; then
+  data_disk
+else
+  cloud_sql_proxy
+fi
+
+# --- 2. systemd drop-ins (before the package, so its first start uses them) --
 write_if_changed /etc/systemd/system/support-control-plane.service.d/listen.conf "# Written by the VM's startup script (infra/control-plane-startup.sh).
 [Service]
 Environment=SUPPORT_CP_LISTEN=0.0.0.0:$LISTEN_PORT
@@ -78,23 +152,23 @@ Environment=SUPPORT_CP_METRICS_LISTEN=127.0.0.1:9464"
 write_if_changed /etc/systemd/system/support-control-plane-backup.service.d/bucket.conf "# Written by the VM's startup script: where the backup timer puts copies.
 [Service]
 Environment=SUPPORT_CP_BACKUP_URL=$BACKUP_URL"
+if [ -n "$STORE_URL" ]; then
+  # The URL names no password: the proxy logs the user in with a token.
+  write_if_changed /etc/systemd/system/support-control-plane.service.d/store.conf "# Written by the VM's startup script: the shared Cloud SQL store, through the proxy.
+[Unit]
+Wants=cloud-sql-proxy.service
+After=cloud-sql-proxy.service
+[Service]
+Environment=SUPPORT_CP_STORE=$STORE_URL"
+fi
 [ "$changed" = 0 ] || systemctl daemon-reload
 
 # --- 3. the package -----------------------------------------------------------
-token() {
-  curl -fsS -H 'Metadata-Flavor: Google' "$TOKEN_URL" |
-    sed -n 's/.*"access_token" *: *"\([^"]*\)".*/\1/p'
-}
-
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
 deb="$tmp/support-control-plane.deb"
 # The bucket may still be empty right after the first `tofu apply`: keep
 # trying for an hour (the object appears when scripts/release uploads it).
 for attempt in $(seq 1 120); do
-  # The header goes through stdin, not the command line (/proc/*/cmdline).
-  if printf 'Authorization: Bearer %s\n' "$(token)" |
-    curl -fsS --retry 3 --proto '=https' -H @- -o "$deb" "$PACKAGE_URL"; then
+  if fetch "$PACKAGE_URL" "$deb"; then
     break
   fi
   rm -f "$deb"
@@ -109,10 +183,67 @@ echo "$PACKAGE_SHA256  $deb" | sha256sum -c - || { log "sha256 mismatch: refusin
 DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
   -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$deb"
 
-# --- 4. run it ------------------------------------------------------------------
-systemctl enable support-control-plane.service support-control-plane-backup.timer
+# --- 4. the shared keys (Cloud SQL) -----------------------------------------------
+if [ -n "$KEYS_SECRET" ]; then
+  # The secret holds lines "<number> <64 hex digits>", the files
+  # DATA/server-keys/<number>.key. The operator writes it once after the
+  # first apply; until then, keep trying for an hour.
+  got=""
+  for attempt in $(seq 1 120); do
+    if fetch "https://secretmanager.googleapis.com/v1/$KEYS_SECRET/versions/latest:access" "$tmp/secret.json"; then
+      got=1
+      break
+    fi
+    log "cannot read the keys from $KEYS_SECRET yet (attempt $attempt; DEPLOY.md says how to write them); retrying in 30 s"
+    sleep 30
+  done
+  [ -n "$got" ] || { log "gave up reading $KEYS_SECRET; not starting the control plane"; exit 1; }
+  # payload.data is base64 (the answer's "data" key; "dataCrc32c" is another).
+  sed -n 's/.*"data" *: *"\([A-Za-z0-9+\/=]*\)".*/\1/p' "$tmp/secret.json" | base64 -d > "$tmp/keys" ||
+    { log "$KEYS_SECRET: not a Secret Manager answer"; exit 1; }
+  if ! grep -q . "$tmp/keys" || grep -Evq '^(0|[1-9][0-9]{0,8}) [0-9a-f]{64}$' "$tmp/keys"; then
+    log "$KEYS_SECRET must hold lines '<number> <64 hex digits>'; leaving the keys as they are"
+    exit 1
+  fi
+  keys_dir=$DATA_DIR/server-keys
+  owner=$(stat -c %u:%g "$DATA_DIR")
+  install -d -m 0700 -o "$${owner%:*}" -g "$${owner#*:}" "$keys_dir"
+  while read -r number hex; do
+    if [ "$(cat "$keys_dir/$number.key" 2>/dev/null)" != "$hex" ]; then
+      log "writing key $number from $KEYS_SECRET"
+      printf '%s\n' "$hex" > "$tmp/key"
+      install -m 0600 -o "$${owner%:*}" -g "$${owner#*:}" "$tmp/key" "$keys_dir/$number.key"
+      changed=1
+    fi
+  done < "$tmp/keys"
+  # A key the secret no longer has was retired by the operator.
+  for f in "$keys_dir"/*.key; do
+    [ -e "$f" ] || continue
+    number=$(basename "$f" .key)
+    if ! grep -q "^$number " "$tmp/keys"; then
+      log "removing key $number (no longer in $KEYS_SECRET)"
+      rm -f -- "$f"
+      changed=1
+    fi
+  done
+  systemctl enable cloud-sql-proxy.service
+  if [ "$proxy_changed" = 1 ]; then
+    systemctl restart cloud-sql-proxy.service
+  fi
+  systemctl start cloud-sql-proxy.service
+fi
+
+# --- 5. run it ------------------------------------------------------------------
+systemctl enable support-control-plane.service
 if [ "$changed" = 1 ]; then
   systemctl restart support-control-plane.service
 fi
-systemctl start support-control-plane.service support-control-plane-backup.timer
-log "running; listening on 0.0.0.0:$LISTEN_PORT, backups to $BACKUP_URL"
+systemctl start support-control-plane.service
+# One backup timer for a shared store: the first VM's.
+if [ "$RUN_BACKUPS" = yes ]; then
+  systemctl enable support-control-plane-backup.timer
+  systemctl start support-control-plane-backup.timer
+else
+  systemctl disable --now support-control-plane-backup.timer
+fi
+log "running; listening on 0.0.0.0:$LISTEN_PORT, store $${STORE_URL:-redb on $DATA_DIR}, backups $([ "$RUN_BACKUPS" = yes ] && echo "to $BACKUP_URL" || echo "on the first VM")"

@@ -184,14 +184,27 @@ resource "google_project_iam_member" "operators_compute_viewer" {
   member  = each.value
 }
 
-# OS Login with sudo, on the control-plane VM only (not project-wide).
+# OS Login with sudo, on the control-plane VMs only (not project-wide).
+# The first VM's grants keep the addresses they had before replicas.
 resource "google_compute_instance_iam_member" "operators_os_admin_login" {
   for_each = toset(var.operators)
 
-  instance_name = google_compute_instance.control_plane.name
-  zone          = var.zone
+  instance_name = google_compute_instance.control_plane[local.cp_first].name
+  zone          = google_compute_instance.control_plane[local.cp_first].zone
   role          = "roles/compute.osAdminLogin"
   member        = each.value
+}
+
+resource "google_compute_instance_iam_member" "operators_os_admin_login_replicas" {
+  for_each = {
+    for pair in setproduct(var.operators, [for name, _ in local.cp_replicas : name if name != local.cp_first]) :
+    "${pair[0]} ${pair[1]}" => { member = pair[0], instance = pair[1] }
+  }
+
+  instance_name = google_compute_instance.control_plane[each.value.instance].name
+  zone          = google_compute_instance.control_plane[each.value.instance].zone
+  role          = "roles/compute.osAdminLogin"
+  member        = each.value.member
 }
 
 # SSH to a VM that runs as a service account needs actAs on that account.

@@ -19,7 +19,7 @@ variable "region" {
 }
 
 variable "zone" {
-  description = "Zone of the control-plane VM and of the hubs (the admin's gcp.zone)."
+  description = "Zone of the hubs (the admin's gcp.zone) and of the control-plane VMs unless control_plane_zones says otherwise."
   type        = string
   default     = "europe-west1-b"
 }
@@ -183,10 +183,102 @@ variable "backup_retention_days" {
   }
 }
 
+# --- the store: redb on one VM, or Cloud SQL behind replicas ----------------------
+
+variable "control_plane_store" {
+  description = "Where the control plane keeps its store. \"redb\" (default): a file on the VM's data disk; one VM, one URL. \"cloud-sql\": a Cloud SQL for PostgreSQL instance (private IP only, IAM login through the Cloud SQL Auth Proxy, no password anywhere) shared by control_plane_replicas VMs, each with its own URL; devices and engineers list them all and fail over (database.tf)."
+  type        = string
+  default     = "redb"
+
+  validation {
+    condition     = contains(["redb", "cloud-sql"], var.control_plane_store)
+    error_message = "control_plane_store must be \"redb\" or \"cloud-sql\"."
+  }
+}
+
+variable "control_plane_replicas" {
+  description = "How many control-plane VMs. More than one needs control_plane_store = \"cloud-sql\" (a redb file has one writer). The first keeps the name support-control-plane; the others are support-control-plane-2, -3..."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.control_plane_replicas >= 1 && var.control_plane_replicas <= 5 && floor(var.control_plane_replicas) == var.control_plane_replicas
+    error_message = "control_plane_replicas must be a whole number from 1 to 5."
+  }
+}
+
+variable "control_plane_zones" {
+  description = "Zones of the control-plane VMs, in var.region, used in turn (replica i goes to zone i modulo their number), so that one zone's outage leaves a replica answering. Empty: every VM in var.zone."
+  type        = list(string)
+  default     = []
+}
+
+variable "cloud_sql_tier" {
+  description = "Machine tier of the Cloud SQL instance (control_plane_store = \"cloud-sql\")."
+  type        = string
+  default     = "db-custom-1-3840"
+}
+
+variable "cloud_sql_high_availability" {
+  description = "A regional Cloud SQL instance (a standby in a second zone, failover in about a minute) rather than a zonal one."
+  type        = bool
+  default     = true
+}
+
+variable "cloud_sql_deletion_protection" {
+  description = "Refuse to delete the Cloud SQL instance (both OpenTofu's and Google's own protection). Set false before `tofu destroy`."
+  type        = bool
+  default     = true
+}
+
+variable "cloud_sql_backup_count" {
+  description = "How many daily Cloud SQL backups are kept (point-in-time recovery covers the last 7 days besides)."
+  type        = number
+  default     = 14
+
+  validation {
+    condition     = var.cloud_sql_backup_count >= 1 && var.cloud_sql_backup_count <= 365
+    error_message = "cloud_sql_backup_count must be between 1 and 365."
+  }
+}
+
+variable "cloud_sql_peering_range_prefix" {
+  description = "Prefix length of the internal range reserved for Google's services network (private services access), where the Cloud SQL instance gets its private address."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.cloud_sql_peering_range_prefix >= 8 && var.cloud_sql_peering_range_prefix <= 24
+    error_message = "cloud_sql_peering_range_prefix must be between 8 and 24."
+  }
+}
+
+variable "cloud_sql_proxy_version" {
+  description = "Version of the Cloud SQL Auth Proxy each control-plane VM runs (downloaded from storage.googleapis.com/cloud-sql-connectors)."
+  type        = string
+  default     = "2.14.1"
+
+  validation {
+    condition     = can(regex("^2\\.[0-9]+\\.[0-9]+$", var.cloud_sql_proxy_version))
+    error_message = "cloud_sql_proxy_version must be a 2.x.y version."
+  }
+}
+
+variable "cloud_sql_proxy_sha256" {
+  description = "sha256 (hex) of cloud-sql-proxy.linux.amd64 of that version, as its release notes (github.com/GoogleCloudPlatform/cloud-sql-proxy/releases) list it; the VMs refuse any other file. Required with control_plane_store = \"cloud-sql\"."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.cloud_sql_proxy_sha256 == "" || can(regex("^[0-9a-f]{64}$", var.cloud_sql_proxy_sha256))
+    error_message = "cloud_sql_proxy_sha256 must be 64 lowercase hex digits."
+  }
+}
+
 # --- DNS (optional) -------------------------------------------------------------
 
 variable "dns_managed_zone" {
-  description = "Name of an existing Cloud DNS managed zone in the project for the control plane's A record. Empty: no record, the URL uses the IP address."
+  description = "Name of an existing Cloud DNS managed zone in the project for the control plane's A records (the first VM gets dns_record_name, another one <its name>.<dns_record_name>). Empty: no record, the URLs use the IP addresses."
   type        = string
   default     = ""
 }

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Runs the control plane's startup script twice in a sandbox and checks that
-# the first boot formats, mounts and installs, and that the second changes
-# nothing (no format, no second fstab line, no restart); and that a disk
-# holding something else is refused, not formatted.
+# Runs the control plane's startup script in a sandbox, rendered both ways:
+#  * redb (one VM, its data disk): the first boot formats, mounts and
+#    installs, the second changes nothing (no format, no second fstab line,
+#    no restart); a disk holding something else is refused, not formatted;
+#  * Cloud SQL (a replica): no disk; the proxy checked, installed and run
+#    with IAM login; the store drop-in; the shared keys from Secret Manager
+#    (never started without them, rewritten when the secret changes, a bad
+#    secret refused), and no backup timer on a replica that is not the
+#    first.
 #
 # The sandbox: a private mount namespace (tmpfs over /etc/systemd/system), a
 # 64 MiB loop device as the data disk, the data directory and fstab under a
-# temp dir, and stubs for curl (metadata token, download), apt-get,
-# systemctl and sleep that only record their calls. Needs root and a free
+# temp dir, and stubs for curl (metadata token, downloads, Secret Manager),
+# apt-get, systemctl and sleep that only record their calls. Needs root and a free
 # loop device; without them it says so and passes (an extra for a developer
 # without root), unless SUPPORT_REQUIRE_SANDBOX=1 (the test command) makes
 # that a failure.
@@ -35,55 +40,74 @@ trap cleanup EXIT
 
 truncate -s 64M "$sim/disk.img"
 dev=$(losetup -f --show "$sim/disk.img")
-ln -s "$dev" "$sim/device"
 mkdir -p "$sim/bin" "$sim/data"
 printf 'not really a deb\n' > "$sim/package.deb"
+printf 'not really the proxy\n' > "$sim/proxy.bin"
 printf '# fstab\n' > "$sim/fstab"
 sha=$(sha256sum "$sim/package.deb" | cut -d' ' -f1)
+proxy_sha=$(sha256sum "$sim/proxy.bin" | cut -d' ' -f1)
 
 cat > "$sim/bin/curl" <<EOF
 #!/bin/bash
 # A header given on stdin (-H @-) is recorded with the call.
 hdr=""; for a in "\$@"; do [ "\$a" = @- ] && hdr=" \$(cat)"; done
 echo "curl \$*\$hdr" >> "$sim/calls"
-out=""; while [ \$# -gt 0 ]; do [ "\$1" = -o ] && out=\$2; shift; done
-if [ -n "\$out" ]; then cp "$sim/package.deb" "\$out"; else echo '{"access_token":"tok","expires_in":3599}'; fi
+out=""; url=""; while [ \$# -gt 0 ]; do [ "\$1" = -o ] && out=\$2; url=\$1; shift; done
+if [ -z "\$out" ]; then echo '{"access_token":"tok","expires_in":3599}'; exit 0; fi
+case "\$url" in
+  *cloud-sql-proxy*) cp "$sim/proxy.bin" "\$out" ;;
+  *secretmanager*) [ -f "$sim/secret.json" ] || exit 22; cp "$sim/secret.json" "\$out" ;;
+  *) cp "$sim/package.deb" "\$out" ;;
+esac
 EOF
 for c in apt-get systemctl sleep; do
   printf '#!/bin/sh\necho "%s $*" >> "%s/calls"\n' "$c" "$sim" > "$sim/bin/$c"
 done
 chmod +x "$sim"/bin/*
 
-# Render as templatefile() would, then point the device, fstab and data
-# directory into the sandbox.
-"$py" - "$infra/control-plane-startup.sh" "$sim" "$sha" > "$sim/startup.sh" <<'EOF'
+# Render as templatefile() would, both ways, then point the device, fstab,
+# data directory and proxy into the sandbox.
+render() { # redb|cloud-sql OUT
+  "$py" - "$infra/control-plane-startup.sh" "$sim" "$sha" "$proxy_sha" "$1" > "$2" <<'EOF'
 import re, sys
-template, sim, sha = sys.argv[1:]
+template, sim, sha, proxy_sha, mode = sys.argv[1:]
+sql = mode == "cloud-sql"
 values = {
     "package_url": "https://storage.googleapis.com/p-support-artifacts/packages/1.0/cp.deb",
     "package_sha256": sha,
     "listen_port": "8080",
     "backup_url": "gs://p-support-backups/backups",
-    "data_device": "support-cp-data",
-    "data_dir": f"{sim}/data",
+    "data_device": "" if sql else "support-cp-data",
+    "data_dir": f"{sim}/data-sql" if sql else f"{sim}/data",
+    "store_url": "postgres://support-control-plane%40p.iam@127.0.0.1:5432/support_cp" if sql else "",
+    "sql_instance": "p:europe-west1:support-control-plane" if sql else "",
+    "proxy_url": "https://storage.googleapis.com/cloud-sql-connectors/cloud-sql-proxy/v2.14.1/cloud-sql-proxy.linux.amd64" if sql else "",
+    "proxy_sha256": proxy_sha if sql else "",
+    "keys_secret": "projects/p/secrets/support-control-plane-keys" if sql else "",
+    "run_backups": "no" if sql else "yes",
 }
 text = re.sub(r"(?<!\$)\$\{(\w+)\}", lambda m: values[m.group(1)], open(template).read())
 text = text.replace("$${", "${")
 # Every path into the sandbox must be found: a template that changed them
-# must fail here, never run as root against the host's disk or fstab.
+# must fail here, never run as root against the host's disk, fstab or /usr.
 for real, fake in [
-    ("/dev/disk/by-id/google-support-cp-data", f"{sim}/device"),
+    ("/dev/disk/by-id/google-", f"{sim}/device-"),
     ("/etc/fstab", f"{sim}/fstab"),
     ('mount "$DATA_DIR"', f'mount -T {sim}/fstab "$DATA_DIR"'),
+    ("/usr/local/lib/support-tunnel/", f"{sim}/lib/"),
 ]:
     if real not in text:
         sys.exit(f"startup_sandbox: {real!r} is no longer in the startup script; update the sandbox")
     text = text.replace(real, fake)
-for left in ["/etc/fstab", "/dev/disk/"]:
+for left in ["/etc/fstab", "/dev/disk/", "/usr/local/"]:
     if left in text:
         sys.exit(f"startup_sandbox: {left!r} still in the rendered script")
 print(text)
 EOF
+}
+ln -s "$dev" "$sim/device-support-cp-data"
+render redb "$sim/startup.sh"
+render cloud-sql "$sim/startup-sql.sh"
 
 unshare -m bash -s "$sim" <<'EOF'
 set -euo pipefail
@@ -101,7 +125,8 @@ for boot in 1 2; do
   grep -q 'Environment=SUPPORT_CP_BACKUP_URL=gs://p-support-backups/backups' /etc/systemd/system/support-control-plane-backup.service.d/bucket.conf || fail "backup drop-in"
   grep -q "^apt-get install .*$sim\|^apt-get install .*/support-control-plane.deb" "$sim/calls" || fail "boot $boot: package not installed"
   grep -q '^curl .*Authorization: Bearer tok' "$sim/calls" || fail "boot $boot: download without the VM's token"
-  grep -q '^systemctl enable support-control-plane.service support-control-plane-backup.timer' "$sim/calls" || fail "boot $boot: units not enabled"
+  grep -q '^systemctl enable support-control-plane.service' "$sim/calls" || fail "boot $boot: service not enabled"
+  grep -q '^systemctl enable support-control-plane-backup.timer' "$sim/calls" || fail "boot $boot: the backup timer not enabled (the only VM)"
   if [ $boot = 1 ]; then
     grep -q 'formatting the new data disk' "$sim/log" || fail "boot 1: blank disk not formatted"
     echo "  ok   startup script, first boot: formats, mounts (fstab by UUID), drop-ins, checked install, enable --now"
@@ -113,9 +138,84 @@ for boot in 1 2; do
 done
 # A disk with something else on it (here: swap) is never formatted.
 umount "$sim/data"
-dev=$(readlink "$sim/device")
+dev=$(readlink "$sim/device-support-cp-data")
 mkswap -q "$dev" >/dev/null
 if PATH=$sim/bin:$PATH bash "$sim/startup.sh" > "$sim/log" 2>&1; then fail "accepted a disk that holds swap"; fi
 grep -q 'leaving it alone' "$sim/log" && [ "$(blkid -p -o value -s TYPE "$dev")" = swap ] || fail "touched a disk that holds swap"
 echo "  ok   startup script, foreign disk: refused, left as it was"
+
+# --- Cloud SQL: a replica that is not the first ---------------------------------
+sql=$sim/startup-sql.sh
+units=/etc/systemd/system
+mkdir -p "$sim/data-sql"
+chown nobody:nogroup "$sim/data-sql"   # as the package makes it: the service's user
+chmod 0700 "$sim/data-sql"
+keys=$sim/data-sql/server-keys
+k1=$(printf 'a%.0s' $(seq 64)); k2=$(printf 'b%.0s' $(seq 64)); k3=$(printf 'c%.0s' $(seq 64))
+secret() { # the Secret Manager answer holding $1, as the API prints it
+  printf '{\n  "name": "projects/1/secrets/support-control-plane-keys/versions/1",\n  "payload": {\n    "data": "%s",\n    "dataCrc32c": "3735928559"\n  }\n}\n' \
+    "$(printf '%b' "$1" | base64 -w0)" > "$sim/secret.json"
+}
+sql_boot() { # what; runs it, expects success
+  : > "$sim/calls"
+  PATH=$sim/bin:$PATH bash "$sql" > "$sim/log" 2>&1 || { cat "$sim/log"; fail "cloud-sql, $1: exited non-zero"; }
+}
+fstab_before=$(cat "$sim/fstab")
+
+# No keys in Secret Manager yet: the service is never started.
+rm -f "$sim/secret.json"
+: > "$sim/calls"
+if PATH=$sim/bin:$PATH bash "$sql" > "$sim/log" 2>&1; then fail "cloud-sql: ran without the keys"; fi
+grep -q 'gave up reading projects/p/secrets/support-control-plane-keys' "$sim/log" || { cat "$sim/log"; fail "cloud-sql: no word about the missing keys"; }
+! grep -q '^systemctl \(start\|restart\) support-control-plane.service' "$sim/calls" || fail "cloud-sql: started without the keys"
+[ ! -e "$keys" ] || [ -z "$(ls -A "$keys")" ] || fail "cloud-sql: keys appeared from nowhere"
+echo "  ok   startup script, Cloud SQL without keys in Secret Manager: keeps trying, never starts the service"
+
+secret '1 '"$k1"'\n2 '"$k2"'\n'
+sql_boot "first boot"
+[ "$(cat "$sim/fstab")" = "$fstab_before" ] || fail "cloud-sql: touched fstab"
+! grep -q 'formatting\|waiting for' "$sim/log" || fail "cloud-sql: looked for a data disk"
+cmp -s "$sim/proxy.bin" "$sim/lib/cloud-sql-proxy" || fail "cloud-sql: proxy not installed"
+grep -q "^ExecStart=$sim/lib/cloud-sql-proxy --private-ip --auto-iam-authn --address 127.0.0.1 --port 5432 p:europe-west1:support-control-plane\$" $units/cloud-sql-proxy.service || fail "cloud-sql: proxy unit"
+grep -q '^DynamicUser=yes' $units/cloud-sql-proxy.service || fail "cloud-sql: the proxy runs as root"
+grep -q '^Environment=SUPPORT_CP_STORE=postgres://support-control-plane%40p.iam@127.0.0.1:5432/support_cp$' $units/support-control-plane.service.d/store.conf || fail "cloud-sql: store drop-in"
+grep -q '^After=cloud-sql-proxy.service' $units/support-control-plane.service.d/store.conf || fail "cloud-sql: service not ordered after the proxy"
+[ "$(cat "$keys/1.key")" = "$k1" ] && [ "$(cat "$keys/2.key")" = "$k2" ] || fail "cloud-sql: keys not written"
+[ "$(stat -c '%a %U' "$keys/1.key" "$keys")" = "600 nobody
+700 nobody" ] || fail "cloud-sql: keys' mode or owner: $(stat -c '%n %a %U' "$keys/1.key" "$keys")"
+grep -q '^curl .*secretmanager.googleapis.com/v1/projects/p/secrets/support-control-plane-keys/versions/latest:access Authorization: Bearer tok' "$sim/calls" || fail "cloud-sql: keys read without the VM's token"
+grep -q '^systemctl start cloud-sql-proxy.service' "$sim/calls" || fail "cloud-sql: proxy not started"
+grep -q '^systemctl restart support-control-plane.service' "$sim/calls" || fail "cloud-sql: service not (re)started with its keys"
+grep -q '^systemctl disable --now support-control-plane-backup.timer' "$sim/calls" || fail "cloud-sql: a second VM runs backups too"
+! grep -q '^systemctl \(enable\|start\) support-control-plane-backup.timer' "$sim/calls" || fail "cloud-sql: backup timer started on a second VM"
+echo "  ok   startup script, Cloud SQL first boot: no disk, checked proxy with IAM login, store drop-in, keys 0600, no backup timer"
+
+sql_boot "second boot"
+! grep -q '^curl .*cloud-sql-proxy' "$sim/calls" || fail "cloud-sql boot 2: fetched the proxy again"
+! grep -q '^systemctl restart' "$sim/calls" || fail "cloud-sql boot 2: restarted although nothing changed"
+echo "  ok   startup script, Cloud SQL second boot: no download, no restart"
+
+# The operator rotated (key 3) and retired (key 1) in the secret.
+secret '2 '"$k2"'\n3 '"$k3"'\n'
+sql_boot "rotation"
+[ ! -e "$keys/1.key" ] && [ "$(cat "$keys/3.key")" = "$k3" ] && [ "$(cat "$keys/2.key")" = "$k2" ] || fail "cloud-sql: rotation not applied: $(ls "$keys")"
+grep -q '^systemctl restart support-control-plane.service' "$sim/calls" || fail "cloud-sql: not restarted after a rotation"
+echo "  ok   startup script, Cloud SQL keys rotated in the secret: new key written, retired key removed, restarted"
+
+# A secret that is not key lines changes nothing.
+secret '2 '"$k2"'\nnot a key\n'
+: > "$sim/calls"
+if PATH=$sim/bin:$PATH bash "$sql" > "$sim/log" 2>&1; then fail "cloud-sql: accepted a bad secret"; fi
+grep -q "must hold lines" "$sim/log" && [ "$(ls "$keys")" = "2.key
+3.key" ] || fail "cloud-sql: a bad secret touched the keys"
+! grep -q '^systemctl \(start\|restart\) support-control-plane.service' "$sim/calls" || fail "cloud-sql: started on a bad secret"
+echo "  ok   startup script, Cloud SQL bad secret: refused, keys left as they were"
+
+# A proxy download that is not the pinned file is refused.
+rm -f "$sim/lib/cloud-sql-proxy"
+printf 'something else\n' > "$sim/proxy.bin"
+secret '2 '"$k2"'\n3 '"$k3"'\n'
+if PATH=$sim/bin:$PATH bash "$sql" > "$sim/log" 2>&1; then fail "cloud-sql: accepted a proxy of another sha256"; fi
+grep -q 'sha256 mismatch: refusing the proxy' "$sim/log" && [ ! -e "$sim/lib/cloud-sql-proxy" ] || fail "cloud-sql: installed a proxy of another sha256"
+echo "  ok   startup script, Cloud SQL proxy of another sha256: refused"
 EOF
