@@ -15,9 +15,10 @@
 #     the VM's own token, check its sha256, install it (a no-op when that
 #     version is already installed; a fresh install does not start it);
 #  4. with Cloud SQL: the static keys every replica shares, from Secret
-#     Manager into DATA/server-keys (never started without them: a replica
-#     that minted its own key would answer with a key nobody pins);
-#  5. enable and start the service, and the backup timer on the first VM.
+#     Manager into DATA/server-keys. The service never starts without them
+#     (its drop-in asserts they exist): a replica that minted its own key
+#     would answer with a key nobody pins;
+#  5. (re)start what changed, the backup timer on the first VM only.
 #
 # Nothing secret is in here: metadata is readable by anything on the VM.
 set -euo pipefail
@@ -36,6 +37,12 @@ KEYS_SECRET='${keys_secret}'
 RUN_BACKUPS='${run_backups}'
 TOKEN_URL=http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token
 PROXY_BIN=/usr/local/lib/support-tunnel/cloud-sql-proxy
+# The store setting, as a file: systemd reads an EnvironmentFile= literally,
+# whereas in Environment= it would take the URL's %40 for a specifier.
+STORE_ENV=/etc/support-tunnel/control-plane-store.env
+# What each unit was last (re)started with (see restart_if_changed).
+STAMPS=/var/lib/support-tunnel/startup
+UNITS=/etc/systemd/system
 
 log() { echo "support-control-plane startup: $*"; }
 
@@ -51,7 +58,8 @@ fetch() {
     curl -fsS --retry 3 --proto '=https' -H @- -o "$2" "$1"
 }
 
-tmp=$(mktemp -d)
+# In memory (/run), not on the boot disk: the keys pass through here.
+tmp=$(mktemp -d -p /run support-cp-startup.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 
 write_if_changed() { # path content
@@ -62,6 +70,23 @@ write_if_changed() { # path content
   fi
 }
 changed=0
+
+# restart_if_changed UNIT FILE...: (re)starts UNIT so that it runs with the
+# FILEs as they are now. The stamp of what it last started with outlives a
+# run that stopped halfway (a secret not there yet, a failed start), so the
+# next run still restarts it; a run with nothing new restarts nothing.
+restart_if_changed() {
+  local unit=$1 want
+  shift
+  want=$(cat -- "$@" | sha256sum | cut -d' ' -f1)
+  mkdir -p "$STAMPS"
+  if [ "$(cat "$STAMPS/$unit" 2>/dev/null)" != "$want" ]; then
+    log "restarting $unit with its new settings"
+    systemctl restart "$unit"
+    printf '%s\n' "$want" > "$STAMPS/$unit"
+  fi
+  systemctl start "$unit"
+}
 
 # --- 1. the store's place -----------------------------------------------------
 # With redb: the store on its own disk.
@@ -107,12 +132,13 @@ cloud_sql_proxy() {
     curl -fsS --retry 5 --proto '=https' -o "$tmp/proxy" "$PROXY_URL"
     echo "$PROXY_SHA256  $tmp/proxy" | sha256sum -c - || { log "sha256 mismatch: refusing the proxy"; exit 1; }
     install -D -m 0755 "$tmp/proxy" "$PROXY_BIN"
-    proxy_changed=1
   fi
   # --private-ip: the instance has no public address. --auto-iam-authn: the
   # database user is the VM's service account, logged in with its token.
-  # Only on loopback, as a user of its own with nothing to write.
-  write_if_changed /etc/systemd/system/cloud-sql-proxy.service "# Written by the VM's startup script (infra/control-plane-startup.sh).
+  # On loopback only, as a user of its own with nothing to write. (Any
+  # local process could reach the database as this account anyway: the
+  # metadata server hands its token to every process on the VM.)
+  write_if_changed $UNITS/cloud-sql-proxy.service "# Written by the VM's startup script (infra/control-plane-startup.sh).
 [Unit]
 Description=Cloud SQL Auth Proxy for the support-tunnel control plane's store
 Wants=network-online.target
@@ -123,20 +149,34 @@ ExecStart=$PROXY_BIN --private-ip --auto-iam-authn --address 127.0.0.1 --port 54
 Restart=always
 RestartSec=2
 DynamicUser=yes
+UMask=0077
 ProtectSystem=strict
 ProtectHome=yes
 PrivateTmp=yes
 PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+ProtectProc=invisible
+ProcSubset=pid
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
 NoNewPrivileges=yes
 CapabilityBoundingSet=
 RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
 
 [Install]
 WantedBy=multi-user.target"
-  [ "$changed" = 0 ] || proxy_changed=1
 }
 
-proxy_changed=0
 if [ -z "$STORE_URL" ]; then
   data_disk
 else
@@ -144,23 +184,35 @@ else
 fi
 
 # --- 2. systemd drop-ins (before the package, so its first start uses them) --
-write_if_changed /etc/systemd/system/support-control-plane.service.d/listen.conf "# Written by the VM's startup script (infra/control-plane-startup.sh).
+write_if_changed $UNITS/support-control-plane.service.d/listen.conf "# Written by the VM's startup script (infra/control-plane-startup.sh).
 [Service]
 Environment=SUPPORT_CP_LISTEN=0.0.0.0:$LISTEN_PORT
 # The counters stay on the VM (an agent here scrapes them), off the internet.
 Environment=SUPPORT_CP_METRICS_LISTEN=127.0.0.1:9464"
-write_if_changed /etc/systemd/system/support-control-plane-backup.service.d/bucket.conf "# Written by the VM's startup script: where the backup timer puts copies.
-[Service]
-Environment=SUPPORT_CP_BACKUP_URL=$BACKUP_URL"
+backup_store=""
 if [ -n "$STORE_URL" ]; then
-  # The URL names no password: the proxy logs the user in with a token.
-  write_if_changed /etc/systemd/system/support-control-plane.service.d/store.conf "# Written by the VM's startup script: the shared Cloud SQL store, through the proxy.
+  # No password in it: the proxy logs the user in with a token.
+  write_if_changed "$STORE_ENV" "# Written by the VM's startup script: the shared Cloud SQL store, through the
+# proxy. Read by the service and the backup job; an operator command on a
+# stopped replica takes it as --store.
+SUPPORT_CP_STORE=$STORE_URL"
+  write_if_changed $UNITS/support-control-plane.service.d/store.conf "# Written by the VM's startup script: the shared Cloud SQL store, through the proxy.
 [Unit]
 Wants=cloud-sql-proxy.service
 After=cloud-sql-proxy.service
+# Never without the shared keys: with none, the service would mint a key of
+# its own, which no device pins.
+AssertPathExistsGlob=$DATA_DIR/server-keys/*.key
 [Service]
-Environment=SUPPORT_CP_STORE=$STORE_URL"
+EnvironmentFile=$STORE_ENV
+# Never on a redb file of its own, should the store setting be lost.
+ExecStartPre=/usr/bin/test -n \"\$${SUPPORT_CP_STORE}\""
+  backup_store="
+EnvironmentFile=$STORE_ENV"
 fi
+write_if_changed $UNITS/support-control-plane-backup.service.d/bucket.conf "# Written by the VM's startup script: where the backup timer puts copies.
+[Service]
+Environment=SUPPORT_CP_BACKUP_URL=$BACKUP_URL$backup_store"
 [ "$changed" = 0 ] || systemctl daemon-reload
 
 # --- 3. the package -----------------------------------------------------------
@@ -201,6 +253,8 @@ if [ -n "$KEYS_SECRET" ]; then
   # payload.data is base64 (the answer's "data" key; "dataCrc32c" is another).
   sed -n 's/.*"data" *: *"\([A-Za-z0-9+\/=]*\)".*/\1/p' "$tmp/secret.json" | base64 -d > "$tmp/keys" ||
     { log "$KEYS_SECRET: not a Secret Manager answer"; exit 1; }
+  # A last line without its newline counts too (a value typed in a form).
+  [ ! -s "$tmp/keys" ] || [ -z "$(tail -c 1 "$tmp/keys")" ] || echo >> "$tmp/keys"
   if ! grep -q . "$tmp/keys" || grep -Evq '^(0|[1-9][0-9]{0,8}) [0-9a-f]{64}$' "$tmp/keys"; then
     log "$KEYS_SECRET must hold lines '<number> <64 hex digits>'; leaving the keys as they are"
     exit 1
@@ -213,7 +267,6 @@ if [ -n "$KEYS_SECRET" ]; then
       log "writing key $number from $KEYS_SECRET"
       printf '%s\n' "$hex" > "$tmp/key"
       install -m 0600 -o "$${owner%:*}" -g "$${owner#*:}" "$tmp/key" "$keys_dir/$number.key"
-      changed=1
     fi
   done < "$tmp/keys"
   # A key the secret no longer has was retired by the operator.
@@ -223,22 +276,17 @@ if [ -n "$KEYS_SECRET" ]; then
     if ! grep -q "^$number " "$tmp/keys"; then
       log "removing key $number (no longer in $KEYS_SECRET)"
       rm -f -- "$f"
-      changed=1
     fi
   done
   systemctl enable cloud-sql-proxy.service
-  if [ "$proxy_changed" = 1 ]; then
-    systemctl restart cloud-sql-proxy.service
-  fi
-  systemctl start cloud-sql-proxy.service
+  restart_if_changed cloud-sql-proxy.service "$PROXY_BIN" $UNITS/cloud-sql-proxy.service
 fi
 
 # --- 5. run it ------------------------------------------------------------------
 systemctl enable support-control-plane.service
-if [ "$changed" = 1 ]; then
-  systemctl restart support-control-plane.service
-fi
-systemctl start support-control-plane.service
+settings=($UNITS/support-control-plane.service.d/*.conf)
+[ -z "$STORE_URL" ] || settings+=("$STORE_ENV" "$DATA_DIR"/server-keys/*.key)
+restart_if_changed support-control-plane.service "$${settings[@]}"
 # One backup timer for a shared store: the first VM's.
 if [ "$RUN_BACKUPS" = yes ]; then
   systemctl enable support-control-plane-backup.timer

@@ -223,9 +223,9 @@ resource "google_compute_instance" "control_plane" {
     # Scopes narrow the VM's token further than IAM: read the package,
     # write backups, logs and metrics. IAM (iam.tf) is what actually limits
     # it to its own objects.
-    # Secret Manager and the Cloud SQL Auth Proxy accept only the
-    # cloud-platform scope; with Cloud SQL the VM's token has it, and IAM
-    # alone limits what it reaches (its own secret and instance).
+    # Secret Manager accepts only the cloud-platform scope; with Cloud SQL
+    # the VM's token has it, and IAM alone limits what it reaches (its own
+    # secret and instance).
     scopes = local.cloud_sql ? ["https://www.googleapis.com/auth/cloud-platform"] : [
       "https://www.googleapis.com/auth/devstorage.read_write",
       "https://www.googleapis.com/auth/logging.write",

@@ -50,12 +50,18 @@ resource "google_compute_global_address" "google_services" {
   network       = local.network
 }
 
+# An existing network (create_network = false) that already has a
+# servicenetworking connection cannot get a second one: add this range to
+# that connection by hand first, and import it (infra/README.md).
 resource "google_service_networking_connection" "google_services" {
   count = local.cloud_sql ? 1 : 0
 
   network                 = local.network
   service                 = "servicenetworking.googleapis.com"
   reserved_peering_ranges = [google_compute_global_address.google_services[0].name]
+  # Google refuses to delete the peering while its producer (the instance,
+  # even deleted, for a few days) still uses it; a destroy leaves it.
+  deletion_policy = "ABANDON"
 }
 
 resource "google_sql_database_instance" "store" {
@@ -182,6 +188,9 @@ resource "google_sql_user" "control_plane" {
   instance = google_sql_database_instance.store[0].name
   name     = local.sql_user
   type     = "CLOUD_IAM_SERVICE_ACCOUNT"
+  # PostgreSQL cannot drop a role that owns tables; the user goes with the
+  # instance instead.
+  deletion_policy = "ABANDON"
 }
 
 # Connect (the proxy) and log in (IAM authentication), on this instance only.
@@ -218,6 +227,11 @@ resource "google_storage_bucket_iam_member" "artifacts_cloud_sql" {
   bucket = google_storage_bucket.artifacts.name
   role   = "roles/storage.objectViewer"
   member = "serviceAccount:${google_sql_database_instance.store[0].service_account_email_address}"
+  condition {
+    title       = "the grant file only"
+    description = "Cloud SQL reads the file gcloud sql import runs, and nothing else in the bucket."
+    expression  = "resource.name == \"projects/_/buckets/${google_storage_bucket.artifacts.name}/objects/${local.sql_grant_object}\""
+  }
 }
 
 # The control plane's static Noise keys, shared by every replica: lines
@@ -228,6 +242,9 @@ resource "google_secret_manager_secret" "control_plane_keys" {
   count = local.cloud_sql ? 1 : 0
 
   secret_id = local.keys_secret_id
+  # The keys every device pins: a destroy, or a switch back to redb, stops
+  # here instead of deleting them (like the redb data disk's prevent_destroy).
+  deletion_protection = var.cloud_sql_deletion_protection
   replication {
     user_managed {
       replicas {

@@ -32,12 +32,12 @@ output "cloud_sql_instance" {
 }
 
 output "cloud_sql_bootstrap" {
-  description = "With control_plane_store = \"cloud-sql\": the two things the operator does once, after the first apply (DEPLOY.md): write the shared keys, grant the database user its schema."
+  description = "With control_plane_store = \"cloud-sql\": the two things the operator does once, after the first apply, in this order (DEPLOY.md): grant the database user its schema, write the shared key."
   value = local.cloud_sql ? join("\n", [
-    "# 1. The control plane's static key, shared by every VM (once; never in the state):",
-    "printf '1 %s\\n' \"$(openssl rand -hex 32)\" | gcloud secrets versions add ${local.keys_secret_id} --project ${var.project} --data-file=-",
-    "# 2. Let the control plane's database user create its tables (runs infra/cloud-sql-grant.sql as postgres):",
+    "# 1. Let the control plane's database user create its tables (runs infra/cloud-sql-grant.sql as postgres):",
     "gcloud sql import sql ${local.sql_instance} gs://${google_storage_bucket.artifacts.name}/${local.sql_grant_object} --project ${var.project} --database ${local.sql_database} --user postgres --quiet",
+    "# 2. The control plane's static key, shared by every VM (once; never on disk here, never in the state):",
+    "printf '1 %s\\n' \"$(openssl rand -hex 32)\" | gcloud secrets versions add ${local.keys_secret_id} --project ${var.project} --data-file=-",
   ]) : ""
 }
 

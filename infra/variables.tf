@@ -226,19 +226,19 @@ variable "cloud_sql_high_availability" {
 }
 
 variable "cloud_sql_deletion_protection" {
-  description = "Refuse to delete the Cloud SQL instance (both OpenTofu's and Google's own protection). Set false before `tofu destroy`."
+  description = "Refuse to delete the Cloud SQL instance (both OpenTofu's and Google's own protection) and the keys' secret. Set false before `tofu destroy`."
   type        = bool
   default     = true
 }
 
 variable "cloud_sql_backup_count" {
-  description = "How many daily Cloud SQL backups are kept (point-in-time recovery covers the last 7 days besides)."
+  description = "How many daily Cloud SQL backups are kept (point-in-time recovery covers the last 7 days besides). Cloud SQL wants more backups kept than days of transaction log (7)."
   type        = number
   default     = 14
 
   validation {
-    condition     = var.cloud_sql_backup_count >= 1 && var.cloud_sql_backup_count <= 365
-    error_message = "cloud_sql_backup_count must be between 1 and 365."
+    condition     = var.cloud_sql_backup_count >= 8 && var.cloud_sql_backup_count <= 365
+    error_message = "cloud_sql_backup_count must be between 8 and 365 (more than the 7 days of transaction log kept for point-in-time recovery)."
   }
 }
 

@@ -63,6 +63,8 @@ EOF
 for c in apt-get systemctl sleep; do
   printf '#!/bin/sh\necho "%s $*" >> "%s/calls"\n' "$c" "$sim" > "$sim/bin/$c"
 done
+# A unit that fails to start, when asked to.
+printf '[ "$1" = restart ] && [ -e "%s/fail-restart" ] && exit 1\nexit 0\n' "$sim" >> "$sim/bin/systemctl"
 chmod +x "$sim"/bin/*
 
 # Render as templatefile() would, both ways, then point the device, fstab,
@@ -89,17 +91,20 @@ values = {
 text = re.sub(r"(?<!\$)\$\{(\w+)\}", lambda m: values[m.group(1)], open(template).read())
 text = text.replace("$${", "${")
 # Every path into the sandbox must be found: a template that changed them
-# must fail here, never run as root against the host's disk, fstab or /usr.
+# must fail here, never run as root against the host's disk, fstab, /usr,
+# /etc or /var.
 for real, fake in [
     ("/dev/disk/by-id/google-", f"{sim}/device-"),
     ("/etc/fstab", f"{sim}/fstab"),
     ('mount "$DATA_DIR"', f'mount -T {sim}/fstab "$DATA_DIR"'),
     ("/usr/local/lib/support-tunnel/", f"{sim}/lib/"),
+    ("/etc/support-tunnel/", f"{sim}/etc/"),
+    ("/var/lib/support-tunnel/", f"{sim}/state/"),
 ]:
     if real not in text:
         sys.exit(f"startup_sandbox: {real!r} is no longer in the startup script; update the sandbox")
     text = text.replace(real, fake)
-for left in ["/etc/fstab", "/dev/disk/", "/usr/local/"]:
+for left in ["/etc/fstab", "/dev/disk/", "/usr/local/", "/etc/support-tunnel", "/var/lib/support-tunnel"]:
     if left in text:
         sys.exit(f"startup_sandbox: {left!r} still in the rendered script")
 print(text)
@@ -108,13 +113,32 @@ EOF
 ln -s "$dev" "$sim/device-support-cp-data"
 render redb "$sim/startup.sh"
 render cloud-sql "$sim/startup-sql.sh"
+# The same with the next proxy version pinned.
+printf 'the next proxy\n' > "$sim/proxy2.bin"
+proxy_sha=$(sha256sum "$sim/proxy2.bin" | cut -d' ' -f1)
+render cloud-sql "$sim/startup-sql-2.sh"
 
-unshare -m bash -s "$sim" <<'EOF'
+unshare -m bash -s "$sim" "$infra/.." <<'EOF'
 set -euo pipefail
 sim=$1
+repo=$2
 mount --make-rprivate /
 mount -t tmpfs tmpfs /etc/systemd/system
 fail() { echo "  FAIL startup script, $1"; exit 1; }
+# systemd-analyze verify on every unit the script wrote, with the package's
+# units under them (their programs swapped for /bin/true, their man pages left out): it prints what
+# systemd would ignore or refuse, e.g. a % it takes for a specifier.
+verify_units() { # what
+  local u out
+  for u in support-control-plane.service support-control-plane-backup.service; do
+    sed -e 's#^ExecStart=.*#ExecStart=/bin/true#' -e '/^Documentation=/d' "$repo/control-plane/dist/$u" > "/etc/systemd/system/$u"
+  done
+  for u in /etc/systemd/system/*.service; do
+    out=$(systemd-analyze verify "$u" 2>&1) || fail "$1: systemd-analyze verify $u failed: $out"
+    [ -z "$out" ] || fail "$1: systemd-analyze verify $u: $out"
+  done
+  rm -f /etc/systemd/system/support-control-plane.service /etc/systemd/system/support-control-plane-backup.service
+}
 for boot in 1 2; do
   : > "$sim/calls"
   PATH=$sim/bin:$PATH bash "$sim/startup.sh" > "$sim/log" 2>&1 || { cat "$sim/log"; fail "boot $boot: exited non-zero"; }
@@ -129,7 +153,9 @@ for boot in 1 2; do
   grep -q '^systemctl enable support-control-plane-backup.timer' "$sim/calls" || fail "boot $boot: the backup timer not enabled (the only VM)"
   if [ $boot = 1 ]; then
     grep -q 'formatting the new data disk' "$sim/log" || fail "boot 1: blank disk not formatted"
-    echo "  ok   startup script, first boot: formats, mounts (fstab by UUID), drop-ins, checked install, enable --now"
+    grep -q '^systemctl restart support-control-plane.service' "$sim/calls" || fail "boot 1: service not started with its drop-ins"
+    verify_units "redb"
+    echo "  ok   startup script, first boot: formats, mounts (fstab by UUID), drop-ins, checked install, enable, start; units verify"
   else
     ! grep -q 'formatting' "$sim/log" || fail "boot 2: formatted the disk again"
     ! grep -q '^systemctl restart' "$sim/calls" || fail "boot 2: restarted although nothing changed"
@@ -156,66 +182,97 @@ secret() { # the Secret Manager answer holding $1, as the API prints it
   printf '{\n  "name": "projects/1/secrets/support-control-plane-keys/versions/1",\n  "payload": {\n    "data": "%s",\n    "dataCrc32c": "3735928559"\n  }\n}\n' \
     "$(printf '%b' "$1" | base64 -w0)" > "$sim/secret.json"
 }
-sql_boot() { # what; runs it, expects success
+sql_boot() { # what [script]; runs it, expects success
   : > "$sim/calls"
-  PATH=$sim/bin:$PATH bash "$sql" > "$sim/log" 2>&1 || { cat "$sim/log"; fail "cloud-sql, $1: exited non-zero"; }
+  PATH=$sim/bin:$PATH bash "${2:-$sql}" > "$sim/log" 2>&1 || { cat "$sim/log"; fail "cloud-sql, $1: exited non-zero"; }
 }
+sql_boot_fails() { # what; runs it, expects failure
+  : > "$sim/calls"
+  if PATH=$sim/bin:$PATH bash "$sql" > "$sim/log" 2>&1; then fail "cloud-sql, $1: succeeded"; fi
+}
+started() { grep -q "^systemctl \(start\|restart\) $1" "$sim/calls"; }
+restarted() { grep -q "^systemctl restart $1" "$sim/calls"; }
 fstab_before=$(cat "$sim/fstab")
 
-# No keys in Secret Manager yet: the service is never started.
+# No keys in Secret Manager yet: the service is never started, and its
+# drop-in (written before the package) keeps systemd from starting it.
 rm -f "$sim/secret.json"
-: > "$sim/calls"
-if PATH=$sim/bin:$PATH bash "$sql" > "$sim/log" 2>&1; then fail "cloud-sql: ran without the keys"; fi
+sql_boot_fails "no keys"
 grep -q 'gave up reading projects/p/secrets/support-control-plane-keys' "$sim/log" || { cat "$sim/log"; fail "cloud-sql: no word about the missing keys"; }
-! grep -q '^systemctl \(start\|restart\) support-control-plane.service' "$sim/calls" || fail "cloud-sql: started without the keys"
+! started support-control-plane.service || fail "cloud-sql: started without the keys"
 [ ! -e "$keys" ] || [ -z "$(ls -A "$keys")" ] || fail "cloud-sql: keys appeared from nowhere"
-echo "  ok   startup script, Cloud SQL without keys in Secret Manager: keeps trying, never starts the service"
+grep -qx "AssertPathExistsGlob=$sim/data-sql/server-keys/\*.key" $units/support-control-plane.service.d/store.conf || fail "cloud-sql: systemd may start the service without keys"
+echo "  ok   startup script, Cloud SQL without keys in Secret Manager: keeps trying, never starts the service, nor lets systemd"
 
-secret '1 '"$k1"'\n2 '"$k2"'\n'
+# The operator wrote the secret; the last line without its newline, as a
+# value typed into a form is.
+secret '1 '"$k1"'\n2 '"$k2"
 sql_boot "first boot"
 [ "$(cat "$sim/fstab")" = "$fstab_before" ] || fail "cloud-sql: touched fstab"
 ! grep -q 'formatting\|waiting for' "$sim/log" || fail "cloud-sql: looked for a data disk"
 cmp -s "$sim/proxy.bin" "$sim/lib/cloud-sql-proxy" || fail "cloud-sql: proxy not installed"
-grep -q "^ExecStart=$sim/lib/cloud-sql-proxy --private-ip --auto-iam-authn --address 127.0.0.1 --port 5432 p:europe-west1:support-control-plane\$" $units/cloud-sql-proxy.service || fail "cloud-sql: proxy unit"
-grep -q '^DynamicUser=yes' $units/cloud-sql-proxy.service || fail "cloud-sql: the proxy runs as root"
-grep -q '^Environment=SUPPORT_CP_STORE=postgres://support-control-plane%40p.iam@127.0.0.1:5432/support_cp$' $units/support-control-plane.service.d/store.conf || fail "cloud-sql: store drop-in"
-grep -q '^After=cloud-sql-proxy.service' $units/support-control-plane.service.d/store.conf || fail "cloud-sql: service not ordered after the proxy"
-[ "$(cat "$keys/1.key")" = "$k1" ] && [ "$(cat "$keys/2.key")" = "$k2" ] || fail "cloud-sql: keys not written"
-[ "$(stat -c '%a %U' "$keys/1.key" "$keys")" = "600 nobody
-700 nobody" ] || fail "cloud-sql: keys' mode or owner: $(stat -c '%n %a %U' "$keys/1.key" "$keys")"
+grep -qx "ExecStart=$sim/lib/cloud-sql-proxy --private-ip --auto-iam-authn --address 127.0.0.1 --port 5432 p:europe-west1:support-control-plane" $units/cloud-sql-proxy.service || fail "cloud-sql: proxy unit"
+grep -qx 'DynamicUser=yes' $units/cloud-sql-proxy.service || fail "cloud-sql: the proxy runs as root"
+grep -qx 'SUPPORT_CP_STORE=postgres://support-control-plane%40p.iam@127.0.0.1:5432/support_cp' "$sim/etc/control-plane-store.env" || fail "cloud-sql: store setting"
+grep -qx "EnvironmentFile=$sim/etc/control-plane-store.env" $units/support-control-plane.service.d/store.conf || fail "cloud-sql: the service does not read the store setting"
+grep -qx "EnvironmentFile=$sim/etc/control-plane-store.env" $units/support-control-plane-backup.service.d/bucket.conf || fail "cloud-sql: the backup job does not read the store setting"
+grep -qx 'ExecStartPre=/usr/bin/test -n "${SUPPORT_CP_STORE}"' $units/support-control-plane.service.d/store.conf || fail "cloud-sql: nothing keeps the service off a redb file of its own"
+grep -qx 'After=cloud-sql-proxy.service' $units/support-control-plane.service.d/store.conf || fail "cloud-sql: service not ordered after the proxy"
+[ "$(cat "$keys/1.key")" = "$k1" ] && [ "$(cat "$keys/2.key")" = "$k2" ] || fail "cloud-sql: keys not written: $(ls "$keys")"
+[ "$(stat -c '%a %U' "$keys/1.key" "$keys/2.key" "$keys")" = "600 nobody
+600 nobody
+700 nobody" ] || fail "cloud-sql: keys' mode or owner: $(stat -c '%n %a %U' "$keys"/*.key "$keys")"
 grep -q '^curl .*secretmanager.googleapis.com/v1/projects/p/secrets/support-control-plane-keys/versions/latest:access Authorization: Bearer tok' "$sim/calls" || fail "cloud-sql: keys read without the VM's token"
-grep -q '^systemctl start cloud-sql-proxy.service' "$sim/calls" || fail "cloud-sql: proxy not started"
-grep -q '^systemctl restart support-control-plane.service' "$sim/calls" || fail "cloud-sql: service not (re)started with its keys"
+grep -q '^systemctl enable cloud-sql-proxy.service' "$sim/calls" || fail "cloud-sql: proxy not enabled"
+restarted cloud-sql-proxy.service || fail "cloud-sql: proxy not (re)started"
+restarted support-control-plane.service || fail "cloud-sql: service not (re)started with its keys"
 grep -q '^systemctl disable --now support-control-plane-backup.timer' "$sim/calls" || fail "cloud-sql: a second VM runs backups too"
 ! grep -q '^systemctl \(enable\|start\) support-control-plane-backup.timer' "$sim/calls" || fail "cloud-sql: backup timer started on a second VM"
-echo "  ok   startup script, Cloud SQL first boot: no disk, checked proxy with IAM login, store drop-in, keys 0600, no backup timer"
+verify_units "cloud-sql"
+echo "  ok   startup script, Cloud SQL first boot: no disk, checked proxy with IAM login, store setting for the service and backups, keys 0600 (last line without newline too), no backup timer; units verify"
 
 sql_boot "second boot"
 ! grep -q '^curl .*cloud-sql-proxy' "$sim/calls" || fail "cloud-sql boot 2: fetched the proxy again"
 ! grep -q '^systemctl restart' "$sim/calls" || fail "cloud-sql boot 2: restarted although nothing changed"
 echo "  ok   startup script, Cloud SQL second boot: no download, no restart"
 
-# The operator rotated (key 3) and retired (key 1) in the secret.
+# The operator rotated (key 3) and retired (key 1) in the secret; the
+# restart fails the first time (the run stops there), so the next run,
+# with the keys already on disk, must still restart.
 secret '2 '"$k2"'\n3 '"$k3"'\n'
-sql_boot "rotation"
+touch "$sim/fail-restart"
+sql_boot_fails "rotation, failed restart"
+rm "$sim/fail-restart"
 [ ! -e "$keys/1.key" ] && [ "$(cat "$keys/3.key")" = "$k3" ] && [ "$(cat "$keys/2.key")" = "$k2" ] || fail "cloud-sql: rotation not applied: $(ls "$keys")"
-grep -q '^systemctl restart support-control-plane.service' "$sim/calls" || fail "cloud-sql: not restarted after a rotation"
-echo "  ok   startup script, Cloud SQL keys rotated in the secret: new key written, retired key removed, restarted"
+sql_boot "rotation, again"
+restarted support-control-plane.service || fail "cloud-sql: a restart that failed was not tried again"
+! restarted cloud-sql-proxy.service || fail "cloud-sql: proxy restarted for a key rotation"
+sql_boot "rotation, once more"
+! restarted support-control-plane.service || fail "cloud-sql: restarted again after a successful restart"
+echo "  ok   startup script, Cloud SQL keys rotated: new key written, retired key removed, restarted (again after a failed restart, then not)"
+
+# A new proxy version: installed, the proxy restarted, the service not.
+cp "$sim/proxy2.bin" "$sim/proxy.bin"
+sql_boot "new proxy" "$sim/startup-sql-2.sh"
+cmp -s "$sim/proxy2.bin" "$sim/lib/cloud-sql-proxy" || fail "cloud-sql: new proxy not installed"
+restarted cloud-sql-proxy.service || fail "cloud-sql: proxy not restarted on a new version"
+! restarted support-control-plane.service || fail "cloud-sql: service restarted for a proxy update"
+echo "  ok   startup script, Cloud SQL new proxy version: installed, proxy restarted, service left running"
+sql=$sim/startup-sql-2.sh   # from now on, the script that pins it
 
 # A secret that is not key lines changes nothing.
 secret '2 '"$k2"'\nnot a key\n'
-: > "$sim/calls"
-if PATH=$sim/bin:$PATH bash "$sql" > "$sim/log" 2>&1; then fail "cloud-sql: accepted a bad secret"; fi
+sql_boot_fails "bad secret"
 grep -q "must hold lines" "$sim/log" && [ "$(ls "$keys")" = "2.key
-3.key" ] || fail "cloud-sql: a bad secret touched the keys"
-! grep -q '^systemctl \(start\|restart\) support-control-plane.service' "$sim/calls" || fail "cloud-sql: started on a bad secret"
+3.key" ] || fail "cloud-sql: a bad secret touched the keys: $(ls "$keys")"
+! started support-control-plane.service || fail "cloud-sql: started on a bad secret"
 echo "  ok   startup script, Cloud SQL bad secret: refused, keys left as they were"
 
 # A proxy download that is not the pinned file is refused.
 rm -f "$sim/lib/cloud-sql-proxy"
 printf 'something else\n' > "$sim/proxy.bin"
 secret '2 '"$k2"'\n3 '"$k3"'\n'
-if PATH=$sim/bin:$PATH bash "$sql" > "$sim/log" 2>&1; then fail "cloud-sql: accepted a proxy of another sha256"; fi
+sql_boot_fails "proxy of another sha256"
 grep -q 'sha256 mismatch: refusing the proxy' "$sim/log" && [ ! -e "$sim/lib/cloud-sql-proxy" ] || fail "cloud-sql: installed a proxy of another sha256"
 echo "  ok   startup script, Cloud SQL proxy of another sha256: refused"
 EOF
