@@ -161,11 +161,26 @@ fn operate(args: &StoreArg, cmd: Command) -> Result<()> {
         return Ok(());
     }
     check_owner(data)?;
+    if args.store.is_none() && !data.join("store.redb").exists() && has_keys(data) {
+        bail!(
+            "{} holds the service's keys but no store.redb, and no server answers on its \
+             operator socket. Its store is elsewhere (PostgreSQL: pass --store or set \
+             SUPPORT_CP_STORE, as the service has it; or run this while a replica runs), or \
+             store.redb is missing (restore it from a backup). Not starting an empty store here.",
+            data.display()
+        );
+    }
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
     let store = open_store(data, args.store.as_deref())?;
     let text = operator::execute(store.as_ref(), data, None, &cmd)?;
     print!("{}", ensure_newline(&text));
     Ok(())
+}
+
+/// Whether the data directory has static keys: a service has run on it
+/// (or an operator made them), so a missing store.redb is not a fresh start.
+fn has_keys(data: &Path) -> bool {
+    std::fs::read_dir(data.join("server-keys")).is_ok_and(|mut d| d.next().is_some())
 }
 
 /// Refuses to write into a data directory that belongs to another user

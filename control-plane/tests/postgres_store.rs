@@ -113,3 +113,49 @@ fn replayed_hand_off_posts_racing_on_two_replicas_are_stored_and_audited_once() 
         b.verify_audit().expect("verifies")
     );
 }
+
+#[test]
+fn an_operator_command_on_a_stopped_replica_without_its_store_refuses_to_start_an_empty_one() {
+    let cluster = Cluster::start();
+    let db = new_database(&cluster.url);
+    let mut server = common::Server::start_on(
+        tempfile::tempdir().expect("temp dir"),
+        Some(db.clone()),
+        &[],
+    );
+    let admin = common::admin_key();
+    server.enroll("alice", &admin, "approver");
+    server.stop();
+    let data = server.data().to_path_buf();
+    let admins = |store: Option<&str>| {
+        let mut cmd = std::process::Command::new(common::BIN);
+        cmd.args(["admins", "list", "--data"])
+            .arg(&data)
+            .env_remove("SUPPORT_CP_STORE");
+        if let Some(url) = store {
+            cmd.args(["--store", url]);
+        }
+        cmd.output().expect("runs")
+    };
+
+    // As an operator who forgot where the replica keeps its store.
+    let out = admins(None);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("no store.redb") && said.contains("--store"),
+        "{said}"
+    );
+    assert!(
+        !data.join("store.redb").exists(),
+        "an empty redb store was started beside the real one"
+    );
+
+    let out = admins(Some(&db));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("alice"));
+}
