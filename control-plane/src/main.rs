@@ -138,17 +138,48 @@ fn main() -> ExitCode {
 }
 
 /// Opens the store: the PostgreSQL database `store` names, else the
-/// data directory's redb file.
+/// data directory's redb file. A data directory that has served from
+/// PostgreSQL remembers it (`STORE_MARKER`), and without `store` is
+/// refused rather than given an empty redb store of its own: a replica
+/// whose setting got lost must not serve, and an operator command must not
+/// write, where no other replica looks.
 fn open_store(data: &Path, store: Option<&str>) -> Result<Arc<dyn Store>> {
+    let marker = data.join(STORE_MARKER);
     match store {
-        Some(url) if is_postgres_url(url) => Ok(Arc::new(PgStore::open(url)?)),
+        Some(url) if is_postgres_url(url) => {
+            let pg = PgStore::open(url)?;
+            let said = format!("{}\n", support_control_plane::store::postgres::redact(url));
+            if std::fs::read_to_string(&marker).ok().as_deref() != Some(said.as_str()) {
+                std::fs::write(&marker, said)
+                    .with_context(|| format!("writing {}", marker.display()))?;
+            }
+            Ok(Arc::new(pg))
+        }
         Some(other) => bail!(
             "--store {other:?} is not a PostgreSQL URL (postgres://user@host/database); \
              leave it out to use store.redb in the data directory"
         ),
-        None => Ok(Arc::new(RedbStore::open(&data.join("store.redb"))?)),
+        None => {
+            if let Ok(url) = std::fs::read_to_string(&marker) {
+                bail!(
+                    "{} keeps its store in PostgreSQL ({}, says {}); pass --store or set \
+                     SUPPORT_CP_STORE (the service has `store` in its config or environment). \
+                     Not starting an empty redb store here. If the data directory really is to \
+                     go back to redb, remove {} first.",
+                    data.display(),
+                    url.trim(),
+                    marker.display(),
+                    marker.display()
+                );
+            }
+            Ok(Arc::new(RedbStore::open(&data.join("store.redb"))?))
+        }
     }
 }
+
+/// In a data directory that has served from PostgreSQL: that store's URL,
+/// without its password.
+const STORE_MARKER: &str = "postgres-store";
 
 /// Runs an operator command on the running server, or on the store directly.
 fn operate(args: &StoreArg, cmd: Command) -> Result<()> {
@@ -161,26 +192,11 @@ fn operate(args: &StoreArg, cmd: Command) -> Result<()> {
         return Ok(());
     }
     check_owner(data)?;
-    if args.store.is_none() && !data.join("store.redb").exists() && has_keys(data) {
-        bail!(
-            "{} holds the service's keys but no store.redb, and no server answers on its \
-             operator socket. Its store is elsewhere (PostgreSQL: pass --store or set \
-             SUPPORT_CP_STORE, as the service has it; or run this while a replica runs), or \
-             store.redb is missing (restore it from a backup). Not starting an empty store here.",
-            data.display()
-        );
-    }
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
     let store = open_store(data, args.store.as_deref())?;
     let text = operator::execute(store.as_ref(), data, None, &cmd)?;
     print!("{}", ensure_newline(&text));
     Ok(())
-}
-
-/// Whether the data directory has static keys: a service has run on it
-/// (or an operator made them), so a missing store.redb is not a fresh start.
-fn has_keys(data: &Path) -> bool {
-    std::fs::read_dir(data.join("server-keys")).is_ok_and(|mut d| d.next().is_some())
 }
 
 /// Refuses to write into a data directory that belongs to another user

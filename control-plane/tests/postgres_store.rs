@@ -115,7 +115,7 @@ fn replayed_hand_off_posts_racing_on_two_replicas_are_stored_and_audited_once() 
 }
 
 #[test]
-fn an_operator_command_on_a_stopped_replica_without_its_store_refuses_to_start_an_empty_one() {
+fn a_replica_without_its_store_setting_neither_serves_nor_operates_on_an_empty_redb_store() {
     let cluster = Cluster::start();
     let db = new_database(&cluster.url);
     let mut server = common::Server::start_on(
@@ -143,13 +143,26 @@ fn an_operator_command_on_a_stopped_replica_without_its_store_refuses_to_start_a
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{said}");
     assert!(
-        said.contains("no store.redb") && said.contains("--store"),
+        said.contains("keeps its store in PostgreSQL") && said.contains("--store"),
         "{said}"
     );
     assert!(
         !data.join("store.redb").exists(),
         "an empty redb store was started beside the real one"
     );
+    // Nor does the replica serve from one, should its setting get lost.
+    let out = std::process::Command::new(common::BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .env_remove("SUPPORT_CP_STORE")
+        .output()
+        .expect("runs");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("keeps its store in PostgreSQL"),
+        "{said}"
+    );
+    assert!(!data.join("store.redb").exists());
 
     let out = admins(Some(&db));
     assert!(

@@ -397,7 +397,7 @@ impl PgStore {
 
 /// `url` without its password (in the user part or a `password=`
 /// parameter), for messages.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, Some(q)),
         None => (url, None),
