@@ -78,7 +78,7 @@ changed=0
 restart_if_changed() {
   local unit=$1 want
   shift
-  want=$(cat -- "$@" | sha256sum | cut -d' ' -f1)
+  want=$(sha256sum -- "$@" | sha256sum | cut -d' ' -f1)
   mkdir -p "$STAMPS"
   if [ "$(cat "$STAMPS/$unit" 2>/dev/null)" != "$want" ]; then
     log "restarting $unit with its new settings"
@@ -269,6 +269,13 @@ if [ -n "$KEYS_SECRET" ]; then
       install -m 0600 -o "$${owner%:*}" -g "$${owner#*:}" "$tmp/key" "$keys_dir/$number.key"
     fi
   done < "$tmp/keys"
+  # What the service writes once it has served from PostgreSQL, written
+  # here already: an operator command on this data directory without the
+  # store setting then refuses, even before the service first connects,
+  # instead of starting an empty redb store (control-plane/src/main.rs,
+  # STORE_MARKER; the URL has no password, so the service leaves it be).
+  printf '%s\n' "$STORE_URL" > "$tmp/marker"
+  install -m 0600 -o "$${owner%:*}" -g "$${owner#*:}" "$tmp/marker" "$DATA_DIR/postgres-store"
   # A key the secret no longer has was retired by the operator.
   for f in "$keys_dir"/*.key; do
     [ -e "$f" ] || continue

@@ -178,6 +178,9 @@ resource "google_sql_database" "store" {
 
   name     = local.sql_database
   instance = google_sql_database_instance.store[0].name
+  # PostgreSQL refuses to drop a database the replicas are connected to;
+  # it goes with the instance instead.
+  deletion_policy = "ABANDON"
 }
 
 # The control plane's database user: its service account, logged in by the

@@ -219,6 +219,8 @@ grep -qx "EnvironmentFile=$sim/etc/control-plane-store.env" $units/support-contr
 grep -qx 'ExecStartPre=/usr/bin/test -n "${SUPPORT_CP_STORE}"' $units/support-control-plane.service.d/store.conf || fail "cloud-sql: nothing keeps the service off a redb file of its own"
 grep -qx 'After=cloud-sql-proxy.service' $units/support-control-plane.service.d/store.conf || fail "cloud-sql: service not ordered after the proxy"
 [ "$(cat "$keys/1.key")" = "$k1" ] && [ "$(cat "$keys/2.key")" = "$k2" ] || fail "cloud-sql: keys not written: $(ls "$keys")"
+grep -qx 'postgres://support-control-plane%40p.iam@127.0.0.1:5432/support_cp' "$sim/data-sql/postgres-store" && [ "$(stat -c '%a %U' "$sim/data-sql/postgres-store")" = "600 nobody" ] ||
+  fail "cloud-sql: the data directory does not say where its store is"
 [ "$(stat -c '%a %U' "$keys/1.key" "$keys/2.key" "$keys")" = "600 nobody
 600 nobody
 700 nobody" ] || fail "cloud-sql: keys' mode or owner: $(stat -c '%n %a %U' "$keys"/*.key "$keys")"
@@ -229,7 +231,7 @@ restarted support-control-plane.service || fail "cloud-sql: service not (re)star
 grep -q '^systemctl disable --now support-control-plane-backup.timer' "$sim/calls" || fail "cloud-sql: a second VM runs backups too"
 ! grep -q '^systemctl \(enable\|start\) support-control-plane-backup.timer' "$sim/calls" || fail "cloud-sql: backup timer started on a second VM"
 verify_units "cloud-sql"
-echo "  ok   startup script, Cloud SQL first boot: no disk, checked proxy with IAM login, store setting for the service and backups, keys 0600 (last line without newline too), no backup timer; units verify"
+echo "  ok   startup script, Cloud SQL first boot: no disk, checked proxy with IAM login, store setting for the service, backups and operator commands, keys 0600 (last line without newline too), no backup timer; units verify"
 
 sql_boot "second boot"
 ! grep -q '^curl .*cloud-sql-proxy' "$sim/calls" || fail "cloud-sql boot 2: fetched the proxy again"
