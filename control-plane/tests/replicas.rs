@@ -46,10 +46,26 @@ fn pair(db: &str) -> Pair {
     assert!(copied.success());
     let b = Server::start_on(b_dir, Some(db.into()), &extra);
     assert_eq!(a.public, b.public, "both replicas serve the same key");
+    // A replica answers before its LISTEN connection is up; a change made
+    // on the other one before then would reach its polls only by timeout.
+    wait_for_listeners(db, 2);
     let admin = admin_key();
     // Enrolled through replica A's operator socket; B reads the same table.
     a.enroll("alice", &admin, "approver");
     Pair { a, b, admin }
+}
+
+/// Waits until `n` replicas LISTEN on the database `url` names: their
+/// LISTEN connections have run `LISTEN` (or, later, their ping).
+fn wait_for_listeners(url: &str, n: usize) {
+    use support_control_plane::store::postgres::LISTENER_NAME;
+    let sql = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{LISTENER_NAME}' \
+         AND (query LIKE 'LISTEN%' OR query = 'SELECT 1')"
+    );
+    wait_for(&format!("{n} replicas to LISTEN"), || {
+        common::postgres::psql(url, &sql).trim() == n.to_string()
+    });
 }
 
 /// A long-poll that reports a dead server instead of panicking.
@@ -263,14 +279,7 @@ fn a_postgresql_restart_during_a_burst_loses_no_acknowledged_create_and_wakes_st
     all_present(&p.a, &p.admin, &acked);
     // Each replica's LISTEN connection came back too: polls still wake for
     // approvals on the other replica.
-    wait_for("both replicas to LISTEN again", || {
-        common::postgres::psql(
-            &cluster.url,
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'",
-        )
-        .trim()
-            == "2"
-    });
+    wait_for_listeners(&cluster.url, 2);
     wake_across(&p.a, &p.b, &p.admin);
     wake_across(&p.b, &p.a, &p.admin);
 }

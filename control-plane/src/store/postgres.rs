@@ -48,6 +48,9 @@ const CHANNEL: &str = "support_cp_tunnels";
 const MIGRATION_LOCK: i64 = 0x5350_5f43_505f_4d31; // "SP_CP_M1"
 /// Rows per query when a call walks a whole table (backup, audit verify).
 const PAGE: i64 = 1000;
+/// The LISTEN connection's `application_name`.
+pub const LISTENER_NAME: &str = "support-control-plane listen";
+
 /// How often the LISTEN connection is asked whether it still answers.
 const LISTEN_PING: Duration = Duration::from_secs(30);
 /// Connections per replica.
@@ -497,7 +500,11 @@ async fn listen(config: tokio_postgres::Config, wake: ChangeWaker) {
 impl Store for PgStore {
     fn watch_changes(&self, wake: ChangeWaker) {
         if let Some(rt) = &self.runtime {
-            rt.spawn(listen(self.config.clone(), wake));
+            // Named apart from the pool's connections, so pg_stat_activity
+            // tells which one LISTENs.
+            let mut config = self.config.clone();
+            config.application_name(LISTENER_NAME);
+            rt.spawn(listen(config, wake));
         }
     }
 
