@@ -219,8 +219,14 @@ pub fn ensure_group(group: &str) -> Result<u32, AccessError> {
     if let Some(g) = group_id(group) {
         return Ok(g);
     }
-    run("groupadd", &["--system", group])?;
-    group_id(group).ok_or_else(|| AccessError::NoGroup(group.into()))
+    // Another agent (or a test's) may add it between the look and here;
+    // groupadd then fails, and the group is there all the same.
+    let added = run("groupadd", &["--system", group]);
+    match (group_id(group), added) {
+        (Some(g), _) => Ok(g),
+        (None, Err(e)) => Err(e),
+        (None, Ok(())) => Err(AccessError::NoGroup(group.into())),
+    }
 }
 
 fn run(program: &'static str, args: &[&str]) -> Result<(), AccessError> {

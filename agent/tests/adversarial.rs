@@ -115,7 +115,10 @@ impl Lab {
         assert!(text.contains(why), "{why}: {text}");
         let user = id.support_user();
         assert_no_access_left(&user);
-        assert!(self.fake.seen.lock().expect("lock").connected.is_empty());
+        assert!(
+            !self.fake.seen.lock().expect("lock").connected.contains(&id),
+            "{why}: the refused tunnel reported itself connected"
+        );
         let log =
             String::from_utf8_lossy(&self.device.run(&["log", &id.to_string()]).stdout).to_string();
         assert!(
@@ -236,9 +239,13 @@ fn a_lying_control_plane_and_a_leaked_code_get_nothing() {
     );
     lab.assert_refused(code.tunnel_id, longer, "duration");
 
-    // An approval of another tunnel, replayed for this one.
+    // An approval of another tunnel, replayed for this one. A is stopped
+    // first: the fake serves the approval to every poll, and A would take
+    // its own.
     let code_a = lab.request();
     let for_a = lab.honest(&code_a, &Terms::default());
+    let stopped = lab.device.run(&["stop", &code_a.tunnel_id.to_string()]);
+    assert!(stopped.status.success(), "{stopped:?}");
     let code_b = lab.request();
     lab.assert_refused(code_b.tunnel_id, for_a, "signature");
 

@@ -118,8 +118,10 @@ fn request_approve_ssh_with_sudo_then_owner_stop_leaves_nothing() {
 #[test]
 fn expiry_ends_the_tunnel_on_the_device_and_the_control_plane() {
     let w = World::new(&DeviceSettings::default(), None);
+    // Long enough to look at the access before it expires, on a loaded
+    // machine.
     let terms = Terms {
-        duration_secs: 4,
+        duration_secs: 12,
         ..Terms::default()
     };
     let s = w.connect(&[], &terms);
@@ -132,7 +134,7 @@ fn expiry_ends_the_tunnel_on_the_device_and_the_control_plane() {
     );
     wait_for(
         "expiry to remove the access",
-        Duration::from_secs(15),
+        Duration::from_secs(30),
         || !user_exists(&user),
     );
     assert_no_access_left(&user);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use support_protocol::one_time_code::OneTimeCode;
 use support_protocol::TunnelId;
 
-use super::{sibling_bin, tempdir, wait_for, with_fake_clock, Sshd};
+use super::{sibling_bin, tempdir, with_fake_clock, Sshd};
 
 /// The agent binary under test: this build's, or `SUPPORT_AGENT_BIN` (the
 /// static release build, or a wrapper that runs the armv7 build under qemu).
@@ -123,9 +123,27 @@ impl Device {
             .expect("daemon starts");
         self.daemon = Some(child);
         let sock = self.socket();
-        wait_for("the daemon's socket", Duration::from_secs(20), || {
-            std::os::unix::net::UnixStream::connect(&sock).is_ok()
-        });
+        // A daemon that exits early says why in its stderr; show it rather
+        // than time out.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            if let Some(status) = self
+                .daemon
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "the daemon exited ({status}) before its socket answered: {}",
+                    self.daemon_stderr()
+                );
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out after 20s waiting for the daemon's socket; its stderr: {}",
+                self.daemon_stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn pid(&self) -> u32 {
