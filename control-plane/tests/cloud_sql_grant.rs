@@ -9,14 +9,11 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::postgres::{psql, Cluster};
 use common::*;
-use support_protocol::messages::{AdminResponse, DeviceResponse};
+use support_protocol::messages::AdminResponse;
 
 /// Cloud SQL's name for the control plane's service account
 /// (support-control-plane@PROJECT.iam.gserviceaccount.com).
@@ -42,40 +39,6 @@ fn rendered_grant(user: &str) -> String {
     template.replace("${db_user}", user)
 }
 
-/// Runs `serve` on `store` and waits for it to exit; panics if it serves.
-fn serve_fails(store: &str) -> String {
-    let data = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data.path())
-        .args(["--store", store])
-        .env("SUPPORT_CP_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("server starts");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the control plane kept running on a database it may not create tables in");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut stderr)
-        .expect("reads");
-    assert!(!status.success(), "{stderr}");
-    stderr
-}
-
 #[test]
 fn the_cloud_sql_grant_is_what_the_control_plane_needs_to_start_and_serve() {
     let cluster = Cluster::start();
@@ -94,7 +57,8 @@ fn the_cloud_sql_grant_is_what_the_control_plane_needs_to_start_and_serve() {
     );
     let store = url_as(&cluster, &IAM_USER.replace('@', "%40"), "support_cp");
 
-    let refused = serve_fails(&store);
+    let empty = tempfile::tempdir().expect("temp dir");
+    let refused = serve_refused(empty.path(), Some(&store));
     assert!(
         refused.contains("permission denied for schema public")
             && refused.contains("GRANT USAGE, CREATE ON SCHEMA public"),
@@ -109,11 +73,7 @@ fn the_cloud_sql_grant_is_what_the_control_plane_needs_to_start_and_serve() {
 
     let server = Server::start_on(tempfile::tempdir().expect("temp dir"), Some(store), &[]);
     let client = server.client();
-    let device = Device::new();
-    match ok_device(device.create(&client)) {
-        DeviceResponse::Created { tunnel_id, .. } => assert_eq!(tunnel_id, device.id()),
-        other => panic!("{other:?}"),
-    }
+    Device::requested(&client);
     let admin = admin_key();
     server.enroll("alice", &admin, "viewer");
     match ok_admin(client.admin_req(&admin, list_req())) {

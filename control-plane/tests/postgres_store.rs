@@ -151,17 +151,8 @@ fn a_replica_without_its_store_setting_neither_serves_nor_operates_on_an_empty_r
         "an empty redb store was started beside the real one"
     );
     // Nor does the replica serve from one, should its setting get lost.
-    let out = std::process::Command::new(common::BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(&data)
-        .env_remove("SUPPORT_CP_STORE")
-        .output()
-        .expect("runs");
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && said.contains("keeps its store in PostgreSQL"),
-        "{said}"
-    );
+    let said = common::serve_refused(&data, None);
+    assert!(said.contains("keeps its store in PostgreSQL"), "{said}");
     assert!(!data.join("store.redb").exists());
 
     let out = admins(Some(&db));

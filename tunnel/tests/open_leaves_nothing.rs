@@ -9,13 +9,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 #[test]
 fn each_open_leaves_no_listener_behind() {
     let (pair, _, _) = Pair::start(Keys::new(), None, false, false);

@@ -222,14 +222,6 @@ fn a_third_party_cannot_get_datagrams_forwarded_or_disturb_the_tunnel() {
     );
 }
 
-/// A current-thread tokio runtime for the admin side's in-process streams.
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 #[test]
 fn the_admin_side_offers_an_in_process_tokio_stream() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -237,6 +237,44 @@ pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
+/// Runs `serve` on `data` (with `store`, or with no store setting at all)
+/// and waits for it to exit; panics if it serves instead. Returns its
+/// stderr.
+pub fn serve_refused(data: &Path, store: Option<&str>) -> String {
+    use std::io::Read;
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .env("SUPPORT_CP_LOG", "warn")
+        .env_remove("SUPPORT_CP_STORE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(url) = store {
+        cmd.args(["--store", url]);
+    }
+    let mut child = cmd.spawn().expect("server starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the control plane kept running where it should have refused to serve");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("reads");
+    assert!(!status.success(), "{stderr}");
+    stderr
+}
+
 /// Runs the CLI; a command on the data dir of a server with a PostgreSQL
 /// store is pointed at that store, as its operator would point it.
 pub fn cli(args: &[&str]) -> std::process::Output {

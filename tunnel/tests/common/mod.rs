@@ -457,3 +457,11 @@ pub fn drain(rx: &Receiver<Event>, into: &Mutex<Vec<Event>>) {
         into.lock().expect("lock").push(e);
     }
 }
+
+/// A current-thread tokio runtime for the admin side's in-process streams.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
